@@ -1,0 +1,77 @@
+//! The `minify` command: parses arguments (see `cli.rs`) and hands each subcommand to its
+//! module under `cmd/`. Library crates do the work; this crate only wires them.
+
+mod cli;
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Exit codes, the contract in shared/DESIGN.md.
+pub mod exit {
+    /// The minified image failed verification.
+    pub const VERIFY_FAILED: u8 = 1;
+    /// Usage or input error.
+    pub const USAGE: u8 = 2;
+    /// Environment: no daemon, no eBPF rights.
+    pub const ENVIRONMENT: u8 = 3;
+}
+
+/// Mark an error as an environment problem (exit 3): no daemon, no eBPF rights, no tracefs.
+/// Any other error that reaches `main` is an input error (exit 2).
+pub fn env_error(error: impl Into<anyhow::Error>) -> anyhow::Error {
+    error.into().context(FailureMarker(exit::ENVIRONMENT))
+}
+
+/// Mark an error with an explicit exit code.
+pub fn with_code(error: impl Into<anyhow::Error>, code: u8) -> anyhow::Error {
+    error.into().context(FailureMarker(code))
+}
+
+/// Attached to an error chain to pick the exit code.
+#[derive(Debug)]
+pub struct FailureMarker(pub u8);
+impl std::fmt::Display for FailureMarker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit code {}", self.0)
+    }
+}
+impl std::error::Error for FailureMarker {}
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let filter = match cli.verbose {
+        0 => "minify=info,warn",
+        1 => "debug",
+        _ => "trace",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
+        )
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .init();
+
+    match cmd::dispatch(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            let code = err
+                .chain()
+                .find_map(|e| e.downcast_ref::<FailureMarker>().map(|m| m.0))
+                .unwrap_or(exit::USAGE);
+            // One line: the outermost context first, then its causes.
+            let msg = err
+                .chain()
+                .filter(|e| e.downcast_ref::<FailureMarker>().is_none())
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(": ");
+            eprintln!("minify: error: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! `cargo xtask`: set-up, fixture images, benchmarks, CI entry.
+fn main() {}
