@@ -1,1 +1,99 @@
-//! minify-runtime: see the crate's owner issue; placeholder until it lands.
+//! minify-runtime: running images for minify. Today that is the Docker engine through bollard;
+//! a daemonless runtime can slot in behind the same types later.
+//!
+//! The lifecycle the pipeline drives:
+//! ```text
+//! Runtime::connect ─► inspect_image ─► start(RunSpec) ─► Container
+//!     Container::wait_ready ─► run_probe(Probe)... ─► stop ─► remove   (Drop removes too)
+//! ```
+//! - The container runs the image's own entrypoint/cmd (overridable, [`Overrides`]), is not
+//!   privileged, and gets nothing mounted or injected.
+//! - [`RunSpec::cgroup_parent`] puts it under the tracer's cgroup so the eBPF filter catches
+//!   its very first exec. Docker's cgroupfs driver also makes v1 controller directories
+//!   `/sys/fs/cgroup/<ctrl>/<parent>`; [`Container::remove`] (and `Drop`) remove them once the
+//!   container is gone. The v2 directory belongs to whoever made it (the tracer).
+//! - Every container is named `minify-<random>` and labelled [`LABEL`]`=1`, so leftovers of a
+//!   killed run can be found ([`Runtime::leftovers`]).
+//! - Probes ([`Probe`]) run on the host (`sh -c`), inside the container (Docker exec, without
+//!   a shell when the command needs none) or as HTTP GETs on every exposed TCP port; each
+//!   gives a [`ProbeResult`] and never an error, so a failing probe is data, not a crash.
+
+mod cgroup;
+mod container;
+mod docker;
+mod probe;
+
+pub use cgroup::{CgroupError, remove_v1_controller_dirs, validate_cgroup_parent};
+pub use container::{Container, Readiness};
+pub use docker::{ExposedPort, ImageInfo, Overrides, RunSpec, Runtime};
+pub use probe::{ExecMode, Probe, ProbeOutcome, ProbeResult, exec_mode, truncate_output};
+
+/// The label every container minify creates carries (value `1`).
+pub const LABEL: &str = "org.minify.run";
+
+/// Errors from the container runtime. Each names the image or container it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The Docker daemon cannot be reached (not running, no permission on the socket).
+    #[error("cannot reach the Docker daemon (is dockerd running?): {source}")]
+    Connect {
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// The image is not in the daemon.
+    #[error("image {image} is not in the Docker daemon")]
+    ImageNotFound { image: String },
+    /// A Docker API call failed.
+    #[error("docker: {action}: {source}")]
+    Docker {
+        /// What minify was doing, e.g. `creating a container from nginx:fixture`.
+        action: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// The container has no IP address on any network, so its ports cannot be reached.
+    #[error("container {container} has no IP address (network mode none?)")]
+    NoAddress { container: String },
+    /// The container exited while minify waited for its ports.
+    #[error(
+        "container {container} of {image} exited with code {code} before its ports {ports} accepted connections; last output:\n{logs}"
+    )]
+    ExitedEarly {
+        container: String,
+        image: String,
+        code: i64,
+        ports: String,
+        logs: String,
+    },
+    /// The exposed ports did not accept connections in time.
+    #[error(
+        "container {container} of {image}: ports {ports} did not accept connections within {secs} s; last output:\n{logs}"
+    )]
+    ReadyTimeout {
+        container: String,
+        image: String,
+        ports: String,
+        secs: u64,
+        logs: String,
+    },
+    /// The cgroup parent name is not usable.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+}
+
+impl RuntimeError {
+    /// Whether this is a problem with the machine (exit 3) rather than with the input.
+    pub fn is_environment(&self) -> bool {
+        match self {
+            RuntimeError::Connect { .. } | RuntimeError::Cgroup(_) => true,
+            RuntimeError::Docker { source, .. } => !matches!(
+                source,
+                bollard::errors::Error::DockerResponseServerError {
+                    status_code: 400..=499,
+                    ..
+                }
+            ),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! The Docker engine through bollard: connecting, reading an image's run config, and creating
+//! and starting a container from it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveImageOptionsBuilder,
+};
+use serde::Serialize;
+
+use crate::container::Container;
+use crate::{LABEL, RuntimeError, validate_cgroup_parent};
+
+/// A connection to the Docker daemon.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    pub(crate) docker: Docker,
+}
+
+/// One port an image declares with `EXPOSE`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct ExposedPort {
+    pub port: u16,
+    /// `tcp`, `udp` or `sctp`.
+    pub proto: String,
+}
+
+/// What an image runs and how, from its config.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ImageInfo {
+    /// The reference the image was looked up by.
+    pub reference: String,
+    /// The image id (`sha256:` of its config).
+    pub id: String,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    /// Sorted by port.
+    pub exposed_ports: Vec<ExposedPort>,
+    /// `StopSignal` (`SIGQUIT` for nginx); `None` means Docker's default, SIGTERM.
+    pub stop_signal: Option<String>,
+    pub user: String,
+    pub workdir: String,
+    /// Size the daemon reports (bytes of all layers, uncompressed).
+    pub size: u64,
+}
+
+impl ImageInfo {
+    /// The exposed TCP ports, sorted.
+    pub fn tcp_ports(&self) -> Vec<u16> {
+        self.exposed_ports
+            .iter()
+            .filter(|p| p.proto == "tcp")
+            .map(|p| p.port)
+            .collect()
+    }
+
+    /// The argv the container runs: entrypoint followed by cmd.
+    pub fn argv(&self) -> Vec<String> {
+        self.entrypoint.iter().chain(&self.cmd).cloned().collect()
+    }
+}
+
+/// Changes to what the image runs. `None`/empty keeps the image's own value.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Overrides {
+    /// Replaces the entrypoint (an empty vector clears it, like `--entrypoint ''`).
+    pub entrypoint: Option<Vec<String>>,
+    /// Replaces the cmd.
+    pub cmd: Option<Vec<String>>,
+    /// Added to (and overriding) the image's env, `KEY=value`.
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+}
+
+impl Overrides {
+    /// The image's run config with these overrides applied, so the closure sees exactly what
+    /// the container ran.
+    pub fn apply(&self, image: &ImageInfo) -> ImageInfo {
+        let mut out = image.clone();
+        if let Some(e) = &self.entrypoint {
+            out.entrypoint.clone_from(e);
+            // Docker: overriding the entrypoint drops the image's cmd.
+            if self.cmd.is_none() {
+                out.cmd.clear();
+            }
+        }
+        if let Some(c) = &self.cmd {
+            out.cmd.clone_from(c);
+        }
+        for kv in &self.env {
+            let key = kv.split('=').next().unwrap_or_default();
+            out.env
+                .retain(|old| old.split('=').next().unwrap_or_default() != key);
+            out.env.push(kv.clone());
+        }
+        if let Some(w) = &self.workdir {
+            out.workdir.clone_from(w);
+        }
+        if let Some(u) = &self.user {
+            out.user.clone_from(u);
+        }
+        out
+    }
+}
+
+/// How to run one container.
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    /// Image reference or id.
+    pub image: String,
+    pub overrides: Overrides,
+    /// `HostConfig.CgroupParent`: the tracer's cgroup name (relative, e.g. `minify-1a2b`).
+    pub cgroup_parent: Option<String>,
+    /// How long `stop` waits after the stop signal before SIGKILL.
+    pub stop_timeout: Duration,
+}
+
+impl RunSpec {
+    pub fn new(image: impl Into<String>) -> Self {
+        RunSpec {
+            image: image.into(),
+            overrides: Overrides::default(),
+            cgroup_parent: None,
+            stop_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+pub(crate) fn docker_err(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> RuntimeError {
+    let action = action.into();
+    move |source| RuntimeError::Docker { action, source }
+}
+
+pub(crate) fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// A random name suffix: 8 bytes of the kernel's randomness, hex.
+pub(crate) fn random_hex() -> String {
+    use std::io::Read as _;
+    let mut b = [0u8; 8];
+    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    if ok.is_err() {
+        // Still unique enough within one host: pid and time.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
+        b = (t ^ (u64::from(std::process::id()) << 32)).to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Runtime {
+    /// Connect to the local daemon (`DOCKER_HOST` or `/var/run/docker.sock`) and agree on an
+    /// API version (Docker 20.10 speaks 1.41, older than bollard's default).
+    pub async fn connect() -> Result<Self, RuntimeError> {
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|source| RuntimeError::Connect { source })?
+            // Our own timeouts bound every wait; bollard's 2-minute default would cut long
+            // traces short.
+            .with_timeout(Duration::from_secs(24 * 3600));
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|source| RuntimeError::Connect { source })?;
+        docker
+            .ping()
+            .await
+            .map_err(|source| RuntimeError::Connect { source })?;
+        Ok(Runtime { docker })
+    }
+
+    /// The underlying bollard client, for callers that need another API.
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// Read an image's run config.
+    pub async fn inspect_image(&self, image: &str) -> Result<ImageInfo, RuntimeError> {
+        let ins = match self.docker.inspect_image(image).await {
+            Ok(i) => i,
+            Err(e) if is_not_found(&e) => {
+                return Err(RuntimeError::ImageNotFound {
+                    image: image.to_owned(),
+                });
+            }
+            Err(e) => return Err(docker_err(format!("inspecting image {image}"))(e)),
+        };
+        let cfg = ins.config.unwrap_or_default();
+        let mut exposed_ports: Vec<ExposedPort> = cfg
+            .exposed_ports
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| {
+                let (port, proto) = p.split_once('/').unwrap_or((p.as_str(), "tcp"));
+                Some(ExposedPort {
+                    port: port.parse().ok()?,
+                    proto: proto.to_owned(),
+                })
+            })
+            .collect();
+        exposed_ports.sort();
+        Ok(ImageInfo {
+            reference: image.to_owned(),
+            id: ins.id.unwrap_or_default(),
+            entrypoint: cfg.entrypoint.unwrap_or_default(),
+            cmd: cfg.cmd.unwrap_or_default(),
+            env: cfg.env.unwrap_or_default(),
+            exposed_ports,
+            stop_signal: cfg.stop_signal.filter(|s| !s.is_empty()),
+            user: cfg.user.unwrap_or_default(),
+            workdir: cfg.working_dir.unwrap_or_default(),
+            size: ins.size.unwrap_or(0).max(0) as u64,
+        })
+    }
+
+    /// Create and start a container for `spec`. The returned [`Container`] removes the
+    /// container (and its v1 cgroup directories) when dropped, if [`Container::remove`] was
+    /// not called.
+    pub async fn start(&self, spec: &RunSpec) -> Result<Container, RuntimeError> {
+        let image = self.inspect_image(&spec.image).await?;
+        if let Some(p) = &spec.cgroup_parent {
+            validate_cgroup_parent(p)?;
+        }
+        let name = format!("minify-{}", random_hex());
+        let o = &spec.overrides;
+        let mut env = image.env.clone();
+        env.extend(o.env.iter().cloned());
+        let body = ContainerCreateBody {
+            image: Some(image.id.clone()),
+            entrypoint: o.entrypoint.clone(),
+            cmd: o.cmd.clone(),
+            env: if o.env.is_empty() { None } else { Some(env) },
+            working_dir: o.workdir.clone(),
+            user: o.user.clone(),
+            stop_signal: image.stop_signal.clone(),
+            labels: Some(HashMap::from([(LABEL.to_owned(), "1".to_owned())])),
+            host_config: Some(HostConfig {
+                cgroup_parent: spec.cgroup_parent.clone(),
+                privileged: Some(false),
+                // No restart: an exit is an answer we want to see, not hide.
+                auto_remove: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+                body,
+            )
+            .await
+            .map_err(docker_err(format!("creating a container from {}", spec.image)))?;
+        // From here on the guard owns the container: any early return removes it.
+        let mut container = Container::new(
+            self.docker.clone(),
+            created.id,
+            name,
+            image,
+            spec.cgroup_parent.clone(),
+            spec.stop_timeout,
+        );
+        self.docker
+            .start_container(&container.id, None)
+            .await
+            .map_err(docker_err(format!(
+                "starting container {} of {}",
+                container.name, spec.image
+            )))?;
+        container.refresh_address().await?;
+        Ok(container)
+    }
+
+    /// Containers left behind by killed runs (labelled [`LABEL`]), as ids.
+    pub async fn leftovers(&self) -> Result<Vec<String>, RuntimeError> {
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&HashMap::from([("label", vec![format!("{LABEL}=1")])]))
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(docker_err("listing minify containers"))?;
+        Ok(list.into_iter().filter_map(|c| c.id).collect())
+    }
+
+    /// Remove an image (e.g. a verify failure's output when asked to). Missing is fine.
+    pub async fn remove_image(&self, image: &str) -> Result<(), RuntimeError> {
+        match self
+            .docker
+            .remove_image(
+                image,
+                Some(RemoveImageOptionsBuilder::default().noprune(false).build()),
+                None,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(docker_err(format!("removing image {image}"))(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_apply_like_docker() {
+        let img = ImageInfo {
+            entrypoint: vec!["/docker-entrypoint.sh".into()],
+            cmd: vec!["nginx".into(), "-g".into()],
+            env: vec!["PATH=/usr/bin".into(), "A=1".into()],
+            ..Default::default()
+        };
+        let o = Overrides {
+            entrypoint: Some(vec!["/usr/sbin/nginx".into()]),
+            env: vec!["A=2".into()],
+            ..Default::default()
+        };
+        let r = o.apply(&img);
+        assert_eq!(r.argv(), vec!["/usr/sbin/nginx"]);
+        assert_eq!(r.env, vec!["PATH=/usr/bin", "A=2"]);
+        let o = Overrides {
+            cmd: Some(vec!["x".into()]),
+            ..Default::default()
+        };
+        assert_eq!(o.apply(&img).argv(), vec!["/docker-entrypoint.sh", "x"]);
+    }
+
+    #[test]
+    fn random_names_differ() {
+        assert_ne!(random_hex(), random_hex());
+        assert_eq!(random_hex().len(), 16);
+    }
+}

@@ -1,0 +1,603 @@
+//! Probes: the checks that make a workload do its real work while it is traced, and that
+//! prove the minified image still does it.
+//!
+//! - `--probe-cmd`: on the host, `sh -c`, with `MINIFY_CONTAINER`/`MINIFY_HOST` set. Run in
+//!   its own process group so a timeout (or Ctrl-C) kills everything it started.
+//! - `--probe-exec`: inside the container through the Docker exec API. A simple command is
+//!   split into argv and exec'd directly, so no shell enters the image just because the tool
+//!   needed one (slim keeps `/bin/sh` that way, its issue #551); shell syntax goes through the
+//!   image's `/bin/sh -c`, and the result says so.
+//! - `--probe-http PATH`: HTTP/1.1 GET on every exposed TCP port; any answer below 500 passes.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use futures_util::StreamExt as _;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::Container;
+
+/// Most bytes of probe output kept in a result.
+const OUTPUT_LIMIT: usize = 4096;
+
+/// One probe, as given on the command line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "arg")]
+pub enum Probe {
+    /// `--probe-cmd CMD`: on the host.
+    Cmd(String),
+    /// `--probe-exec CMD`: inside the container.
+    Exec(String),
+    /// `--probe-http PATH`: GET on each exposed TCP port.
+    Http(String),
+}
+
+impl fmt::Display for Probe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Probe::Cmd(c) => write!(f, "--probe-cmd {c:?}"),
+            Probe::Exec(c) => write!(f, "--probe-exec {c:?}"),
+            Probe::Http(p) => write!(f, "--probe-http {p:?}"),
+        }
+    }
+}
+
+/// How a `--probe-exec` command is run inside the container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExecMode {
+    /// Exec'd directly with this argv: no shell involved.
+    Direct(Vec<String>),
+    /// Needs `/bin/sh -c` (pipes, redirections, variables, globs, ...).
+    Shell,
+}
+
+/// Decide how to run `cmd` in the container. Words may be quoted with `'...'` or `"..."`
+/// (double quotes without `$`, `` ` `` or `\`); anything a shell would expand or interpret
+/// (`| & ; < > ( ) $ ` \ * ? [ ] { } ~ #`, a leading `VAR=value` or `!`) needs the shell.
+pub fn exec_mode(cmd: &str) -> ExecMode {
+    #[derive(PartialEq)]
+    enum St {
+        Plain,
+        Single,
+        Double,
+    }
+    let mut words: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut st = St::Plain;
+    for ch in cmd.chars() {
+        match st {
+            St::Plain => match ch {
+                ' ' | '\t' => {
+                    if in_word {
+                        words.push(std::mem::take(&mut cur));
+                        in_word = false;
+                    }
+                }
+                '\'' => {
+                    st = St::Single;
+                    in_word = true;
+                }
+                '"' => {
+                    st = St::Double;
+                    in_word = true;
+                }
+                '|' | '&' | ';' | '<' | '>' | '(' | ')' | '$' | '`' | '\\' | '*' | '?' | '['
+                | ']' | '{' | '}' | '~' | '#' | '\n' | '\r' => return ExecMode::Shell,
+                c => {
+                    cur.push(c);
+                    in_word = true;
+                }
+            },
+            St::Single => match ch {
+                '\'' => st = St::Plain,
+                c => cur.push(c),
+            },
+            St::Double => match ch {
+                '"' => st = St::Plain,
+                '$' | '`' | '\\' => return ExecMode::Shell,
+                c => cur.push(c),
+            },
+        }
+    }
+    if st != St::Plain {
+        return ExecMode::Shell;
+    }
+    if in_word {
+        words.push(cur);
+    }
+    match words.first() {
+        None => ExecMode::Shell,
+        Some(w) if w == "!" || w.contains('=') => ExecMode::Shell,
+        Some(_) => ExecMode::Direct(words),
+    }
+}
+
+/// How a probe ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "status")]
+pub enum ProbeOutcome {
+    /// Exited with a code (`cmd`/`exec`); 0 passes.
+    Exited { code: i64 },
+    /// HTTP status per port; all below 500 pass.
+    Http { statuses: Vec<(u16, u16)> },
+    /// Did not finish within the probe timeout; killed.
+    TimedOut { secs: u64 },
+    /// Could not be run at all (no shell on the host, Docker exec refused, no port, ...).
+    Error { message: String },
+}
+
+/// What one probe did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeResult {
+    pub probe: Probe,
+    pub passed: bool,
+    pub outcome: ProbeOutcome,
+    pub duration_ms: u64,
+    /// stdout then stderr (or the HTTP status lines), truncated to a few KiB.
+    pub output: String,
+    /// `--probe-exec` ran through the image's `/bin/sh -c` (so `sh` was traced and is kept).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub used_shell: bool,
+}
+
+impl ProbeResult {
+    /// One line for humans: `--probe-http "/": passed (port 80: 200) in 12 ms`.
+    pub fn summary(&self) -> String {
+        let what = match &self.outcome {
+            ProbeOutcome::Exited { code } => format!("exit code {code}"),
+            ProbeOutcome::Http { statuses } => statuses
+                .iter()
+                .map(|(p, s)| format!("port {p}: HTTP {s}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            ProbeOutcome::TimedOut { secs } => format!("timed out after {secs} s"),
+            ProbeOutcome::Error { message } => message.clone(),
+        };
+        format!(
+            "{}: {} ({what}) in {} ms",
+            self.probe,
+            if self.passed { "passed" } else { "FAILED" },
+            self.duration_ms
+        )
+    }
+}
+
+/// Keep at most a few KiB of output: the head and the tail (where errors usually are).
+pub fn truncate_output(bytes: &[u8]) -> String {
+    let s = String::from_utf8_lossy(bytes);
+    if s.len() <= OUTPUT_LIMIT {
+        return s.into_owned();
+    }
+    let head_end = floor_char(&s, OUTPUT_LIMIT / 4);
+    let tail_start = ceil_char(&s, s.len() - OUTPUT_LIMIT * 3 / 4);
+    format!(
+        "{}\n[... {} bytes cut ...]\n{}",
+        &s[..head_end],
+        tail_start - head_end,
+        &s[tail_start..]
+    )
+}
+
+fn floor_char(s: &str, mut i: usize) -> usize {
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn ceil_char(s: &str, mut i: usize) -> usize {
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    i
+}
+
+/// Kills a probe's whole process group when dropped (timeout, Ctrl-C, error), unless the
+/// probe finished and disarmed it.
+struct GroupKiller(Option<i32>);
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+impl Container {
+    /// Run one probe against this container, bounded by `timeout`. Never fails: a probe that
+    /// cannot even start is a failed probe with [`ProbeOutcome::Error`].
+    pub async fn run_probe(&self, probe: &Probe, timeout: Duration) -> ProbeResult {
+        let start = Instant::now();
+        let (outcome, output, used_shell) = match probe {
+            Probe::Cmd(cmd) => self.probe_cmd(cmd, timeout).await,
+            Probe::Exec(cmd) => self.probe_exec(cmd, timeout).await,
+            Probe::Http(path) => {
+                let (o, out) = self.probe_http(path, timeout).await;
+                (o, out, false)
+            }
+        };
+        let passed = match &outcome {
+            ProbeOutcome::Exited { code } => *code == 0,
+            ProbeOutcome::Http { statuses } => {
+                !statuses.is_empty() && statuses.iter().all(|(_, s)| *s < 500)
+            }
+            ProbeOutcome::TimedOut { .. } | ProbeOutcome::Error { .. } => false,
+        };
+        ProbeResult {
+            probe: probe.clone(),
+            passed,
+            outcome,
+            duration_ms: start.elapsed().as_millis() as u64,
+            output,
+            used_shell,
+        }
+    }
+
+    async fn probe_cmd(&self, cmd: &str, timeout: Duration) -> (ProbeOutcome, String, bool) {
+        let mut c = tokio::process::Command::new("sh");
+        c.arg("-c")
+            .arg(cmd)
+            .env("MINIFY_CONTAINER", self.id())
+            .env(
+                "MINIFY_HOST",
+                self.ip().map(|ip| ip.to_string()).unwrap_or_default(),
+            )
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let child = match c.spawn() {
+            Ok(ch) => ch,
+            Err(e) => {
+                return (
+                    ProbeOutcome::Error {
+                        message: format!("cannot run sh on the host: {e}"),
+                    },
+                    String::new(),
+                    false,
+                );
+            }
+        };
+        let mut killer = GroupKiller(child.id().and_then(|p| i32::try_from(p).ok()));
+        match tokio::time::timeout(timeout, child.wait_with_output()).await {
+            Ok(Ok(out)) => {
+                // The probe is done; processes it left in its group go with it.
+                drop(killer);
+                let mut bytes = out.stdout;
+                bytes.extend_from_slice(&out.stderr);
+                let code = out
+                    .status
+                    .code()
+                    .map_or_else(|| 128 + i64::from(signal_of(&out.status)), i64::from);
+                (
+                    ProbeOutcome::Exited { code },
+                    truncate_output(&bytes),
+                    false,
+                )
+            }
+            Ok(Err(e)) => {
+                killer.0.take();
+                (
+                    ProbeOutcome::Error {
+                        message: format!("waiting for the probe: {e}"),
+                    },
+                    String::new(),
+                    false,
+                )
+            }
+            Err(_) => (
+                ProbeOutcome::TimedOut {
+                    secs: timeout.as_secs(),
+                },
+                String::new(),
+                false,
+            ),
+        }
+    }
+
+    async fn probe_exec(&self, cmd: &str, timeout: Duration) -> (ProbeOutcome, String, bool) {
+        let (argv, used_shell) = match exec_mode(cmd) {
+            ExecMode::Direct(argv) => (argv, false),
+            ExecMode::Shell => (
+                vec!["/bin/sh".to_owned(), "-c".to_owned(), cmd.to_owned()],
+                true,
+            ),
+        };
+        let docker = self.docker();
+        let err = |message: String| (ProbeOutcome::Error { message }, String::new(), used_shell);
+        let exec = match docker
+            .create_exec(
+                self.id(),
+                CreateExecOptions {
+                    cmd: Some(argv),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+        {
+            Ok(e) => e,
+            Err(e) => return err(format!("docker exec in {}: {e}", self.name())),
+        };
+        let mut buf = Vec::new();
+        let run = async {
+            match docker.start_exec(&exec.id, None).await {
+                Ok(StartExecResults::Attached { mut output, .. }) => {
+                    while let Some(Ok(chunk)) = output.next().await {
+                        if buf.len() < 1 << 20 {
+                            buf.extend_from_slice(&chunk.into_bytes());
+                        }
+                    }
+                    Ok(())
+                }
+                Ok(StartExecResults::Detached) => Ok(()),
+                Err(e) => Err(e),
+            }
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return err(format!("docker exec in {}: {e}", self.name())),
+            Err(_) => {
+                // Docker has no "kill exec" call; the exec'd process is a host process we
+                // can signal (we are root), found through its host pid.
+                if let Ok(ins) = docker.inspect_exec(&exec.id).await
+                    && let Some(pid) = ins.pid.filter(|p| *p > 0)
+                {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                return (
+                    ProbeOutcome::TimedOut {
+                        secs: timeout.as_secs(),
+                    },
+                    truncate_output(&buf),
+                    used_shell,
+                );
+            }
+        }
+        // The stream ends when the process closes its output; the exit code can lag a little.
+        let mut code = None;
+        for _ in 0..50 {
+            match docker.inspect_exec(&exec.id).await {
+                Ok(ins) if ins.running == Some(false) => {
+                    code = ins.exit_code;
+                    break;
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(e) => return err(format!("inspecting exec in {}: {e}", self.name())),
+            }
+        }
+        match code {
+            Some(code) => (ProbeOutcome::Exited { code }, truncate_output(&buf), used_shell),
+            None => err("the exec'd command did not report an exit code".to_owned()),
+        }
+    }
+
+    async fn probe_http(&self, path: &str, timeout: Duration) -> (ProbeOutcome, String) {
+        let ports = self.image().tcp_ports();
+        if ports.is_empty() {
+            return (
+                ProbeOutcome::Error {
+                    message: format!("image {} exposes no TCP port", self.image().reference),
+                },
+                String::new(),
+            );
+        }
+        let Some(ip) = self.ip() else {
+            return (
+                ProbeOutcome::Error {
+                    message: format!("container {} has no IP address", self.name()),
+                },
+                String::new(),
+            );
+        };
+        let path = if path.starts_with('/') {
+            path.to_owned()
+        } else {
+            format!("/{path}")
+        };
+        let deadline = Instant::now() + timeout;
+        let mut statuses = Vec::new();
+        let mut output = String::new();
+        for port in ports {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let res = tokio::time::timeout(left, http_get(ip, port, &path)).await;
+            match res {
+                Ok(Ok((status, line))) => {
+                    output.push_str(&format!("port {port}: {line}\n"));
+                    statuses.push((port, status));
+                }
+                Ok(Err(e)) => {
+                    return (
+                        ProbeOutcome::Error {
+                            message: format!("GET http://{ip}:{port}{path}: {e}"),
+                        },
+                        output,
+                    );
+                }
+                Err(_) => {
+                    output.push_str(&format!("port {port}: no answer\n"));
+                    return (
+                        ProbeOutcome::TimedOut {
+                            secs: timeout.as_secs(),
+                        },
+                        output,
+                    );
+                }
+            }
+        }
+        (ProbeOutcome::Http { statuses }, output)
+    }
+}
+
+fn signal_of(status: &std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt as _;
+    status.signal().unwrap_or(0)
+}
+
+/// GET `path` over plain HTTP/1.1 and read the whole answer (so the server finishes the work
+/// the trace should see). Returns the status code and the status line.
+async fn http_get(ip: std::net::IpAddr, port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect((ip, port)).await?;
+    let host = match ip {
+        std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+        std::net::IpAddr::V4(v4) => format!("{v4}:{port}"),
+    };
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: minify-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        // Keep the head for parsing; the rest is read only so the server completes.
+        if buf.len() < 64 * 1024 {
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        if response_complete(&buf) {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let line = text.lines().next().unwrap_or_default().trim().to_owned();
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .filter(|_| line.starts_with("HTTP/"))
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("not an HTTP answer: {:?}", truncate_output(&buf[..buf.len().min(80)])),
+            )
+        })?;
+    Ok((status, line))
+}
+
+/// Whether a buffered response is complete by its own framing (Content-Length or the last
+/// chunk), for servers that keep the connection open despite `Connection: close`.
+fn response_complete(buf: &[u8]) -> bool {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let body = buf.len() - end - 4;
+    for line in head.lines() {
+        if let Some(v) = line.strip_prefix("content-length:") {
+            return v.trim().parse::<usize>().is_ok_and(|n| body >= n);
+        }
+        if line.starts_with("transfer-encoding:") && line.contains("chunked") {
+            return buf.ends_with(b"0\r\n\r\n");
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn direct(v: &[&str]) -> ExecMode {
+        ExecMode::Direct(v.iter().map(|s| (*s).to_owned()).collect())
+    }
+
+    #[test]
+    fn simple_commands_need_no_shell() {
+        assert_eq!(exec_mode("redis-cli ping"), direct(&["redis-cli", "ping"]));
+        assert_eq!(
+            exec_mode("  python3 -c 'import json' "),
+            direct(&["python3", "-c", "import json"])
+        );
+        assert_eq!(
+            exec_mode(r#"curl -H "a b" http://x:1/p?"#),
+            ExecMode::Shell,
+            "a glob character"
+        );
+        assert_eq!(exec_mode(r#"echo "a b"c"#), direct(&["echo", "a bc"]));
+        assert_eq!(exec_mode("ls a=b"), direct(&["ls", "a=b"]));
+    }
+
+    #[test]
+    fn shell_syntax_needs_the_shell() {
+        for c in [
+            "a | b",
+            "a && b",
+            "a; b",
+            "a > f",
+            "echo $HOME",
+            "echo `x`",
+            "ls *.py",
+            "FOO=1 cmd",
+            "echo 'unterminated",
+            "echo \"$x\"",
+            "",
+            "   ",
+            "(a)",
+            "! true",
+        ] {
+            assert_eq!(exec_mode(c), ExecMode::Shell, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn truncation_keeps_head_and_tail() {
+        let mut s = "h".repeat(3000);
+        s.push_str(&"é".repeat(3000));
+        s.push_str("THE-END");
+        let t = truncate_output(s.as_bytes());
+        assert!(t.len() < 4200, "{}", t.len());
+        assert!(t.starts_with("hhh"));
+        assert!(t.ends_with("THE-END"));
+        assert!(t.contains("bytes cut"));
+        assert_eq!(truncate_output(b"short"), "short");
+    }
+
+    #[test]
+    fn framing() {
+        assert!(!response_complete(b"HTTP/1.1 200 OK\r\n"));
+        assert!(response_complete(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        ));
+        assert!(!response_complete(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok"
+        ));
+        assert!(response_complete(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+        ));
+    }
+
+    #[test]
+    fn result_summary_names_the_probe() {
+        let r = ProbeResult {
+            probe: Probe::Http("/".into()),
+            passed: false,
+            outcome: ProbeOutcome::Http {
+                statuses: vec![(80, 502)],
+            },
+            duration_ms: 3,
+            output: String::new(),
+            used_shell: false,
+        };
+        assert_eq!(
+            r.summary(),
+            "--probe-http \"/\": FAILED (port 80: HTTP 502) in 3 ms"
+        );
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.contains(r#""probe":{"kind":"http","arg":"/"}"#), "{json}");
+    }
+}
