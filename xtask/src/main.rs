@@ -1,2 +1,86 @@
-//! `cargo xtask`: set-up, fixture images, benchmarks, CI entry.
-fn main() {}
+//! `cargo xtask`: set-up, fixture images, the test suite with CI semantics, the demo, and
+//! benchmarks. Every subcommand is idempotent and safe to re-run.
+
+mod bench;
+mod demo;
+mod fixtures;
+mod setup;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+/// Project tasks for minify (run as root on a Debian machine).
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install and start what minify and its tests need: Docker engine, debootstrap, nightly
+    /// rust-src, bpf-linker 0.10.0, tracefs. Idempotent.
+    Setup,
+    /// Build (or reuse) fixture images; all of them when no name is given.
+    Fixtures {
+        /// Fixture names (base, nginx, python-http, flask, redis, node, static, fat).
+        names: Vec<String>,
+        /// Also run each image and check it answers its probe.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Set up, build every fixture, then `cargo test --workspace` with CI=true (a skipped
+    /// test fails). This is the README's test command.
+    Test {
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
+    /// Same as `test` (the name CI scripts call).
+    Ci {
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
+    /// Set up, build the nginx fixture, minify it end to end and show before/after.
+    Demo,
+    /// Benchmarks; results go to bench/results/<area>.md.
+    Bench {
+        /// Which area: image, trace, run, or all.
+        #[arg(default_value = "all")]
+        area: bench::Area,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Task::Setup => setup::run(),
+        Task::Fixtures { names, check } => fixtures::run(&names, check),
+        Task::Test { cargo_args } | Task::Ci { cargo_args } => test(&cargo_args),
+        Task::Demo => demo::run(),
+        Task::Bench { area } => bench::run(area),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `cargo xtask test`: everything a fresh machine needs, then the whole suite, where a skip is
+/// a failure.
+fn test(cargo_args: &[String]) -> anyhow::Result<()> {
+    setup::run()?;
+    fixtures::run(&[], false)?;
+    util::step("cargo test --workspace (CI=true: a skipped test is a failure)");
+    let mut cmd = std::process::Command::new(util::cargo());
+    cmd.current_dir(util::workspace_root())
+        .env("CI", "true")
+        .args(["test", "--workspace"])
+        .args(cargo_args);
+    util::run_status(&mut cmd)
+}

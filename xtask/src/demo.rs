@@ -1,0 +1,63 @@
+//! `cargo xtask demo`: set up, build the nginx fixture, minify it end to end with `minify run`,
+//! and show both images side by side.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::Context;
+use minify_fixtures::{docker_run_http_check, fixture, image_size};
+
+use crate::util::{cargo, mb, run_status, step, workspace_root};
+
+pub fn run() -> anyhow::Result<()> {
+    crate::setup::run()?;
+    let image = fixture("nginx")?;
+    let minified = format!("{image}-min");
+
+    step("building minify");
+    run_status(
+        Command::new(cargo())
+            .current_dir(workspace_root())
+            .args(["build", "-p", "minify"]),
+    )?;
+    let minify = target_dir().join("debug/minify");
+
+    step(&format!(
+        "minify run {image} --probe-http / --tag {minified}"
+    ));
+    run_status(Command::new(&minify).args([
+        "run",
+        &image,
+        "--probe-http",
+        "/",
+        "--tag",
+        &minified,
+    ]))
+    .context("minify run failed")?;
+
+    for img in [&image, &minified] {
+        step(&format!("minify inspect {img}"));
+        run_status(Command::new(&minify).args(["inspect", img]))?;
+    }
+
+    step("the minified image still serves");
+    let answer = docker_run_http_check(&minified, 80)?;
+    eprintln!("    GET / on {minified} -> {}", answer.status);
+
+    let before = image_size(&image)?;
+    let after = image_size(&minified)?;
+    step("before / after");
+    println!("{image:<32} {:>10}", mb(before));
+    println!("{minified:<32} {:>10}", mb(after));
+    println!(
+        "{:<32} {:>9.1}x smaller",
+        "",
+        before as f64 / after.max(1) as f64
+    );
+    Ok(())
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
+}
