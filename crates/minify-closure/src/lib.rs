@@ -1,1 +1,161 @@
-//! minify-closure: see the crate's owner issue; placeholder until it lands.
+//! minify-closure: from a trace and an image to the exact set of paths the minified image
+//! must hold, each with the reason it is kept, and from there to the [`Allowlist`].
+//!
+//! Everything is read through the image's [`Rootfs`] view; symlinks are resolved inside the
+//! image root only, so nothing on the host can ever enter the result.
+//!
+//! What is kept ([`compute`]):
+//! - traced paths that exist in the image, with every symlink on the way (`symlink`) and the
+//!   final target (`traced`); successful stat/access lookups keep the entry they found (a
+//!   directory lookup keeps the directory entry, not its contents); failed lookups and paths
+//!   the workload created at run time are not kept; `/proc`, `/sys`, `/dev` are ignored;
+//! - the ELF closure (loader, libraries, `ld.so.cache`) of every exec'd program and every
+//!   opened ELF file (`elf`);
+//! - `#!` interpreters of kept scripts, `#!/usr/bin/env NAME` looked up on the image's `PATH`
+//!   (`interpreter`);
+//! - the image's entrypoint/cmd program with its closure (it is the workload);
+//! - user rules: `include` paths/globs, `include_bin` programs with their closure (`include`);
+//! - the default support sets ([`DefaultSets`]; `default-set`);
+//! - parent directories of everything kept (`parent`);
+//! - then `exclude` globs are applied, but never to a directory above a kept path.
+//!
+//! ```no_run
+//! # fn f(fs: &dyn minify_model::Rootfs, trace: &minify_model::Trace) -> Result<(), minify_closure::ClosureError> {
+//! use minify_closure::{ClosureOptions, compute};
+//! let closure = compute(fs, trace, &["/usr/sbin/nginx".into()], &ClosureOptions::default())?;
+//! let allowlist = closure.to_allowlist(
+//!     minify_model::allowlist::SourceImage { image: "nginx:fixture".into(), digest: "sha256:..".into() },
+//!     "minify 0.1.0",
+//! );
+//! println!("{}", allowlist.to_json());
+//! # Ok(()) }
+//! ```
+
+mod build;
+mod sets;
+
+use std::collections::BTreeMap;
+
+use minify_model::allowlist::SourceImage;
+use minify_model::{Allowlist, AllowlistEntry, ImagePath, Reason, Rootfs, Trace};
+
+pub use sets::{DefaultSet, DefaultSets};
+
+/// User rules and switches for one closure computation.
+#[derive(Clone, Debug, Default)]
+pub struct ClosureOptions {
+    /// `--include PATH|GLOB`: a file, a whole directory (recursively) or a glob over image
+    /// paths (`*` stays within a component, `**` crosses them). A plain path that is not in
+    /// the image is an error; a glob matching nothing is a warning.
+    pub include: Vec<String>,
+    /// `--include-bin PATH`: a program (absolute, or a name looked up on the image's `PATH`)
+    /// with its ELF closure and `#!` interpreter.
+    pub include_bin: Vec<String>,
+    /// `--exclude GLOB`: removes matching paths (and, for a directory, everything below it)
+    /// at the very end, except directories above a path that stays.
+    pub exclude: Vec<String>,
+    /// Which default support sets to add.
+    pub default_sets: DefaultSets,
+}
+
+/// Why one path is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Kept {
+    pub reason: Reason,
+    /// Reviewable, deterministic detail: the set name, the program needing a library, ...
+    pub detail: String,
+}
+
+/// What one default support set added (paths not already kept for another reason).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DefaultSetReport {
+    pub set: DefaultSet,
+    /// Paths it added that survived `exclude`, sorted.
+    pub paths: Vec<ImagePath>,
+    /// Bytes of the regular files among them.
+    pub bytes: u64,
+}
+
+/// The computed kept set.
+#[derive(Clone, Debug, Default)]
+pub struct Closure {
+    /// Every kept path (exactly one image entry each), with its reason.
+    pub entries: BTreeMap<ImagePath, Kept>,
+    /// Things skipped or missing (unreadable ELF files, libraries not found, globs that
+    /// matched nothing, hit limits). Deterministic order.
+    pub warnings: Vec<String>,
+    /// Per enabled default set, what it added.
+    pub default_sets: Vec<DefaultSetReport>,
+    /// Paths removed by `exclude`.
+    pub excluded: Vec<ImagePath>,
+    /// Bytes of the regular files the trace, the ELF closure and the interpreters require
+    /// (the lower bound any minifier must keep, for the benchmark).
+    pub required_bytes: u64,
+    /// Bytes of all kept regular files.
+    pub kept_bytes: u64,
+}
+
+impl Closure {
+    /// The allowlist form (sorted, deterministic).
+    pub fn to_allowlist(&self, source: SourceImage, tool: &str) -> Allowlist {
+        Allowlist::new(
+            source,
+            tool,
+            self.entries.iter().map(|(p, k)| AllowlistEntry {
+                path: p.clone(),
+                reason: k.reason,
+                detail: k.detail.clone(),
+            }),
+        )
+    }
+
+    /// Number of kept paths.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is kept.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Whether `path` is kept.
+    pub fn contains(&self, path: &str) -> bool {
+        self.entries.contains_key(&ImagePath::new(path))
+    }
+}
+
+/// Bad user rules. Everything about the image itself is a warning, not an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ClosureError {
+    /// An `include`/`exclude` pattern is not a valid glob.
+    #[error("invalid {rule} pattern {pattern:?}: {reason}")]
+    InvalidGlob {
+        rule: &'static str,
+        pattern: String,
+        reason: String,
+    },
+    /// A plain `include` path is not in the image.
+    #[error("--include {path}: not in the image ({reason})")]
+    IncludeNotFound { path: String, reason: String },
+    /// An `include_bin` program is not in the image or not on its PATH.
+    #[error("--include-bin {path}: not in the image ({reason})")]
+    IncludeBinNotFound { path: String, reason: String },
+}
+
+/// Compute the kept set. `entrypoint` is the image's effective argv (entrypoint + cmd); it
+/// may be empty.
+pub fn compute(
+    fs: &dyn Rootfs,
+    trace: &Trace,
+    entrypoint: &[String],
+    opts: &ClosureOptions,
+) -> Result<Closure, ClosureError> {
+    build::Builder::new(fs).run(trace, entrypoint, opts)
+}
+
+/// Look `name` up like `execvp` on the image's `PATH` (from its env, or the usual default);
+/// names with a `/` are taken as they are. Returns the path as found (before symlinks).
+pub fn which(fs: &dyn Rootfs, name: &str, env: &[String]) -> Option<ImagePath> {
+    build::which(fs, name, env)
+}

@@ -351,6 +351,31 @@ impl<'a> Resolver<'a> {
         Ok(out)
     }
 
+    /// Find a library by name as the loader would for a program like `like` (same class and
+    /// machine) with no RPATH/RUNPATH: `LD_LIBRARY_PATH`, `ld.so.conf`, default directories.
+    /// Returns the real path and the symlinks followed to it.
+    pub fn find_library(
+        &mut self,
+        name: &str,
+        like: &ElfInfo,
+        libc: Libc,
+    ) -> Option<(ImagePath, Vec<ImagePath>)> {
+        let mut plain = like.clone();
+        plain.rpath.clear();
+        plain.runpath.clear();
+        plain.nodeflib = false;
+        let obj = Loaded {
+            origin: "/".to_owned(),
+            info: Rc::new(plain),
+            rpaths: Rc::new(Vec::new()),
+            depth: 0,
+            name: String::new(),
+        };
+        let mut ignored = Vec::new();
+        self.find(name, &obj, libc, &mut ignored)
+            .map(|f| (f.real, f.via))
+    }
+
     /// Search one library name for `obj`, with the loader's rules.
     fn find(&mut self, name: &str, obj: &Loaded, libc: Libc, warnings: &mut Vec<String>) -> Option<Found> {
         let expanded = expand(name, &obj.origin, &obj.info, self.fs);

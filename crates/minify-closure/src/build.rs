@@ -1,0 +1,595 @@
+//! The closure computation itself: one [`Builder`] per run accumulates kept paths with the
+//! highest-priority reason, then adds parents and applies excludes.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::rc::Rc;
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use minify_elf::{DepKind, ElfClass, ElfInfo, Libc, Resolver, env_var};
+use minify_model::trace::Special;
+use minify_model::{AccessKind, EntryKind, ImagePath, Reason, ResolveError, Rootfs, Trace, resolve};
+
+use crate::{Closure, ClosureError, ClosureOptions, DefaultSet, DefaultSetReport, Kept};
+
+/// `PATH` when the image sets none (Docker's default).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// The kernel follows at most this many nested `#!` interpreters (`BINPRM_MAX_RECURSION`).
+const MAX_SCRIPT_DEPTH: usize = 4;
+/// The kernel reads this much of a file to find the `#!` line (`BINPRM_BUF_SIZE`).
+const SHEBANG_BYTES: u64 = 256;
+
+pub(crate) struct Builder<'a> {
+    fs: &'a dyn Rootfs,
+    resolver: Resolver<'a>,
+    entries: BTreeMap<ImagePath, Kept>,
+    warnings: Vec<String>,
+    /// Programs whose ELF closure / shebang has been handled (real paths).
+    programs_done: HashSet<ImagePath>,
+    /// The first ELF program seen (entrypoint preferred): the architecture default-set
+    /// libraries are looked up for.
+    main_elf: Option<(Rc<ElfInfo>, Libc)>,
+}
+
+/// Lookup kinds: a successful one means the workload needed the path to exist.
+fn is_lookup(k: AccessKind) -> bool {
+    !matches!(k, AccessKind::Create | AccessKind::RenameTo)
+}
+
+impl<'a> Builder<'a> {
+    pub(crate) fn new(fs: &'a dyn Rootfs) -> Self {
+        Builder {
+            fs,
+            resolver: Resolver::new(fs, fs.env()),
+            entries: BTreeMap::new(),
+            warnings: Vec::new(),
+            programs_done: HashSet::new(),
+            main_elf: None,
+        }
+    }
+
+    pub(crate) fn run(
+        mut self,
+        trace: &Trace,
+        entrypoint: &[String],
+        opts: &ClosureOptions,
+    ) -> Result<Closure, ClosureError> {
+        // Validate user globs before doing any work, so a typo fails fast.
+        let excludes = build_excludes(&opts.exclude)?;
+        let include_globs: Vec<(String, Option<GlobSet>)> = opts
+            .include
+            .iter()
+            .map(|p| Ok((p.clone(), include_glob(p)?)))
+            .collect::<Result<_, ClosureError>>()?;
+
+        self.add_entrypoint(entrypoint);
+        self.add_trace(trace);
+
+        for bin in &opts.include_bin {
+            let Some(found) = which(self.fs, bin, self.fs.env()) else {
+                return Err(ClosureError::IncludeBinNotFound {
+                    path: bin.clone(),
+                    reason: "not found on the image's PATH".into(),
+                });
+            };
+            if let Err(e) = resolve(self.fs, found.as_str(), true) {
+                return Err(ClosureError::IncludeBinNotFound {
+                    path: bin.clone(),
+                    reason: e.to_string(),
+                });
+            }
+            self.add_program(found.as_str(), Reason::Include, &format!("--include-bin {bin}"), 0);
+        }
+        for (pat, glob) in &include_globs {
+            self.add_include(pat, glob.as_ref())?;
+        }
+
+        let mut reports = Vec::new();
+        for set in DefaultSet::ALL {
+            if !opts.default_sets.enabled(set) {
+                continue;
+            }
+            let before: BTreeSet<ImagePath> = self.entries.keys().cloned().collect();
+            self.add_default_set(set);
+            let added: Vec<ImagePath> = self
+                .entries
+                .keys()
+                .filter(|p| !before.contains(*p))
+                .cloned()
+                .collect();
+            reports.push((set, added));
+        }
+
+        self.add_parents();
+        let excluded = self.apply_excludes(excludes.as_ref(), &opts.exclude);
+
+        let default_sets = reports
+            .into_iter()
+            .map(|(set, added)| {
+                let paths: Vec<ImagePath> = added
+                    .into_iter()
+                    .filter(|p| self.entries.contains_key(p))
+                    .collect();
+                let bytes = paths.iter().map(|p| self.file_size(p)).sum();
+                DefaultSetReport { set, paths, bytes }
+            })
+            .collect();
+        let mut required_bytes = 0;
+        let mut kept_bytes = 0;
+        for (p, k) in &self.entries {
+            let size = self.file_size(p);
+            kept_bytes += size;
+            if matches!(k.reason, Reason::Traced | Reason::Elf | Reason::Interpreter) {
+                required_bytes += size;
+            }
+        }
+        Ok(Closure {
+            entries: self.entries,
+            warnings: self.warnings,
+            default_sets,
+            excluded,
+            required_bytes,
+            kept_bytes,
+        })
+    }
+
+    fn file_size(&self, p: &ImagePath) -> u64 {
+        self.fs
+            .entry(p)
+            .filter(|e| matches!(e.kind, EntryKind::File))
+            .map_or(0, |e| e.size)
+    }
+
+    /// Keep `path` (which exists in the image) with `reason` unless it already has a
+    /// higher-priority one. A hard link also keeps the file it links to.
+    fn keep(&mut self, path: &ImagePath, reason: Reason, detail: &str) {
+        let Some(entry) = self.fs.entry(path) else {
+            return;
+        };
+        let hardlink = match &entry.kind {
+            EntryKind::Hardlink { target } => Some(target.clone()),
+            _ => None,
+        };
+        let replace = match self.entries.get(path) {
+            Some(old) => (reason, detail) < (old.reason, old.detail.as_str()),
+            None => true,
+        };
+        if replace {
+            self.entries.insert(
+                path.clone(),
+                Kept {
+                    reason,
+                    detail: detail.to_owned(),
+                },
+            );
+        }
+        if let Some(t) = hardlink
+            && &t != path
+            && !self.entries.contains_key(&t)
+        {
+            self.keep(&t, reason, &format!("hard link target of {path}"));
+        }
+    }
+
+    fn keep_via(&mut self, via: &[ImagePath], to: &str) {
+        for v in via {
+            self.keep(v, Reason::Symlink, &format!("on the way to {to}"));
+        }
+    }
+
+    /// Resolve `raw` in the image and keep the symlinks on the way and the final entry.
+    /// A dangling symlink is kept as itself. Returns the final path when it exists.
+    fn keep_resolved(&mut self, raw: &str, follow: bool, reason: Reason, detail: &str) -> Option<ImagePath> {
+        match resolve(self.fs, raw, follow) {
+            Ok(r) => {
+                self.keep_via(&r.via, raw);
+                self.keep(&r.path, reason, detail);
+                Some(r.path)
+            }
+            Err(ResolveError::NotFound { .. }) if follow => {
+                // A dangling link that was looked at (readlink, lstat): keep the link itself.
+                let r = resolve(self.fs, raw, false).ok()?;
+                self.keep_via(&r.via, raw);
+                self.keep(&r.path, reason, detail);
+                None
+            }
+            Err(ResolveError::NotFound { .. }) => None,
+            Err(e) => {
+                self.warnings.push(format!("{e}; not kept"));
+                None
+            }
+        }
+    }
+
+    fn add_trace(&mut self, trace: &Trace) {
+        // Per path: the lookup kinds that succeeded.
+        let mut ok: BTreeMap<&str, BTreeSet<AccessKind>> = BTreeMap::new();
+        for ev in &trace.events {
+            if ev.special.is_some() || Special::of(&ev.path).is_some() {
+                continue;
+            }
+            if ev.ok && is_lookup(ev.kind) {
+                ok.entry(ev.path.as_str()).or_default().insert(ev.kind);
+            }
+        }
+        for (path, kinds) in ok {
+            if !path.starts_with('/') {
+                self.warnings.push(format!("trace path {path:?} is not absolute; ignored"));
+                continue;
+            }
+            // Only readlink alone means the link itself, not what it points to.
+            let follow = kinds.iter().any(|k| *k != AccessKind::Readlink);
+            let detail = kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(",");
+            let Some(real) = self.keep_resolved(path, follow, Reason::Traced, &detail) else {
+                continue;
+            };
+            if Special::of(real.as_str()).is_some() {
+                continue;
+            }
+            let exec = kinds.contains(&AccessKind::Exec) || kinds.contains(&AccessKind::ExecBinary);
+            let opened = kinds.contains(&AccessKind::Open) || kinds.contains(&AccessKind::OpenRequested);
+            if exec {
+                self.program_deps(&real, &format!("exec {path}"), 0);
+            } else if opened && self.resolver.is_elf_file(&real) {
+                self.elf_deps(&real);
+            } else if opened {
+                self.script_deps(&real, 0);
+            }
+        }
+    }
+
+    fn add_entrypoint(&mut self, argv: &[String]) {
+        let Some(first) = argv.first() else {
+            self.warnings
+                .push("the image has no entrypoint or cmd; only traced paths are kept".into());
+            return;
+        };
+        let env = self.fs.env().to_vec();
+        let Some(found) = which(self.fs, first, &env) else {
+            self.warnings
+                .push(format!("entrypoint {first} is not in the image (nor on its PATH)"));
+            return;
+        };
+        self.add_program(found.as_str(), Reason::Traced, "image entrypoint", 0);
+        // `sh -c "exec prog args"`: the program the shell runs is the workload too.
+        let is_shell = first.rsplit('/').next().is_some_and(|n| matches!(n, "sh" | "bash" | "dash"));
+        if is_shell && argv.get(1).is_some_and(|a| a == "-c")
+            && let Some(script) = argv.get(2)
+        {
+            let mut words = script.split_whitespace();
+            let mut w = words.next();
+            if w == Some("exec") {
+                w = words.next();
+            }
+            if let Some(w) = w.filter(|w| !w.contains(['$', '`', '(', ';', '|', '&', '<', '>', '=']))
+                && let Some(p) = which(self.fs, w, &env)
+            {
+                self.add_program(p.as_str(), Reason::Traced, "run by the image entrypoint's shell", 0);
+            }
+        }
+    }
+
+    /// Keep a program with the symlinks to it, its ELF closure and `#!` interpreter.
+    fn add_program(&mut self, raw: &str, reason: Reason, detail: &str, depth: usize) {
+        if let Some(real) = self.keep_resolved(raw, true, reason, detail) {
+            self.program_deps(&real, detail, depth);
+        }
+    }
+
+    fn program_deps(&mut self, real: &ImagePath, _why: &str, depth: usize) {
+        if self.resolver.is_elf_file(real) {
+            self.elf_deps(real);
+        } else {
+            self.script_deps(real, depth);
+        }
+    }
+
+    fn elf_deps(&mut self, real: &ImagePath) {
+        if !self.programs_done.insert(real.clone()) {
+            return;
+        }
+        match self.resolver.closure_of(real.as_str()) {
+            Ok(deps) => {
+                if self.main_elf.is_none()
+                    && let Ok((_, info)) = self.resolver.info(real.as_str())
+                    && info.interpreter.is_some()
+                    && let Some(libc) = deps.libc
+                {
+                    self.main_elf = Some((info, libc));
+                }
+                for (p, d) in deps.kept {
+                    let reason = match d.kind {
+                        DepKind::Program => continue,
+                        DepKind::Symlink => Reason::Symlink,
+                        DepKind::Interpreter | DepKind::Library | DepKind::LoaderFile => Reason::Elf,
+                    };
+                    self.keep(&p, reason, &d.detail);
+                }
+                self.warnings.extend(deps.warnings);
+            }
+            Err(e) => self.warnings.push(format!("{e}; its libraries are not followed")),
+        }
+    }
+
+    /// If `real` is an executable `#!` script, keep its interpreter (and `env`'s target).
+    fn script_deps(&mut self, real: &ImagePath, depth: usize) {
+        let Some(entry) = self.fs.entry(real) else { return };
+        if !entry.is_file() || entry.mode & 0o111 == 0 {
+            return;
+        }
+        if depth >= MAX_SCRIPT_DEPTH {
+            self.warnings.push(format!(
+                "{real}: more than {MAX_SCRIPT_DEPTH} nested #! interpreters; not followed further"
+            ));
+            return;
+        }
+        if !self.programs_done.insert(real.clone()) {
+            return;
+        }
+        let Ok(head) = self.fs.read(real, Some(SHEBANG_BYTES)) else { return };
+        let Some(rest) = head.strip_prefix(b"#!") else { return };
+        let line_end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+        let line = String::from_utf8_lossy(&rest[..line_end]);
+        let line = line.trim();
+        let (interp, arg) = match line.find([' ', '\t']) {
+            Some(i) => (&line[..i], line[i..].trim()),
+            None => (line, ""),
+        };
+        if interp.is_empty() {
+            return;
+        }
+        let detail = format!("#! interpreter of {real}");
+        let Some(ireal) = self.keep_resolved(interp, true, Reason::Interpreter, &detail) else {
+            self.warnings
+                .push(format!("{real}: #! interpreter {interp} is not in the image"));
+            return;
+        };
+        self.program_deps(&ireal, &detail, depth + 1);
+        if interp.rsplit('/').next() == Some("env") {
+            // `#!/usr/bin/env [-S] [-i] [VAR=x] NAME ...`: NAME is looked up on the image PATH.
+            let name = arg
+                .split_whitespace()
+                .find(|w| !w.starts_with('-') && !w.contains('='));
+            if let Some(name) = name {
+                let env = self.fs.env().to_vec();
+                match which(self.fs, name, &env) {
+                    Some(p) => {
+                        let d = format!("#! interpreter of {real} (through env)");
+                        self.add_program(p.as_str(), Reason::Interpreter, &d, depth + 1);
+                    }
+                    None => self
+                        .warnings
+                        .push(format!("{real}: #!{line}: {name} is not on the image's PATH")),
+                }
+            }
+        }
+    }
+
+    fn add_include(&mut self, pat: &str, glob: Option<&GlobSet>) -> Result<(), ClosureError> {
+        let detail = format!("--include {pat}");
+        let Some(glob) = glob else {
+            return match resolve(self.fs, pat, true) {
+                Ok(r) => {
+                    self.keep_via(&r.via, pat);
+                    self.keep_tree(&r.path, Reason::Include, &detail);
+                    Ok(())
+                }
+                Err(e) => Err(ClosureError::IncludeNotFound {
+                    path: pat.to_owned(),
+                    reason: e.to_string(),
+                }),
+            };
+        };
+        let matches: Vec<ImagePath> = self
+            .fs
+            .paths()
+            .into_iter()
+            .filter(|p| glob.is_match(p.as_str()))
+            .collect();
+        if matches.is_empty() {
+            self.warnings.push(format!("--include {pat} matched nothing in the image"));
+        }
+        for m in matches {
+            self.keep_tree(&m, Reason::Include, &detail);
+        }
+        Ok(())
+    }
+
+    /// Keep `path` and, for a directory, everything below it. Symlinks met keep their target
+    /// entry too (only the entry: a link to a directory does not pull the whole directory).
+    fn keep_tree(&mut self, path: &ImagePath, reason: Reason, detail: &str) {
+        let mut stack = vec![path.clone()];
+        while let Some(p) = stack.pop() {
+            let Some(entry) = self.fs.entry(&p) else { continue };
+            let is_link = entry.is_symlink();
+            let is_dir = entry.is_dir();
+            self.keep(&p, reason, detail);
+            if is_link {
+                self.keep_resolved(p.as_str(), true, reason, detail);
+            } else if is_dir {
+                stack.extend(self.fs.children(&p));
+            }
+        }
+    }
+
+    fn add_default_set(&mut self, set: DefaultSet) {
+        let detail = set.name();
+        for t in set.trees() {
+            if let Ok(r) = resolve(self.fs, t, true) {
+                self.keep_via(&r.via, t);
+                self.keep_tree(&r.path, Reason::DefaultSet, detail);
+            } else if let Ok(r) = resolve(self.fs, t, false) {
+                // A dangling link (e.g. /etc/resolv.conf -> a runtime-made file): keep it.
+                self.keep_via(&r.via, t);
+                self.keep(&r.path, Reason::DefaultSet, detail);
+            }
+        }
+        let libs = set.libraries();
+        if libs.is_empty() {
+            return;
+        }
+        let (like, libc) = match &self.main_elf {
+            Some((info, libc)) => ((**info).clone(), *libc),
+            None => (host_like(), Libc::Glibc),
+        };
+        if libc != Libc::Glibc {
+            return; // NSS modules are a glibc feature
+        }
+        for lib in libs {
+            let Some((real, via)) = self.resolver.find_library(lib, &like, libc) else {
+                continue;
+            };
+            self.keep_via(&via, lib);
+            self.keep(&real, Reason::DefaultSet, detail);
+            if let Ok(deps) = self.resolver.closure_of(real.as_str()) {
+                for (p, d) in deps.kept {
+                    let reason = if d.kind == DepKind::Symlink { Reason::Symlink } else { Reason::DefaultSet };
+                    self.keep(&p, reason, detail);
+                }
+                self.warnings.extend(deps.warnings);
+            }
+        }
+    }
+
+    fn add_parents(&mut self) {
+        let mut parents = BTreeSet::new();
+        for p in self.entries.keys() {
+            for a in p.ancestors() {
+                if !self.entries.contains_key(&a) {
+                    parents.insert(a);
+                }
+            }
+        }
+        for a in parents {
+            self.keep(&a, Reason::Parent, "");
+        }
+    }
+
+    fn apply_excludes(&mut self, set: Option<&GlobSet>, pats: &[String]) -> Vec<ImagePath> {
+        let Some(set) = set else { return Vec::new() };
+        let mut hits = vec![0usize; pats.len()];
+        let mut removed = Vec::new();
+        for p in self.entries.keys() {
+            let m = set.matches(p.as_str());
+            if !m.is_empty() {
+                for i in m {
+                    hits[i / 2] += 1;
+                }
+                removed.push(p.clone());
+            }
+        }
+        for p in &removed {
+            self.entries.remove(p);
+        }
+        // Directories above a path that stays are never removed.
+        let mut restore = BTreeSet::new();
+        for p in self.entries.keys() {
+            for a in p.ancestors() {
+                if !self.entries.contains_key(&a) {
+                    restore.insert(a);
+                }
+            }
+        }
+        for a in &restore {
+            self.keep(a, Reason::Parent, "");
+        }
+        removed.retain(|p| !restore.contains(p));
+        for (pat, n) in pats.iter().zip(hits) {
+            if n == 0 {
+                self.warnings.push(format!("--exclude {pat} matched no kept path"));
+            }
+        }
+        removed
+    }
+}
+
+fn host_like() -> ElfInfo {
+    ElfInfo {
+        class: if cfg!(target_pointer_width = "64") { ElfClass::Elf64 } else { ElfClass::Elf32 },
+        little_endian: cfg!(target_endian = "little"),
+        machine: if cfg!(target_arch = "aarch64") { minify_elf::loader::EM_AARCH64 } else { minify_elf::loader::EM_X86_64 },
+        osabi: 0,
+        elf_type: 3,
+        interpreter: None,
+        needed: Vec::new(),
+        rpath: Vec::new(),
+        runpath: Vec::new(),
+        soname: None,
+        nodeflib: false,
+        dynamic: true,
+    }
+}
+
+fn has_glob_meta(p: &str) -> bool {
+    p.contains(['*', '?', '[', '{'])
+}
+
+fn absolute(p: &str) -> String {
+    if p.starts_with('/') { p.to_owned() } else { format!("/{p}") }
+}
+
+fn glob(rule: &'static str, pat: &str) -> Result<globset::Glob, ClosureError> {
+    GlobBuilder::new(pat)
+        .literal_separator(true)
+        .build()
+        .map_err(|e| ClosureError::InvalidGlob {
+            rule,
+            pattern: pat.to_owned(),
+            reason: e.kind().to_string(),
+        })
+}
+
+fn include_glob(pat: &str) -> Result<Option<GlobSet>, ClosureError> {
+    if !has_glob_meta(pat) {
+        return Ok(None);
+    }
+    let g = glob("--include", &absolute(pat.trim_end_matches('/')))?;
+    let mut b = GlobSetBuilder::new();
+    b.add(g);
+    b.build().map(Some).map_err(|e| ClosureError::InvalidGlob {
+        rule: "--include",
+        pattern: pat.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Each exclude pattern P compiles to two globs, P and P/** (a directory takes its contents
+/// with it), so glob index `i / 2` is the pattern.
+fn build_excludes(pats: &[String]) -> Result<Option<GlobSet>, ClosureError> {
+    if pats.is_empty() {
+        return Ok(None);
+    }
+    let mut b = GlobSetBuilder::new();
+    for p in pats {
+        let base = absolute(p.trim_end_matches('/'));
+        let base = if base.is_empty() { "/".to_owned() } else { base };
+        b.add(glob("--exclude", &base)?);
+        b.add(glob("--exclude", &format!("{}/**", base.trim_end_matches('/')))?);
+    }
+    b.build().map(Some).map_err(|e| ClosureError::InvalidGlob {
+        rule: "--exclude",
+        pattern: pats.join(" "),
+        reason: e.to_string(),
+    })
+}
+
+pub(crate) fn which(fs: &dyn Rootfs, name: &str, env: &[String]) -> Option<ImagePath> {
+    if name.is_empty() {
+        return None;
+    }
+    if name.contains('/') {
+        let p = ImagePath::new(name);
+        return resolve(fs, p.as_str(), true).ok().map(|_| p);
+    }
+    let path = env_var(env, "PATH").unwrap_or(DEFAULT_PATH);
+    for dir in path.split(':').filter(|d| d.starts_with('/')) {
+        let cand = ImagePath::new(dir).join(name);
+        if let Ok(r) = resolve(fs, cand.as_str(), true)
+            && let Some(e) = fs.entry(&r.path)
+            && e.is_file()
+            && e.mode & 0o111 != 0
+        {
+            return Some(cand);
+        }
+    }
+    None
+}

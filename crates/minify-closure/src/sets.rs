@@ -1,0 +1,128 @@
+//! The default support sets: files a workload commonly needs at run time but that a short
+//! trace easily misses (TLS roots, name resolution, user lookup, time zones, locales).
+
+/// One default support set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DefaultSet {
+    /// CA certificates: `/etc/ssl/certs` and what its links point to, the bundles.
+    CaCertificates,
+    /// NSS and resolver: `nsswitch.conf`, `hosts`, `resolv.conf`, `host.conf`, `gai.conf`,
+    /// `libnss_files`, `libnss_dns`, `libresolv` with their ELF closure.
+    Nss,
+    /// `/etc/passwd` and `/etc/group`.
+    Passwd,
+    /// `/usr/share/zoneinfo`, `/etc/localtime`, `/etc/timezone`.
+    Zoneinfo,
+    /// Compiled locales (`/usr/lib/locale`) and the locale alias/default files.
+    Locale,
+}
+
+impl DefaultSet {
+    /// Every set, in report order.
+    pub const ALL: [DefaultSet; 5] = [
+        DefaultSet::CaCertificates,
+        DefaultSet::Nss,
+        DefaultSet::Passwd,
+        DefaultSet::Zoneinfo,
+        DefaultSet::Locale,
+    ];
+
+    /// The name used in the allowlist's `detail` and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            DefaultSet::CaCertificates => "ca-certificates",
+            DefaultSet::Nss => "nss",
+            DefaultSet::Passwd => "passwd",
+            DefaultSet::Zoneinfo => "zoneinfo",
+            DefaultSet::Locale => "locale",
+        }
+    }
+
+    /// Paths added as a whole tree (directories recursively, symlink targets too).
+    pub(crate) fn trees(self) -> &'static [&'static str] {
+        match self {
+            DefaultSet::CaCertificates => &[
+                "/etc/ssl/certs",
+                "/usr/share/ca-certificates",
+                "/usr/local/share/ca-certificates",
+                "/etc/ca-certificates.conf",
+                "/etc/ssl/cert.pem",
+                "/etc/pki/tls/certs/ca-bundle.crt",
+                "/etc/pki/tls/cert.pem",
+                "/etc/pki/ca-trust/extracted",
+            ],
+            DefaultSet::Nss => &[
+                "/etc/nsswitch.conf",
+                "/etc/hosts",
+                "/etc/resolv.conf",
+                "/etc/host.conf",
+                "/etc/gai.conf",
+            ],
+            DefaultSet::Passwd => &["/etc/passwd", "/etc/group"],
+            DefaultSet::Zoneinfo => &["/usr/share/zoneinfo", "/etc/localtime", "/etc/timezone"],
+            DefaultSet::Locale => &[
+                "/usr/lib/locale",
+                "/usr/share/locale/locale.alias",
+                "/etc/locale.alias",
+                "/etc/default/locale",
+                "/etc/locale.conf",
+            ],
+        }
+    }
+
+    /// Shared libraries looked up with the image's loader rules.
+    pub(crate) fn libraries(self) -> &'static [&'static str] {
+        match self {
+            DefaultSet::Nss => &["libnss_files.so.2", "libnss_dns.so.2", "libresolv.so.2"],
+            _ => &[],
+        }
+    }
+}
+
+/// Which default sets are added. CA certificates, NSS and passwd are on by default; zoneinfo
+/// and locale are off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(clippy::struct_excessive_bools)]
+pub struct DefaultSets {
+    pub ca_certificates: bool,
+    pub nss: bool,
+    pub passwd: bool,
+    pub zoneinfo: bool,
+    pub locale: bool,
+}
+
+impl Default for DefaultSets {
+    fn default() -> Self {
+        DefaultSets {
+            ca_certificates: true,
+            nss: true,
+            passwd: true,
+            zoneinfo: false,
+            locale: false,
+        }
+    }
+}
+
+impl DefaultSets {
+    /// No default set at all.
+    pub fn none() -> Self {
+        DefaultSets {
+            ca_certificates: false,
+            nss: false,
+            passwd: false,
+            zoneinfo: false,
+            locale: false,
+        }
+    }
+
+    /// Whether `set` is on.
+    pub fn enabled(&self, set: DefaultSet) -> bool {
+        match set {
+            DefaultSet::CaCertificates => self.ca_certificates,
+            DefaultSet::Nss => self.nss,
+            DefaultSet::Passwd => self.passwd,
+            DefaultSet::Zoneinfo => self.zoneinfo,
+            DefaultSet::Locale => self.locale,
+        }
+    }
+}
