@@ -1,0 +1,5 @@
+//! minify's end-to-end tests: real fixture images, a real Docker engine and the real kernel.
+//! One test binary (`cargo test -p minify --test e2e`); one module per theme. Shared helpers
+//! (fixture images, skip guards, `TestContext`) come from the `minify-fixtures` crate.
+
+mod fixtures_smoke;
