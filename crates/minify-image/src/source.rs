@@ -1,0 +1,677 @@
+//! `SourceImage`: an image opened for reading, from the Docker daemon or a file transport.
+//!
+//! Opening reads only the small JSON documents (manifest, index, config) and checks that
+//! every blob they name is present with the size they claim. Layer digests are checked when
+//! the layers are streamed ([`crate::RootfsView::build`]), so each layer is read once.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use futures_util::StreamExt as _;
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt as _;
+
+use crate::archive::{Blob, Container};
+use crate::{Digest, ImageConfig, ImageRef};
+
+/// The most a JSON document of an image (manifest, index, config) may weigh.
+const JSON_LIMIT: u64 = 64 << 20;
+
+/// How a layer blob is compressed (sniffed from its first bytes, not trusted from media
+/// types, which `docker save` leaves out).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Compression::None => "tar",
+            Compression::Gzip => "tar+gzip",
+            Compression::Zstd => "tar+zstd",
+        })
+    }
+}
+
+/// One layer as the manifest and config describe it.
+#[derive(Clone, Debug)]
+pub struct LayerInfo {
+    /// Position, bottom layer first.
+    pub index: usize,
+    /// The digest of the blob as stored, when the manifest gives one (OCI manifests, and
+    /// `blobs/sha256/<hex>` names in newer `docker save` output; legacy `docker save`
+    /// layers are only checked against their diff_id).
+    pub digest: Option<Digest>,
+    /// The config's diff_id: sha256 of the uncompressed tar.
+    pub diff_id: Digest,
+    /// Bytes of the blob as stored.
+    pub size: u64,
+    pub compression: Compression,
+    pub(crate) blob: Blob,
+}
+
+impl LayerInfo {
+    /// Where the layer is inside its container (archive member or blob name).
+    pub fn name(&self) -> &str {
+        &self.blob.name
+    }
+}
+
+/// An opened image.
+pub struct SourceImage {
+    reference: ImageRef,
+    id: Digest,
+    config_bytes: Vec<u8>,
+    config: ImageConfig,
+    layers: Vec<LayerInfo>,
+    repo_tags: Vec<String>,
+    /// Holds the daemon export while the image is in use.
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// Why an image could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The reference names nothing.
+    #[error("image {reference} does not exist{where_}")]
+    NotFound {
+        reference: String,
+        where_: &'static str,
+    },
+    /// The daemon did not answer (environment problem).
+    #[error("cannot reach the Docker daemon while reading {reference}: {source}")]
+    DaemonUnreachable {
+        reference: String,
+        source: bollard::errors::Error,
+    },
+    /// The daemon answered with an error.
+    #[error("the Docker daemon failed to export {reference}: {source}")]
+    Daemon {
+        reference: String,
+        source: bollard::errors::Error,
+    },
+    /// Reading the image's files failed.
+    #[error("reading {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The file is not an image in the transport's format.
+    #[error("{location}: not a {format} image: {reason}")]
+    NotAnImage {
+        location: String,
+        format: &'static str,
+        reason: String,
+    },
+    /// A document names a blob the image does not hold.
+    #[error("{location}: the manifest names {what} {name}, which is not in the image")]
+    MissingBlob {
+        location: String,
+        what: &'static str,
+        name: String,
+    },
+    /// A blob's size disagrees with its descriptor.
+    #[error("{location}: blob {name} is {actual} bytes but the manifest says {expected}")]
+    BlobSize {
+        location: String,
+        name: String,
+        expected: u64,
+        actual: u64,
+    },
+    /// The config blob's digest disagrees with the name it is addressed by.
+    #[error("{location}: config {name} has digest {actual}, but the manifest says {expected}")]
+    ConfigDigest {
+        location: String,
+        name: String,
+        expected: Digest,
+        actual: Digest,
+    },
+    /// The config cannot be read.
+    #[error("{location}: bad image config {name}: {reason}")]
+    BadConfig {
+        location: String,
+        name: String,
+        reason: String,
+    },
+    /// Layer and diff_id counts differ.
+    #[error(
+        "{location}: the manifest lists {layers} layers but the config has {diff_ids} diff_ids"
+    )]
+    LayerCount {
+        location: String,
+        layers: usize,
+        diff_ids: usize,
+    },
+    /// `oci:DIR:TAG` with a tag the index does not hold, or several images and no tag.
+    #[error("{location}: {reason}")]
+    Ambiguous { location: String, reason: String },
+}
+
+impl SourceError {
+    /// The daemon is missing: exit code 3, not 2.
+    pub fn is_environment(&self) -> bool {
+        matches!(self, SourceError::DaemonUnreachable { .. })
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SourceError + '_ {
+    move |source| SourceError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+impl SourceImage {
+    /// Open an image for reading.
+    pub async fn open(reference: &ImageRef) -> Result<SourceImage, SourceError> {
+        match reference {
+            ImageRef::Daemon(name) => open_daemon(reference, name).await,
+            ImageRef::DockerArchive(path) => {
+                let path = path.clone();
+                let r = reference.clone();
+                blocking(move || {
+                    let c = open_archive_file(&path, &r)?;
+                    read_docker_archive(r, &c, None)
+                })
+                .await
+            }
+            ImageRef::OciArchive(path) => {
+                let path = path.clone();
+                let r = reference.clone();
+                blocking(move || {
+                    let c = open_archive_file(&path, &r)?;
+                    read_oci(r, &c, None)
+                })
+                .await
+            }
+            ImageRef::OciDir { dir, tag } => {
+                let dir = dir.clone();
+                let tag = tag.clone();
+                let r = reference.clone();
+                blocking(move || {
+                    if !dir.is_dir() {
+                        return Err(SourceError::NotFound {
+                            reference: r.to_string(),
+                            where_: " (no such directory)",
+                        });
+                    }
+                    read_oci(r, &Container::dir(&dir), tag.as_deref())
+                })
+                .await
+            }
+        }
+    }
+
+    /// The reference it was opened from.
+    pub fn reference(&self) -> &ImageRef {
+        &self.reference
+    }
+    /// The image id: sha256 of the config blob.
+    pub fn id(&self) -> &Digest {
+        &self.id
+    }
+    /// The config, parsed.
+    pub fn config(&self) -> &ImageConfig {
+        &self.config
+    }
+    /// The config blob exactly as stored.
+    pub fn config_bytes(&self) -> &[u8] {
+        &self.config_bytes
+    }
+    /// Layers, bottom first.
+    pub fn layers(&self) -> &[LayerInfo] {
+        &self.layers
+    }
+    /// `name:tag`s the image carries (daemon references and `docker save` RepoTags; OCI
+    /// ref names).
+    pub fn repo_tags(&self) -> &[String] {
+        &self.repo_tags
+    }
+    /// Bytes of all layer blobs as stored.
+    pub fn size(&self) -> u64 {
+        self.layers.iter().map(|l| l.size).sum()
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, SourceError> + Send + 'static,
+) -> Result<T, SourceError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(SourceError::Io {
+            path: "(reader task)".into(),
+            source: std::io::Error::other(e),
+        }),
+    }
+}
+
+fn open_archive_file(path: &Path, r: &ImageRef) -> Result<Container, SourceError> {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(SourceError::NotFound {
+                reference: r.to_string(),
+                where_: " (no such file)",
+            });
+        }
+        Err(e) => return Err(io_err(path)(e)),
+        Ok(m) if !m.is_file() => {
+            return Err(SourceError::NotAnImage {
+                location: path.display().to_string(),
+                format: "tar archive",
+                reason: "it is not a regular file".into(),
+            });
+        }
+        Ok(_) => {}
+    }
+    Container::open_archive(path).map_err(|e| SourceError::NotAnImage {
+        location: path.display().to_string(),
+        format: "tar archive",
+        reason: e.to_string(),
+    })
+}
+
+/// Export the image from the daemon into a private temp dir, then read it as a
+/// docker-archive. The stream goes straight to disk: memory stays flat for any image size.
+async fn open_daemon(reference: &ImageRef, name: &str) -> Result<SourceImage, SourceError> {
+    let unreachable = |source| SourceError::DaemonUnreachable {
+        reference: name.to_owned(),
+        source,
+    };
+    let docker = bollard::Docker::connect_with_local_defaults().map_err(unreachable)?;
+    let inspect = match docker.inspect_image(name).await {
+        Ok(i) => i,
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {
+            return Err(SourceError::NotFound {
+                reference: name.to_owned(),
+                where_: " in the Docker daemon",
+            });
+        }
+        Err(e @ bollard::errors::Error::DockerResponseServerError { .. }) => {
+            return Err(SourceError::Daemon {
+                reference: name.to_owned(),
+                source: e,
+            });
+        }
+        Err(e) => return Err(unreachable(e)),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix("minify-image-")
+        .tempdir()
+        .map_err(io_err(Path::new("temporary directory")))?;
+    let tar_path = tmp.path().join("export.tar");
+    let mut out = tokio::fs::File::create(&tar_path)
+        .await
+        .map_err(io_err(&tar_path))?;
+    // Export by id when we have it, so a tag moved meanwhile cannot swap the image under us;
+    // the tags come from the inspect answer.
+    let export_name = inspect.id.clone().unwrap_or_else(|| name.to_owned());
+    let mut stream = docker.export_image(&export_name);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|source| SourceError::Daemon {
+            reference: name.to_owned(),
+            source,
+        })?;
+        out.write_all(&chunk).await.map_err(io_err(&tar_path))?;
+    }
+    out.flush().await.map_err(io_err(&tar_path))?;
+    drop(out);
+    let r = reference.clone();
+    let mut tags = inspect.repo_tags.unwrap_or_default();
+    if let Some((repo, Some(tag))) = reference.daemon_repo_tag() {
+        // The name the user gave first: it decides the default output name.
+        let given = format!("{repo}:{tag}");
+        tags.retain(|t| *t != given);
+        tags.insert(0, given);
+    }
+    let expected_id = inspect.id.and_then(|i| Digest::parse(&i).ok());
+    let mut img = blocking(move || {
+        let c = Container::open_archive(&tar_path).map_err(io_err(&tar_path))?;
+        read_docker_archive(r, &c, Some(tags))
+    })
+    .await?;
+    if let Some(expected) = expected_id
+        && expected != img.id
+    {
+        return Err(SourceError::ConfigDigest {
+            location: name.to_owned(),
+            name: "(daemon export)".into(),
+            expected,
+            actual: img.id.clone(),
+        });
+    }
+    img._tmp = Some(tmp);
+    Ok(img)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerManifestItem {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    layers: Vec<String>,
+}
+
+fn not_image(c: &Container, format: &'static str, reason: impl Into<String>) -> SourceError {
+    SourceError::NotAnImage {
+        location: c.location().display().to_string(),
+        format,
+        reason: reason.into(),
+    }
+}
+
+fn loc(c: &Container) -> String {
+    c.location().display().to_string()
+}
+
+fn read_json_member(
+    c: &Container,
+    name: &str,
+    format: &'static str,
+) -> Result<Vec<u8>, SourceError> {
+    let blob = c
+        .member(name)
+        .map_err(io_err(c.location()))?
+        .ok_or_else(|| not_image(c, format, format!("it has no {name}")))?;
+    blob.read_small(JSON_LIMIT).map_err(io_err(c.location()))
+}
+
+/// The 64-hex digest embedded in a legacy name like `<hex>.json` or `blobs/sha256/<hex>`.
+fn digest_in_name(name: &str) -> Option<Digest> {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    let stem = base.strip_suffix(".json").unwrap_or(base);
+    Digest::from_hex(stem).ok()
+}
+
+fn read_docker_archive(
+    reference: ImageRef,
+    c: &Container,
+    tags: Option<Vec<String>>,
+) -> Result<SourceImage, SourceError> {
+    const FMT: &str = "docker-archive";
+    let manifest = read_json_member(c, "manifest.json", FMT)?;
+    let items: Vec<DockerManifestItem> = serde_json::from_slice(&manifest)
+        .map_err(|e| not_image(c, FMT, format!("manifest.json: {e}")))?;
+    let Some(item) = items.into_iter().next() else {
+        return Err(not_image(c, FMT, "manifest.json lists no image"));
+    };
+    let config_blob = c
+        .member(&item.config)
+        .map_err(io_err(c.location()))?
+        .ok_or_else(|| SourceError::MissingBlob {
+            location: loc(c),
+            what: "config",
+            name: item.config.clone(),
+        })?;
+    let config_bytes = config_blob
+        .read_small(JSON_LIMIT)
+        .map_err(io_err(c.location()))?;
+    let id = Digest::of_bytes(&config_bytes);
+    if let Some(expected) = digest_in_name(&item.config)
+        && expected != id
+    {
+        return Err(SourceError::ConfigDigest {
+            location: loc(c),
+            name: item.config,
+            expected,
+            actual: id,
+        });
+    }
+    let config = ImageConfig::parse(&config_bytes).map_err(|reason| SourceError::BadConfig {
+        location: loc(c),
+        name: item.config.clone(),
+        reason,
+    })?;
+    let mut blobs = Vec::new();
+    for name in &item.layers {
+        let blob = c
+            .member(name)
+            .map_err(io_err(c.location()))?
+            .ok_or_else(|| SourceError::MissingBlob {
+                location: loc(c),
+                what: "layer",
+                name: name.clone(),
+            })?;
+        // Newer engines name layers by their blob digest; legacy `<id>/layer.tar` names
+        // carry an unrelated v1 id, checked only through the diff_id.
+        let digest = if name.starts_with("blobs/") {
+            digest_in_name(name)
+        } else {
+            None
+        };
+        blobs.push((blob, digest, None));
+    }
+    let tags = tags.unwrap_or_else(|| item.repo_tags.unwrap_or_default());
+    finish(reference, c, id, config_bytes, config, blobs, tags)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Descriptor {
+    #[serde(default)]
+    media_type: String,
+    digest: String,
+    size: u64,
+    #[serde(default)]
+    annotations: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    platform: Option<Platform>,
+}
+
+#[derive(Deserialize)]
+struct Platform {
+    #[serde(default)]
+    architecture: String,
+}
+
+#[derive(Deserialize)]
+struct OciIndex {
+    manifests: Vec<Descriptor>,
+}
+
+#[derive(Deserialize)]
+struct OciManifest {
+    config: Descriptor,
+    layers: Vec<Descriptor>,
+}
+
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// Fetch a blob named by a descriptor, checking its digest syntax and size.
+fn descriptor_blob(
+    c: &Container,
+    d: &Descriptor,
+    what: &'static str,
+) -> Result<(Blob, Digest), SourceError> {
+    let digest =
+        Digest::parse(&d.digest).map_err(|e| not_image(c, "OCI", format!("{what}: {e}")))?;
+    let blob = c
+        .blob(&digest)
+        .map_err(io_err(c.location()))?
+        .ok_or_else(|| SourceError::MissingBlob {
+            location: loc(c),
+            what,
+            name: digest.to_string(),
+        })?;
+    if blob.len != d.size {
+        return Err(SourceError::BlobSize {
+            location: loc(c),
+            name: digest.to_string(),
+            expected: d.size,
+            actual: blob.len,
+        });
+    }
+    Ok((blob, digest))
+}
+
+fn read_oci(
+    reference: ImageRef,
+    c: &Container,
+    tag: Option<&str>,
+) -> Result<SourceImage, SourceError> {
+    const FMT: &str = "OCI layout";
+    let index = read_json_member(c, "index.json", FMT)?;
+    let mut index: OciIndex = serde_json::from_slice(&index)
+        .map_err(|e| not_image(c, FMT, format!("index.json: {e}")))?;
+    let names: Vec<String> = index
+        .manifests
+        .iter()
+        .filter_map(|d| d.annotations.get(REF_NAME).cloned())
+        .collect();
+    let chosen = match tag {
+        Some(t) => index
+            .manifests
+            .into_iter()
+            .find(|d| d.annotations.get(REF_NAME).is_some_and(|n| n == t))
+            .ok_or_else(|| SourceError::Ambiguous {
+                location: loc(c),
+                reason: format!("no image tagged {t:?} in index.json (it has {names:?})"),
+            })?,
+        None if index.manifests.len() == 1 => index.manifests.remove(0),
+        None if index.manifests.is_empty() => {
+            return Err(not_image(c, FMT, "index.json lists no image"));
+        }
+        None => {
+            return Err(SourceError::Ambiguous {
+                location: loc(c),
+                reason: format!(
+                    "index.json holds {} images; name one with oci:DIR:TAG (tags: {names:?})",
+                    index.manifests.len()
+                ),
+            });
+        }
+    };
+    let ref_name = chosen.annotations.get(REF_NAME).cloned();
+    let mut desc = chosen;
+    // A nested index (multi-platform): take this machine's platform, else the first.
+    for _ in 0..4 {
+        if !desc.media_type.ends_with("image.index.v1+json")
+            && !desc.media_type.ends_with("manifest.list.v2+json")
+        {
+            break;
+        }
+        let (blob, _) = descriptor_blob(c, &desc, "index")?;
+        let bytes = blob.read_small(JSON_LIMIT).map_err(io_err(c.location()))?;
+        let mut inner: OciIndex = serde_json::from_slice(&bytes)
+            .map_err(|e| not_image(c, FMT, format!("index {}: {e}", desc.digest)))?;
+        let pos = inner
+            .manifests
+            .iter()
+            .position(|d| {
+                d.platform
+                    .as_ref()
+                    .is_some_and(|p| p.architecture == host_arch())
+            })
+            .unwrap_or(0);
+        if inner.manifests.is_empty() {
+            return Err(not_image(
+                c,
+                FMT,
+                format!("index {} lists no image", desc.digest),
+            ));
+        }
+        desc = inner.manifests.swap_remove(pos);
+    }
+    let (mblob, _) = descriptor_blob(c, &desc, "manifest")?;
+    let mbytes = mblob.read_small(JSON_LIMIT).map_err(io_err(c.location()))?;
+    let manifest: OciManifest = serde_json::from_slice(&mbytes)
+        .map_err(|e| not_image(c, FMT, format!("manifest {}: {e}", desc.digest)))?;
+    let (cblob, cdigest) = descriptor_blob(c, &manifest.config, "config")?;
+    let config_bytes = cblob.read_small(JSON_LIMIT).map_err(io_err(c.location()))?;
+    let id = Digest::of_bytes(&config_bytes);
+    if id != cdigest {
+        return Err(SourceError::ConfigDigest {
+            location: loc(c),
+            name: cdigest.to_string(),
+            expected: cdigest,
+            actual: id,
+        });
+    }
+    let config = ImageConfig::parse(&config_bytes).map_err(|reason| SourceError::BadConfig {
+        location: loc(c),
+        name: cdigest.to_string(),
+        reason,
+    })?;
+    let mut blobs = Vec::new();
+    for d in &manifest.layers {
+        let (blob, digest) = descriptor_blob(c, d, "layer")?;
+        blobs.push((blob, Some(digest), Some(d.media_type.clone())));
+    }
+    finish(
+        reference,
+        c,
+        id,
+        config_bytes,
+        config,
+        blobs,
+        ref_name.into_iter().collect(),
+    )
+}
+
+fn finish(
+    reference: ImageRef,
+    c: &Container,
+    id: Digest,
+    config_bytes: Vec<u8>,
+    config: ImageConfig,
+    blobs: Vec<(Blob, Option<Digest>, Option<String>)>,
+    repo_tags: Vec<String>,
+) -> Result<SourceImage, SourceError> {
+    if blobs.len() != config.diff_ids.len() {
+        return Err(SourceError::LayerCount {
+            location: loc(c),
+            layers: blobs.len(),
+            diff_ids: config.diff_ids.len(),
+        });
+    }
+    let mut layers = Vec::new();
+    for (index, ((blob, digest, _media), diff_id)) in
+        blobs.into_iter().zip(config.diff_ids.iter()).enumerate()
+    {
+        let head = blob.head().map_err(io_err(c.location()))?;
+        let compression = match head {
+            [0x1f, 0x8b, ..] => Compression::Gzip,
+            [0x28, 0xb5, 0x2f, 0xfd] => Compression::Zstd,
+            _ => Compression::None,
+        };
+        layers.push(LayerInfo {
+            index,
+            digest,
+            diff_id: diff_id.clone(),
+            size: blob.len,
+            compression,
+            blob,
+        });
+    }
+    Ok(SourceImage {
+        reference,
+        id,
+        config_bytes,
+        config,
+        layers,
+        repo_tags,
+        _tmp: None,
+    })
+}
+
+/// For tests and tools: the path of a file transport.
+pub fn file_path(r: &ImageRef) -> Option<&PathBuf> {
+    match r {
+        ImageRef::Daemon(_) => None,
+        ImageRef::DockerArchive(p) | ImageRef::OciArchive(p) => Some(p),
+        ImageRef::OciDir { dir, .. } => Some(dir),
+    }
+}
