@@ -26,6 +26,9 @@
 pub mod loader;
 pub mod parse;
 pub mod resolve;
+#[cfg(feature = "test-util")]
+#[doc(hidden)]
+pub mod testutil;
 
 pub use loader::{Libc, LoaderConfig, env_var, glob_rootfs};
 pub use parse::{ElfClass, ElfInfo, ParseError, is_elf};
