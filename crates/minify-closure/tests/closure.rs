@@ -1,0 +1,306 @@
+//! The closure rules over an in-memory image made of real Debian files copied from the host
+//! (programs with their real libraries) plus small synthetic files.
+
+use minify_closure::{ClosureError, ClosureOptions, DefaultSet, DefaultSets, compute};
+use minify_elf::testutil::{copy_host, copy_host_program, exe, parents};
+use minify_model::allowlist::SourceImage;
+use minify_model::rootfs::memfs::MemFs;
+use minify_model::trace::Special;
+use minify_model::{AccessKind, ImagePath, Reason, Trace, TraceEvent};
+
+fn ev(kind: AccessKind, path: &str, ok: bool) -> TraceEvent {
+    TraceEvent {
+        pid: 1,
+        comm: "t".into(),
+        kind,
+        path: path.into(),
+        ok,
+        special: Special::of(path),
+        detail: String::new(),
+    }
+}
+
+fn trace(events: Vec<TraceEvent>) -> Trace {
+    Trace {
+        events,
+        ..Trace::default()
+    }
+}
+
+fn no_sets() -> ClosureOptions {
+    ClosureOptions {
+        default_sets: DefaultSets::none(),
+        ..ClosureOptions::default()
+    }
+}
+
+fn file(fs: &mut MemFs, path: &str, content: &[u8]) {
+    parents(fs, path);
+    fs.file(path, content);
+}
+
+fn image() -> MemFs {
+    let mut fs = MemFs::default();
+    for p in ["/usr/bin/ls", "/usr/bin/env", "/usr/bin/python3", "/usr/bin/dash"] {
+        copy_host_program(&mut fs, p);
+    }
+    copy_host(&mut fs, "/bin/sh");
+    copy_host(&mut fs, "/etc/ld.so.cache");
+    fs.env = vec!["PATH=/usr/local/bin:/usr/bin:/bin".into()];
+    file(&mut fs, "/etc/app.conf", b"x=1\n");
+    file(&mut fs, "/usr/share/data/a.txt", b"aaaa");
+    file(&mut fs, "/usr/share/data/b.txt", b"bb");
+    file(&mut fs, "/usr/share/data/sub/c.bin", b"c");
+    file(&mut fs, "/usr/share/doc/pkg/README", b"readme");
+    file(&mut fs, "/usr/share/doc/other/README", b"readme2");
+    fs.symlink("/etc/alternatives/foo", "/usr/share/data/a.txt");
+    parents(&mut fs, "/etc/alternatives/foo");
+    fs.symlink("/usr/share/dangling", "/nonexistent");
+    fs.symlink("/x", "/etc/shadow"); // exists on the host, not in this image
+    fs.symlink("/loop", "/loop");
+    fs
+}
+
+#[test]
+fn trace_rules() {
+    let fs = image();
+    let t = trace(vec![
+        ev(AccessKind::Exec, "/bin/ls", true),
+        ev(AccessKind::ExecBinary, "/usr/bin/ls", true),
+        ev(AccessKind::Open, "/etc/app.conf", true),
+        ev(AccessKind::Stat, "/usr/share/data", true),
+        ev(AccessKind::Stat, "/etc/missing.conf", false),
+        ev(AccessKind::Access, "/usr/share/data/b.txt", false),
+        ev(AccessKind::Create, "/tmp/new", true),
+        ev(AccessKind::Open, "/tmp/new", true),
+        ev(AccessKind::Open, "/proc/self/maps", true),
+        ev(AccessKind::Readlink, "/etc/alternatives/foo", true),
+        ev(AccessKind::Stat, "/usr/share/dangling", true),
+        ev(AccessKind::Open, "/x", true),
+        ev(AccessKind::Open, "/loop", true),
+        ev(AccessKind::Open, "/../../etc/app.conf", true),
+    ]);
+    let c = compute(&fs, &t, &[], &no_sets()).unwrap();
+    let reason = |p: &str| c.entries.get(&ImagePath::new(p)).map(|k| k.reason);
+
+    assert_eq!(reason("/bin"), Some(Reason::Symlink));
+    assert_eq!(reason("/usr/bin/ls"), Some(Reason::Traced));
+    assert_eq!(reason("/usr/lib/x86_64-linux-gnu/libc.so.6"), Some(Reason::Elf));
+    assert_eq!(reason("/usr/lib/x86_64-linux-gnu/libselinux.so.1"), Some(Reason::Elf));
+    assert_eq!(reason("/lib64"), Some(Reason::Symlink));
+    assert_eq!(reason("/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"), Some(Reason::Elf));
+    assert_eq!(reason("/etc/ld.so.cache"), Some(Reason::Elf));
+    assert_eq!(reason("/etc/app.conf"), Some(Reason::Traced));
+    // A directory lookup keeps the directory entry, not its contents.
+    assert_eq!(reason("/usr/share/data"), Some(Reason::Traced));
+    assert_eq!(reason("/usr/share/data/a.txt"), None);
+    assert_eq!(reason("/usr/share/data/b.txt"), None, "failed lookups are not kept");
+    assert_eq!(reason("/etc/missing.conf"), None);
+    assert_eq!(reason("/tmp/new"), None, "created at run time");
+    assert_eq!(reason("/tmp"), None);
+    assert!(!c.entries.keys().any(|p| p.as_str().starts_with("/proc")));
+    // readlink keeps the link, not its target.
+    assert_eq!(reason("/etc/alternatives/foo"), Some(Reason::Traced));
+    // A dangling link that was looked at is kept as itself.
+    assert_eq!(reason("/usr/share/dangling"), Some(Reason::Traced));
+    // Nothing from the host.
+    assert_eq!(reason("/etc/shadow"), None);
+    assert_eq!(reason("/x"), Some(Reason::Traced), "the link exists in the image");
+    assert!(c.warnings.iter().any(|w| w.contains("/loop") && w.contains("too many levels")), "{:?}", c.warnings);
+    // Parents.
+    for p in ["/", "/usr", "/usr/share", "/etc", "/usr/lib/x86_64-linux-gnu"] {
+        assert_eq!(reason(p), Some(Reason::Parent), "{p}");
+    }
+    // Every kept path exists in the image.
+    for p in c.entries.keys() {
+        assert!(fs.entries.contains_key(p) || p.is_root(), "{p} is not in the image");
+    }
+    // The lower bound counts the traced and ELF files.
+    let libc = fs.entries[&ImagePath::new("/usr/lib/x86_64-linux-gnu/libc.so.6")].size;
+    assert!(c.required_bytes > libc, "{}", c.required_bytes);
+    assert_eq!(c.required_bytes, c.kept_bytes, "no default sets, no includes");
+}
+
+#[test]
+fn scripts_and_env_interpreters() {
+    let mut fs = image();
+    exe(&mut fs, "/app/run.py", b"#!/usr/bin/env python3\nprint(1)\n");
+    exe(&mut fs, "/app/run.sh", b"#!/bin/sh -e\nexec /app/run.py\n");
+    file(&mut fs, "/app/notexec.sh", b"#!/usr/bin/perl\n");
+    let t = trace(vec![
+        ev(AccessKind::Exec, "/app/run.sh", true),
+        ev(AccessKind::Open, "/app/notexec.sh", true),
+    ]);
+    let c = compute(&fs, &t, &["/app/run.py".into()], &no_sets()).unwrap();
+    let reason = |p: &str| c.entries.get(&ImagePath::new(p)).map(|k| k.reason);
+    assert_eq!(reason("/app/run.sh"), Some(Reason::Traced));
+    assert_eq!(reason("/usr/bin/dash"), Some(Reason::Interpreter));
+    assert_eq!(reason("/app/run.py"), Some(Reason::Traced));
+    assert_eq!(reason("/usr/bin/env"), Some(Reason::Interpreter));
+    assert_eq!(reason("/usr/bin/python3"), Some(Reason::Symlink));
+    assert_eq!(reason("/usr/bin/python3.11"), Some(Reason::Interpreter));
+    assert_eq!(reason("/usr/lib/x86_64-linux-gnu/libexpat.so.1"), Some(Reason::Symlink));
+    assert!(
+        c.entries.keys().any(|p| p.as_str().starts_with("/usr/lib/x86_64-linux-gnu/libexpat.so.1.")),
+        "python3's libexpat missing"
+    );
+    assert_eq!(
+        c.entries[&ImagePath::new("/usr/bin/python3.11")].detail,
+        "#! interpreter of /app/run.py (through env)"
+    );
+    // A non-executable file's #! line is not followed.
+    assert!(!c.warnings.iter().any(|w| w.contains("perl")), "{:?}", c.warnings);
+}
+
+#[test]
+fn entrypoint_is_kept_with_its_closure() {
+    let fs = image();
+    let c = compute(&fs, &Trace::default(), &["ls".into(), "-l".into()], &no_sets()).unwrap();
+    assert_eq!(c.entries[&ImagePath::new("/usr/bin/ls")].reason, Reason::Traced);
+    assert!(c.contains("/usr/lib/x86_64-linux-gnu/libpcre2-8.so.0"));
+
+    let argv = ["/bin/sh".into(), "-c".into(), "exec ls -l /".into()];
+    let c = compute(&fs, &Trace::default(), &argv, &no_sets()).unwrap();
+    assert!(c.contains("/usr/bin/dash") && c.contains("/usr/bin/sh") && c.contains("/bin") && c.contains("/usr/bin/ls"));
+
+    let c = compute(&fs, &Trace::default(), &["nope".into()], &no_sets()).unwrap();
+    assert!(c.warnings.iter().any(|w| w.contains("entrypoint nope")), "{:?}", c.warnings);
+}
+
+#[test]
+fn default_sets() {
+    let mut fs = image();
+    file(&mut fs, "/usr/share/ca-certificates/mozilla/Root.crt", b"PEM");
+    file(&mut fs, "/etc/ssl/certs/ca-certificates.crt", b"BUNDLE");
+    fs.symlink("/etc/ssl/certs/Root.pem", "/usr/share/ca-certificates/mozilla/Root.crt");
+    file(&mut fs, "/etc/passwd", b"root:x:0:0::/root:/bin/sh\n");
+    file(&mut fs, "/etc/group", b"root:x:0:\n");
+    file(&mut fs, "/etc/shadow", b"secret");
+    file(&mut fs, "/etc/nsswitch.conf", b"hosts: files dns\n");
+    file(&mut fs, "/usr/share/zoneinfo/Etc/UTC", b"TZif");
+    fs.symlink("/etc/localtime", "/usr/share/zoneinfo/Etc/UTC");
+    for l in ["libnss_files.so.2", "libnss_dns.so.2", "libresolv.so.2"] {
+        copy_host(&mut fs, &format!("/lib/x86_64-linux-gnu/{l}"));
+    }
+    let c = compute(&fs, &Trace::default(), &["ls".into()], &ClosureOptions::default()).unwrap();
+    let reason = |p: &str| c.entries.get(&ImagePath::new(p)).map(|k| (k.reason, k.detail.clone()));
+    let ds = |n: &str| Some((Reason::DefaultSet, n.to_owned()));
+    assert_eq!(reason("/etc/ssl/certs/ca-certificates.crt"), ds("ca-certificates"));
+    assert_eq!(reason("/etc/ssl/certs/Root.pem"), ds("ca-certificates"));
+    assert_eq!(reason("/usr/share/ca-certificates/mozilla/Root.crt"), ds("ca-certificates"));
+    assert_eq!(reason("/etc/passwd"), ds("passwd"));
+    assert_eq!(reason("/etc/group"), ds("passwd"));
+    assert_eq!(reason("/etc/shadow"), None);
+    assert_eq!(reason("/etc/nsswitch.conf"), ds("nss"));
+    assert_eq!(reason("/usr/lib/x86_64-linux-gnu/libnss_dns.so.2"), ds("nss"));
+    assert_eq!(reason("/usr/lib/x86_64-linux-gnu/libresolv.so.2"), ds("nss"));
+    assert_eq!(reason("/etc/localtime"), None, "zoneinfo is off by default");
+
+    let rep = |s: DefaultSet| c.default_sets.iter().find(|r| r.set == s).unwrap();
+    assert_eq!(rep(DefaultSet::Passwd).paths.len(), 2);
+    assert_eq!(rep(DefaultSet::Passwd).bytes, 26 + 10);
+    assert!(rep(DefaultSet::CaCertificates).paths.len() >= 5, "{:?}", rep(DefaultSet::CaCertificates));
+    assert!(rep(DefaultSet::Nss).bytes > 10_000);
+    assert!(c.default_sets.iter().all(|r| r.set != DefaultSet::Zoneinfo));
+    assert!(c.kept_bytes > c.required_bytes);
+
+    let mut opts = no_sets();
+    opts.default_sets.zoneinfo = true;
+    let c = compute(&fs, &Trace::default(), &[], &opts).unwrap();
+    assert!(c.contains("/etc/localtime") && c.contains("/usr/share/zoneinfo/Etc/UTC"));
+    assert!(!c.contains("/etc/passwd"));
+}
+
+#[test]
+fn include_include_bin_exclude() {
+    let fs = image();
+    let opts = ClosureOptions {
+        include: vec!["/usr/share/data".into(), "/usr/share/doc/**/README".into()],
+        include_bin: vec!["dash".into()],
+        exclude: vec!["/usr/share/doc/pkg".into(), "**/*.bin".into(), "/nothing/*".into()],
+        default_sets: DefaultSets::none(),
+    };
+    let c = compute(&fs, &Trace::default(), &[], &opts).unwrap();
+    let reason = |p: &str| c.entries.get(&ImagePath::new(p)).map(|k| k.reason);
+    assert_eq!(reason("/usr/share/data/a.txt"), Some(Reason::Include));
+    assert_eq!(reason("/usr/share/data/sub"), Some(Reason::Include));
+    assert_eq!(reason("/usr/share/data/sub/c.bin"), None, "excluded");
+    assert_eq!(reason("/usr/share/doc/other/README"), Some(Reason::Include));
+    assert_eq!(reason("/usr/share/doc/pkg/README"), None);
+    assert_eq!(reason("/usr/share/doc/pkg"), None);
+    assert_eq!(reason("/usr/share/doc"), Some(Reason::Parent));
+    assert_eq!(reason("/usr/bin/dash"), Some(Reason::Include));
+    assert_eq!(reason("/usr/lib/x86_64-linux-gnu/libc.so.6"), Some(Reason::Elf));
+    assert!(c.excluded.contains(&ImagePath::new("/usr/share/doc/pkg/README")));
+    assert!(c.warnings.iter().any(|w| w.contains("--exclude /nothing/*")), "{:?}", c.warnings);
+
+    // An exclude never removes a directory above a path that stays.
+    let opts = ClosureOptions {
+        include: vec!["/usr/share/data/a.txt".into()],
+        exclude: vec!["/usr/share/{data,doc}".into(), "/usr/share/data/a.txt".into()],
+        ..no_sets()
+    };
+    let c = compute(&fs, &Trace::default(), &[], &opts).unwrap();
+    assert!(!c.contains("/usr/share/data/a.txt"));
+    let opts = ClosureOptions {
+        include: vec!["/usr/share/data/a.txt".into()],
+        exclude: vec!["/usr/share/d*".into()],
+        ..no_sets()
+    };
+    let c = compute(&fs, &Trace::default(), &[], &opts).unwrap();
+    assert!(!c.contains("/usr/share/data"), "the directory and its contents go together");
+}
+
+#[test]
+fn bad_rules_are_clear_errors() {
+    let fs = image();
+    let run = |o: ClosureOptions| compute(&fs, &Trace::default(), &[], &o).unwrap_err();
+    let e = run(ClosureOptions {
+        include: vec!["/etc/shadow".into()],
+        ..no_sets()
+    });
+    assert!(matches!(e, ClosureError::IncludeNotFound { .. }), "{e}");
+    assert!(e.to_string().starts_with("--include /etc/shadow: not in the image"), "{e}");
+    let e = run(ClosureOptions {
+        exclude: vec!["/usr/[".into()],
+        ..no_sets()
+    });
+    assert!(e.to_string().contains("invalid --exclude pattern \"/usr/[\""), "{e}");
+    let e = run(ClosureOptions {
+        include_bin: vec!["nginx".into()],
+        ..no_sets()
+    });
+    assert!(e.to_string().starts_with("--include-bin nginx: not in the image"), "{e}");
+    // A glob matching nothing is only a warning.
+    let c = compute(
+        &fs,
+        &Trace::default(),
+        &[],
+        &ClosureOptions {
+            include: vec!["/opt/**".into()],
+            ..no_sets()
+        },
+    )
+    .unwrap();
+    assert!(c.warnings.iter().any(|w| w.contains("matched nothing")));
+}
+
+#[test]
+fn deterministic_allowlist() {
+    let fs = image();
+    let t = trace(vec![
+        ev(AccessKind::ExecBinary, "/usr/bin/python3.11", true),
+        ev(AccessKind::Open, "/etc/app.conf", true),
+    ]);
+    let src = SourceImage {
+        image: "img".into(),
+        digest: "sha256:00".into(),
+    };
+    let a = compute(&fs, &t, &["ls".into()], &ClosureOptions::default()).unwrap();
+    let b = compute(&fs, &t, &["ls".into()], &ClosureOptions::default()).unwrap();
+    let ja = a.to_allowlist(src.clone(), "minify test").to_json();
+    assert_eq!(ja, b.to_allowlist(src, "minify test").to_json());
+    assert_eq!(a.warnings, b.warnings);
+    assert!(ja.contains(r#"{"path":"/usr/bin/python3.11","reason":"traced","detail":"exec-binary"}"#), "{ja}");
+    assert!(ja.contains(r#"{"path":"/","reason":"parent"}"#));
+}
