@@ -73,3 +73,6 @@ impl ImageError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

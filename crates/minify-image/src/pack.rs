@@ -55,6 +55,7 @@ pub enum PackError {
 }
 
 /// A packed image, held in a private temp dir until written with [`PackedImage::write_to`].
+#[derive(Debug)]
 pub struct PackedImage {
     pub(crate) id: Digest,
     pub(crate) config: Vec<u8>,

@@ -61,6 +61,7 @@ impl LayerInfo {
 }
 
 /// An opened image.
+#[derive(Debug)]
 pub struct SourceImage {
     reference: ImageRef,
     id: Digest,

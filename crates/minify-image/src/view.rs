@@ -145,6 +145,15 @@ pub struct RootfsView {
     _tmp: tempfile::TempDir,
 }
 
+impl std::fmt::Debug for RootfsView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RootfsView")
+            .field("entries", &self.nodes.len())
+            .field("layers", &self.layers)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Passes everything read through into a writer too (the decompressed copy of a layer).
 struct Tee<R, W> {
     inner: R,
@@ -411,6 +420,7 @@ impl RootfsView {
                 };
                 let mut data = None;
                 let mut size = 0;
+                let mut inode_meta = None;
                 let kind = match ty {
                     tar::EntryType::Regular | tar::EntryType::Continuous => {
                         size = entry.size();
@@ -445,6 +455,9 @@ impl RootfsView {
                                 .data
                                 .ok_or_else(|| bad("which is not a regular file"))?,
                         );
+                        // One inode: the link has its target's metadata, whatever its own
+                        // header says.
+                        inode_meta = Some(tnode.entry.clone());
                         EntryKind::Hardlink { target }
                     }
                     tar::EntryType::Char | tar::EntryType::Block => {
@@ -466,9 +479,9 @@ impl RootfsView {
                         });
                     }
                 };
-                let node = Node {
-                    path: path.clone(),
-                    entry: Entry {
+                let entry = match inode_meta {
+                    Some(t) => Entry { kind, size, ..t },
+                    None => Entry {
                         kind,
                         mode,
                         uid,
@@ -477,6 +490,10 @@ impl RootfsView {
                         size,
                         xattrs,
                     },
+                };
+                let node = Node {
+                    path: path.clone(),
+                    entry,
                     data,
                     layer,
                 };

@@ -1,0 +1,637 @@
+//! Unit tests over images built here from hand-made tar layers: every transport, the layer
+//! semantics (whiteouts, opaque dirs, hardlinks, xattrs, devices), packing determinism and
+//! each bad input the crate must refuse with one clear error.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use minify_model::{EntryKind, ImagePath, ResolveError, Rootfs, resolve};
+use serde_json::json;
+
+use crate::{
+    Compression, Digest, ImageError, ImageRef, PackOptions, RootfsView, SourceImage, pack,
+};
+
+/// One entry of a hand-made layer.
+#[derive(Clone)]
+enum E {
+    Dir(&'static str),
+    File(&'static str, &'static [u8]),
+    Mode(&'static str, &'static [u8], u32, u64),
+    Symlink(&'static str, &'static str),
+    Hardlink(&'static str, &'static str),
+    Xattr(&'static str, &'static [u8], &'static str, &'static [u8]),
+    Char(&'static str, u32, u32),
+    Fifo(&'static str),
+    /// A regular file whose name is written into the header raw, unchecked.
+    RawName(&'static str),
+}
+
+fn header(ty: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(ty);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_mtime(1_700_000_000);
+    h.set_uid(0);
+    h.set_gid(0);
+    h
+}
+
+fn layer(entries: &[E]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for e in entries {
+        match e {
+            E::Dir(p) => {
+                let mut h = header(tar::EntryType::Directory, 0o755, 0);
+                b.append_data(&mut h, p, std::io::empty()).unwrap();
+            }
+            E::File(p, d) => {
+                let mut h = header(tar::EntryType::Regular, 0o644, d.len() as u64);
+                b.append_data(&mut h, p, *d).unwrap();
+            }
+            E::Mode(p, d, mode, uid) => {
+                let mut h = header(tar::EntryType::Regular, *mode, d.len() as u64);
+                h.set_uid(*uid);
+                b.append_data(&mut h, p, *d).unwrap();
+            }
+            E::Symlink(p, t) => {
+                let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+                b.append_link(&mut h, p, t).unwrap();
+            }
+            E::Hardlink(p, t) => {
+                let mut h = header(tar::EntryType::Link, 0o644, 0);
+                // Raw, so tests can name targets the tar crate would refuse.
+                h.as_old_mut().linkname[..t.len()].copy_from_slice(t.as_bytes());
+                b.append_data(&mut h, p, std::io::empty()).unwrap();
+            }
+            E::Xattr(p, d, k, v) => {
+                b.append_pax_extensions([(format!("SCHILY.xattr.{k}").as_str(), *v)])
+                    .unwrap();
+                let mut h = header(tar::EntryType::Regular, 0o755, d.len() as u64);
+                b.append_data(&mut h, p, *d).unwrap();
+            }
+            E::Char(p, ma, mi) => {
+                let mut h = header(tar::EntryType::Char, 0o666, 0);
+                h.set_device_major(*ma).unwrap();
+                h.set_device_minor(*mi).unwrap();
+                b.append_data(&mut h, p, std::io::empty()).unwrap();
+            }
+            E::Fifo(p) => {
+                let mut h = header(tar::EntryType::Fifo, 0o644, 0);
+                b.append_data(&mut h, p, std::io::empty()).unwrap();
+            }
+            E::RawName(p) => {
+                let mut h = header(tar::EntryType::Regular, 0o644, 1);
+                h.as_old_mut().name[..p.len()].copy_from_slice(p.as_bytes());
+                h.set_cksum();
+                b.append(&h, &b"x"[..]).unwrap();
+            }
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+fn compress(tar: &[u8], c: Compression) -> Vec<u8> {
+    match c {
+        Compression::None => tar.to_vec(),
+        Compression::Gzip => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(tar).unwrap();
+            e.finish().unwrap()
+        }
+        Compression::Zstd => zstd::encode_all(tar, 3).unwrap(),
+    }
+}
+
+fn config_for(tars: &[Vec<u8>]) -> Vec<u8> {
+    let diff_ids: Vec<String> = tars
+        .iter()
+        .map(|t| Digest::of_bytes(t).to_string())
+        .collect();
+    serde_json::to_vec(&json!({
+        "architecture": "amd64", "os": "linux", "created": "2024-01-02T03:04:05Z",
+        "config": {"Cmd": ["/bin/app"], "Env": ["PATH=/usr/bin"], "ExposedPorts": {"80/tcp": {}},
+                   "Labels": {"keep": "me"}, "StopSignal": "SIGQUIT"},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "container_config": {"Hostname": "builder"},
+    }))
+    .unwrap()
+}
+
+/// An OCI layout directory with the given layers (each compressed as asked).
+fn oci_dir(dir: &Path, layers: &[(Vec<u8>, Compression)]) -> PathBuf {
+    let tars: Vec<Vec<u8>> = layers.iter().map(|(t, _)| t.clone()).collect();
+    oci_dir_with(dir, layers, &config_for(&tars), |_| {})
+}
+
+fn oci_dir_with(
+    dir: &Path,
+    layers: &[(Vec<u8>, Compression)],
+    config: &[u8],
+    tweak: impl FnOnce(&mut serde_json::Value),
+) -> PathBuf {
+    let root = dir.join("layout");
+    let blobs = root.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let d = Digest::of_bytes(bytes);
+        std::fs::write(blobs.join(d.hex()), bytes).unwrap();
+        json!({"digest": d.as_str(), "size": bytes.len()})
+    };
+    let mut ls = Vec::new();
+    for (t, c) in layers {
+        let mut d = put(&compress(t, *c));
+        d["mediaType"] = json!("application/vnd.oci.image.layer.v1.tar");
+        ls.push(d);
+    }
+    let mut manifest = json!({"schemaVersion": 2, "config": put(config), "layers": ls});
+    tweak(&mut manifest);
+    let m = put(&serde_json::to_vec(&manifest).unwrap());
+    let index = json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": m["digest"], "size": m["size"],
+        "annotations": {"org.opencontainers.image.ref.name": "v1"}}]});
+    std::fs::write(root.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::write(
+        root.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    root
+}
+
+/// A legacy `docker save` archive (layers as `<id>/layer.tar`, the second one a symlink to
+/// the first when they are identical, as docker writes it).
+fn docker_archive(path: &Path, tars: &[Vec<u8>]) {
+    let config = config_for(tars);
+    let id = Digest::of_bytes(&config);
+    let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+    let mut names = Vec::new();
+    let mut seen: BTreeMap<Digest, String> = BTreeMap::new();
+    for (i, t) in tars.iter().enumerate() {
+        let name = format!("{i:064}/layer.tar");
+        let d = Digest::of_bytes(t);
+        if let Some(first) = seen.get(&d) {
+            let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+            b.append_link(&mut h, &name, format!("../{first}")).unwrap();
+        } else {
+            let mut h = header(tar::EntryType::Regular, 0o644, t.len() as u64);
+            b.append_data(&mut h, &name, t.as_slice()).unwrap();
+            seen.insert(d, name.clone());
+        }
+        names.push(name);
+    }
+    let cname = format!("{}.json", id.hex());
+    let mut h = header(tar::EntryType::Regular, 0o644, config.len() as u64);
+    b.append_data(&mut h, &cname, config.as_slice()).unwrap();
+    let manifest =
+        serde_json::to_vec(&json!([{"Config": cname, "RepoTags": ["app:1.0"], "Layers": names}]))
+            .unwrap();
+    let mut h = header(tar::EntryType::Regular, 0o644, manifest.len() as u64);
+    b.append_data(&mut h, "manifest.json", manifest.as_slice())
+        .unwrap();
+    b.finish().unwrap();
+}
+
+fn base_layers() -> Vec<Vec<u8>> {
+    vec![
+        layer(&[
+            E::Dir("./"),
+            E::Dir("usr/"),
+            E::Dir("usr/bin/"),
+            E::Mode("usr/bin/app", b"#!app\n", 0o4755, 1000),
+            E::Hardlink("usr/bin/app2", "usr/bin/app"),
+            E::Symlink("bin", "usr/bin"),
+            E::Dir("etc/"),
+            E::File("etc/passwd", b"root:x:0:0::/root:/bin/sh\n"),
+            E::Dir("opt/"),
+            E::File("opt/old", b"old"),
+            E::Dir("var/"),
+            E::File("var/gone", b"gone"),
+            E::Dir("dev/"),
+            E::Char("dev/null", 1, 3),
+            E::Fifo("run.fifo"),
+            E::Symlink("escape", "../../../../etc/shadow"),
+        ]),
+        layer(&[
+            E::Dir("opt/"),
+            E::File("opt/.wh..wh..opq", b""),
+            E::File("opt/new", b"new"),
+            E::File("var/.wh.gone", b""),
+            E::Xattr("usr/bin/ping", b"ping", "security.capability", b"\x01\x02"),
+            E::File("etc/passwd", b"root:x:0:0::/root:/bin/bash\n"),
+            // Only the child: the parent directory is implied.
+            E::File("srv/www/index.html", b"<h1>hi</h1>"),
+        ]),
+    ]
+}
+
+async fn open(r: &str) -> Result<SourceImage, ImageError> {
+    let r: ImageRef = r.parse()?;
+    Ok(SourceImage::open(&r).await?)
+}
+
+async fn open_view(r: &str) -> Result<(SourceImage, RootfsView), ImageError> {
+    let img = open(r).await?;
+    let view = RootfsView::build(&img)?;
+    Ok((img, view))
+}
+
+fn p(s: &str) -> ImagePath {
+    ImagePath::new(s)
+}
+
+fn check_base_view(view: &RootfsView) {
+    assert_eq!(
+        view.read(&p("/etc/passwd"), None).unwrap(),
+        b"root:x:0:0::/root:/bin/bash\n"
+    );
+    assert_eq!(view.read(&p("/etc/passwd"), Some(4)).unwrap(), b"root");
+    // Opaque dir: lower content gone, this layer's kept.
+    assert!(view.entry(&p("/opt/old")).is_none());
+    assert_eq!(view.read(&p("/opt/new"), None).unwrap(), b"new");
+    // Whiteout.
+    assert!(view.entry(&p("/var/gone")).is_none());
+    assert!(
+        view.entry(&p("/var"))
+            .is_some_and(minify_model::Entry::is_dir)
+    );
+    // Metadata and set-id bits.
+    let app = view.entry(&p("/usr/bin/app")).unwrap();
+    assert_eq!(
+        (app.mode, app.uid, app.mtime),
+        (0o4755, 1000, 1_700_000_000)
+    );
+    assert_eq!(app.kind, EntryKind::File);
+    assert_eq!(
+        view.entry(&p("/usr/bin/app2")).unwrap().kind,
+        EntryKind::Hardlink {
+            target: p("/usr/bin/app")
+        }
+    );
+    assert_eq!(view.read(&p("/usr/bin/app2"), None).unwrap(), b"#!app\n");
+    let ping = view.entry(&p("/usr/bin/ping")).unwrap();
+    assert_eq!(ping.xattrs.get("security.capability").unwrap(), b"\x01\x02");
+    assert_eq!(
+        view.entry(&p("/dev/null")).unwrap().kind,
+        EntryKind::CharDevice { major: 1, minor: 3 }
+    );
+    assert_eq!(view.entry(&p("/run.fifo")).unwrap().kind, EntryKind::Fifo);
+    assert!(view.entry(&p("/srv/www")).unwrap().is_dir());
+    // Resolution happens inside the image.
+    assert_eq!(
+        resolve(view, "/bin/app", true).unwrap().path,
+        p("/usr/bin/app")
+    );
+    assert!(matches!(
+        resolve(view, "/escape", true),
+        Err(ResolveError::NotFound { .. })
+    ));
+    assert!(view.read(&p("/escape"), None).is_err());
+    assert_eq!(
+        view.children(&p("/usr/bin")),
+        vec![p("/usr/bin/app"), p("/usr/bin/app2"), p("/usr/bin/ping")]
+    );
+    let root_children = view.children(&ImagePath::root());
+    assert!(root_children.contains(&p("/srv")) && !root_children.contains(&p("/srv/www")));
+    assert_eq!(view.env(), ["PATH=/usr/bin"]);
+}
+
+#[tokio::test]
+async fn reads_oci_layouts_in_every_compression() {
+    for c in [Compression::None, Compression::Gzip, Compression::Zstd] {
+        let tmp = tempfile::tempdir().unwrap();
+        let layers: Vec<_> = base_layers().into_iter().map(|t| (t, c)).collect();
+        let dir = oci_dir(tmp.path(), &layers);
+        let (img, view) = open_view(&format!("oci:{}", dir.display())).await.unwrap();
+        assert_eq!(img.layers()[0].compression, c);
+        assert_eq!(img.config().exposed_tcp_ports(), vec![80]);
+        check_base_view(&view);
+        assert_eq!(view.layer_stats().len(), 2);
+        assert_eq!(view.layer_stats()[1].entries, 7);
+        // The same through the tag and as an oci-archive.
+        open_view(&format!("oci:{}:v1", dir.display()))
+            .await
+            .unwrap();
+        let ar = tmp.path().join("oci.tar");
+        let mut b = tar::Builder::new(std::fs::File::create(&ar).unwrap());
+        b.append_dir_all(".", &dir).unwrap();
+        b.finish().unwrap();
+        let (img2, view2) = open_view(&format!("oci-archive:{}", ar.display()))
+            .await
+            .unwrap();
+        assert_eq!(img2.id(), img.id());
+        check_base_view(&view2);
+    }
+}
+
+#[tokio::test]
+async fn reads_legacy_docker_archives_with_linked_layers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut tars = base_layers();
+    tars.push(tars[1].clone());
+    let ar = tmp.path().join("d.tar");
+    docker_archive(&ar, &tars);
+    let (img, view) = open_view(&format!("docker-archive:{}", ar.display()))
+        .await
+        .unwrap();
+    assert_eq!(img.repo_tags(), ["app:1.0"]);
+    assert_eq!(img.layers().len(), 3);
+    check_base_view(&view);
+}
+
+#[tokio::test]
+async fn pack_is_deterministic_and_round_trips() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layers: Vec<_> = base_layers()
+        .into_iter()
+        .map(|t| (t, Compression::Gzip))
+        .collect();
+    let dir = oci_dir(tmp.path(), &layers);
+    let (img, view) = open_view(&format!("oci:{}", dir.display())).await.unwrap();
+    let keep = [
+        p("/usr/bin/app2"),
+        p("/usr/bin/ping"),
+        p("/bin"),
+        p("/dev/null"),
+        p("/etc/passwd"),
+    ];
+    let a = pack(&view, &img, &keep, &PackOptions::default()).unwrap();
+    let b = pack(&view, &img, &keep, &PackOptions::default()).unwrap();
+    assert_eq!(a.id(), b.id());
+    assert_eq!(
+        std::fs::read(a.layer_path()).unwrap(),
+        std::fs::read(b.layer_path()).unwrap()
+    );
+    // Every transport reads back to the same entries.
+    for (i, out) in [
+        "oci:{}/o1:min",
+        "oci-archive:{}/o2.tar",
+        "docker-archive:{}/o3.tar",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let out: ImageRef = out
+            .replace("{}", &tmp.path().display().to_string())
+            .parse()
+            .unwrap();
+        let id = a.write_to(&out, false).await.unwrap();
+        assert_eq!(&id, a.id(), "output {i}");
+        let img2 = SourceImage::open(&out).await.unwrap();
+        assert_eq!(img2.id(), a.id());
+        let c = img2.config();
+        assert_eq!(c.cmd, ["/bin/app"]);
+        assert_eq!(c.stop_signal.as_deref(), Some("SIGQUIT"));
+        assert_eq!(c.labels.get("keep").map(String::as_str), Some("me"));
+        assert_eq!(
+            c.labels.get(crate::SOURCE_DIGEST_LABEL).map(String::as_str),
+            Some(img.id().as_str())
+        );
+        let v2 = RootfsView::build(&img2).unwrap();
+        let paths: Vec<String> = v2.paths().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            paths,
+            [
+                "/",
+                "/bin",
+                "/dev",
+                "/dev/null",
+                "/etc",
+                "/etc/passwd",
+                "/usr",
+                "/usr/bin",
+                "/usr/bin/app2",
+                "/usr/bin/ping"
+            ]
+        );
+        // app2's hardlink target was not kept: app2 became the file.
+        let app2 = v2.entry(&p("/usr/bin/app2")).unwrap();
+        assert_eq!(
+            (app2.kind.clone(), app2.mode, app2.uid),
+            (EntryKind::File, 0o4755, 1000)
+        );
+        assert_eq!(v2.read(&p("/usr/bin/app2"), None).unwrap(), b"#!app\n");
+        assert_eq!(
+            v2.entry(&p("/usr/bin/ping"))
+                .unwrap()
+                .xattrs
+                .get("security.capability")
+                .unwrap(),
+            b"\x01\x02"
+        );
+        assert_eq!(v2.entry(&p("/usr")).unwrap().mtime, 1_700_000_000);
+        assert_eq!(
+            v2.entry(&p("/dev/null")).unwrap().kind,
+            EntryKind::CharDevice { major: 1, minor: 3 }
+        );
+        // An existing output is refused and left alone.
+        let before = crate::source::file_path(&out).map(|p| std::fs::metadata(p).unwrap().len());
+        let err = a.write_to(&out, false).await.unwrap_err();
+        assert!(err.to_string().contains("already exists"), "{err}");
+        assert_eq!(
+            before,
+            crate::source::file_path(&out).map(|p| std::fs::metadata(p).unwrap().len())
+        );
+        a.write_to(&out, true).await.unwrap();
+    }
+    // Both links kept: they stay hardlinks of each other.
+    let both = pack(
+        &view,
+        &img,
+        &[p("/usr/bin/app"), p("/usr/bin/app2")],
+        &PackOptions::default(),
+    )
+    .unwrap();
+    let out: ImageRef = format!("oci:{}/both", tmp.path().display())
+        .parse()
+        .unwrap();
+    both.write_to(&out, false).await.unwrap();
+    let v3 = RootfsView::build(&SourceImage::open(&out).await.unwrap()).unwrap();
+    assert_eq!(
+        v3.entry(&p("/usr/bin/app2")).unwrap().kind,
+        EntryKind::Hardlink {
+            target: p("/usr/bin/app")
+        }
+    );
+    let err = pack(&view, &img, &[p("/nope")], &PackOptions::default()).unwrap_err();
+    assert!(
+        err.to_string().contains("/nope is not in the image"),
+        "{err}"
+    );
+    // No temp siblings left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("minify-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+async fn view_err(layers: &[(Vec<u8>, Compression)]) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = oci_dir(tmp.path(), layers);
+    match open_view(&format!("oci:{}", dir.display())).await {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn refuses_names_that_leave_the_root() {
+    for bad in ["../etc/passwd", "a/../../x", "/etc/passwd"] {
+        let msg = view_err(&[(layer(&[E::Dir("a/"), E::RawName(bad)]), Compression::None)]).await;
+        assert!(
+            msg.contains("escapes the image root") && msg.contains(bad),
+            "{msg}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn refuses_hardlinks_outside_or_missing() {
+    let msg = view_err(&[(
+        layer(&[E::Hardlink("x", "../etc/shadow")]),
+        Compression::None,
+    )])
+    .await;
+    assert!(
+        msg.contains("hardlink /x") && msg.contains("outside the image"),
+        "{msg}"
+    );
+    let msg = view_err(&[(layer(&[E::Hardlink("x", "/etc/shadow")]), Compression::None)]).await;
+    assert!(msg.contains("outside the image"), "{msg}");
+    let msg = view_err(&[(layer(&[E::Hardlink("x", "nothere")]), Compression::None)]).await;
+    assert!(msg.contains("not in the image"), "{msg}");
+}
+
+#[tokio::test]
+async fn refuses_digest_mismatches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = layer(&[E::File("a", b"a")]);
+    let other = layer(&[E::File("a", b"b")]);
+    // diff_id of another layer in the config.
+    let config = config_for(std::slice::from_ref(&other));
+    let dir = oci_dir_with(
+        tmp.path(),
+        &[(good.clone(), Compression::Gzip)],
+        &config,
+        |_| {},
+    );
+    let err = open_view(&format!("oci:{}", dir.display()))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("does not match the config's diff_id")
+            && err.contains(Digest::of_bytes(&other).as_str())
+            && err.contains(Digest::of_bytes(&good).as_str()),
+        "{err}"
+    );
+    // The manifest names a digest whose blob holds other bytes (a blob file that lies).
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = oci_dir(tmp.path(), &[(good.clone(), Compression::None)]);
+    let blob = dir.join("blobs/sha256").join(Digest::of_bytes(&good).hex());
+    let mut bytes = good.clone();
+    bytes[600] ^= 1;
+    std::fs::write(&blob, &bytes).unwrap();
+    let err = open_view(&format!("oci:{}", dir.display()))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("does not match the manifest's") && err.contains("layer 0"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn refuses_truncated_gzip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let big: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    let big: &'static [u8] = Box::leak(big.into_boxed_slice());
+    let t = layer(&[E::File("big", big)]);
+    let gz = compress(&t, Compression::Gzip);
+    let cut = gz[..gz.len() / 2].to_vec();
+    // Build the layout around the truncated blob so descriptors agree with it; only the
+    // stream itself is broken.
+    let root = tmp.path().join("layout");
+    std::fs::create_dir_all(root.join("blobs/sha256")).unwrap();
+    let put = |b: &[u8]| {
+        let d = Digest::of_bytes(b);
+        std::fs::write(root.join("blobs/sha256").join(d.hex()), b).unwrap();
+        json!({"digest": d.as_str(), "size": b.len()})
+    };
+    let config = put(&config_for(std::slice::from_ref(&t)));
+    let m = put(&serde_json::to_vec(&json!({"config": config, "layers": [put(&cut)]})).unwrap());
+    std::fs::write(
+        root.join("index.json"),
+        serde_json::to_vec(&json!({"manifests": [m]})).unwrap(),
+    )
+    .unwrap();
+    let err = open_view(&format!("oci:{}", root.display()))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("layer 0") && err.contains("tar+gzip"), "{err}");
+}
+
+#[tokio::test]
+async fn refuses_missing_blobs_and_missing_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = layer(&[E::File("a", b"a")]);
+    let dir = oci_dir(tmp.path(), &[(t.clone(), Compression::None)]);
+    std::fs::remove_file(dir.join("blobs/sha256").join(Digest::of_bytes(&t).hex())).unwrap();
+    let err = open(&format!("oci:{}", dir.display()))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("names layer") && err.contains(Digest::of_bytes(&t).as_str()),
+        "{err}"
+    );
+    // A manifest naming a blob by a path-like digest is refused before any file is opened.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = oci_dir_with(
+        tmp.path(),
+        &[(t.clone(), Compression::None)],
+        &config_for(&[t]),
+        |m| {
+            m["layers"][0]["digest"] = json!("sha256:../../../../etc/passwd");
+        },
+    );
+    let err = open(&format!("oci:{}", dir.display()))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("not a sha256 digest"), "{err}");
+
+    let err = open("docker-archive:/nonexistent/x.tar")
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("/nonexistent/x.tar") && err.contains("does not exist"),
+        "{err}"
+    );
+    let err = open("oci:/nonexistent/dir")
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("does not exist"), "{err}");
+    let err = open(&format!("oci:{}:nosuchtag", dir.display()))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("nosuchtag"), "{err}");
+}
