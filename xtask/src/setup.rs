@@ -175,13 +175,11 @@ fn ca_certs() -> anyhow::Result<()> {
         eprintln!("    installing ca-certificates");
         apt_install(&["ca-certificates"])?;
     }
-    let extra = fs_err::read_dir("/usr/local/share/ca-certificates")
-        .map(|d| {
-            d.flatten()
-                .filter(|e| e.path().extension().is_some_and(|x| x == "crt"))
-                .count()
-        })
-        .unwrap_or(0);
+    let extra = fs_err::read_dir("/usr/local/share/ca-certificates").map_or(0, |d| {
+        d.flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "crt"))
+            .count()
+    });
     ok(
         "CA certificates",
         &format!(
