@@ -1,2 +1,221 @@
-//! minify-trace-common: see the crate's owner issue; placeholder until it lands.
+//! Types shared by the eBPF programs (`ebpf/minify-trace-ebpf`) and their loader
+//! (`crates/minify-trace`): the wire format of events in the ring buffer and the read-only
+//! configuration the loader hands to the programs.
+//!
+//! Everything here is `#[repr(C)]`, `Copy`, made only of integers and without hidden padding,
+//! because the same bytes are read on both sides of the kernel boundary.
+//!
+//! # Event wire format
+//! Each ring-buffer record is an [`EventHeader`] followed by `payload_len` bytes of payload.
+//! The payload is a sequence of *pieces*, each one tag byte; string pieces
+//! ([`TAG_USER_PATH`], [`TAG_USER_PATH2`], [`TAG_COMPONENT`], [`TAG_ARGV0`]) are followed by a
+//! NUL-terminated string. A kernel-side path walk starts with a `TAG_WALK_*` piece, then gives
+//! the path's components **leaf first** ([`TAG_COMPONENT`]), and ends with [`TAG_END_ROOT`]
+//! (reached the process's root), [`TAG_END_UNREACHABLE`] (the file is outside the process's
+//! root) or [`TAG_END_TRUNCATED`] (too deep or out of room). Building leaf-first keeps the
+//! eBPF side to appends at a growing offset, which the verifier can bound; the loader reverses.
 #![no_std]
+
+/// Bytes of payload room per event. A power of two: the eBPF side masks offsets with
+/// `PAYLOAD_CAP - 1` and keeps a second `PAYLOAD_CAP` of slack after it for the last write.
+pub const PAYLOAD_CAP: usize = 8192;
+/// The most one user string read may write (Linux `PATH_MAX`).
+pub const USER_PATH_MAX: usize = 4096;
+/// The most one component read may write (`NAME_MAX` + NUL).
+pub const NAME_MAX: usize = 256;
+/// Upper bound on loop iterations of one path walk (components plus mount crossings).
+pub const WALK_MAX_STEPS: u32 = 512;
+
+/// [`EventHeader::kind`]: a syscall entry (`op` says which family), payload = requested paths.
+pub const EV_ENTER: u32 = 1;
+/// [`EventHeader::kind`]: a syscall exit, `ret` = return value; for opens, payload = the
+/// opened file's path and `flags` has [`EXIT_FLAG_CREATED`] when the open created the file.
+pub const EV_EXIT: u32 = 2;
+/// [`EventHeader::kind`]: `sched_process_exec`; payload = exe path walk + argv\[0\].
+pub const EV_EXEC: u32 = 3;
+/// [`EventHeader::kind`]: `sched_process_fork`; `ret` = child pid (thread-group id of the child).
+pub const EV_FORK: u32 = 4;
+/// [`EventHeader::kind`]: `sched_process_exit` of a thread; `ret` = exit code (wait status).
+pub const EV_PROC_EXIT: u32 = 5;
+
+/// Set in an exit's `flags` when the opened file was created by this open (`FMODE_CREATED`).
+pub const EXIT_FLAG_CREATED: u64 = 1;
+/// Set in an event's `flags` when the payload ran out of room (a path is incomplete).
+pub const FLAG_TRUNCATED: u64 = 1 << 63;
+
+/// Piece: the first path argument, as the caller passed it.
+pub const TAG_USER_PATH: u8 = b'p';
+/// Piece: the second path argument (the new name of a rename).
+pub const TAG_USER_PATH2: u8 = b'q';
+/// Piece: one path component (leaf first).
+pub const TAG_COMPONENT: u8 = b'c';
+/// Piece: argv\[0\] of an exec.
+pub const TAG_ARGV0: u8 = b'a';
+/// Walk start: directory the first path is relative to (its dirfd or the cwd).
+pub const TAG_WALK_BASE: u8 = b'b';
+/// Walk start: directory the second path is relative to.
+pub const TAG_WALK_BASE2: u8 = b'B';
+/// Walk start: the file behind a file descriptor (opened file, listed directory).
+pub const TAG_WALK_FD: u8 = b'f';
+/// Walk start: the executable (`mm->exe_file`).
+pub const TAG_WALK_EXE: u8 = b'x';
+/// Walk end: reached the process's root.
+pub const TAG_END_ROOT: u8 = b'r';
+/// Walk end: the file is not below the process's root (or on an internal mount).
+pub const TAG_END_UNREACHABLE: u8 = b'u';
+/// Walk end: out of steps or payload room.
+pub const TAG_END_TRUNCATED: u8 = b't';
+/// Walk end: the descriptor was not open or a kernel pointer could not be read.
+pub const TAG_END_ERROR: u8 = b'e';
+
+/// Syscall families ([`EventHeader::op`], [`SysCfg::op`]). The loader maps each traced
+/// syscall to one of these; the eBPF side only needs to know which ones open files.
+pub mod op {
+    /// open, openat, openat2, creat.
+    pub const OPEN: u32 = 1;
+    /// stat, lstat, newfstatat, statx.
+    pub const STAT: u32 = 2;
+    /// access, faccessat, faccessat2.
+    pub const ACCESS: u32 = 3;
+    /// readlink, readlinkat.
+    pub const READLINK: u32 = 4;
+    /// execve, execveat.
+    pub const EXEC: u32 = 5;
+    /// chdir.
+    pub const CHDIR: u32 = 6;
+    /// getdents64 (path comes from the fd).
+    pub const GETDENTS: u32 = 7;
+    /// mkdir(at), mknod(at), symlink(at), link(at): path 1 is the path created (the new
+    /// name; a symlink's text and a link's source are not recorded).
+    pub const CREATE: u32 = 8;
+    /// rename, renameat, renameat2.
+    pub const RENAME: u32 = 9;
+    /// unlink, unlinkat, rmdir.
+    pub const DELETE: u32 = 10;
+    /// Number of slots in the per-op loss counter (ops are `1..OP_SLOTS`).
+    pub const OP_SLOTS: u32 = 16;
+    /// Loss-counter slot for exec/fork/exit scheduler events.
+    pub const SCHED: u32 = 15;
+}
+
+/// Role of a tracepoint in [`SysCfg::role`].
+pub const ROLE_ENTER: u32 = 1;
+/// Role of a tracepoint in [`SysCfg::role`].
+pub const ROLE_EXIT: u32 = 2;
+
+/// Fixed part of every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// `EV_*`.
+    pub kind: u32,
+    /// `op::*` for syscall events, 0 otherwise.
+    pub op: u32,
+    /// Thread-group id (what userspace calls the pid), host pid namespace.
+    pub pid: u32,
+    /// Thread id, host pid namespace.
+    pub tid: u32,
+    /// Exit: syscall result. Fork: child pid. Process exit: exit code.
+    pub ret: i64,
+    /// `EXIT_FLAG_*`, `FLAG_TRUNCATED`; for entries of 2-path syscalls nothing else.
+    pub flags: u64,
+    /// `comm` of the current task, NUL-padded.
+    pub comm: [u8; 16],
+    /// Bytes of payload following this header.
+    pub payload_len: u32,
+    /// Explicit padding (always 0).
+    pub pad: u32,
+}
+
+/// Size of [`EventHeader`] on the wire.
+pub const HEADER_LEN: usize = core::mem::size_of::<EventHeader>();
+
+/// Per-tracepoint configuration, keyed in the `SYS_CFG` map by the tracepoint's event id (the
+/// `ID:` line of its tracefs `format`, which the kernel writes into each record's
+/// `common_type`). Offsets are of fields inside the tracepoint record, read from the `format`
+/// file of the running kernel; 0 means "no such argument" (offset 0 is `common_type`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SysCfg {
+    /// `op::*`.
+    pub op: u32,
+    /// `ROLE_ENTER` or `ROLE_EXIT`.
+    pub role: u32,
+    /// Directory fd of path 1 (`AT_FDCWD` when 0).
+    pub dfd_off: u32,
+    /// User pointer to path 1.
+    pub path_off: u32,
+    /// Directory fd of path 2.
+    pub dfd2_off: u32,
+    /// User pointer to path 2.
+    pub path2_off: u32,
+    /// A file descriptor whose file is the subject (getdents64).
+    pub fd_off: u32,
+    /// Exit: the `ret` field.
+    pub ret_off: u32,
+}
+
+/// Kernel layout the programs need, read by the loader from the running kernel's BTF and
+/// tracefs, and given to the programs as the frozen global `CONFIG` (constants to the
+/// verifier). Offsets are in bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelConfig {
+    /// Cgroup v2 id (inode) of the trace cgroup.
+    pub cgroup_id: u64,
+    /// Its level in the v2 hierarchy (root = 0).
+    pub cgroup_level: u32,
+    /// `FMODE_CREATED` bit in `file.f_mode`.
+    pub fmode_created: u32,
+    pub task_fs: u32,
+    pub task_files: u32,
+    pub task_mm: u32,
+    pub task_exit_code: u32,
+    pub fs_root: u32,
+    pub fs_pwd: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_f_path: u32,
+    pub file_f_mode: u32,
+    pub path_mnt: u32,
+    pub path_dentry: u32,
+    pub dentry_d_parent: u32,
+    /// `dentry.d_name.name` (offset of `d_name` plus offset of `name` in `qstr`).
+    pub dentry_d_name_name: u32,
+    pub vfsmount_mnt_root: u32,
+    /// Offset of the embedded `struct vfsmount mnt` inside `struct mount`.
+    pub mount_mnt: u32,
+    pub mount_mnt_parent: u32,
+    pub mount_mnt_mountpoint: u32,
+    pub mm_exe_file: u32,
+    pub mm_arg_start: u32,
+    /// `sched_process_fork` record: `child_pid` field.
+    pub fork_child_pid_off: u32,
+    /// `sched_process_exec` record: `old_pid` field.
+    pub exec_old_pid_off: u32,
+    pub pad: u32,
+}
+
+#[cfg(feature = "user")]
+#[allow(unsafe_code)]
+mod pod {
+    // SAFETY: plain `#[repr(C)]` integers without padding; any bit pattern is valid.
+    unsafe impl aya::Pod for super::EventHeader {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SysCfg {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::KernelConfig {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_hidden_padding() {
+        assert_eq!(HEADER_LEN, 4 * 4 + 8 + 8 + 16 + 4 + 4);
+        assert_eq!(core::mem::size_of::<SysCfg>(), 8 * 4);
+        assert_eq!(core::mem::size_of::<KernelConfig>(), 8 + 26 * 4);
+    }
+}

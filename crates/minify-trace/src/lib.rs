@@ -1,1 +1,100 @@
-//! minify-trace: see the crate's owner issue; placeholder until it lands.
+//! The eBPF file-access tracer: loads the programs from `ebpf/minify-trace-ebpf`, filters them
+//! to one cgroup v2 subtree, and turns the ring buffer into a [`minify_model::Trace`].
+//!
+//! # How it is used
+//! ```no_run
+//! use minify_trace::{TraceCgroup, TraceOptions, Tracer};
+//! # fn main() -> Result<(), minify_trace::TraceError> {
+//! // 1. A fresh cgroup v2 directory; everything that runs in it (or below it) is traced.
+//! let cgroup = TraceCgroup::create()?;
+//! // 2. Attach before the workload starts: `start` returns once the programs are attached
+//! //    and the ring buffer is being drained, so the workload's first exec is seen.
+//! let tracer = Tracer::start(&cgroup, TraceOptions::default())?;
+//! // 3. Start the workload inside the cgroup, e.g. a Docker container with
+//! //    `HostConfig.CgroupParent = cgroup.name()`, or a command with `cgroup.spawn(..)`.
+//! // 4. When it is done: detach, drain, and get the trace (with per-kind loss counts).
+//! let trace = tracer.finish()?;
+//! if trace.lost_total() > 0 { /* incomplete: say so */ }
+//! # drop(cgroup); Ok(()) }
+//! ```
+//! Dropping a [`Tracer`] detaches every program (closing the process does too: nothing is
+//! pinned), dropping a [`TraceCgroup`] waits for it to empty and removes it.
+//!
+//! # Why cgroups, and why tracepoints
+//! Filtering on `bpf_get_current_ancestor_cgroup_id(level) == id` catches a container from its
+//! very first exec (Docker creates the container's cgroup *below* the parent we made, before
+//! runc execs anything) and nothing else on the host, with no pid bookkeeping race.
+//!
+//! Where the kernel allows fentry/`bpf_d_path` those would be cheaper and see opens made by
+//! io_uring; on our machines they fail with EPERM (shared/KERNEL.md), so the programs hook
+//! syscall tracepoints and rebuild paths themselves by walking dentries and mounts up to the
+//! task's root. [`Backend`] names the choice; [`doctor`] reports what this kernel allows.
+
+mod btf;
+mod cgroup;
+mod decode;
+pub mod doctor;
+mod error;
+mod loader;
+mod spawn;
+mod tracefs;
+
+pub use cgroup::TraceCgroup;
+pub use error::TraceError;
+pub use loader::{Backend, Tracer};
+pub use spawn::{Sandbox, SpawnSpec};
+
+/// Default ring buffer size: 16 MiB. Measured on our machines: two workers doing ~800k file
+/// operations in 0.8 s lose nothing at 16 MiB and 12.6 % at 1 MiB (shared/KERNEL.md).
+pub const DEFAULT_RING_BYTES: u32 = 16 << 20;
+
+/// How to trace.
+#[derive(Clone, Debug)]
+pub struct TraceOptions {
+    /// Ring buffer size in bytes: a power of two, at least one page. Bigger rings lose fewer
+    /// events under bursts at the cost of locked kernel memory.
+    pub ring_bytes: u32,
+    /// Mount tracefs at `/sys/kernel/tracing` when it is not mounted (needed to attach
+    /// tracepoints). The mount is logged; without it `start` fails with the one-line fix.
+    pub mount_tracefs: bool,
+}
+
+impl Default for TraceOptions {
+    fn default() -> Self {
+        TraceOptions {
+            ring_bytes: DEFAULT_RING_BYTES,
+            mount_tracefs: true,
+        }
+    }
+}
+
+/// One process seen during the trace (host pids).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    /// Parent pid, when the fork was seen (the first traced process has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ppid: Option<u32>,
+    /// Last `comm` seen.
+    pub comm: String,
+    /// Executables run by this process, in order (after symlinks).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub execs: Vec<String>,
+    /// Exit code (wait status `>> 8`), when its exit was seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+/// A finished recording: the trace the closure needs, plus the process tree and counters
+/// useful for debugging and for `minify trace`.
+#[derive(Clone, Debug, Default)]
+pub struct Recording {
+    pub trace: minify_model::Trace,
+    /// Processes in the order they were first seen.
+    pub processes: Vec<ProcessInfo>,
+    /// Ring-buffer records received.
+    pub records: u64,
+    /// Paths dropped because they lie outside the process's root (e.g. a file descriptor
+    /// inherited from the host) or on an internal mount (pipes, sockets).
+    pub unreachable: u64,
+}

@@ -1,0 +1,262 @@
+//! [`TraceCgroup`]: a fresh cgroup v2 directory that marks "the workload" for the tracer.
+//!
+//! The programs keep an event only when the current task's cgroup at `level` is this one
+//! (`bpf_get_current_ancestor_cgroup_id`), so anything started inside it, or inside a cgroup
+//! created below it (Docker's `--cgroup-parent`), is traced from its first instruction.
+
+use std::io::Read as _;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::TraceError;
+
+/// How long [`Drop`] waits for the cgroup to empty (processes exiting, Docker removing the
+/// container's child cgroup) before giving up and leaving it behind with a warning.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A cgroup v2 directory `minify-<random>` at the top of the v2 hierarchy, removed on drop.
+#[derive(Debug)]
+pub struct TraceCgroup {
+    name: String,
+    path: PathBuf,
+    id: u64,
+    level: u32,
+}
+
+impl TraceCgroup {
+    /// Create `minify-<random>` at the top of the cgroup v2 hierarchy (found through
+    /// `/proc/self/mountinfo`: `/sys/fs/cgroup` on pure v2 hosts, `/sys/fs/cgroup/unified` on
+    /// hybrid ones). Needs root (or write access to the hierarchy's root).
+    pub fn create() -> Result<TraceCgroup, TraceError> {
+        let mount = Cgroup2Mount::find()?;
+        let name = format!("minify-{}", random_hex(6)?);
+        let path = mount.mount_point.join(&name);
+        fs_err::create_dir(&path).map_err(|e| {
+            TraceError::from_io(format!("creating cgroup {}", path.display()), e.into())
+        })?;
+        let meta = fs_err::metadata(&path).map_err(|e| TraceError::Cgroup {
+            path: path.clone(),
+            source: e.into(),
+        })?;
+        let level = mount.root_level + 1;
+        tracing::debug!(path = %path.display(), id = meta.ino(), level, "created trace cgroup");
+        Ok(TraceCgroup {
+            name,
+            path,
+            id: meta.ino(),
+            level,
+        })
+    }
+
+    /// The directory's name, `minify-<random>`: pass it as Docker's `HostConfig.CgroupParent`
+    /// (cgroupfs driver) so the container's cgroup is created below this one.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The directory in the cgroup v2 filesystem.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The cgroup id (the directory's inode number), what `bpf_get_current_cgroup_id` returns.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Depth in the v2 hierarchy (the root is 0).
+    pub fn level(&self) -> u32 {
+        self.level
+    }
+
+    /// Move a process (and the threads of its thread group) into this cgroup.
+    pub fn add_pid(&self, pid: u32) -> Result<(), TraceError> {
+        let procs = self.path.join("cgroup.procs");
+        fs_err::write(&procs, pid.to_string()).map_err(|e| TraceError::Cgroup {
+            path: procs,
+            source: e.into(),
+        })
+    }
+
+    /// Pids currently directly in this cgroup (not in child cgroups).
+    pub fn pids(&self) -> Result<Vec<u32>, TraceError> {
+        let procs = self.path.join("cgroup.procs");
+        let text = fs_err::read_to_string(&procs).map_err(|e| TraceError::Cgroup {
+            path: procs,
+            source: e.into(),
+        })?;
+        Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+    }
+
+    /// Whether no process is in this cgroup or any cgroup below it.
+    pub fn is_populated(&self) -> bool {
+        let events = self.path.join("cgroup.events");
+        fs_err::read_to_string(events)
+            .map(|t| t.lines().any(|l| l.trim() == "populated 1"))
+            .unwrap_or(false)
+    }
+
+    /// Remove the cgroup now, waiting up to `timeout` for it to empty. Idempotent.
+    fn remove(&self, timeout: Duration) -> Result<(), TraceError> {
+        let deadline = Instant::now() + timeout;
+        // Children first: a container's cgroup lingers briefly after the container exits.
+        loop {
+            remove_children(&self.path);
+            match std::fs::remove_dir(&self.path) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::trace!(path = %self.path.display(), "cgroup not empty yet: {e}");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => {
+                    return Err(TraceError::Cgroup {
+                        path: self.path.clone(),
+                        source: e,
+                    });
+                }
+            }
+        }
+        // On hybrid hosts Docker also makes `<name>` in every cgroup v1 hierarchy it uses;
+        // those are ours to clean up too (empty once the container is gone).
+        for dir in v1_hierarchies() {
+            let p = dir.join(&self.name);
+            if p.is_dir() {
+                remove_children(&p);
+                if let Err(e) = std::fs::remove_dir(&p) {
+                    tracing::warn!("could not remove cgroup {}: {e}", p.display());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TraceCgroup {
+    fn drop(&mut self) {
+        if let Err(e) = self.remove(DRAIN_TIMEOUT) {
+            tracing::warn!("leaving cgroup behind: {e}");
+        }
+    }
+}
+
+/// Remove empty child cgroups (depth-first); busy ones stay and make the parent's rmdir fail.
+fn remove_children(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for ent in rd.flatten() {
+        if ent.file_type().is_ok_and(|t| t.is_dir()) {
+            let p = ent.path();
+            remove_children(&p);
+            let _ = std::fs::remove_dir(&p);
+        }
+    }
+}
+
+/// Where the cgroup v2 hierarchy is mounted.
+struct Cgroup2Mount {
+    mount_point: PathBuf,
+    /// Depth of the mount's root inside the hierarchy (0 unless we are in a cgroup namespace
+    /// or a bind mount of a sub-tree).
+    root_level: u32,
+}
+
+impl Cgroup2Mount {
+    fn find() -> Result<Cgroup2Mount, TraceError> {
+        let text = fs_err::read_to_string("/proc/self/mountinfo")?;
+        parse_cgroup2_mount(&text).ok_or(TraceError::NoCgroup2)
+    }
+}
+
+/// First `cgroup2` mount in a mountinfo text, preferring the conventional places.
+fn parse_cgroup2_mount(mountinfo: &str) -> Option<Cgroup2Mount> {
+    let mut found: Vec<Cgroup2Mount> = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        if post.split_whitespace().next() != Some("cgroup2") {
+            continue;
+        }
+        let fields: Vec<&str> = pre.split_whitespace().collect();
+        let (Some(root), Some(mp)) = (fields.get(3), fields.get(4)) else {
+            continue;
+        };
+        let root_level = root.split('/').filter(|c| !c.is_empty()).count() as u32;
+        found.push(Cgroup2Mount {
+            mount_point: PathBuf::from(unescape_mountinfo(mp)),
+            root_level,
+        });
+    }
+    let preferred = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"];
+    let idx = found
+        .iter()
+        .position(|m| preferred.iter().any(|p| m.mount_point == Path::new(p)))
+        .unwrap_or(0);
+    (idx < found.len()).then(|| found.swap_remove(idx))
+}
+
+/// Mount points of cgroup v1 hierarchies.
+fn v1_hierarchies() -> Vec<PathBuf> {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|line| {
+            let (pre, post) = line.split_once(" - ")?;
+            (post.split_whitespace().next() == Some("cgroup"))
+                .then(|| pre.split_whitespace().nth(4).map(|m| PathBuf::from(unescape_mountinfo(m))))
+                .flatten()
+        })
+        .collect()
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            let digits = std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or("");
+            if let Ok(v) = u8::from_str_radix(digits, 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `n` random bytes from the kernel, as hex.
+fn random_hex(n: usize) -> Result<String, TraceError> {
+    let mut buf = vec![0u8; n];
+    fs_err::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_hybrid_and_pure_v2() {
+        let hybrid = "30 25 0:26 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n\
+                      31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid shared:10 - cgroup2 cgroup2 rw\n\
+                      32 30 0:28 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n";
+        let m = parse_cgroup2_mount(hybrid).unwrap();
+        assert_eq!(m.mount_point, Path::new("/sys/fs/cgroup/unified"));
+        assert_eq!(m.root_level, 0);
+        let ns = "40 1 0:30 /user.slice/x /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        let m = parse_cgroup2_mount(ns).unwrap();
+        assert_eq!(m.mount_point, Path::new("/sys/fs/cgroup"));
+        assert_eq!(m.root_level, 2);
+        assert!(parse_cgroup2_mount("1 0 0:1 / / rw - ext4 /dev/sda rw\n").is_none());
+        assert_eq!(unescape_mountinfo(r"/a\040b"), "/a b");
+    }
+}

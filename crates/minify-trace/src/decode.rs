@@ -1,0 +1,478 @@
+//! Ring-buffer records -> [`minify_model::TraceEvent`]s: parse the wire format of
+//! `minify-trace-common`, turn leaf-first path walks into absolute paths, resolve relative
+//! requested paths against their walked base directory, and pair each syscall entry with its
+//! exit (same thread, nothing in between) to know whether it succeeded.
+
+use std::collections::{BTreeMap, HashMap};
+
+use minify_model::trace::Special;
+use minify_model::{AccessKind, ImagePath, Trace, TraceEvent};
+use minify_trace_common::{
+    EV_ENTER, EV_EXEC, EV_EXIT, EV_FORK, EV_PROC_EXIT, EXIT_FLAG_CREATED, EventHeader,
+    HEADER_LEN, TAG_ARGV0, TAG_COMPONENT, TAG_END_ERROR, TAG_END_ROOT, TAG_END_TRUNCATED,
+    TAG_END_UNREACHABLE, TAG_USER_PATH, TAG_USER_PATH2, TAG_WALK_BASE, TAG_WALK_BASE2,
+    TAG_WALK_EXE, TAG_WALK_FD, op,
+};
+
+use crate::{ProcessInfo, Recording};
+
+/// A path walk from the kernel: components leaf first, and how it ended.
+#[derive(Debug, Default, Clone)]
+struct Walk {
+    comps: Vec<String>,
+    end: u8,
+}
+
+impl Walk {
+    /// The absolute path, when the walk reached the task's root.
+    fn path(&self) -> Option<String> {
+        if self.end != TAG_END_ROOT {
+            return None;
+        }
+        if self.comps.is_empty() {
+            return Some("/".into());
+        }
+        let mut s = String::new();
+        for c in self.comps.iter().rev() {
+            s.push('/');
+            s.push_str(c);
+        }
+        Some(s)
+    }
+}
+
+/// The pieces of one record's payload.
+#[derive(Debug, Default)]
+struct Pieces {
+    user: Option<String>,
+    user2: Option<String>,
+    base: Option<Walk>,
+    base2: Option<Walk>,
+    fd: Option<Walk>,
+    exe: Option<Walk>,
+    argv0: Option<String>,
+}
+
+fn parse_pieces(mut p: &[u8]) -> Pieces {
+    let mut out = Pieces::default();
+    // Which walk the current components belong to.
+    let mut cur: Option<&mut Walk> = None;
+    let take_str = |p: &mut &[u8]| -> String {
+        let n = p.iter().position(|&b| b == 0).unwrap_or(p.len());
+        let s = String::from_utf8_lossy(&p[..n]).into_owned();
+        *p = p.get(n + 1..).unwrap_or_default();
+        s
+    };
+    while let Some((&tag, rest)) = p.split_first() {
+        p = rest;
+        match tag {
+            TAG_USER_PATH => out.user = Some(take_str(&mut p)),
+            TAG_USER_PATH2 => out.user2 = Some(take_str(&mut p)),
+            TAG_ARGV0 => out.argv0 = Some(take_str(&mut p)),
+            TAG_COMPONENT => {
+                let s = take_str(&mut p);
+                if let Some(w) = cur.as_deref_mut() {
+                    w.comps.push(s);
+                }
+            }
+            TAG_WALK_BASE | TAG_WALK_BASE2 | TAG_WALK_FD | TAG_WALK_EXE => {
+                let slot = match tag {
+                    TAG_WALK_BASE => &mut out.base,
+                    TAG_WALK_BASE2 => &mut out.base2,
+                    TAG_WALK_FD => &mut out.fd,
+                    _ => &mut out.exe,
+                };
+                cur = Some(slot.insert(Walk::default()));
+            }
+            TAG_END_ROOT | TAG_END_UNREACHABLE | TAG_END_TRUNCATED | TAG_END_ERROR => {
+                if let Some(w) = cur.take() {
+                    w.end = tag;
+                }
+            }
+            // Unknown tag: the rest cannot be trusted.
+            _ => break,
+        }
+    }
+    out
+}
+
+/// An entry waiting for its exit.
+struct Pending {
+    op: u32,
+    /// Absolute requested path(s); `None` when a relative path's base was unreachable.
+    path: Option<String>,
+    path2: Option<String>,
+    /// For getdents: the directory.
+    fd_path: Option<String>,
+}
+
+/// Turns records into a [`Recording`], in arrival order.
+#[derive(Default)]
+pub(crate) struct Decoder {
+    events: Vec<TraceEvent>,
+    pending: HashMap<u32, Pending>,
+    comms: HashMap<u32, String>,
+    /// Process (tgid) -> info, plus arrival order.
+    procs: HashMap<u32, ProcessInfo>,
+    order: Vec<u32>,
+    /// child tid -> parent tgid, from forks.
+    parents: HashMap<u32, u32>,
+    records: u64,
+    unreachable: u64,
+    malformed: u64,
+}
+
+/// Absolute form of a requested path: as is when absolute, else joined onto its base.
+fn absolute(user: Option<&String>, base: Option<&Walk>) -> Option<String> {
+    let user = user?;
+    if user.starts_with('/') {
+        return Some(ImagePath::new(user).as_str().to_owned());
+    }
+    let base = base?.path()?;
+    Some(ImagePath::new(&base).join(user).as_str().to_owned())
+}
+
+fn comm_of(h: &EventHeader) -> String {
+    let n = h.comm.iter().position(|&b| b == 0).unwrap_or(h.comm.len());
+    String::from_utf8_lossy(&h.comm[..n]).into_owned()
+}
+
+impl Decoder {
+    /// Feed one ring-buffer record.
+    pub(crate) fn feed(&mut self, rec: &[u8]) {
+        self.records += 1;
+        if rec.len() < HEADER_LEN {
+            self.malformed += 1;
+            return;
+        }
+        // SAFETY: `EventHeader` is plain old data; the read is unaligned-safe.
+        #[allow(unsafe_code)]
+        let h: EventHeader = unsafe { std::ptr::read_unaligned(rec.as_ptr().cast()) };
+        let end = (HEADER_LEN + h.payload_len as usize).min(rec.len());
+        let pieces = parse_pieces(&rec[HEADER_LEN..end]);
+        let comm = comm_of(&h);
+        self.see_process(h.pid, &comm);
+        match h.kind {
+            EV_ENTER => self.enter(&h, &pieces),
+            EV_EXIT => self.exit(&h, &pieces, comm),
+            EV_EXEC => self.exec(&h, &pieces, comm),
+            EV_FORK => {
+                let child = h.ret as u32;
+                self.parents.insert(child, h.pid);
+            }
+            EV_PROC_EXIT => {
+                if h.tid == h.pid {
+                    if let Some(p) = self.procs.get_mut(&h.pid) {
+                        p.exit_code = Some((h.ret as i32) >> 8);
+                    }
+                }
+            }
+            _ => self.malformed += 1,
+        }
+    }
+
+    fn see_process(&mut self, pid: u32, comm: &str) {
+        if pid == 0 {
+            return;
+        }
+        let p = self.procs.entry(pid).or_insert_with(|| {
+            self.order.push(pid);
+            ProcessInfo {
+                pid,
+                ppid: None,
+                comm: String::new(),
+                execs: Vec::new(),
+                exit_code: None,
+            }
+        });
+        if !comm.is_empty() {
+            comm.clone_into(&mut p.comm);
+        }
+        self.comms.insert(pid, comm.to_owned());
+    }
+
+    fn enter(&mut self, h: &EventHeader, pc: &Pieces) {
+        let path = absolute(pc.user.as_ref(), pc.base.as_ref());
+        let path2 = absolute(pc.user2.as_ref(), pc.base2.as_ref());
+        let fd_path = pc.fd.as_ref().and_then(Walk::path);
+        if (pc.user.is_some() && path.is_none()) || (pc.user2.is_some() && path2.is_none()) {
+            self.unreachable += 1;
+        }
+        let old = self.pending.insert(
+            h.tid,
+            Pending {
+                op: h.op,
+                path,
+                path2,
+                fd_path,
+            },
+        );
+        if let Some(old) = old {
+            // Its exit was lost (counted by the kernel side): we cannot know if it succeeded.
+            let comm = self.comms.get(&h.pid).cloned().unwrap_or_default();
+            self.complete(h.pid, &comm, &old, -1, 0, None);
+        }
+    }
+
+    fn exit(&mut self, h: &EventHeader, pc: &Pieces, comm: String) {
+        let Some(p) = self.pending.remove(&h.tid) else {
+            // Entry lost or started before we attached.
+            return;
+        };
+        let opened = pc.fd.as_ref().map(Walk::path);
+        if matches!(opened, Some(None)) {
+            self.unreachable += 1;
+        }
+        self.complete(h.pid, &comm, &p, h.ret, h.flags, opened.flatten());
+    }
+
+    fn push(&mut self, pid: u32, comm: &str, kind: AccessKind, path: String, ok: bool, detail: String) {
+        self.events.push(TraceEvent {
+            pid,
+            comm: comm.to_owned(),
+            kind,
+            special: Special::of(&path),
+            path,
+            ok,
+            detail,
+        });
+    }
+
+    fn complete(&mut self, pid: u32, comm: &str, p: &Pending, ret: i64, flags: u64, opened: Option<String>) {
+        let ok = ret >= 0;
+        let simple = |k| (k, p.path.clone());
+        let first = match p.op {
+            op::OPEN => {
+                if let Some(real) = opened {
+                    if flags & EXIT_FLAG_CREATED != 0 {
+                        self.push(pid, comm, AccessKind::Create, real.clone(), true, String::new());
+                    }
+                    self.push(pid, comm, AccessKind::Open, real, ok, String::new());
+                }
+                simple(AccessKind::OpenRequested)
+            }
+            op::STAT => simple(AccessKind::Stat),
+            op::ACCESS => simple(AccessKind::Access),
+            op::READLINK => simple(AccessKind::Readlink),
+            op::EXEC => simple(AccessKind::Exec),
+            op::CHDIR => simple(AccessKind::Chdir),
+            // The last getdents64 of a listing returns 0; the listing was already recorded.
+            op::GETDENTS if ret == 0 => return,
+            op::GETDENTS => (AccessKind::ListDir, p.fd_path.clone()),
+            op::CREATE => simple(AccessKind::Create),
+            op::RENAME => {
+                if let Some(to) = p.path2.clone() {
+                    self.push(pid, comm, AccessKind::RenameTo, to, ok, String::new());
+                }
+                simple(AccessKind::RenameFrom)
+            }
+            op::DELETE => simple(AccessKind::Delete),
+            _ => {
+                self.malformed += 1;
+                return;
+            }
+        };
+        if let (kind, Some(path)) = first {
+            self.push(pid, comm, kind, path, ok, String::new());
+        }
+    }
+
+    fn exec(&mut self, h: &EventHeader, pc: &Pieces, comm: String) {
+        // A non-leader thread that execs takes over the leader's pid: its pending execve
+        // moves with it.
+        let old = h.ret as u32;
+        if old != 0 && old != h.tid {
+            if let Some(p) = self.pending.remove(&old) {
+                self.pending.insert(h.tid, p);
+            }
+        }
+        let Some(exe) = pc.exe.as_ref().and_then(Walk::path) else {
+            self.unreachable += 1;
+            return;
+        };
+        if let Some(p) = self.procs.get_mut(&h.pid) {
+            p.execs.push(exe.clone());
+        }
+        let argv0 = pc.argv0.clone().unwrap_or_default();
+        self.push(h.pid, &comm, AccessKind::ExecBinary, exe, true, argv0);
+    }
+
+    /// Finish: flush unpaired entries, attach the loss counters.
+    pub(crate) fn finish(mut self, lost_by_op: &BTreeMap<u32, u64>) -> Recording {
+        let pending: Vec<(u32, Pending)> = self.pending.drain().collect();
+        for (tid, p) in pending {
+            // Still inside the syscall when tracing stopped (or its exit was lost): unknown
+            // outcome, recorded as not ok.
+            let comm = self.comms.get(&tid).cloned().unwrap_or_default();
+            self.complete(tid, &comm, &p, -1, 0, None);
+        }
+        let mut lost: BTreeMap<AccessKind, u64> = BTreeMap::new();
+        for (&o, &n) in lost_by_op {
+            if n == 0 {
+                continue;
+            }
+            for k in kinds_of_op(o) {
+                *lost.entry(*k).or_default() += n;
+            }
+        }
+        let mut processes = Vec::new();
+        for pid in &self.order {
+            if let Some(mut p) = self.procs.remove(pid) {
+                p.ppid = self.parents.get(pid).copied();
+                processes.push(p);
+            }
+        }
+        if self.malformed > 0 {
+            tracing::warn!("{} malformed trace records ignored", self.malformed);
+        }
+        Recording {
+            trace: Trace {
+                events: self.events,
+                lost,
+            },
+            processes,
+            records: self.records,
+            unreachable: self.unreachable,
+        }
+    }
+}
+
+/// The access kinds an op's events carry (for attributing losses).
+pub(crate) fn kinds_of_op(o: u32) -> &'static [AccessKind] {
+    match o {
+        op::OPEN => &[AccessKind::Open, AccessKind::OpenRequested],
+        op::STAT => &[AccessKind::Stat],
+        op::ACCESS => &[AccessKind::Access],
+        op::READLINK => &[AccessKind::Readlink],
+        op::EXEC => &[AccessKind::Exec],
+        op::CHDIR => &[AccessKind::Chdir],
+        op::GETDENTS => &[AccessKind::ListDir],
+        op::CREATE => &[AccessKind::Create],
+        op::RENAME => &[AccessKind::RenameFrom, AccessKind::RenameTo],
+        op::DELETE => &[AccessKind::Delete],
+        op::SCHED => &[AccessKind::ExecBinary],
+        _ => &[],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(kind: u32, o: u32, tid: u32, ret: i64, flags: u64, payload: &[u8]) -> Vec<u8> {
+        let h = EventHeader {
+            kind,
+            op: o,
+            pid: tid,
+            tid,
+            ret,
+            flags,
+            comm: *b"test\0\0\0\0\0\0\0\0\0\0\0\0",
+            payload_len: payload.len() as u32,
+            pad: 0,
+        };
+        // SAFETY: plain old data, viewed as bytes.
+        #[allow(unsafe_code)]
+        let bytes = unsafe { std::slice::from_raw_parts((&raw const h).cast::<u8>(), HEADER_LEN) };
+        let mut v = bytes.to_vec();
+        v.extend_from_slice(payload);
+        v
+    }
+
+    fn walk(tag: u8, leaf_first: &[&str], end: u8) -> Vec<u8> {
+        let mut v = vec![tag];
+        for c in leaf_first {
+            v.push(TAG_COMPONENT);
+            v.extend_from_slice(c.as_bytes());
+            v.push(0);
+        }
+        v.push(end);
+        v
+    }
+
+    fn user(tag: u8, s: &str) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(s.as_bytes());
+        v.push(0);
+        v
+    }
+
+    #[test]
+    fn relative_open_is_resolved_and_paired() {
+        let mut d = Decoder::default();
+        let mut enter = user(TAG_USER_PATH, "../lib/libc.so.6");
+        enter.extend(walk(TAG_WALK_BASE, &["bin", "usr"], TAG_END_ROOT));
+        d.feed(&record(EV_ENTER, op::OPEN, 7, 0, 0, &enter));
+        let exit = walk(TAG_WALK_FD, &["libc.so.6", "x86_64-linux-gnu", "lib", "usr"], TAG_END_ROOT);
+        d.feed(&record(EV_EXIT, op::OPEN, 7, 3, 0, &exit));
+        let r = d.finish(&BTreeMap::new());
+        let got: Vec<(AccessKind, &str, bool)> =
+            r.trace.events.iter().map(|e| (e.kind, e.path.as_str(), e.ok)).collect();
+        assert_eq!(
+            got,
+            [
+                (AccessKind::Open, "/usr/lib/x86_64-linux-gnu/libc.so.6", true),
+                (AccessKind::OpenRequested, "/usr/lib/libc.so.6", true),
+            ]
+        );
+        assert_eq!(r.processes[0].comm, "test");
+    }
+
+    #[test]
+    fn failed_stat_created_file_rename_and_special() {
+        let mut d = Decoder::default();
+        d.feed(&record(EV_ENTER, op::STAT, 1, 0, 0, &user(TAG_USER_PATH, "/nope")));
+        d.feed(&record(EV_EXIT, op::STAT, 1, -2, 0, &[]));
+        d.feed(&record(EV_ENTER, op::OPEN, 1, 0, 0, &user(TAG_USER_PATH, "/tmp/new")));
+        d.feed(&record(EV_EXIT, op::OPEN, 1, 4, EXIT_FLAG_CREATED, &walk(TAG_WALK_FD, &["new", "tmp"], TAG_END_ROOT)));
+        let mut ren = user(TAG_USER_PATH, "/tmp/a");
+        ren.extend(user(TAG_USER_PATH2, "/tmp/b"));
+        d.feed(&record(EV_ENTER, op::RENAME, 1, 0, 0, &ren));
+        d.feed(&record(EV_EXIT, op::RENAME, 1, 0, 0, &[]));
+        d.feed(&record(EV_ENTER, op::OPEN, 1, 0, 0, &user(TAG_USER_PATH, "/proc/self/maps")));
+        d.feed(&record(EV_EXIT, op::OPEN, 1, 5, 0, &walk(TAG_WALK_FD, &["maps", "1", "proc"], TAG_END_ROOT)));
+        let mut lost = BTreeMap::new();
+        lost.insert(op::OPEN, 2);
+        let r = d.finish(&lost);
+        let ev = &r.trace.events;
+        assert_eq!((ev[0].kind, ev[0].path.as_str(), ev[0].ok), (AccessKind::Stat, "/nope", false));
+        assert!(ev.iter().any(|e| e.kind == AccessKind::Create && e.path == "/tmp/new"));
+        assert!(ev.iter().any(|e| e.kind == AccessKind::RenameFrom && e.path == "/tmp/a"));
+        assert!(ev.iter().any(|e| e.kind == AccessKind::RenameTo && e.path == "/tmp/b"));
+        let maps = ev.iter().find(|e| e.path == "/proc/1/maps").unwrap();
+        assert_eq!(maps.special, Some(Special::Proc));
+        assert_eq!(r.trace.lost[&AccessKind::Open], 2);
+        assert_eq!(r.trace.lost_total(), 4);
+    }
+
+    #[test]
+    fn unreachable_and_garbage_are_dropped() {
+        let mut d = Decoder::default();
+        let mut enter = user(TAG_USER_PATH, "x");
+        enter.extend(walk(TAG_WALK_BASE, &["outside"], TAG_END_UNREACHABLE));
+        d.feed(&record(EV_ENTER, op::STAT, 3, 0, 0, &enter));
+        d.feed(&record(EV_EXIT, op::STAT, 3, 0, 0, &[]));
+        d.feed(&[1, 2, 3]);
+        d.feed(&record(EV_ENTER, op::STAT, 3, 0, 0, &[0xff, b'a', b'b']));
+        let r = d.finish(&BTreeMap::new());
+        assert!(r.trace.events.is_empty(), "{:?}", r.trace.events);
+        assert_eq!(r.unreachable, 1);
+    }
+
+    #[test]
+    fn exec_records_binary_and_argv0() {
+        let mut d = Decoder::default();
+        d.feed(&record(EV_ENTER, op::EXEC, 9, 0, 0, &user(TAG_USER_PATH, "/bin/ls")));
+        let mut ex = walk(TAG_WALK_EXE, &["ls", "bin", "usr"], TAG_END_ROOT);
+        ex.extend(user(TAG_ARGV0, "ls"));
+        d.feed(&record(EV_EXEC, 0, 9, 9, 0, &ex));
+        d.feed(&record(EV_EXIT, op::EXEC, 9, 0, 0, &[]));
+        d.feed(&record(EV_PROC_EXIT, 0, 9, 256, 0, &[]));
+        let r = d.finish(&BTreeMap::new());
+        let ev = &r.trace.events;
+        assert_eq!((ev[0].kind, ev[0].path.as_str(), ev[0].detail.as_str()), (AccessKind::ExecBinary, "/usr/bin/ls", "ls"));
+        assert_eq!((ev[1].kind, ev[1].path.as_str(), ev[1].ok), (AccessKind::Exec, "/bin/ls", true));
+        assert_eq!(r.processes[0].exit_code, Some(1));
+        assert_eq!(r.processes[0].execs, ["/usr/bin/ls"]);
+    }
+}

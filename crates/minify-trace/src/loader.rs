@@ -1,0 +1,488 @@
+//! [`Tracer`]: load the eBPF object with this kernel's offsets, attach it to the syscall and
+//! scheduler tracepoints, and drain the ring buffer on a background thread.
+
+use std::collections::BTreeMap;
+use std::os::fd::AsRawFd as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::TracePoint;
+use aya::{Ebpf, EbpfLoader};
+use minify_trace_common::{KernelConfig, ROLE_ENTER, ROLE_EXIT, SysCfg, op};
+
+use crate::btf::Btf;
+use crate::decode::Decoder;
+use crate::tracefs::{self, Format};
+use crate::{Recording, TraceCgroup, TraceError, TraceOptions};
+
+/// The compiled eBPF object (empty when built with `AYA_BUILD_SKIP=1`).
+pub(crate) static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/minify-trace-ebpf"));
+
+/// `FMODE_CREATED` (include/linux/fs.h): set in `file->f_mode` when an open created the file.
+/// A `#define`, so not in BTF; it has been bit 20 since it was introduced in 4.19.
+const FMODE_CREATED: u32 = 1 << 20;
+
+/// How file accesses are observed.
+///
+/// Only [`Backend::Tracepoints`] is implemented: it is what works on every kernel we target,
+/// including ours where fentry/LSM programs fail with EPERM and kprobes do not exist
+/// (shared/KERNEL.md). A `Fentry` backend (fentry on `security_file_open` / `vfs_statx` /
+/// `do_renameat2` ..., paths from `bpf_d_path`) would be cheaper and would also see opens made
+/// through io_uring; it belongs here as a second variant, chosen by `Tracer::start` when
+/// `doctor::check_attach_types()` reports fentry as loadable, and must be tested on a kernel
+/// that allows trampolines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    /// Syscall enter/exit tracepoints plus `sched_process_{exec,fork,exit}`; paths rebuilt
+    /// in eBPF from dentries and mounts.
+    Tracepoints,
+}
+
+/// One traced syscall: its family and the record fields holding its arguments.
+struct Syscall {
+    name: &'static str,
+    op: u32,
+    path: Option<&'static str>,
+    dfd: Option<&'static str>,
+    path2: Option<&'static str>,
+    dfd2: Option<&'static str>,
+    fd: Option<&'static str>,
+}
+
+const fn sc(name: &'static str, op: u32, path: &'static str, dfd: Option<&'static str>) -> Syscall {
+    Syscall {
+        name,
+        op,
+        path: Some(path),
+        dfd,
+        path2: None,
+        dfd2: None,
+        fd: None,
+    }
+}
+
+/// Every syscall we trace. Field names are the kernel's (`SYSCALL_DEFINE` argument names, as
+/// they appear in tracefs `format` files). Syscalls missing on this arch are skipped: arm64 has
+/// no `open`, `creat`, `stat`, `access`, `readlink`, `mkdir`, `rename`... only the `*at` forms.
+const SYSCALLS: &[Syscall] = &[
+    sc("openat", op::OPEN, "filename", Some("dfd")),
+    sc("openat2", op::OPEN, "filename", Some("dfd")),
+    sc("open", op::OPEN, "filename", None),
+    sc("creat", op::OPEN, "pathname", None),
+    sc("newfstatat", op::STAT, "filename", Some("dfd")),
+    sc("statx", op::STAT, "filename", Some("dfd")),
+    sc("newstat", op::STAT, "filename", None),
+    sc("newlstat", op::STAT, "filename", None),
+    sc("faccessat", op::ACCESS, "filename", Some("dfd")),
+    sc("faccessat2", op::ACCESS, "filename", Some("dfd")),
+    sc("access", op::ACCESS, "filename", None),
+    sc("readlinkat", op::READLINK, "pathname", Some("dfd")),
+    sc("readlink", op::READLINK, "path", None),
+    sc("execve", op::EXEC, "filename", None),
+    sc("execveat", op::EXEC, "filename", Some("fd")),
+    sc("chdir", op::CHDIR, "filename", None),
+    Syscall {
+        name: "getdents64",
+        op: op::GETDENTS,
+        path: None,
+        dfd: None,
+        path2: None,
+        dfd2: None,
+        fd: Some("fd"),
+    },
+    sc("mkdir", op::CREATE, "pathname", None),
+    sc("mkdirat", op::CREATE, "pathname", Some("dfd")),
+    sc("mknod", op::CREATE, "filename", None),
+    sc("mknodat", op::CREATE, "filename", Some("dfd")),
+    sc("symlink", op::CREATE, "newname", None),
+    sc("symlinkat", op::CREATE, "newname", Some("newdfd")),
+    sc("link", op::CREATE, "newname", None),
+    sc("linkat", op::CREATE, "newname", Some("newdfd")),
+    Syscall {
+        name: "rename",
+        op: op::RENAME,
+        path: Some("oldname"),
+        dfd: None,
+        path2: Some("newname"),
+        dfd2: None,
+        fd: None,
+    },
+    Syscall {
+        name: "renameat",
+        op: op::RENAME,
+        path: Some("oldname"),
+        dfd: Some("olddfd"),
+        path2: Some("newname"),
+        dfd2: Some("newdfd"),
+        fd: None,
+    },
+    Syscall {
+        name: "renameat2",
+        op: op::RENAME,
+        path: Some("oldname"),
+        dfd: Some("olddfd"),
+        path2: Some("newname"),
+        dfd2: Some("newdfd"),
+        fd: None,
+    },
+    sc("unlink", op::DELETE, "pathname", None),
+    sc("unlinkat", op::DELETE, "pathname", Some("dfd")),
+    sc("rmdir", op::DELETE, "pathname", None),
+];
+
+/// A running trace. Programs are attached while it lives; [`Tracer::finish`] detaches them
+/// and returns what was recorded. Dropping it detaches too (and discards the events).
+pub struct Tracer {
+    ebpf: Option<Ebpf>,
+    lost: PerCpuArray<MapData, u64>,
+    stop: Arc<AtomicBool>,
+    reader: Option<JoinHandle<Decoder>>,
+    attached: Vec<String>,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Tracer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracer")
+            .field("attached", &self.attached.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Find an `io::Error` in an error's source chain (aya nests them).
+fn io_in_chain<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// Turn an aya error into ours: EPERM/EACCES anywhere in the chain means "not permitted".
+pub(crate) fn aya_error(
+    what: &str,
+    program: &str,
+    e: &(dyn std::error::Error + 'static),
+) -> TraceError {
+    let mut detail = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        cur = s.source();
+    }
+    if let Some(io) = io_in_chain(e) {
+        if crate::error::is_permission(io) {
+            return TraceError::NotPermitted {
+                what: format!("{what} {program}"),
+                source: std::io::Error::from_raw_os_error(io.raw_os_error().unwrap_or(libc::EPERM)),
+            };
+        }
+    }
+    let verifier_log = match e.downcast_ref::<aya::programs::ProgramError>() {
+        Some(aya::programs::ProgramError::LoadError { verifier_log, .. }) => verifier_log.to_string(),
+        _ => String::new(),
+    };
+    TraceError::Load {
+        program: program.to_owned(),
+        detail,
+        verifier_log,
+    }
+}
+
+/// Kernel offsets from BTF plus the scheduler tracepoint layouts.
+fn kernel_config(btf: &Btf, cgroup: &TraceCgroup) -> Result<KernelConfig, TraceError> {
+    let fork = Format::read("sched", "sched_process_fork")?.ok_or_else(|| TraceError::Format {
+        path: "sched/sched_process_fork".into(),
+        detail: "tracepoint missing".into(),
+    })?;
+    let exec = Format::read("sched", "sched_process_exec")?.ok_or_else(|| TraceError::Format {
+        path: "sched/sched_process_exec".into(),
+        detail: "tracepoint missing".into(),
+    })?;
+    Ok(KernelConfig {
+        cgroup_id: cgroup.id(),
+        cgroup_level: cgroup.level(),
+        fmode_created: FMODE_CREATED,
+        task_fs: btf.offset("task_struct", "fs")?,
+        task_files: btf.offset("task_struct", "files")?,
+        task_mm: btf.offset("task_struct", "mm")?,
+        task_exit_code: btf.offset("task_struct", "exit_code")?,
+        fs_root: btf.offset("fs_struct", "root")?,
+        fs_pwd: btf.offset("fs_struct", "pwd")?,
+        files_fdt: btf.offset("files_struct", "fdt")?,
+        fdt_max_fds: btf.offset("fdtable", "max_fds")?,
+        fdt_fd: btf.offset("fdtable", "fd")?,
+        file_f_path: btf.offset("file", "f_path")?,
+        file_f_mode: btf.offset("file", "f_mode")?,
+        path_mnt: btf.offset("path", "mnt")?,
+        path_dentry: btf.offset("path", "dentry")?,
+        dentry_d_parent: btf.offset("dentry", "d_parent")?,
+        dentry_d_name_name: btf.offset("dentry", "d_name.name")?,
+        vfsmount_mnt_root: btf.offset("vfsmount", "mnt_root")?,
+        mount_mnt: btf.offset("mount", "mnt")?,
+        mount_mnt_parent: btf.offset("mount", "mnt_parent")?,
+        mount_mnt_mountpoint: btf.offset("mount", "mnt_mountpoint")?,
+        mm_exe_file: btf.offset("mm_struct", "exe_file")?,
+        mm_arg_start: btf.offset("mm_struct", "arg_start")?,
+        fork_child_pid_off: fork.field("child_pid")?,
+        exec_old_pid_off: exec.field("old_pid")?,
+        pad: 0,
+    })
+}
+
+/// `SysCfg` for both tracepoints of one syscall, or `None` when this kernel lacks it.
+fn syscall_cfgs(s: &Syscall) -> Result<Option<[(Format, SysCfg); 2]>, TraceError> {
+    let enter = Format::read("syscalls", &format!("sys_enter_{}", s.name))?;
+    let exit = Format::read("syscalls", &format!("sys_exit_{}", s.name))?;
+    let (Some(enter), Some(exit)) = (enter, exit) else {
+        return Ok(None);
+    };
+    let field = |f: &Format, name: Option<&str>| name.map_or(Ok(0), |n| f.field(n));
+    let enter_cfg = SysCfg {
+        op: s.op,
+        role: ROLE_ENTER,
+        dfd_off: field(&enter, s.dfd)?,
+        path_off: field(&enter, s.path)?,
+        dfd2_off: field(&enter, s.dfd2)?,
+        path2_off: field(&enter, s.path2)?,
+        fd_off: field(&enter, s.fd)?,
+        ret_off: 0,
+    };
+    let exit_cfg = SysCfg {
+        op: s.op,
+        role: ROLE_EXIT,
+        ret_off: exit.field("ret")?,
+        ..SysCfg::default()
+    };
+    Ok(Some([(enter, enter_cfg), (exit, exit_cfg)]))
+}
+
+fn tracepoint<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut TracePoint, TraceError> {
+    let prog = ebpf.program_mut(name).ok_or_else(|| TraceError::Load {
+        program: name.into(),
+        detail: "not in the eBPF object".into(),
+        verifier_log: String::new(),
+    })?;
+    let tp: &mut TracePoint = prog
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| aya_error("loading", name, &e))?;
+    tp.load().map_err(|e| aya_error("loading", name, &e))?;
+    Ok(tp)
+}
+
+fn attach(tp: &mut TracePoint, program: &str, category: &str, name: &str) -> Result<(), TraceError> {
+    tp.attach(category, name).map(drop).map_err(|e| {
+        let err = aya_error("attaching", program, &e);
+        match err {
+            TraceError::Load { detail, .. } => TraceError::Attach {
+                program: program.into(),
+                hook: format!("{category}/{name}"),
+                detail,
+            },
+            other => other,
+        }
+    })
+}
+
+impl Tracer {
+    /// Load and attach the programs for `cgroup`, and start draining the ring buffer.
+    /// When this returns, every process in (or below) the cgroup is being traced.
+    pub fn start(cgroup: &TraceCgroup, options: TraceOptions) -> Result<Tracer, TraceError> {
+        let ring = options.ring_bytes;
+        if !ring.is_power_of_two() || ring < 4096 {
+            return Err(TraceError::Options(format!(
+                "ring buffer size {ring} must be a power of two of at least 4096 bytes"
+            )));
+        }
+        if EBPF_OBJECT.is_empty() {
+            return Err(TraceError::Load {
+                program: "minify-trace-ebpf".into(),
+                detail: "this binary was built with AYA_BUILD_SKIP=1 and carries no eBPF object; rebuild without it".into(),
+                verifier_log: String::new(),
+            });
+        }
+        let t0 = Instant::now();
+        tracefs::ensure_mounted(options.mount_tracefs)?;
+        let btf = Btf::from_sys()?;
+        let config = kernel_config(&btf, cgroup)?;
+        tracing::debug!(?config, "kernel layout");
+
+        let mut ebpf = EbpfLoader::new()
+            .override_global("CONFIG", &config, true)
+            .map_max_entries("EVENTS", ring)
+            .load(EBPF_OBJECT)
+            .map_err(|e| aya_error("loading", "eBPF object", &e))?;
+
+        // Which tracepoints exist here, and what their records hold.
+        let mut hooks: Vec<(String, &'static str)> = Vec::new();
+        {
+            let mut cfg_map: BpfHashMap<_, u32, SysCfg> = BpfHashMap::try_from(
+                ebpf.map_mut("SYS_CFG").expect("SYS_CFG is in the object"),
+            )
+            .map_err(|e| aya_error("opening map", "SYS_CFG", &e))?;
+            for s in SYSCALLS {
+                let Some(pair) = syscall_cfgs(s)? else {
+                    tracing::debug!("syscall {} has no tracepoints here; skipped", s.name);
+                    continue;
+                };
+                for (fmt, cfg) in pair {
+                    cfg_map
+                        .insert(fmt.id, cfg, 0)
+                        .map_err(|e| aya_error("filling map", "SYS_CFG", &e))?;
+                    let tp_name = fmt.path.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    let prog = if cfg.role == ROLE_ENTER { "sys_enter" } else { "sys_exit" };
+                    hooks.push((tp_name, prog));
+                }
+            }
+        }
+        let lost = PerCpuArray::try_from(ebpf.take_map("LOST").expect("LOST is in the object"))
+            .map_err(|e| aya_error("opening map", "LOST", &e))?;
+        let events = RingBuf::try_from(ebpf.take_map("EVENTS").expect("EVENTS is in the object"))
+            .map_err(|e| aya_error("opening map", "EVENTS", &e))?;
+
+        // The reader runs before the first attach so that nothing queues up unread.
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("minify-trace-reader".into())
+                .spawn(move || read_loop(events, &stop))?
+        };
+        let mut tracer = Tracer {
+            ebpf: None,
+            lost,
+            stop,
+            reader: Some(reader),
+            attached: Vec::new(),
+            started: t0,
+        };
+
+        // Scheduler events first so the process tree is complete, then exits before entries:
+        // an exit attached after its entry could leave the first syscall unpaired.
+        for (prog, name) in [
+            ("sched_fork", "sched_process_fork"),
+            ("sched_exit", "sched_process_exit"),
+            ("sched_exec", "sched_process_exec"),
+        ] {
+            let tp = tracepoint(&mut ebpf, prog)?;
+            attach(tp, prog, "sched", name)?;
+            tracer.attached.push(format!("sched/{name}"));
+        }
+        for role in ["sys_exit", "sys_enter"] {
+            let tp = tracepoint(&mut ebpf, role)?;
+            for (name, prog) in &hooks {
+                if *prog == role {
+                    attach(tp, role, "syscalls", name)?;
+                    tracer.attached.push(format!("syscalls/{name}"));
+                }
+            }
+        }
+        tracer.ebpf = Some(ebpf);
+        tracing::debug!(
+            "attached {} tracepoints in {:?}",
+            tracer.attached.len(),
+            t0.elapsed()
+        );
+        Ok(tracer)
+    }
+
+    /// Which backend is recording.
+    pub fn backend(&self) -> Backend {
+        Backend::Tracepoints
+    }
+
+    /// The hooks attached (`category/name`), for diagnostics.
+    pub fn attached(&self) -> &[String] {
+        &self.attached
+    }
+
+    /// Events lost so far, per `op` slot.
+    fn lost_by_op(&self) -> BTreeMap<u32, u64> {
+        let mut out = BTreeMap::new();
+        for slot in 0..op::OP_SLOTS {
+            if let Ok(values) = self.lost.get(&slot, 0) {
+                let n: u64 = values.iter().sum();
+                if n > 0 {
+                    out.insert(slot, n);
+                }
+            }
+        }
+        out
+    }
+
+    /// Detach everything, drain the ring buffer and return the trace.
+    pub fn finish(self) -> Result<minify_model::Trace, TraceError> {
+        self.finish_recording().map(|r| r.trace)
+    }
+
+    /// Like [`Tracer::finish`], with the process tree and counters.
+    pub fn finish_recording(mut self) -> Result<Recording, TraceError> {
+        let t0 = Instant::now();
+        // Detach first: after this no new records arrive, so the drain below is complete.
+        drop(self.ebpf.take());
+        let detach = t0.elapsed();
+        self.stop.store(true, Ordering::Release);
+        let decoder = self
+            .reader
+            .take()
+            .expect("reader present until finish")
+            .join()
+            .map_err(|_| TraceError::Reader("reader thread panicked".into()))?;
+        let lost = self.lost_by_op();
+        let rec = decoder.finish(&lost);
+        tracing::debug!(
+            records = rec.records,
+            events = rec.trace.events.len(),
+            lost = rec.trace.lost_total(),
+            ?detach,
+            total = ?self.started.elapsed(),
+            "trace finished"
+        );
+        Ok(rec)
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        drop(self.ebpf.take());
+        self.stop.store(true, Ordering::Release);
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+/// Drain the ring buffer until told to stop, then drain what is left.
+fn read_loop(mut ring: RingBuf<MapData>, stop: &AtomicBool) -> Decoder {
+    let mut decoder = Decoder::default();
+    let fd = ring.as_raw_fd();
+    loop {
+        let stopping = stop.load(Ordering::Acquire);
+        while let Some(item) = ring.next() {
+            decoder.feed(&item);
+        }
+        if stopping {
+            break;
+        }
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; the ring buffer fd lives as long as `ring`.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::poll(&raw mut pfd, 1, Duration::from_millis(50).as_millis() as i32);
+        }
+    }
+    decoder
+}
