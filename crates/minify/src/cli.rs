@@ -21,6 +21,10 @@ pub struct Cli {
 pub enum Command {
     /// Union several allowlists of the same image into one.
     Merge(MergeArgs),
+    /// Pack IMAGE from an allowlist, with no tracing (same image + allowlist = same id).
+    Build(BuildArgs),
+    /// Show an image's size, layers, file count and largest directories.
+    Inspect(InspectArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -31,4 +35,33 @@ pub struct MergeArgs {
     /// Where to write the union.
     #[arg(short, long)]
     pub output: PathBuf,
+}
+
+/// `minify build`.
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// Source image: name:tag or name@sha256:.. in the Docker daemon, docker-archive:PATH,
+    /// oci:DIR[:TAG] or oci-archive:PATH.
+    pub image: String,
+    /// The allowlist to pack (from `minify run --allowlist-out`, or hand-written).
+    #[arg(long)]
+    pub allowlist: PathBuf,
+    /// Output image (default NAME:TAG-min in the daemon); also docker-archive:PATH,
+    /// oci:DIR[:TAG], oci-archive:PATH.
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Replace an existing output file or directory.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `minify inspect`.
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// Image: name:tag or name@sha256:.. in the Docker daemon, docker-archive:PATH,
+    /// oci:DIR[:TAG] or oci-archive:PATH.
+    pub image: String,
+    /// Print JSON on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -1,12 +1,16 @@
 //! One module per subcommand; `dispatch` routes to them and returns the exit code.
 
 mod merge;
+mod build;
+mod inspect;
 
 use crate::cli::{Cli, Command};
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Merge(args) => merge::run(&args),
+        Command::Build(args) => build::run(&args),
+        Command::Inspect(args) => inspect::run(&args),
     }
 }
 

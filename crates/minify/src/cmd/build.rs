@@ -1,0 +1,96 @@
+//! `minify build IMAGE --allowlist FILE [--tag OUT] [--force]`: pack an image from a kept
+//! allowlist, with no tracing. This is the reuse path CI relies on: the same image and the
+//! same allowlist give the same image id.
+
+use anyhow::Context as _;
+use minify_image::{ImageError, ImageRef, PackOptions, RootfsView, SourceImage, pack};
+use minify_model::{Allowlist, Rootfs as _};
+
+use crate::cli::BuildArgs;
+
+/// Turn a library error into the CLI's: daemon trouble is an environment error (exit 3).
+pub(crate) fn image_err(e: impl Into<ImageError>) -> anyhow::Error {
+    let e: ImageError = e.into();
+    if e.is_environment() {
+        crate::env_error(e)
+    } else {
+        e.into()
+    }
+}
+
+/// `NAME:TAG-min` for the source: from the daemon reference given, else from the first
+/// `name:tag` the image carries (docker-archive RepoTags).
+pub(crate) fn default_output(reference: &ImageRef, image: &SourceImage) -> Option<ImageRef> {
+    let from = |repo: &str, tag: Option<&str>| {
+        format!("{repo}:{}-min", tag.unwrap_or("latest")).parse().ok()
+    };
+    if let Some((repo, tag)) = reference.daemon_repo_tag()
+        && !repo.starts_with("sha256:")
+        && !(tag.is_none() && matches!(reference, ImageRef::Daemon(n) if n.contains('@')))
+    {
+        return from(repo, tag);
+    }
+    image.repo_tags().iter().find_map(|t| {
+        let r: ImageRef = format!("docker-daemon:{t}").parse().ok()?;
+        let (repo, tag) = r.daemon_repo_tag()?;
+        tag.and_then(|tag| from(repo, Some(tag)))
+    })
+}
+
+pub fn run(args: &BuildArgs) -> anyhow::Result<u8> {
+    let source: ImageRef = args.image.parse().map_err(image_err)?;
+    let out: Option<ImageRef> = match &args.tag {
+        Some(t) => Some(t.parse().map_err(image_err)?),
+        None => None,
+    };
+    let al_name = args.allowlist.display().to_string();
+    let text = fs_err::read_to_string(&args.allowlist)?;
+    let allowlist = Allowlist::from_json(&al_name, &text)?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let image = SourceImage::open(&source).await.map_err(image_err)?;
+        if !allowlist.source.digest.is_empty() && allowlist.source.digest != image.id().as_str() {
+            tracing::warn!(
+                "{al_name} was made from {} ({}), not from {source} ({}); building anyway",
+                allowlist.source.image,
+                allowlist.source.digest,
+                image.id()
+            );
+        }
+        let out = match out {
+            Some(o) => o,
+            None => default_output(&source, &image).with_context(|| {
+                format!("image {source} has no name to derive NAME:TAG-min from; give --tag")
+            })?,
+        };
+        let view = tokio::task::block_in_place(|| RootfsView::build(&image)).map_err(image_err)?;
+        let paths = allowlist.path_set();
+        if let Some(missing) = paths.iter().find(|p| view.entry(p).is_none()) {
+            anyhow::bail!(
+                "{al_name}: {missing} is not in the image {source} ({})",
+                image.id()
+            );
+        }
+        let packed = tokio::task::block_in_place(|| {
+            pack(&view, &image, &paths, &PackOptions::default())
+        })
+        .map_err(image_err)?;
+        let id = packed
+            .write_to(&out, args.force)
+            .await
+            .map_err(image_err)?;
+        eprintln!(
+            "minify: {out}: {} entries, {} bytes of files (source {} bytes in {} layers)",
+            packed.entry_count(),
+            packed.content_size(),
+            view.content_size(),
+            image.layers().len(),
+        );
+        println!("{id}");
+        Ok(0)
+    })
+}

@@ -1,0 +1,101 @@
+//! `minify inspect IMAGE [--json]`: size, layers, file count and the largest directories of
+//! an image, read the same way `minify build` reads it (so every digest is checked too).
+
+use std::fmt::Write as _;
+
+use anyhow::Context as _;
+use minify_image::{ImageRef, RootfsView, SourceImage};
+use serde_json::json;
+
+use super::build::image_err;
+use crate::cli::InspectArgs;
+
+/// How many directories the report lists.
+const TOP_DIRS: usize = 10;
+
+pub fn run(args: &InspectArgs) -> anyhow::Result<u8> {
+    let reference: ImageRef = args.image.parse().map_err(image_err)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let (image, view) = rt.block_on(async {
+        let image = SourceImage::open(&reference).await.map_err(image_err)?;
+        let view = tokio::task::block_in_place(|| RootfsView::build(&image)).map_err(image_err)?;
+        anyhow::Ok((image, view))
+    })?;
+    let dirs = view.largest_dirs(TOP_DIRS);
+    let c = image.config();
+    if args.json {
+        let doc = json!({
+            "image": reference.to_string(),
+            "id": image.id().as_str(),
+            "repo_tags": image.repo_tags(),
+            "size": image.size(),
+            "content_size": view.content_size(),
+            "entries": view.entry_count(),
+            "files": view.file_count(),
+            "layers": view.layer_stats().iter().map(|l| json!({
+                "digest": l.digest.as_str(),
+                "diff_id": l.diff_id.as_str(),
+                "compression": l.compression.to_string(),
+                "size": l.size,
+                "uncompressed_size": l.uncompressed_size,
+                "entries": l.entries,
+            })).collect::<Vec<_>>(),
+            "largest_dirs": dirs.iter().map(|d| json!({
+                "path": d.path.as_str(), "bytes": d.bytes, "files": d.files,
+            })).collect::<Vec<_>>(),
+            "config": {
+                "entrypoint": c.entrypoint, "cmd": c.cmd, "env": c.env,
+                "working_dir": c.working_dir, "user": c.user,
+                "exposed_ports": c.exposed_ports, "stop_signal": c.stop_signal,
+                "labels": c.labels,
+            },
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(0);
+    }
+    let mut s = String::new();
+    let _ = writeln!(s, "image    {reference}");
+    let _ = writeln!(s, "id       {}", image.id());
+    if !image.repo_tags().is_empty() {
+        let _ = writeln!(s, "tags     {}", image.repo_tags().join(", "));
+    }
+    let _ = writeln!(
+        s,
+        "size     {} stored, {} of file content",
+        human(image.size()),
+        human(view.content_size())
+    );
+    let _ = writeln!(s, "files    {} ({} entries)", view.file_count(), view.entry_count());
+    let _ = writeln!(s, "layers   {}", view.layer_stats().len());
+    for l in view.layer_stats() {
+        let _ = writeln!(
+            s,
+            "  {:>2}  {}  {:>10}  {:<8}  {} entries",
+            l.index,
+            l.digest,
+            human(l.size),
+            l.compression.to_string(),
+            l.entries
+        );
+    }
+    let _ = writeln!(s, "largest directories");
+    for d in &dirs {
+        let _ = writeln!(s, "  {:>10}  {:>7} files  {}", human(d.bytes), d.files, d.path);
+    }
+    print!("{s}");
+    Ok(0)
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
