@@ -2,4 +2,5 @@
 //! One test binary (`cargo test -p minify --test e2e`); one module per theme. Shared helpers
 //! (fixture images, skip guards, `TestContext`) come from the `minify-fixtures` crate.
 
+mod closure;
 mod fixtures_smoke;
