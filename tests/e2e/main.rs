@@ -4,3 +4,4 @@
 
 mod closure;
 mod fixtures_smoke;
+mod run;

@@ -133,9 +133,18 @@ impl Container {
         if ports.is_empty() {
             return Ok(Readiness::NoPorts);
         }
-        let ip = self.ip.ok_or_else(|| RuntimeError::NoAddress {
-            container: self.name.clone(),
-        })?;
+        let Some(ip) = self.ip else {
+            // A container that already exited has no address: that is an exit, not a
+            // network problem.
+            if let (false, code) = self.state().await? {
+                return Ok(Readiness::Exited {
+                    code: code.unwrap_or(-1),
+                });
+            }
+            return Err(RuntimeError::NoAddress {
+                container: self.name.clone(),
+            });
+        };
         let mut pending = ports.clone();
         loop {
             let mut still = Vec::new();

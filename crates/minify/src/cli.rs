@@ -21,6 +21,8 @@ pub struct Cli {
 pub enum Command {
     /// Union several allowlists of the same image into one.
     Merge(MergeArgs),
+    /// Run IMAGE under the tracer, probe it, keep only the files it used, pack and verify.
+    Run(Box<RunArgs>),
     /// Pack IMAGE from an allowlist, with no tracing (same image + allowlist = same id).
     Build(BuildArgs),
     /// Show an image's size, layers, file count and largest directories.
@@ -64,4 +66,93 @@ pub struct InspectArgs {
     /// Print JSON on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `minify run`. Probe flags may be mixed and repeated; they run in the order given.
+#[derive(Debug, clap::Args)]
+#[allow(clippy::struct_excessive_bools)]
+pub struct RunArgs {
+    /// The image to minify: name:tag or name@digest in the Docker daemon.
+    pub image: String,
+    /// Probe on the host with `sh -c CMD`; MINIFY_CONTAINER (id) and MINIFY_HOST (the
+    /// container's address) are set. Passes on exit code 0.
+    #[arg(long = "probe-cmd", value_name = "CMD")]
+    pub probe_cmd: Vec<String>,
+    /// Probe inside the container (like `docker exec`). A simple command is exec'd directly;
+    /// one with shell syntax runs through the image's /bin/sh, which is then kept.
+    #[arg(long = "probe-exec", value_name = "CMD")]
+    pub probe_exec: Vec<String>,
+    /// GET PATH on every exposed TCP port; any answer below 500 passes.
+    #[arg(long = "probe-http", value_name = "PATH")]
+    pub probe_http: Vec<String>,
+    /// Seconds each probe may take before it is killed and fails.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub probe_timeout: u64,
+    /// Seconds to wait for the exposed TCP ports to accept connections.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub ready_timeout: u64,
+    /// With no probe: trace until the entrypoint exits or this many seconds pass.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub timeout: u64,
+    /// Output image (default NAME:TAG-min in the daemon); also docker-archive:PATH,
+    /// oci:DIR[:TAG], oci-archive:PATH.
+    #[arg(long, value_name = "OUT")]
+    pub tag: Option<String>,
+    /// Write the allowlist (deterministic JSON) here, to keep in the repository and rebuild
+    /// with `minify build`.
+    #[arg(long, value_name = "FILE")]
+    pub allowlist_out: Option<PathBuf>,
+    /// Write a JSON report here: sizes, counts, timings, events, probes on both images.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Keep this path (a directory: recursively) or glob too.
+    #[arg(long, value_name = "PATH|GLOB")]
+    pub include: Vec<String>,
+    /// Keep this program (absolute, or a name on the image's PATH) with its libraries.
+    #[arg(long, value_name = "PATH")]
+    pub include_bin: Vec<String>,
+    /// Drop paths matching this glob (never a directory above a kept path).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Leave out a default support set: ca-certificates, nss, passwd (or `all`).
+    #[arg(long, value_name = "NAME")]
+    pub no_default_set: Vec<String>,
+    /// Add an optional support set: zoneinfo, locale.
+    #[arg(long, value_name = "NAME")]
+    pub with_set: Vec<String>,
+    /// Do not run the minified image and its probes again.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Build even when the ring buffer lost events (the trace is then incomplete).
+    #[arg(long)]
+    pub allow_lossy: bool,
+    /// Ring buffer size in bytes (a power of two).
+    #[arg(long, value_name = "N")]
+    pub ring_bytes: Option<u32>,
+    /// Overwrite an existing output image tag or file.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Run this program instead of the image's entrypoint (`''` clears it). A JSON array
+    /// gives the exact argv.
+    #[arg(long, value_name = "CMD", allow_hyphen_values = true)]
+    pub entrypoint: Option<String>,
+    /// Run this instead of the image's cmd: words split like a simple shell command, or a
+    /// JSON array.
+    #[arg(long, value_name = "CMD", allow_hyphen_values = true)]
+    pub cmd: Option<String>,
+    /// Set an environment variable in the container (KEY=value), repeatable.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// User (name or uid[:gid]) inside the container.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Seconds between the stop signal and SIGKILL.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub stop_timeout: u64,
 }

@@ -3,6 +3,8 @@
 
 mod cli;
 mod cmd;
+mod pipeline;
+mod report;
 
 use std::process::ExitCode;
 

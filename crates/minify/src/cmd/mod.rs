@@ -3,12 +3,14 @@
 mod merge;
 mod build;
 mod inspect;
+mod run;
 
 use crate::cli::{Cli, Command};
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Merge(args) => merge::run(&args),
+        Command::Run(args) => run::run(&args),
         Command::Build(args) => build::run(&args),
         Command::Inspect(args) => inspect::run(&args),
     }

@@ -1,0 +1,229 @@
+//! `minify run IMAGE [--probe-*]...`: turn the arguments into a [`RunPlan`], run the pipeline
+//! under a tokio runtime with Ctrl-C handling, write the report, print the summary.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::CommandFactory as _;
+use minify_closure::{ClosureOptions, DefaultSet, DefaultSets};
+use minify_image::ImageRef;
+use minify_runtime::{ExecMode, Overrides, Probe, exec_mode};
+
+use crate::cli::{Cli, RunArgs};
+use crate::pipeline::progress::Progress;
+use crate::pipeline::{RunPlan, default_output, execute};
+use crate::with_code;
+
+/// Exit code after Ctrl-C (128 + SIGINT, what shells report).
+const INTERRUPTED: u8 = 130;
+
+pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
+    let plan = plan(args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let progress = Progress::new();
+    let outcome = rt.block_on(async {
+        tokio::select! {
+            r = execute(&plan, &progress) => r,
+            // Dropping the pipeline future runs every cleanup guard (container, tracer,
+            // cgroup, temp dirs) before we return.
+            _ = tokio::signal::ctrl_c() => Err(with_code(
+                anyhow::anyhow!("interrupted (Ctrl-C); the container, cgroup and temp files were removed"),
+                INTERRUPTED,
+            )),
+        }
+    });
+    drop(progress);
+    let outcome = outcome?;
+    let report = &outcome.report;
+    if let Some(path) = &args.report {
+        crate::cmd::write_atomic(path, report.to_json().as_bytes())
+            .with_context(|| format!("writing the report {}", path.display()))?;
+    }
+    if args.json {
+        print!("{}", report.to_json());
+    }
+    eprint!("{}", report.summary());
+    Ok(outcome.code)
+}
+
+/// Validate the arguments into a plan; every problem here is a usage error (exit 2).
+pub fn plan(args: &RunArgs) -> anyhow::Result<RunPlan> {
+    let image: ImageRef = args
+        .image
+        .parse()
+        .with_context(|| format!("image {}", args.image))?;
+    let ImageRef::Daemon(name) = &image else {
+        anyhow::bail!(
+            "minify run needs an image in the Docker daemon to run it; {image} is a file (load it with `docker load` first, or use `minify build` with an allowlist)"
+        );
+    };
+    let output = match &args.tag {
+        Some(t) => t.parse().with_context(|| format!("--tag {t}"))?,
+        None => default_output(&image).with_context(|| {
+            format!("image {name} has no name to derive NAME:TAG-min from; give --tag")
+        })?,
+    };
+    for kv in &args.env {
+        if !kv.contains('=') || kv.starts_with('=') {
+            anyhow::bail!("--env {kv:?}: expected KEY=value");
+        }
+    }
+    let overrides = Overrides {
+        entrypoint: args
+            .entrypoint
+            .as_deref()
+            .map(|s| parse_argv("entrypoint", s))
+            .transpose()?,
+        cmd: args
+            .cmd
+            .as_deref()
+            .map(|s| parse_argv("cmd", s))
+            .transpose()?,
+        env: args.env.clone(),
+        workdir: args.workdir.clone(),
+        user: args.user.clone(),
+    };
+    if let Some(n) = args.ring_bytes
+        && (!n.is_power_of_two() || n < 4096)
+    {
+        anyhow::bail!("--ring-bytes {n}: must be a power of two of at least 4096");
+    }
+    for (flag, v) in [
+        ("probe-timeout", args.probe_timeout),
+        ("ready-timeout", args.ready_timeout),
+        ("timeout", args.timeout),
+    ] {
+        if v == 0 {
+            anyhow::bail!("--{flag} must be at least 1 second");
+        }
+    }
+    Ok(RunPlan {
+        image: name.clone(),
+        probes: probes_in_order(args),
+        overrides,
+        probe_timeout: Duration::from_secs(args.probe_timeout),
+        ready_timeout: Duration::from_secs(args.ready_timeout),
+        timeout: Duration::from_secs(args.timeout),
+        stop_timeout: Duration::from_secs(args.stop_timeout),
+        closure: ClosureOptions {
+            include: args.include.clone(),
+            include_bin: args.include_bin.clone(),
+            exclude: args.exclude.clone(),
+            default_sets: default_sets(&args.no_default_set, &args.with_set)?,
+        },
+        output,
+        allowlist_out: args.allowlist_out.clone(),
+        verify: !args.no_verify,
+        allow_lossy: args.allow_lossy,
+        ring_bytes: args.ring_bytes,
+        force: args.force,
+        measure_untraced: false,
+    })
+}
+
+/// `--entrypoint`/`--cmd`: a JSON array is the exact argv; otherwise words split like a
+/// simple shell command (quotes allowed, no expansions).
+fn parse_argv(flag: &str, s: &str) -> anyhow::Result<Vec<String>> {
+    if s.trim_start().starts_with('[') {
+        return serde_json::from_str(s)
+            .with_context(|| format!("--{flag} {s:?}: not a JSON array of strings"));
+    }
+    if s.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    match exec_mode(s) {
+        ExecMode::Direct(argv) => Ok(argv),
+        ExecMode::Shell => anyhow::bail!(
+            "--{flag} {s:?} has shell syntax; give the exact argv as a JSON array, e.g. [\"/bin/sh\",\"-c\",\"...\"]"
+        ),
+    }
+}
+
+fn default_sets(no: &[String], with: &[String]) -> anyhow::Result<DefaultSets> {
+    let mut sets = DefaultSets::default();
+    let find = |flag: &str, name: &str| {
+        DefaultSet::ALL
+            .into_iter()
+            .find(|s| s.name() == name)
+            .with_context(|| {
+                format!(
+                    "--{flag} {name}: unknown set (known: {}, all)",
+                    DefaultSet::ALL.map(DefaultSet::name).join(", ")
+                )
+            })
+    };
+    let set = |sets: &mut DefaultSets, s: DefaultSet, on: bool| match s {
+        DefaultSet::CaCertificates => sets.ca_certificates = on,
+        DefaultSet::Nss => sets.nss = on,
+        DefaultSet::Passwd => sets.passwd = on,
+        DefaultSet::Zoneinfo => sets.zoneinfo = on,
+        DefaultSet::Locale => sets.locale = on,
+    };
+    for name in with {
+        let s = find("with-set", name)?;
+        set(&mut sets, s, true);
+    }
+    for name in no {
+        if name == "all" {
+            sets = DefaultSets::none();
+            continue;
+        }
+        let s = find("no-default-set", name)?;
+        set(&mut sets, s, false);
+    }
+    Ok(sets)
+}
+
+/// The probes in the order they were given on the command line, across the three flags.
+/// clap's derive keeps each flag's values in order but not their interleaving, so read the
+/// argument indices from a second parse of the same command line; when that is not
+/// available (e.g. called with synthetic arguments), fall back to cmd, exec, http.
+fn probes_in_order(args: &RunArgs) -> Vec<Probe> {
+    let matches = Cli::command().try_get_matches_from(std::env::args_os()).ok();
+    let sub = matches.as_ref().and_then(|m| m.subcommand_matches("run"));
+    let mut all: Vec<(usize, Probe)> = Vec::new();
+    let mut add = |id: &str, values: &[String], base: usize, make: fn(String) -> Probe| {
+        let idx: Option<Vec<usize>> = sub
+            .and_then(|s| s.indices_of(id))
+            .map(Iterator::collect)
+            .filter(|v: &Vec<usize>| v.len() == values.len());
+        for (k, v) in values.iter().enumerate() {
+            let i = idx.as_ref().map_or(base + k, |ix| ix[k]);
+            all.push((i, make(v.clone())));
+        }
+    };
+    add("probe_cmd", &args.probe_cmd, 0, Probe::Cmd);
+    add("probe_exec", &args.probe_exec, 1 << 20, Probe::Exec);
+    add("probe_http", &args.probe_http, 2 << 20, Probe::Http);
+    all.sort_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, p)| p).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argv_forms() {
+        assert_eq!(
+            parse_argv("cmd", r#"["a b","c"]"#).unwrap(),
+            vec!["a b", "c"]
+        );
+        assert_eq!(parse_argv("cmd", "python3 -m http.server 80").unwrap().len(), 4);
+        assert!(parse_argv("entrypoint", "").unwrap().is_empty());
+        let err = parse_argv("cmd", "a | b").unwrap_err().to_string();
+        assert!(err.contains("JSON array"), "{err}");
+    }
+
+    #[test]
+    fn sets() {
+        let s = default_sets(&["nss".into()], &["zoneinfo".into()]).unwrap();
+        assert!(!s.nss && s.zoneinfo && s.passwd);
+        assert_eq!(default_sets(&["all".into()], &[]).unwrap(), DefaultSets::none());
+        let err = default_sets(&["nope".into()], &[]).unwrap_err().to_string();
+        assert!(err.contains("unknown set") && err.contains("ca-certificates"), "{err}");
+    }
+}

@@ -1,0 +1,447 @@
+//! The `minify run` pipeline: open -> trace a real run with probes -> closure -> allowlist ->
+//! pack -> write -> verify. One direction, each phase timed for the report.
+//!
+//! Cleanup is by ownership: the container, the tracer and its cgroup, and the source/pack
+//! temp dirs are guards declared in an order that drops the container first (its cgroup must
+//! be empty before the tracer's cgroup can be removed). Ctrl-C drops this whole future (see
+//! `cmd/run.rs`), which runs the same guards.
+
+pub mod progress;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use minify_closure::{ClosureOptions, compute};
+use minify_image::{ImageRef, PackOptions, RootfsView, SourceImage, pack};
+use minify_model::allowlist::SourceImage as AllowlistSource;
+use minify_model::{ImagePath, Rootfs as _};
+use minify_runtime::{Container, Overrides, Probe, ProbeResult, Readiness, RunSpec, Runtime};
+use minify_trace::{TraceCgroup, TraceOptions, Tracer};
+
+use crate::report::{FileSize, MainProcess, ProbeReport, Report, SetReport, VerifyStatus};
+use crate::{env_error, exit, with_code};
+use progress::Progress;
+
+/// Everything `minify run` was asked to do, already validated.
+#[derive(Clone, Debug)]
+pub struct RunPlan {
+    /// The source image, in the daemon.
+    pub image: String,
+    pub probes: Vec<Probe>,
+    pub overrides: Overrides,
+    pub probe_timeout: Duration,
+    pub ready_timeout: Duration,
+    /// With no probe: how long to let the entrypoint run.
+    pub timeout: Duration,
+    pub stop_timeout: Duration,
+    pub closure: ClosureOptions,
+    pub output: ImageRef,
+    pub allowlist_out: Option<PathBuf>,
+    pub verify: bool,
+    pub allow_lossy: bool,
+    pub ring_bytes: Option<u32>,
+    pub force: bool,
+    /// Also run the original image's probe phase without tracing, to measure the tracer's
+    /// overhead (benchmarks).
+    pub measure_untraced: bool,
+}
+
+/// What a run produced: the report and the exit code it calls for.
+pub struct RunOutcome {
+    pub report: Report,
+    pub code: u8,
+}
+
+/// Tool name written into allowlists and reports.
+pub fn tool_name() -> String {
+    format!("minify {}", env!("CARGO_PKG_VERSION"))
+}
+
+fn runtime_err(e: minify_runtime::RuntimeError) -> anyhow::Error {
+    if e.is_environment() {
+        env_error(e)
+    } else {
+        anyhow::Error::new(e)
+    }
+}
+
+/// Times phases in order.
+struct Timer(Vec<(String, u64)>, Instant);
+impl Timer {
+    fn new() -> Self {
+        Timer(Vec::new(), Instant::now())
+    }
+    fn lap(&mut self, phase: &str) {
+        self.0
+            .push((phase.to_owned(), self.1.elapsed().as_millis() as u64));
+        self.1 = Instant::now();
+    }
+}
+
+/// The default output for a daemon image: `NAME:TAG-min` (`NAME:latest-min` without a tag).
+pub fn default_output(image: &ImageRef) -> Option<ImageRef> {
+    let (repo, tag) = image.daemon_repo_tag()?;
+    if repo.starts_with("sha256:") || repo.is_empty() {
+        return None;
+    }
+    Some(ImageRef::Daemon(format!(
+        "{repo}:{}-min",
+        tag.unwrap_or("latest")
+    )))
+}
+
+/// Run the pipeline.
+pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunOutcome> {
+    let mut timer = Timer::new();
+    let mut report = Report {
+        tool: tool_name(),
+        image: plan.image.clone(),
+        output: plan.output.to_string(),
+        ..Default::default()
+    };
+
+    // --- open: the daemon, the image's run config, its layers as a rootfs view.
+    progress.phase(format!("opening {}", plan.image));
+    let runtime = Runtime::connect().await.map_err(runtime_err)?;
+    let info = runtime
+        .inspect_image(&plan.image)
+        .await
+        .map_err(runtime_err)?;
+    if let ImageRef::Daemon(out) = &plan.output {
+        if !plan.force && out != &plan.image && runtime.inspect_image(out).await.is_ok() {
+            anyhow::bail!("output image {out} already exists (use --force to replace it)");
+        }
+        if out == &plan.image {
+            anyhow::bail!("output {out} would replace the source image {}", plan.image);
+        }
+    }
+    let source_ref = ImageRef::Daemon(plan.image.clone());
+    let source = SourceImage::open(&source_ref).await.map_err(|e| {
+        let env = e.is_environment();
+        let e = anyhow::Error::new(e).context(format!("opening {}", plan.image));
+        if env { env_error(e) } else { e }
+    })?;
+    progress.phase(format!("indexing the layers of {}", plan.image));
+    let view = tokio::task::block_in_place(|| RootfsView::build(&source))
+        .with_context(|| format!("reading the layers of {}", plan.image))?;
+    report.image_id = source.id().to_string();
+    report.size_before = info.size;
+    report.files_before = view.file_count() as u64;
+    timer.lap("open");
+
+    // --- trace: cgroup + tracer attached before the container exists, then run and probe.
+    progress.phase(format!("tracing {} with {} probe(s)", plan.image, plan.probes.len()));
+    let cgroup = TraceCgroup::create().map_err(trace_err)?;
+    let mut topts = TraceOptions::default();
+    if let Some(n) = plan.ring_bytes {
+        topts.ring_bytes = n;
+    }
+    let tracer = Tracer::start(&cgroup, topts).map_err(trace_err)?;
+    let spec = RunSpec {
+        image: info.id.clone(),
+        overrides: plan.overrides.clone(),
+        cgroup_parent: Some(cgroup.name().to_owned()),
+        stop_timeout: plan.stop_timeout,
+    };
+    let phase_start = Instant::now();
+    let container = runtime.start(&spec).await.map_err(runtime_err)?;
+    let (readiness, originals, main) = exercise(plan, &container, progress, true).await?;
+    report.probe_phase_ms = phase_start.elapsed().as_millis() as u64;
+    if let Some(bad) = originals.iter().find(|r| !r.passed) {
+        let logs = container.logs_tail(20).await;
+        return Err(with_code(
+            anyhow::anyhow!(
+                "{} on the original image {} (container {}, cgroup {}); fix the probe or the image first\nprobe output:\n{}\ncontainer output:\n{}",
+                bad.summary(),
+                plan.image,
+                container.name(),
+                cgroup.name(),
+                indent(&bad.output),
+                indent(&logs)
+            ),
+            exit::USAGE,
+        ));
+    }
+    progress.phase(format!("stopping {}", container.name()));
+    container.stop().await.map_err(runtime_err)?;
+    container.remove().await.map_err(runtime_err)?;
+    let trace = tokio::task::block_in_place(|| tracer.finish()).map_err(trace_err)?;
+    drop(cgroup);
+    report.readiness = Some(readiness);
+    report.main_process = main;
+    report.events = trace.events.len() as u64;
+    report.events_lost_total = trace.lost_total();
+    report.events_lost = trace
+        .lost
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| (k.name().to_owned(), *n))
+        .collect();
+    report.shell_probes = originals
+        .iter()
+        .filter(|r| r.used_shell)
+        .map(|r| r.probe.to_string())
+        .collect();
+    timer.lap("trace");
+    if report.events_lost_total > 0 && !plan.allow_lossy {
+        return Err(with_code(
+            anyhow::anyhow!(
+                "the trace lost {} events (ring buffer full: {:?}); the file set would be incomplete. Rerun with a bigger --ring-bytes, or pass --allow-lossy to build anyway",
+                report.events_lost_total,
+                report.events_lost
+            ),
+            exit::ENVIRONMENT,
+        ));
+    }
+
+    if plan.measure_untraced {
+        progress.phase(format!("running {} again without tracing", plan.image));
+        let mut spec = spec.clone();
+        spec.cgroup_parent = None;
+        let start = Instant::now();
+        let c = runtime.start(&spec).await.map_err(runtime_err)?;
+        exercise(plan, &c, progress, false).await?;
+        report.untraced_probe_phase_ms = Some(start.elapsed().as_millis() as u64);
+        c.stop().await.map_err(runtime_err)?;
+        c.remove().await.map_err(runtime_err)?;
+        timer.lap("untraced-run");
+    }
+
+    // --- closure and allowlist.
+    progress.phase("computing the file closure");
+    let argv = plan.overrides.apply(&info).argv();
+    let closure = tokio::task::block_in_place(|| compute(&view, &trace, &argv, &plan.closure))?;
+    let allowlist = closure.to_allowlist(
+        AllowlistSource {
+            image: plan.image.clone(),
+            digest: source.id().to_string(),
+        },
+        &tool_name(),
+    );
+    report.allowlist_entries = allowlist.paths.len();
+    report.required_bytes = closure.required_bytes;
+    report.kept_bytes = closure.kept_bytes;
+    report.warnings.clone_from(&closure.warnings);
+    report.default_sets = closure
+        .default_sets
+        .iter()
+        .map(|s| SetReport {
+            set: s.set.name().to_owned(),
+            paths: s.paths.len(),
+            bytes: s.bytes,
+        })
+        .collect();
+    let mut files: Vec<FileSize> = closure
+        .entries
+        .keys()
+        .filter_map(|p| {
+            let e = view.entry(p)?;
+            e.is_file().then(|| FileSize {
+                path: p.to_string(),
+                bytes: e.size,
+            })
+        })
+        .collect();
+    report.files_after = files.len() as u64;
+    files.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.path.cmp(&b.path)));
+    files.truncate(10);
+    report.largest_files = files;
+    if let Some(path) = &plan.allowlist_out {
+        crate::cmd::write_atomic(path, allowlist.to_json().as_bytes())
+            .with_context(|| format!("writing the allowlist {}", path.display()))?;
+        report.allowlist = Some(path.display().to_string());
+    }
+    timer.lap("closure");
+
+    // --- pack and write: exactly what `minify build --allowlist` does, so the ids match.
+    progress.phase(format!("packing {} paths", allowlist.paths.len()));
+    let paths: Vec<ImagePath> = allowlist.path_set();
+    let packed = tokio::task::block_in_place(|| {
+        pack(&view, &source, &paths, &PackOptions::default())
+    })
+    .context("packing the minified image")?;
+    timer.lap("pack");
+    progress.phase(format!("writing {}", plan.output));
+    let id = packed
+        .write_to(&plan.output, plan.force)
+        .await
+        .map_err(|e| {
+            let env = e.is_environment();
+            let e = anyhow::Error::new(e).context(format!("writing {}", plan.output));
+            if env { env_error(e) } else { e }
+        })?;
+    report.output_id = id.to_string();
+    report.size_after = match &plan.output {
+        ImageRef::Daemon(name) => runtime
+            .inspect_image(name)
+            .await
+            .map_err(runtime_err)?
+            .size,
+        _ => packed.layer_size(),
+    };
+    report.factor = if report.size_after == 0 {
+        0.0
+    } else {
+        report.size_before as f64 / report.size_after as f64
+    };
+    drop(packed);
+    drop(view);
+    drop(source);
+    timer.lap("write");
+
+    // --- verify: the same run, untraced, on the new image; every probe again.
+    let mut code = 0;
+    let verify_image = match &plan.output {
+        ImageRef::Daemon(name) if plan.verify => Some(name.clone()),
+        _ => None,
+    };
+    let mut minified: Vec<Option<ProbeResult>> = vec![None; originals.len()];
+    if let Some(image) = verify_image {
+        progress.phase(format!("verifying {image}"));
+        let spec = RunSpec {
+            image,
+            overrides: plan.overrides.clone(),
+            cgroup_parent: None,
+            stop_timeout: plan.stop_timeout,
+        };
+        let c = runtime.start(&spec).await.map_err(runtime_err)?;
+        let (_, results, main_min) = exercise(plan, &c, progress, false).await?;
+        let logs = c.logs_tail(20).await;
+        c.stop().await.map_err(runtime_err)?;
+        c.remove().await.map_err(runtime_err)?;
+        for (before, after) in originals.iter().zip(&results) {
+            if before.passed && !after.passed {
+                report.verify_failures.push(format!(
+                    "{} on the minified image{}\n{}",
+                    after.summary(),
+                    if after.output.is_empty() { "" } else { "; probe output:" },
+                    indent(&after.output)
+                ));
+            }
+        }
+        if let (Some(MainProcess::Exited { code: a }), Some(b)) = (&report.main_process, &main_min)
+            && b != &(MainProcess::Exited { code: *a })
+        {
+            report.verify_failures.push(format!(
+                "the entrypoint exited with code {a} on the original but {b:?} on the minified image"
+            ));
+        }
+        if report.main_process == Some(MainProcess::StillRunning)
+            && let Some(MainProcess::Exited { code: b }) = &main_min
+        {
+            report.verify_failures.push(format!(
+                "the entrypoint kept running on the original but exited with code {b} on the minified image"
+            ));
+        }
+        if !report.verify_failures.is_empty()
+            && !logs.trim().is_empty()
+            && !report.verify_failures.iter().any(|f| f.contains(logs.trim()))
+        {
+            report
+                .verify_failures
+                .push(format!("container output of the minified image:\n{}", indent(&logs)));
+        }
+        report.main_process_minified = main_min;
+        for (slot, r) in minified.iter_mut().zip(results) {
+            *slot = Some(r);
+        }
+        if report.verify_failures.is_empty() {
+            report.verify = Some(VerifyStatus::Passed);
+        } else {
+            report.verify = Some(VerifyStatus::Failed);
+            code = exit::VERIFY_FAILED;
+        }
+        timer.lap("verify");
+    } else {
+        report.verify = Some(VerifyStatus::Skipped);
+        if plan.verify {
+            report
+                .warnings
+                .push(format!("verify skipped: {} is not in the Docker daemon", plan.output));
+        }
+    }
+    report.probes = originals
+        .into_iter()
+        .zip(minified)
+        .map(|(original, minified)| ProbeReport {
+            name: original.probe.to_string(),
+            original,
+            minified,
+        })
+        .collect();
+    report.timings_ms = timer.0;
+    Ok(RunOutcome { report, code })
+}
+
+/// Wait for readiness, then run every probe in order (stopping at the first failure when
+/// `stop_at_failure`, i.e. on the original image); with no probe, wait for the entrypoint to
+/// exit or the timeout. Returns what readiness saw, the probe results, and how the main
+/// process ended (no-probe runs only).
+async fn exercise(
+    plan: &RunPlan,
+    c: &Container,
+    progress: &Progress,
+    stop_at_failure: bool,
+) -> anyhow::Result<(Readiness, Vec<ProbeResult>, Option<MainProcess>)> {
+    let readiness = if plan.probes.is_empty() {
+        Readiness::NoPorts
+    } else {
+        progress.phase(format!("waiting for {} to accept connections", c.name()));
+        c.wait_ready(plan.ready_timeout).await.map_err(runtime_err)?
+    };
+    if plan.probes.is_empty() {
+        progress.phase(format!(
+            "no probe: letting {} run for up to {} s",
+            c.name(),
+            plan.timeout.as_secs()
+        ));
+        let main = match c.wait_exit(plan.timeout).await.map_err(runtime_err)? {
+            Some(code) => MainProcess::Exited { code },
+            None => MainProcess::StillRunning,
+        };
+        return Ok((readiness, Vec::new(), Some(main)));
+    }
+    let mut results = Vec::new();
+    for probe in &plan.probes {
+        let r = if let Readiness::Exited { code } = readiness {
+            // The workload is gone: the probe cannot pass, and should say why.
+            ProbeResult {
+                probe: probe.clone(),
+                passed: false,
+                outcome: minify_runtime::ProbeOutcome::Error {
+                    message: format!("the container exited with code {code} before the probe ran"),
+                },
+                duration_ms: 0,
+                output: c.logs_tail(20).await,
+                used_shell: false,
+            }
+        } else {
+            progress.phase(format!("probe {probe}"));
+            c.run_probe(probe, plan.probe_timeout).await
+        };
+        progress.println(&format!("minify: {}", r.summary()));
+        let failed = !r.passed;
+        results.push(r);
+        if failed && stop_at_failure {
+            break;
+        }
+    }
+    Ok((readiness, results, None))
+}
+
+fn trace_err(e: minify_trace::TraceError) -> anyhow::Error {
+    if e.is_environment() {
+        env_error(e)
+    } else {
+        anyhow::Error::new(e)
+    }
+}
+
+fn indent(s: &str) -> String {
+    s.trim_end()
+        .lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

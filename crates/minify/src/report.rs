@@ -1,0 +1,210 @@
+//! The `minify run` report: the JSON written by `--report` (and printed by `--json`), and the
+//! short human summary on stderr. Field names are a contract for CI scripts: add, don't rename.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use minify_runtime::{ProbeResult, Readiness};
+use serde::Serialize;
+
+/// How verification ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VerifyStatus {
+    Passed,
+    Failed,
+    /// `--no-verify`, or the output is not in the Docker daemon.
+    Skipped,
+}
+
+/// One probe on both images.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProbeReport {
+    /// The probe as given, e.g. `--probe-http "/"`.
+    pub name: String,
+    pub original: ProbeResult,
+    /// `None` when verification was skipped.
+    pub minified: Option<ProbeResult>,
+}
+
+/// A kept regular file and its size.
+#[derive(Clone, Debug, Serialize)]
+pub struct FileSize {
+    pub path: String,
+    pub bytes: u64,
+}
+
+/// What one default support set added.
+#[derive(Clone, Debug, Serialize)]
+pub struct SetReport {
+    pub set: String,
+    pub paths: usize,
+    pub bytes: u64,
+}
+
+/// When the workload ran without probes: how its main process ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "state")]
+pub enum MainProcess {
+    /// Exited by itself with this code.
+    Exited { code: i64 },
+    /// Still running at `--timeout` (then stopped).
+    StillRunning,
+}
+
+/// Everything a run measured.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    pub tool: String,
+    pub image: String,
+    pub image_id: String,
+    pub output: String,
+    pub output_id: String,
+    /// Bytes as the Docker daemon reports them (uncompressed layers).
+    pub size_before: u64,
+    pub size_after: u64,
+    /// `size_before / size_after`.
+    pub factor: f64,
+    /// Regular files in the original image and in the minified one.
+    pub files_before: u64,
+    pub files_after: u64,
+    /// Entries (files, dirs, links) in the allowlist.
+    pub allowlist_entries: usize,
+    /// Bytes of regular files the trace, ELF closure and interpreters require.
+    pub required_bytes: u64,
+    /// Bytes of all kept regular files.
+    pub kept_bytes: u64,
+    /// Phase name -> milliseconds, in pipeline order.
+    pub timings_ms: Vec<(String, u64)>,
+    /// Wall time of the traced probe phase (readiness wait and probes, or the wait for exit).
+    pub probe_phase_ms: u64,
+    /// The same phase on the original image without tracing, when measured (benchmarks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub untraced_probe_phase_ms: Option<u64>,
+    /// Trace events received, and lost per kind.
+    pub events: u64,
+    pub events_lost: BTreeMap<String, u64>,
+    pub events_lost_total: u64,
+    pub readiness: Option<Readiness>,
+    /// With no probe: how the entrypoint ended on each image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub main_process: Option<MainProcess>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub main_process_minified: Option<MainProcess>,
+    pub probes: Vec<ProbeReport>,
+    /// Probes that ran through the image's `/bin/sh` (so `sh` is kept).
+    pub shell_probes: Vec<String>,
+    pub default_sets: Vec<SetReport>,
+    pub largest_files: Vec<FileSize>,
+    pub warnings: Vec<String>,
+    pub verify: Option<VerifyStatus>,
+    /// Why verification failed, one line each.
+    pub verify_failures: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowlist: Option<String>,
+}
+
+impl Default for VerifyStatus {
+    fn default() -> Self {
+        VerifyStatus::Skipped
+    }
+}
+
+impl Report {
+    /// The JSON form (pretty, with a trailing newline).
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("report serialises");
+        s.push('\n');
+        s
+    }
+
+    /// A few lines for humans.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "minify: {} -> {}", self.image, self.output);
+        let _ = writeln!(
+            s,
+            "  size: {} -> {} ({:.1}x smaller), files {} -> {}",
+            human_bytes(self.size_before),
+            human_bytes(self.size_after),
+            self.factor,
+            self.files_before,
+            self.files_after
+        );
+        let passed = self.probes.iter().filter(|p| p.original.passed).count();
+        let _ = writeln!(
+            s,
+            "  trace: {} events, {} lost; probes: {passed}/{} passed on the original",
+            self.events,
+            self.events_lost_total,
+            self.probes.len()
+        );
+        for sh in &self.shell_probes {
+            let _ = writeln!(s, "  note: {sh} ran through the image's /bin/sh, so sh is kept");
+        }
+        match &self.verify {
+            Some(VerifyStatus::Passed) => {
+                let _ = writeln!(s, "  verify: passed");
+            }
+            Some(VerifyStatus::Failed) => {
+                let _ = writeln!(s, "  verify: FAILED");
+                for f in &self.verify_failures {
+                    let _ = writeln!(s, "    {f}");
+                }
+            }
+            Some(VerifyStatus::Skipped) | None => {
+                let _ = writeln!(s, "  verify: skipped");
+            }
+        }
+        if let Some(a) = &self.allowlist {
+            let _ = writeln!(s, "  allowlist: {a} ({} entries)", self.allowlist_entries);
+        }
+        s
+    }
+}
+
+/// `1234567` -> `1.2 MB` (powers of 1000, like `docker images`).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < UNITS.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes() {
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1_234_567), "1.2 MB");
+    }
+
+    #[test]
+    fn summary_and_json() {
+        let r = Report {
+            image: "a:1".into(),
+            output: "a:1-min".into(),
+            size_before: 100_000_000,
+            size_after: 10_000_000,
+            factor: 10.0,
+            verify: Some(VerifyStatus::Failed),
+            verify_failures: vec!["--probe-http \"/\" failed".into()],
+            ..Default::default()
+        };
+        let s = r.summary();
+        assert!(s.contains("100.0 MB -> 10.0 MB (10.0x smaller)"), "{s}");
+        assert!(s.contains("verify: FAILED\n    --probe-http"), "{s}");
+        let j = r.to_json();
+        assert!(j.contains("\"verify\": \"failed\""), "{j}");
+    }
+}

@@ -1,0 +1,278 @@
+//! `minify run` end to end: real fixture images, the real Docker engine and real kernel eBPF.
+//! Each fixture is traced with its probe, packed, verified by minify itself, checked here
+//! for size and for the absence of a shell, and rebuilt with `minify build` from the written
+//! allowlist to the same image id. Plus the failure paths: a hanging probe, a missing image,
+//! a probe that fails on the original.
+//!
+//! The tests in this module run one at a time (a shared lock): each one keeps both cores
+//! busy, and the cleanup checks look for leftovers by name.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Mutex;
+
+use minify_fixtures::{TestContext, fixture, require_docker, require_ebpf, require_root};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn minify() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_minify"));
+    c.env_remove("RUST_LOG");
+    c
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("run minify");
+    eprintln!(
+        "--- {:?}: {}\n{}",
+        cmd.get_args().collect::<Vec<_>>(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn can_run() -> bool {
+    require_root() && require_docker() && require_ebpf()
+}
+
+fn image_id(reference: &str) -> String {
+    minify_fixtures::docker(["image", "inspect", "--format", "{{.Id}}", reference])
+        .unwrap_or_else(|e| panic!("inspect {reference}: {e:#}"))
+}
+
+/// Whether a command runs in `image` with `/bin/sh` as its entrypoint.
+fn has_working_shell(image: &str) -> bool {
+    Command::new("docker")
+        .args(["run", "--rm", "--entrypoint", "/bin/sh", image, "-c", "exit 0"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+const SHELLS: [&str; 5] = ["/bin/sh", "/usr/bin/sh", "/usr/bin/dash", "/bin/bash", "/usr/bin/bash"];
+
+/// Minify one fixture with `probes`, and check everything the issue asks of the result.
+fn minify_fixture(name: &str, probes: &[&str], max_ratio: f64) {
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let image = fixture(name).expect("fixture image");
+    let ctx = TestContext::new().unwrap();
+    let out = ctx.unique_image_ref(&format!("run-{name}"));
+    let rebuilt = ctx.unique_image_ref(&format!("build-{name}"));
+    let allowlist = ctx.temp_dir().join("allowlist.json");
+    let report_path = ctx.temp_dir().join("report.json");
+
+    let mut cmd = minify();
+    cmd.arg("run").arg(&image).args(probes).args(["--tag", &out]);
+    cmd.arg("--allowlist-out").arg(&allowlist);
+    cmd.arg("--report").arg(&report_path);
+    let o = run(&mut cmd);
+    assert_eq!(o.status.code(), Some(0), "minify run {name} failed");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("verify: passed"), "{stderr}");
+
+    let report: serde_json::Value =
+        serde_json::from_str(&fs_err::read_to_string(&report_path).unwrap()).unwrap();
+    assert_eq!(report["verify"], "passed", "{report:#}");
+    assert_eq!(report["events_lost_total"], 0);
+    assert!(report["events"].as_u64().unwrap() > 0, "nothing traced: {report:#}");
+    let probes_json = report["probes"].as_array().unwrap();
+    assert_eq!(probes_json.len(), probes.len() / 2);
+    for p in probes_json {
+        assert_eq!(p["original"]["passed"], true, "{p:#}");
+        assert_eq!(p["minified"]["passed"], true, "{p:#}");
+    }
+
+    // Size: measured by the daemon, independent of the report.
+    let before = minify_fixtures::image_size(&image).unwrap() as f64;
+    let after = minify_fixtures::image_size(&out).unwrap() as f64;
+    assert!(
+        after <= before * max_ratio,
+        "{name}: {after} bytes is more than {max_ratio} of {before}"
+    );
+    assert_eq!(report["size_after"].as_f64().unwrap(), after);
+
+    // No shell, unless a probe ran one (then the report says so).
+    let text = fs_err::read_to_string(&allowlist).unwrap();
+    let al = minify_model::Allowlist::from_json("allowlist", &text).unwrap();
+    if report["shell_probes"].as_array().unwrap().is_empty() {
+        for sh in SHELLS {
+            assert!(
+                !al.paths.iter().any(|e| e.path.as_str() == sh),
+                "{name}: {sh} is in the allowlist"
+            );
+        }
+        assert!(!has_working_shell(&out), "{name}: {out} still runs /bin/sh");
+    }
+    assert_eq!(al.source.digest, image_id(&image));
+
+    // The same allowlist through `minify build` gives the same image.
+    let o = run(minify()
+        .args(["build", &image, "--allowlist"])
+        .arg(&allowlist)
+        .args(["--tag", &rebuilt]));
+    assert_eq!(o.status.code(), Some(0), "minify build {name} failed");
+    assert_eq!(image_id(&rebuilt), image_id(&out), "build and run disagree");
+    assert_eq!(report["output_id"].as_str().unwrap(), image_id(&out));
+}
+
+#[test]
+fn run_nginx() {
+    if can_run() {
+        minify_fixture("nginx", &["--probe-http", "/"], 0.2);
+    }
+}
+
+#[test]
+fn run_python_http() {
+    if can_run() {
+        minify_fixture("python-http", &["--probe-http", "/"], 0.2);
+    }
+}
+
+#[test]
+fn run_flask_venv() {
+    if can_run() {
+        minify_fixture("flask", &["--probe-http", "/"], 0.2);
+    }
+}
+
+#[test]
+fn run_redis_exec_probe() {
+    if can_run() {
+        minify_fixture("redis", &["--probe-exec", "redis-cli ping"], 0.2);
+    }
+}
+
+#[test]
+fn run_node() {
+    if can_run() {
+        minify_fixture("node", &["--probe-http", "/"], 0.2);
+    }
+}
+
+#[test]
+fn run_static_scratch() {
+    // FROM scratch with one static binary: nothing to remove, and it must still work.
+    if can_run() {
+        minify_fixture("static", &["--probe-http", "/"], 1.0);
+    }
+}
+
+/// Names in a failure message: `container minify-<hex>` and `cgroup minify-<hex>`.
+fn named(stderr: &str, what: &str) -> String {
+    let at = stderr
+        .find(&format!("{what} minify-"))
+        .unwrap_or_else(|| panic!("no {what} named in: {stderr}"));
+    stderr[at + what.len() + 1..]
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+fn assert_nothing_left(stderr: &str) {
+    let container = named(stderr, "container");
+    let cgroup = named(stderr, "cgroup");
+    let left = minify_fixtures::docker(["ps", "-aq", "--filter", &format!("name=^{container}$")])
+        .unwrap();
+    assert!(left.is_empty(), "container {container} left behind");
+    for m in fs_err::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let d = m.path().join(&cgroup);
+        assert!(!d.exists(), "cgroup directory {} left behind", d.display());
+    }
+    assert!(!Path::new("/sys/fs/cgroup/unified").join(&cgroup).exists());
+}
+
+#[test]
+fn hanging_probe_times_out_and_cleans_up() {
+    if !can_run() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let image = fixture("nginx").unwrap();
+    let ctx = TestContext::new().unwrap();
+    let out = ctx.unique_image_ref("hang");
+    let start = std::time::Instant::now();
+    let o = run(minify().args([
+        "run",
+        &image,
+        "--probe-cmd",
+        "sleep 600",
+        "--probe-timeout",
+        "2",
+        "--tag",
+        &out,
+    ]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(start.elapsed().as_secs() < 120, "took {:?}", start.elapsed());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("--probe-cmd \"sleep 600\": FAILED (timed out after 2 s)"),
+        "{stderr}"
+    );
+    assert_nothing_left(&stderr);
+    assert!(!minify_fixtures::image_exists(&out), "no output after a failed run");
+}
+
+#[test]
+fn failing_probe_on_original_stops_the_run() {
+    if !can_run() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let image = fixture("python-http").unwrap();
+    let ctx = TestContext::new().unwrap();
+    let out = ctx.unique_image_ref("failing");
+    let allowlist = ctx.temp_dir().join("never.json");
+    let o = run(minify()
+        .args([
+            "run",
+            &image,
+            "--probe-http",
+            "/",
+            "--probe-exec",
+            "ls /definitely-not-there",
+            "--probe-http",
+            "/never-reached",
+            "--tag",
+            &out,
+            "--allowlist-out",
+        ])
+        .arg(&allowlist));
+    assert_eq!(o.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("--probe-exec \"ls /definitely-not-there\": FAILED (exit code 2)"),
+        "{stderr}"
+    );
+    // The probe's own output is shown.
+    assert!(stderr.contains("No such file or directory"), "{stderr}");
+    assert!(!stderr.contains("never-reached\": passed"), "{stderr}");
+    assert_nothing_left(&stderr);
+    assert!(!allowlist.exists());
+    assert!(!minify_fixtures::image_exists(&out));
+}
+
+#[test]
+fn missing_image_is_one_line_exit_2() {
+    if !require_docker() {
+        return;
+    }
+    let o = run(minify().args(["run", "minify-no-such/image:1", "--probe-http", "/"]));
+    assert_eq!(o.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("minify: error: ") && stderr.contains("minify-no-such/image:1"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_arguments_are_usage_errors() {
+    let o = run(minify().args(["run", "x:1", "--no-default-set", "bogus"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown set"));
+    let o = run(minify().args(["run", "x:1", "--cmd", "a | b"]));
+    assert_eq!(o.status.code(), Some(2));
+}
