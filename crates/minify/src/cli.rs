@@ -155,4 +155,7 @@ pub struct RunArgs {
     /// Seconds between the stop signal and SIGKILL.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub stop_timeout: u64,
+    /// Benchmarks: also run the original's probe phase untraced, to measure tracing overhead.
+    #[arg(long, hide = true)]
+    pub measure_untraced: bool,
 }

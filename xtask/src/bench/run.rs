@@ -1,6 +1,201 @@
-//! `cargo xtask bench run`: TODO (owned by the run area; results in bench/results/run.md via
-//! `super::write_results("run", ..)`).
+//! `cargo xtask bench run`: `minify run` end to end on every fixture, side by side in one run.
+//! Writes `bench/results/run.md`: per image the original and minified sizes, the factor, the
+//! lower bound (bytes of the regular files the trace and the ELF closure require), the time of
+//! each phase, and the tracing overhead (the probe phase on the original image traced vs
+//! untraced, from the same `minify run` via its hidden `--measure-untraced`).
+
+use std::fmt::Write as _;
+use std::process::{Command, Stdio};
+
+use anyhow::Context as _;
+
+use crate::util::{cargo, mb, run_status, step, workspace_root};
+
+/// The fixture set and the probe each is minified with (the same as tests/e2e/run.rs).
+const SET: &[(&str, &[&str])] = &[
+    ("nginx", &["--probe-http", "/"]),
+    ("python-http", &["--probe-http", "/"]),
+    ("flask", &["--probe-http", "/"]),
+    ("redis", &["--probe-exec", "redis-cli ping"]),
+    ("node", &["--probe-http", "/"]),
+    ("static", &["--probe-http", "/"]),
+];
+
+const PHASES: [&str; 6] = ["open", "trace", "closure", "pack", "write", "verify"];
+
+struct Row {
+    name: String,
+    report: serde_json::Value,
+}
 
 pub fn run() -> anyhow::Result<()> {
-    anyhow::bail!("the run benchmarks are not written yet (TODO in xtask/src/bench/run.rs)")
+    let root = workspace_root();
+    step("building minify (release)");
+    run_status(
+        Command::new(cargo())
+            .current_dir(&root)
+            .args(["build", "--release", "-p", "minify"]),
+    )?;
+    let bin = root.join("target/release/minify");
+    let dir = std::env::temp_dir().join(format!("minify-bench-run-{}", std::process::id()));
+    fs_err::create_dir_all(&dir)?;
+    let result = measure_all(&bin, &dir);
+    let _ = fs_err::remove_dir_all(&dir);
+    let (rows, failures) = result?;
+    super::write_results("run", &markdown(&rows, &failures))?;
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("{} of {} images failed: {}", failures.len(), SET.len(), failures.join("; "))
+    }
+}
+
+fn measure_all(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+) -> anyhow::Result<(Vec<Row>, Vec<String>)> {
+    let mut rows = Vec::new();
+    let mut failures = Vec::new();
+    for (name, probe) in SET {
+        step(&format!("minify run {name}"));
+        let image = minify_fixtures::fixture(name)?;
+        let out = format!("minify-bench/{name}:min");
+        let report_path = dir.join(format!("{name}.json"));
+        let o = Command::new(bin)
+            .arg("run")
+            .arg(&image)
+            .args(*probe)
+            .args(["--tag", &out, "--force", "--measure-untraced", "--report"])
+            .arg(&report_path)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {}", bin.display()))?;
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        eprint!("{stderr}");
+        // Exit 1 (verify failed) still writes a report worth showing.
+        if report_path.exists() {
+            let text = fs_err::read_to_string(&report_path)?;
+            let report: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("report {}", report_path.display()))?;
+            rows.push(Row {
+                name: (*name).to_owned(),
+                report,
+            });
+        }
+        if !o.status.success() {
+            let last = stderr.lines().find(|l| l.starts_with("minify: error")).unwrap_or("");
+            failures.push(format!("{name}: {} {last}", o.status));
+        }
+        let _ = Command::new("docker")
+            .args(["image", "rm", &out])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    Ok((rows, failures))
+}
+
+fn u(v: &serde_json::Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+fn phase_ms(r: &serde_json::Value, phase: &str) -> Option<u64> {
+    r["timings_ms"]
+        .as_array()?
+        .iter()
+        .find(|p| p[0] == phase)
+        .map(|p| u(&p[1]))
+}
+
+fn secs(ms: Option<u64>) -> String {
+    ms.map_or_else(|| "-".to_owned(), |ms| format!("{:.2}", ms as f64 / 1000.0))
+}
+
+fn markdown(rows: &[Row], failures: &[String]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# `minify run` on the fixtures\n");
+    let _ = writeln!(
+        s,
+        "Written by `cargo xtask bench run` (release build, one run per image, measured side by side).\n\
+         Machine: {}.\n",
+        machine()
+    );
+    let _ = writeln!(s, "## Size\n");
+    let _ = writeln!(
+        s,
+        "Sizes are what the Docker daemon reports (uncompressed layers). *Lower bound*: bytes of the regular files the trace, the ELF closure and `#!` interpreters require; *kept*: bytes of all kept regular files (adds default sets, includes). Verify re-runs every probe on the minified image.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| image | original | minified | factor | lower bound | kept files | files | events (lost) | verify |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    for row in rows {
+        let r = &row.report;
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.1}x | {} | {} | {} -> {} | {} ({}) | {} |",
+            row.name,
+            mb(u(&r["size_before"])),
+            mb(u(&r["size_after"])),
+            r["factor"].as_f64().unwrap_or(0.0),
+            mb(u(&r["required_bytes"])),
+            mb(u(&r["kept_bytes"])),
+            u(&r["files_before"]),
+            u(&r["files_after"]),
+            u(&r["events"]),
+            u(&r["events_lost_total"]),
+            r["verify"].as_str().unwrap_or("-"),
+        );
+    }
+    let _ = writeln!(s, "\n## Time per phase (seconds)\n");
+    let _ = writeln!(
+        s,
+        "*open*: export and index the image; *trace*: cgroup + tracer, container start, readiness, probes, stop, drain; *closure*: kept set + allowlist; *pack*: new layer; *write*: load into the daemon; *verify*: run the minified image and its probes.\n"
+    );
+    let _ = writeln!(s, "| image | {} | total |", PHASES.join(" | "));
+    let _ = writeln!(s, "|---|{}---:|", "---:|".repeat(PHASES.len()));
+    for row in rows {
+        let r = &row.report;
+        let cells: Vec<String> = PHASES.iter().map(|p| secs(phase_ms(r, p))).collect();
+        let total: u64 = PHASES.iter().filter_map(|p| phase_ms(r, p)).sum();
+        let _ = writeln!(s, "| {} | {} | {} |", row.name, cells.join(" | "), secs(Some(total)));
+    }
+    let _ = writeln!(s, "\n## Tracing overhead\n");
+    let _ = writeln!(
+        s,
+        "Wall time of the probe phase on the *original* image (container start, wait for the ports, every probe), traced and then untraced, in the same `minify run`.\n"
+    );
+    let _ = writeln!(s, "| image | traced (s) | untraced (s) | traced / untraced |");
+    let _ = writeln!(s, "|---|---:|---:|---:|");
+    for row in rows {
+        let r = &row.report;
+        let traced = u(&r["probe_phase_ms"]);
+        let untraced = r["untraced_probe_phase_ms"].as_u64();
+        let ratio = untraced
+            .filter(|u| *u > 0)
+            .map_or_else(|| "-".to_owned(), |u| format!("{:.2}", traced as f64 / u as f64));
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {ratio} |",
+            row.name,
+            secs(Some(traced)),
+            secs(untraced)
+        );
+    }
+    if !failures.is_empty() {
+        let _ = writeln!(s, "\n## Failures\n");
+        for f in failures {
+            let _ = writeln!(s, "- {f}");
+        }
+    }
+    s
+}
+
+fn machine() -> String {
+    let kernel = crate::util::output_of("uname", &["-r"]).unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let docker = crate::util::output_of("docker", &["version", "--format", "{{.Server.Version}}"])
+        .unwrap_or_default();
+    format!("kernel {}, {cpus} CPUs, Docker {}", kernel.trim(), docker.trim())
 }

@@ -120,7 +120,7 @@ pub fn plan(args: &RunArgs) -> anyhow::Result<RunPlan> {
         allow_lossy: args.allow_lossy,
         ring_bytes: args.ring_bytes,
         force: args.force,
-        measure_untraced: false,
+        measure_untraced: args.measure_untraced,
     })
 }
 
