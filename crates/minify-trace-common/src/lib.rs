@@ -103,6 +103,12 @@ pub const ROLE_ENTER: u32 = 1;
 /// Role of a tracepoint in [`SysCfg::role`].
 pub const ROLE_EXIT: u32 = 2;
 
+/// Key of a syscall's entry in the `SYS_CFG` map.
+#[inline(always)]
+pub const fn sys_cfg_key(role: u32, syscall_nr: u32) -> u32 {
+    (role << 16) | (syscall_nr & 0xffff)
+}
+
 /// Fixed part of every ring-buffer record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -130,10 +136,12 @@ pub struct EventHeader {
 /// Size of [`EventHeader`] on the wire.
 pub const HEADER_LEN: usize = core::mem::size_of::<EventHeader>();
 
-/// Per-tracepoint configuration, keyed in the `SYS_CFG` map by the tracepoint's event id (the
-/// `ID:` line of its tracefs `format`, which the kernel writes into each record's
-/// `common_type`). Offsets are of fields inside the tracepoint record, read from the `format`
-/// file of the running kernel; 0 means "no such argument" (offset 0 is `common_type`).
+/// Per-tracepoint configuration, keyed in the `SYS_CFG` map by [`sys_cfg_key`] of the
+/// syscall number and role. (Not by the tracepoint's event id: for BPF programs on syscall
+/// tracepoints the kernel overwrites the record's `common_type` with a `pt_regs` pointer, see
+/// `perf_call_bpf_enter` in kernel/trace/trace_syscalls.c; `__syscall_nr` is kept.)
+/// Offsets are of fields inside the tracepoint record, read from the `format` file of the
+/// running kernel; 0 means "no such argument".
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SysCfg {
@@ -194,7 +202,8 @@ pub struct KernelConfig {
     pub fork_child_pid_off: u32,
     /// `sched_process_exec` record: `old_pid` field.
     pub exec_old_pid_off: u32,
-    pub pad: u32,
+    /// Syscall tracepoint records: `__syscall_nr` field.
+    pub syscall_nr_off: u32,
 }
 
 #[cfg(feature = "user")]

@@ -42,6 +42,7 @@ mod tracefs;
 pub use cgroup::TraceCgroup;
 pub use error::TraceError;
 pub use loader::{Backend, Tracer};
+pub use minify_model::Trace;
 pub use spawn::{Sandbox, SpawnSpec};
 
 /// Default ring buffer size: 16 MiB. Measured on our machines: two workers doing ~800k file

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::TracePoint;
+use aya::programs::trace_point::TracePointLink;
 use aya::{Ebpf, EbpfLoader};
-use minify_trace_common::{KernelConfig, ROLE_ENTER, ROLE_EXIT, SysCfg, op};
+use minify_trace_common::{KernelConfig, ROLE_ENTER, ROLE_EXIT, SysCfg, op, sys_cfg_key};
 
 use crate::btf::Btf;
 use crate::decode::Decoder;
@@ -64,6 +65,58 @@ const fn sc(name: &'static str, op: u32, path: &'static str, dfd: Option<&'stati
         dfd2: None,
         fd: None,
     }
+}
+
+/// This arch's number for a syscall (the tracepoint records carry it, not the name).
+/// Syscalls that only exist on x86_64 are compiled in there only.
+fn syscall_nr(name: &str) -> Option<i64> {
+    Some(match name {
+        "openat" => libc::SYS_openat,
+        "openat2" => libc::SYS_openat2,
+        "newfstatat" => libc::SYS_newfstatat,
+        "statx" => libc::SYS_statx,
+        "faccessat" => libc::SYS_faccessat,
+        "faccessat2" => libc::SYS_faccessat2,
+        "readlinkat" => libc::SYS_readlinkat,
+        "execve" => libc::SYS_execve,
+        "execveat" => libc::SYS_execveat,
+        "chdir" => libc::SYS_chdir,
+        "getdents64" => libc::SYS_getdents64,
+        "mkdirat" => libc::SYS_mkdirat,
+        "mknodat" => libc::SYS_mknodat,
+        "symlinkat" => libc::SYS_symlinkat,
+        "linkat" => libc::SYS_linkat,
+        "renameat" => libc::SYS_renameat,
+        "renameat2" => libc::SYS_renameat2,
+        "unlinkat" => libc::SYS_unlinkat,
+        #[cfg(target_arch = "x86_64")]
+        "open" => libc::SYS_open,
+        #[cfg(target_arch = "x86_64")]
+        "creat" => libc::SYS_creat,
+        #[cfg(target_arch = "x86_64")]
+        "newstat" => libc::SYS_stat,
+        #[cfg(target_arch = "x86_64")]
+        "newlstat" => libc::SYS_lstat,
+        #[cfg(target_arch = "x86_64")]
+        "access" => libc::SYS_access,
+        #[cfg(target_arch = "x86_64")]
+        "readlink" => libc::SYS_readlink,
+        #[cfg(target_arch = "x86_64")]
+        "mkdir" => libc::SYS_mkdir,
+        #[cfg(target_arch = "x86_64")]
+        "mknod" => libc::SYS_mknod,
+        #[cfg(target_arch = "x86_64")]
+        "symlink" => libc::SYS_symlink,
+        #[cfg(target_arch = "x86_64")]
+        "link" => libc::SYS_link,
+        #[cfg(target_arch = "x86_64")]
+        "rename" => libc::SYS_rename,
+        #[cfg(target_arch = "x86_64")]
+        "unlink" => libc::SYS_unlink,
+        #[cfg(target_arch = "x86_64")]
+        "rmdir" => libc::SYS_rmdir,
+        _ => return None,
+    })
 }
 
 /// Every syscall we trace. Field names are the kernel's (`SYSCALL_DEFINE` argument names, as
@@ -138,6 +191,9 @@ const SYSCALLS: &[Syscall] = &[
 /// A running trace. Programs are attached while it lives; [`Tracer::finish`] detaches them
 /// and returns what was recorded. Dropping it detaches too (and discards the events).
 pub struct Tracer {
+    /// Owned links: dropped in parallel on finish (each detach waits for an RCU grace
+    /// period, ~70 ms; one after the other that is seconds for ~65 tracepoints).
+    links: Vec<TracePointLink>,
     ebpf: Option<Ebpf>,
     lost: PerCpuArray<MapData, u64>,
     stop: Arc<AtomicBool>,
@@ -208,6 +264,10 @@ fn kernel_config(btf: &Btf, cgroup: &TraceCgroup) -> Result<KernelConfig, TraceE
         path: "sched/sched_process_exec".into(),
         detail: "tracepoint missing".into(),
     })?;
+    let openat = Format::read("syscalls", "sys_enter_openat")?.ok_or_else(|| TraceError::Format {
+        path: "syscalls/sys_enter_openat".into(),
+        detail: "tracepoint missing (kernel without CONFIG_FTRACE_SYSCALLS?)".into(),
+    })?;
     Ok(KernelConfig {
         cgroup_id: cgroup.id(),
         cgroup_level: cgroup.level(),
@@ -235,12 +295,15 @@ fn kernel_config(btf: &Btf, cgroup: &TraceCgroup) -> Result<KernelConfig, TraceE
         mm_arg_start: btf.offset("mm_struct", "arg_start")?,
         fork_child_pid_off: fork.field("child_pid")?,
         exec_old_pid_off: exec.field("old_pid")?,
-        pad: 0,
+        syscall_nr_off: openat.field("__syscall_nr")?,
     })
 }
 
 /// `SysCfg` for both tracepoints of one syscall, or `None` when this kernel lacks it.
 fn syscall_cfgs(s: &Syscall) -> Result<Option<[(Format, SysCfg); 2]>, TraceError> {
+    if syscall_nr(s.name).is_none() {
+        return Ok(None);
+    }
     let enter = Format::read("syscalls", &format!("sys_enter_{}", s.name))?;
     let exit = Format::read("syscalls", &format!("sys_exit_{}", s.name))?;
     let (Some(enter), Some(exit)) = (enter, exit) else {
@@ -279,8 +342,8 @@ fn tracepoint<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut TracePoint, 
     Ok(tp)
 }
 
-fn attach(tp: &mut TracePoint, program: &str, category: &str, name: &str) -> Result<(), TraceError> {
-    tp.attach(category, name).map(drop).map_err(|e| {
+fn attach(tp: &mut TracePoint, program: &str, category: &str, name: &str) -> Result<TracePointLink, TraceError> {
+    let id = tp.attach(category, name).map_err(|e| {
         let err = aya_error("attaching", program, &e);
         match err {
             TraceError::Load { detail, .. } => TraceError::Attach {
@@ -290,7 +353,24 @@ fn attach(tp: &mut TracePoint, program: &str, category: &str, name: &str) -> Res
             },
             other => other,
         }
-    })
+    })?;
+    tp.take_link(id).map_err(|e| aya_error("attaching", program, &e))
+}
+
+/// Detach links concurrently: the grace periods they wait for overlap.
+fn detach_all(links: Vec<TracePointLink>) {
+    const THREADS: usize = 16;
+    if links.is_empty() {
+        return;
+    }
+    let per = links.len().div_ceil(THREADS);
+    let mut links = links;
+    std::thread::scope(|s| {
+        while !links.is_empty() {
+            let chunk: Vec<TracePointLink> = links.drain(..per.min(links.len())).collect();
+            s.spawn(move || drop(chunk));
+        }
+    });
 }
 
 impl Tracer {
@@ -334,9 +414,10 @@ impl Tracer {
                     tracing::debug!("syscall {} has no tracepoints here; skipped", s.name);
                     continue;
                 };
+                let nr = syscall_nr(s.name).unwrap_or_default() as u32;
                 for (fmt, cfg) in pair {
                     cfg_map
-                        .insert(fmt.id, cfg, 0)
+                        .insert(sys_cfg_key(cfg.role, nr), cfg, 0)
                         .map_err(|e| aya_error("filling map", "SYS_CFG", &e))?;
                     let tp_name = fmt.path.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                     let prog = if cfg.role == ROLE_ENTER { "sys_enter" } else { "sys_exit" };
@@ -358,6 +439,7 @@ impl Tracer {
                 .spawn(move || read_loop(events, &stop))?
         };
         let mut tracer = Tracer {
+            links: Vec::new(),
             ebpf: None,
             lost,
             stop,
@@ -374,14 +456,14 @@ impl Tracer {
             ("sched_exec", "sched_process_exec"),
         ] {
             let tp = tracepoint(&mut ebpf, prog)?;
-            attach(tp, prog, "sched", name)?;
+            tracer.links.push(attach(tp, prog, "sched", name)?);
             tracer.attached.push(format!("sched/{name}"));
         }
         for role in ["sys_exit", "sys_enter"] {
             let tp = tracepoint(&mut ebpf, role)?;
             for (name, prog) in &hooks {
                 if *prog == role {
-                    attach(tp, role, "syscalls", name)?;
+                    tracer.links.push(attach(tp, role, "syscalls", name)?);
                     tracer.attached.push(format!("syscalls/{name}"));
                 }
             }
@@ -428,6 +510,7 @@ impl Tracer {
     pub fn finish_recording(mut self) -> Result<Recording, TraceError> {
         let t0 = Instant::now();
         // Detach first: after this no new records arrive, so the drain below is complete.
+        detach_all(std::mem::take(&mut self.links));
         drop(self.ebpf.take());
         let detach = t0.elapsed();
         self.stop.store(true, Ordering::Release);
@@ -453,6 +536,7 @@ impl Tracer {
 
 impl Drop for Tracer {
     fn drop(&mut self) {
+        detach_all(std::mem::take(&mut self.links));
         drop(self.ebpf.take());
         self.stop.store(true, Ordering::Release);
         if let Some(r) = self.reader.take() {

@@ -27,6 +27,10 @@ pub enum Command {
     Build(BuildArgs),
     /// Show an image's size, layers, file count and largest directories.
     Inspect(InspectArgs),
+    /// Run a command under the eBPF tracer and print every path it touched.
+    Trace(TraceArgs),
+    /// Check what this machine allows: eBPF attach types, BTF, tracefs, privileges, Docker.
+    Doctor(DoctorArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -158,4 +162,33 @@ pub struct RunArgs {
     /// Benchmarks: also run the original's probe phase untraced, to measure tracing overhead.
     #[arg(long, hide = true)]
     pub measure_untraced: bool,
+}
+
+/// `minify trace`.
+#[derive(Debug, clap::Args)]
+pub struct TraceArgs {
+    /// Run CMD chrooted in DIR (an image's root filesystem) with its own mount and pid
+    /// namespaces; paths are printed as seen inside DIR.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Print JSON on stdout (events, loss counts, processes) instead of one path per line.
+    #[arg(long)]
+    pub json: bool,
+    /// Print every event in order (pid, kind, path, ok) instead of one line per path.
+    #[arg(long, conflicts_with = "json")]
+    pub events: bool,
+    /// Ring buffer size in bytes (a power of two). Bigger loses fewer events under bursts.
+    #[arg(long, value_name = "N", default_value_t = minify_trace::DEFAULT_RING_BYTES)]
+    pub ring_bytes: u32,
+    /// The command to trace, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+/// `minify doctor`.
+#[derive(Debug, clap::Args)]
+pub struct DoctorArgs {
+    /// Print JSON on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }

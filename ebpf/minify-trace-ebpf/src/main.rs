@@ -38,7 +38,7 @@ use minify_trace_common::{
     FLAG_TRUNCATED, KernelConfig, NAME_MAX, PAYLOAD_CAP, ROLE_ENTER, ROLE_EXIT, SysCfg,
     TAG_ARGV0, TAG_COMPONENT, TAG_END_ERROR, TAG_END_ROOT, TAG_END_TRUNCATED,
     TAG_END_UNREACHABLE, TAG_USER_PATH, TAG_USER_PATH2, TAG_WALK_BASE, TAG_WALK_BASE2,
-    TAG_WALK_EXE, TAG_WALK_FD, USER_PATH_MAX, WALK_MAX_STEPS, op,
+    TAG_WALK_EXE, TAG_WALK_FD, USER_PATH_MAX, WALK_MAX_STEPS, op, sys_cfg_key,
 };
 
 /// Kernel layout and the cgroup to trace. Overridden (and frozen) by the loader.
@@ -70,14 +70,14 @@ static CONFIG: KernelConfig = KernelConfig {
     mm_arg_start: 0,
     fork_child_pid_off: 0,
     exec_old_pid_off: 0,
-    pad: 0,
+    syscall_nr_off: 0,
 };
 
 /// Events to userspace. The loader sets the size (`TraceOptions::ring_bytes`).
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
-/// Tracepoint event id -> what its record holds.
+/// `sys_cfg_key(role, syscall nr)` -> what the syscall's tracepoint record holds.
 #[map]
 static SYS_CFG: HashMap<u32, SysCfg> = HashMap::with_max_entries(256, 0);
 
@@ -432,9 +432,9 @@ pub fn sys_enter(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn try_enter(c: &KernelConfig, ctx: &TracePointContext) -> Option<()> {
-    let id = u32::from(rec::<u16>(ctx, 0)?);
+    let nr = rec::<i32>(ctx, c.syscall_nr_off)?;
     // SAFETY: read-only lookup; the loader never changes entries while attached.
-    let sc = *unsafe { SYS_CFG.get(&id) }?;
+    let sc = *unsafe { SYS_CFG.get(&sys_cfg_key(ROLE_ENTER, nr as u32)) }?;
     if sc.role != ROLE_ENTER {
         return None;
     }
@@ -468,9 +468,9 @@ pub fn sys_exit(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn try_exit(c: &KernelConfig, ctx: &TracePointContext) -> Option<()> {
-    let id = u32::from(rec::<u16>(ctx, 0)?);
+    let nr = rec::<i32>(ctx, c.syscall_nr_off)?;
     // SAFETY: read-only lookup.
-    let sc = *unsafe { SYS_CFG.get(&id) }?;
+    let sc = *unsafe { SYS_CFG.get(&sys_cfg_key(ROLE_EXIT, nr as u32)) }?;
     if sc.role != ROLE_EXIT {
         return None;
     }

@@ -4,6 +4,8 @@ mod merge;
 mod build;
 mod inspect;
 mod run;
+mod trace;
+mod doctor;
 
 use crate::cli::{Cli, Command};
 
@@ -13,6 +15,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(args) => run::run(&args),
         Command::Build(args) => build::run(&args),
         Command::Inspect(args) => inspect::run(&args),
+        Command::Trace(args) => trace::run(&args),
+        Command::Doctor(args) => doctor::run(&args),
     }
 }
 

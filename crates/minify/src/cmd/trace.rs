@@ -1,0 +1,133 @@
+//! `minify trace [--root DIR] [--json] [--ring-bytes N] -- CMD...`: run one command under the
+//! eBPF tracer (in a fresh cgroup, optionally chrooted into an image rootfs) and print every
+//! path it touched. For debugging what `minify run` would keep, and for tests.
+
+use std::fmt::Write as _;
+
+use minify_model::AccessKind;
+use minify_trace::{Recording, SpawnSpec, TraceCgroup, TraceError, TraceOptions, Tracer};
+
+use crate::cli::TraceArgs;
+
+/// Map a tracer error to the exit-code contract: machine problems are exit 3.
+pub(crate) fn trace_error(e: TraceError) -> anyhow::Error {
+    if e.is_environment() {
+        crate::env_error(e)
+    } else {
+        anyhow::Error::new(e)
+    }
+}
+
+pub fn run(args: &TraceArgs) -> anyhow::Result<u8> {
+    let mut spec = SpawnSpec::new(args.command.iter().cloned());
+    if let Some(root) = &args.root {
+        spec = spec.in_root(root);
+    }
+    // Ctrl-C goes to the whole foreground process group: the command gets it and ends, and
+    // we must live on to detach, report and remove the cgroup. A handler (rather than
+    // SIG_IGN) is reset to the default by exec, so the command still sees a normal SIGINT.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let sigint = rt.block_on(async {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+    })?;
+
+    let cgroup = TraceCgroup::create().map_err(trace_error)?;
+    let options = TraceOptions {
+        ring_bytes: args.ring_bytes,
+        ..TraceOptions::default()
+    };
+    let tracer = Tracer::start(&cgroup, options).map_err(trace_error)?;
+    let status = spec.run(&cgroup).map_err(trace_error)?;
+    let rec = tracer.finish_recording().map_err(trace_error)?;
+    drop(sigint);
+    drop(cgroup);
+
+    let code = status.code();
+    if args.json {
+        print_json(&rec, code)?;
+    } else if args.events {
+        print_events(&rec);
+    } else {
+        print_paths(&rec);
+    }
+    let paths = rec.trace.paths().len();
+    eprintln!(
+        "minify: traced {} events on {paths} paths from {} processes; command {}",
+        rec.trace.events.len(),
+        rec.processes.len(),
+        match (code, std::os::unix::process::ExitStatusExt::signal(&status)) {
+            (Some(c), _) => format!("exited with {c}"),
+            (None, Some(s)) => format!("killed by signal {s}"),
+            _ => "ended".to_owned(),
+        }
+    );
+    report_loss(&rec);
+    Ok(0)
+}
+
+/// A trace that lost events is incomplete: say so where nobody can miss it.
+fn report_loss(rec: &Recording) {
+    let total = rec.trace.lost_total();
+    if total == 0 {
+        return;
+    }
+    let mut per = String::new();
+    for (k, n) in &rec.trace.lost {
+        let _ = write!(per, "{}{}: {n}", if per.is_empty() { "" } else { ", " }, k.name());
+    }
+    eprintln!(
+        "minify: WARNING: {total} events LOST ({per}); this trace is INCOMPLETE. Raise --ring-bytes (now the ring was too small for the burst)."
+    );
+}
+
+fn print_paths(rec: &Recording) {
+    let mut out = String::new();
+    for (path, s) in rec.trace.paths() {
+        let kinds: Vec<&str> = s.kinds.iter().map(|k| k.name()).collect();
+        let state = match (s.ok, s.failed) {
+            (true, false) => "ok",
+            (false, true) => "failed",
+            _ => "ok+failed",
+        };
+        let _ = writeln!(out, "{:<10} {:<28} {path}", state, kinds.join(","));
+    }
+    print!("{out}");
+}
+
+fn print_events(rec: &Recording) {
+    let mut out = String::new();
+    for e in &rec.trace.events {
+        let _ = write!(
+            out,
+            "{:>7} {:<15} {:<14} {:<6} {}",
+            e.pid,
+            e.comm,
+            e.kind.name(),
+            if e.ok { "ok" } else { "failed" },
+            e.path
+        );
+        if !e.detail.is_empty() {
+            let _ = write!(out, "  [{}]", e.detail);
+        }
+        out.push('\n');
+    }
+    print!("{out}");
+}
+
+fn print_json(rec: &Recording, code: Option<i32>) -> anyhow::Result<()> {
+    let lost: serde_json::Map<String, serde_json::Value> = AccessKind::ALL
+        .iter()
+        .filter_map(|k| rec.trace.lost.get(k).map(|n| (k.name().to_owned(), (*n).into())))
+        .collect();
+    let doc = serde_json::json!({
+        "exit_code": code,
+        "events": rec.trace.events,
+        "lost": lost,
+        "lost_total": rec.trace.lost_total(),
+        "processes": rec.processes,
+        "records": rec.records,
+        "unreachable": rec.unreachable,
+    });
+    println!("{}", serde_json::to_string_pretty(&doc)?);
+    Ok(())
+}
