@@ -61,17 +61,24 @@ fn main() -> ExitCode {
     match cmd::dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
+            // `chain()` yields anyhow's context wrappers, which a plain `dyn Error` downcast
+            // does not see through; `anyhow::Error::downcast_ref` walks the context chain.
+            let marker = err.downcast_ref::<FailureMarker>().map(ToString::to_string);
             let code = err
-                .chain()
-                .find_map(|e| e.downcast_ref::<FailureMarker>().map(|m| m.0))
-                .unwrap_or(exit::USAGE);
-            // One line: the outermost context first, then its causes.
-            let msg = err
-                .chain()
-                .filter(|e| e.downcast_ref::<FailureMarker>().is_none())
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(": ");
+                .downcast_ref::<FailureMarker>()
+                .map_or(exit::USAGE, |m| m.0);
+            // One line: the outermost context first, then its causes (without the marker,
+            // and without a cause that only repeats the end of the line so far).
+            let mut msg = String::new();
+            for part in err.chain().map(|e| e.to_string()) {
+                if Some(&part) == marker.as_ref() || msg.ends_with(&part) {
+                    continue;
+                }
+                if !msg.is_empty() {
+                    msg.push_str(": ");
+                }
+                msg.push_str(&part);
+            }
             eprintln!("minify: error: {msg}");
             ExitCode::from(code)
         }
