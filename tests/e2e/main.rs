@@ -4,4 +4,5 @@
 
 mod closure;
 mod fixtures_smoke;
+mod image;
 mod run;
