@@ -117,6 +117,11 @@ pub(crate) struct Decoder {
     order: Vec<u32>,
     /// child tid -> parent tgid, from forks.
     parents: HashMap<u32, u32>,
+    /// Processes that have exec'd inside the cgroup, or descend from one that had.
+    started: std::collections::HashSet<u32>,
+    /// Drop events of processes not yet `started` (see [`crate::TraceOptions::from_first_exec`]).
+    gate: bool,
+    before_exec: u64,
     records: u64,
     unreachable: u64,
     malformed: u64,
@@ -138,6 +143,13 @@ fn comm_of(h: &EventHeader) -> String {
 }
 
 impl Decoder {
+    pub(crate) fn new(from_first_exec: bool) -> Decoder {
+        Decoder {
+            gate: from_first_exec,
+            ..Decoder::default()
+        }
+    }
+
     /// Feed one ring-buffer record.
     pub(crate) fn feed(&mut self, rec: &[u8]) {
         self.records += 1;
@@ -159,6 +171,9 @@ impl Decoder {
             EV_FORK => {
                 let child = h.ret as u32;
                 self.parents.insert(child, h.pid);
+                if self.started.contains(&h.pid) {
+                    self.started.insert(child);
+                }
             }
             EV_PROC_EXIT => {
                 if h.tid == h.pid {
@@ -227,6 +242,10 @@ impl Decoder {
     }
 
     fn push(&mut self, pid: u32, comm: &str, kind: AccessKind, path: String, ok: bool, detail: String) {
+        if self.gate && !self.started.contains(&pid) {
+            self.before_exec += 1;
+            return;
+        }
         self.events.push(TraceEvent {
             pid,
             comm: comm.to_owned(),
@@ -286,6 +305,7 @@ impl Decoder {
                 self.pending.insert(h.tid, p);
             }
         }
+        self.started.insert(h.pid);
         let Some(exe) = pc.exe.as_ref().and_then(Walk::path) else {
             self.unreachable += 1;
             return;
@@ -321,6 +341,9 @@ impl Decoder {
                 p.ppid = self.parents.get(pid).copied();
                 processes.push(p);
             }
+        }
+        if self.before_exec > 0 {
+            tracing::debug!("{} events before the first exec dropped (runtime set-up)", self.before_exec);
         }
         if self.malformed > 0 {
             tracing::warn!("{} malformed trace records ignored", self.malformed);
@@ -457,6 +480,24 @@ mod tests {
         let r = d.finish(&BTreeMap::new());
         assert!(r.trace.events.is_empty(), "{:?}", r.trace.events);
         assert_eq!(r.unreachable, 1);
+    }
+
+    #[test]
+    fn runtime_setup_before_first_exec_is_dropped() {
+        let mut d = Decoder::new(true);
+        // runc init, before pivot_root: host paths.
+        d.feed(&record(EV_ENTER, op::STAT, 5, 0, 0, &user(TAG_USER_PATH, "/var/lib/docker/x/merged/proc")));
+        d.feed(&record(EV_EXIT, op::STAT, 5, 0, 0, &[]));
+        d.feed(&record(EV_ENTER, op::EXEC, 5, 0, 0, &user(TAG_USER_PATH, "/bin/cat")));
+        d.feed(&record(EV_EXEC, 0, 5, 5, 0, &walk(TAG_WALK_EXE, &["cat", "bin", "usr"], TAG_END_ROOT)));
+        d.feed(&record(EV_EXIT, op::EXEC, 5, 0, 0, &[]));
+        d.feed(&record(EV_FORK, 0, 5, 6, 0, &[]));
+        d.feed(&record(EV_ENTER, op::STAT, 6, 0, 0, &user(TAG_USER_PATH, "/etc/hosts")));
+        d.feed(&record(EV_EXIT, op::STAT, 6, 0, 0, &[]));
+        let r = d.finish(&BTreeMap::new());
+        let paths: Vec<&str> = r.trace.events.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["/usr/bin/cat", "/bin/cat", "/etc/hosts"]);
+        assert_eq!(r.processes.iter().find(|p| p.pid == 6).unwrap().ppid, Some(5));
     }
 
     #[test]

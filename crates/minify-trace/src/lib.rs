@@ -58,6 +58,11 @@ pub struct TraceOptions {
     /// Mount tracefs at `/sys/kernel/tracing` when it is not mounted (needed to attach
     /// tracepoints). The mount is logged; without it `start` fails with the one-line fix.
     pub mount_tracefs: bool,
+    /// Keep a process's events only once it (or an ancestor) has exec'd inside the cgroup.
+    /// A container runtime's own set-up runs in the container's cgroup too (runc init
+    /// mounting `/proc` and `/dev` under `/var/lib/docker/...`, before `pivot_root`): those
+    /// are host paths, not the workload. The workload starts at its first exec. Default on.
+    pub from_first_exec: bool,
 }
 
 impl Default for TraceOptions {
@@ -65,6 +70,7 @@ impl Default for TraceOptions {
         TraceOptions {
             ring_bytes: DEFAULT_RING_BYTES,
             mount_tracefs: true,
+            from_first_exec: true,
         }
     }
 }

@@ -200,6 +200,9 @@ pub struct Tracer {
     reader: Option<JoinHandle<Decoder>>,
     attached: Vec<String>,
     started: Instant,
+    /// `cgroup.events` of the traced cgroup: once it says "populated 0" nothing can add
+    /// events, and detaching need not hold up `finish`.
+    cgroup_events: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for Tracer {
@@ -436,7 +439,7 @@ impl Tracer {
             let stop = Arc::clone(&stop);
             std::thread::Builder::new()
                 .name("minify-trace-reader".into())
-                .spawn(move || read_loop(events, &stop))?
+                .spawn(move || read_loop(events, &stop, options.from_first_exec))?
         };
         let mut tracer = Tracer {
             links: Vec::new(),
@@ -446,6 +449,7 @@ impl Tracer {
             reader: Some(reader),
             attached: Vec::new(),
             started: t0,
+            cgroup_events: cgroup.path().join("cgroup.events"),
         };
 
         // Scheduler events first so the process tree is complete, then exits before entries:
@@ -510,8 +514,21 @@ impl Tracer {
     pub fn finish_recording(mut self) -> Result<Recording, TraceError> {
         let t0 = Instant::now();
         // Detach first: after this no new records arrive, so the drain below is complete.
-        detach_all(std::mem::take(&mut self.links));
-        drop(self.ebpf.take());
+        // When the cgroup is already empty nothing can add records any more, and the detach
+        // (seconds: each tracepoint waits for an RCU grace period) runs in the background.
+        let links = std::mem::take(&mut self.links);
+        let ebpf = self.ebpf.take();
+        let empty = fs_err::read_to_string(&self.cgroup_events)
+            .is_ok_and(|t| t.lines().any(|l| l.trim() == "populated 0"));
+        if empty {
+            std::thread::spawn(move || {
+                detach_all(links);
+                drop(ebpf);
+            });
+        } else {
+            detach_all(links);
+            drop(ebpf);
+        }
         let detach = t0.elapsed();
         self.stop.store(true, Ordering::Release);
         let decoder = self
@@ -546,8 +563,8 @@ impl Drop for Tracer {
 }
 
 /// Drain the ring buffer until told to stop, then drain what is left.
-fn read_loop(mut ring: RingBuf<MapData>, stop: &AtomicBool) -> Decoder {
-    let mut decoder = Decoder::default();
+fn read_loop(mut ring: RingBuf<MapData>, stop: &AtomicBool, from_first_exec: bool) -> Decoder {
+    let mut decoder = Decoder::new(from_first_exec);
     let fd = ring.as_raw_fd();
     loop {
         let stopping = stop.load(Ordering::Acquire);
