@@ -1,6 +1,189 @@
-//! `cargo xtask bench image`: TODO (owned by the image area; results in bench/results/image.md via
-//! `super::write_results("image", ..)`).
+//! `cargo xtask bench image`: read and pack throughput (MB/s) and peak memory of the release
+//! `minify` binary on the `fat` fixture (several hundred MB), written to
+//! `bench/results/image.md`.
+//!
+//! Each step is one child process; its peak RSS comes from `wait4`'s rusage for that child
+//! alone, and is put side by side with the image size: reading streams layers and packing
+//! streams files, so the ratio must stay far below 1.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+
+use crate::util::{cargo, mb, run_status, step, workspace_root};
+
+/// One measured child run.
+struct Measure {
+    what: String,
+    /// Bytes the step moved (image size for reads, packed file bytes for packs).
+    bytes: u64,
+    secs: f64,
+    max_rss: u64,
+}
+
+/// Runs `minify ARGS` and measures it; stdout is returned, stderr goes to `log`.
+fn measure(bin: &Path, args: &[&str], log: &Path) -> anyhow::Result<(String, f64, u64)> {
+    let out_path = log.with_extension("out");
+    let stdout = fs_err::File::create(&out_path)?;
+    let stderr = fs_err::File::create(log)?;
+    let start = Instant::now();
+    let child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(stdout.into_parts().0)
+        .stderr(stderr.into_parts().0)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let pid = libc::pid_t::try_from(child.id())?;
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid value for wait4 to fill in.
+    #[allow(unsafe_code)]
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waiting for our own child with valid out-pointers; std's Child never waits on
+    // its own, so the pid is still ours to reap.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::wait4(pid, &raw mut status, 0, &raw mut usage) };
+    let secs = start.elapsed().as_secs_f64();
+    if r != pid {
+        bail!("wait4({pid}): {}", std::io::Error::last_os_error());
+    }
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!(
+            "minify {} failed (status {status}): {}",
+            args.join(" "),
+            fs_err::read_to_string(log).unwrap_or_default().trim()
+        );
+    }
+    // ru_maxrss is in KiB on Linux.
+    let max_rss = u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024;
+    Ok((fs_err::read_to_string(&out_path)?, secs, max_rss))
+}
 
 pub fn run() -> anyhow::Result<()> {
-    anyhow::bail!("the image benchmarks are not written yet (TODO in xtask/src/bench/image.rs)")
+    let root = workspace_root();
+    step("build the release minify binary");
+    run_status(
+        Command::new(cargo())
+            .args(["build", "--release", "-p", "minify"])
+            .current_dir(&root),
+    )?;
+    let bin = root.join("target/release/minify");
+    step("fat fixture");
+    let image = minify_fixtures::fixture("fat")?;
+    let image_size = minify_fixtures::image_size(&image)?;
+    let tmp = std::env::temp_dir().join(format!("minify-bench-image-{}", std::process::id()));
+    fs_err::create_dir_all(&tmp)?;
+    let result = bench(&bin, &image, image_size, &tmp);
+    let _ = fs_err::remove_dir_all(&tmp);
+    let measures = result?;
+
+    let mut md = String::new();
+    let _ = writeln!(md, "# minify-image benchmark\n");
+    let _ = writeln!(
+        md,
+        "Image `{image}`: {} (`docker image inspect` size). Release build, one child process \
+         per step, peak RSS from `wait4`. Reads flatten every layer and check every digest; \
+         packs read the source again and write one new layer with the listed files.\n",
+        mb(image_size)
+    );
+    let _ = writeln!(md, "| step | bytes | time | throughput | peak RSS | peak RSS / image size |");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
+    for m in &measures {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.2} s | {:.1} MB/s | {} | {:.3} |",
+            m.what,
+            mb(m.bytes),
+            m.secs,
+            m.bytes as f64 / 1e6 / m.secs,
+            mb(m.max_rss),
+            m.max_rss as f64 / image_size as f64
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nMachine: {} cores. Run `cargo xtask bench image` to refresh.",
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
+    );
+    print!("{md}");
+    super::write_results("image", &md)
+}
+
+fn bench(bin: &Path, image: &str, image_size: u64, tmp: &Path) -> anyhow::Result<Vec<Measure>> {
+    let saved = tmp.join("fat.tar");
+    step("docker save (input for the file transport)");
+    minify_fixtures::docker(["save", "-o", &saved.display().to_string(), image])?;
+    let archive = format!("docker-archive:{}", saved.display());
+
+    // A big allowlist: everything under these trees (what a compiler-heavy workload keeps),
+    // listed by the image itself; the container's own mounts are left out.
+    let listing = minify_fixtures::docker([
+        "run", "--rm", "--entrypoint", "find", image, "/usr", "/etc", "/var", "-xdev",
+    ])?;
+    let mounts = ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"];
+    let mut paths: Vec<&str> = listing
+        .lines()
+        .filter(|l| l.starts_with('/') && !mounts.contains(l))
+        .collect();
+    paths.sort_unstable();
+    let mut al = String::from(
+        "{\"minify_allowlist\":1,\"tool\":\"bench\",\"source\":{\"image\":\"\",\"digest\":\"\"},\"paths\":[\n",
+    );
+    for (i, p) in paths.iter().enumerate() {
+        let sep = if i + 1 == paths.len() { "" } else { "," };
+        let _ = writeln!(al, "{{\"path\":{},\"reason\":\"include\"}}{sep}", json_str(p));
+    }
+    al.push_str("]}\n");
+    let al_path = tmp.join("big.allowlist.json");
+    fs_err::write(&al_path, al)?;
+    let al_s = al_path.display().to_string();
+
+    let mut out = Vec::new();
+    let mut read = |what: &str, args: &[&str]| -> anyhow::Result<()> {
+        step(what);
+        let (_, secs, max_rss) = measure(bin, args, &tmp.join("read.log"))?;
+        out.push(Measure { what: what.into(), bytes: image_size, secs, max_rss });
+        Ok(())
+    };
+    read("read from the daemon (export + flatten)", &["inspect", image])?;
+    read("read docker-archive (flatten)", &["inspect", &archive])?;
+
+    for (what, src, dst) in [
+        ("pack from docker-archive into docker-archive", archive.as_str(), format!("docker-archive:{}", tmp.join("out.tar").display())),
+        ("pack from the daemon into oci", image, format!("oci:{}", tmp.join("out-oci").display())),
+    ] {
+        step(what);
+        let log = tmp.join("pack.log");
+        let (_, secs, max_rss) =
+            measure(bin, &["build", src, "--allowlist", &al_s, "--tag", &dst], &log)?;
+        // `minify build` says "<out>: N entries, B bytes of files (...)" on stderr.
+        let said = fs_err::read_to_string(&log)?;
+        let bytes = said
+            .split(" bytes of files")
+            .next()
+            .and_then(|s| s.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("no byte count in minify build's output: {said}"))?;
+        out.push(Measure { what: format!("{what} ({} paths)", paths.len()), bytes, secs, max_rss });
+    }
+    Ok(out)
+}
+
+fn json_str(s: &str) -> String {
+    let mut o = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(o, "\\u{:04x}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
 }
