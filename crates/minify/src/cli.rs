@@ -162,6 +162,9 @@ pub struct RunArgs {
     /// Benchmarks: also run the original's probe phase untraced, to measure tracing overhead.
     #[arg(long, hide = true)]
     pub measure_untraced: bool,
+    /// Write the raw trace (every event, loss counts) as JSON here, for review or debugging.
+    #[arg(long, value_name = "FILE")]
+    pub trace_out: Option<PathBuf>,
 }
 
 /// `minify trace`.

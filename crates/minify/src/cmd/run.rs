@@ -121,6 +121,7 @@ pub fn plan(args: &RunArgs) -> anyhow::Result<RunPlan> {
         ring_bytes: args.ring_bytes,
         force: args.force,
         measure_untraced: args.measure_untraced,
+        trace_out: args.trace_out.clone(),
     })
 }
 

@@ -45,6 +45,8 @@ pub struct RunPlan {
     /// Also run the original image's probe phase without tracing, to measure the tracer's
     /// overhead (benchmarks).
     pub measure_untraced: bool,
+    /// Where to write the raw trace as JSON.
+    pub trace_out: Option<PathBuf>,
 }
 
 /// What a run produced: the report and the exit code it calls for.
@@ -183,6 +185,11 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
         .filter(|r| r.used_shell)
         .map(|r| r.probe.to_string())
         .collect();
+    if let Some(path) = &plan.trace_out {
+        let json = serde_json::to_vec_pretty(&trace).context("serialising the trace")?;
+        crate::cmd::write_atomic(path, &json)
+            .with_context(|| format!("writing the trace {}", path.display()))?;
+    }
     timer.lap("trace");
     if report.events_lost_total > 0 && !plan.allow_lossy {
         return Err(with_code(
