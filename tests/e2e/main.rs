@@ -6,3 +6,4 @@ mod closure;
 mod fixtures_smoke;
 mod image;
 mod run;
+mod trace;

@@ -19,6 +19,9 @@ use nix::unistd::ForkResult;
 
 use crate::{TraceCgroup, TraceError};
 
+/// `PATH` inside a sandbox (what Docker sets by default).
+const SANDBOX_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Run the command chrooted in `root` with new mount and pid namespaces.
 #[derive(Clone, Debug)]
 pub struct Sandbox {
@@ -31,14 +34,24 @@ pub struct SpawnSpec {
     /// Program and arguments; the program is looked up in `PATH` (inside the sandbox, if any).
     pub argv: Vec<OsString>,
     pub sandbox: Option<Sandbox>,
+    /// Send the command's stdout to our stderr (when our stdout carries machine output).
+    pub stdout_to_stderr: bool,
 }
 
 /// Everything the child needs, prepared before `fork` (the child may not allocate: the
 /// parent has other threads, e.g. the tracer's reader).
 struct Prepared {
     argv: Vec<CString>,
+    /// The environment to exec with: ours, with `PATH` set to the usual system one inside a
+    /// sandbox (the host's `PATH` means nothing in an image).
+    env: Vec<CString>,
+    /// Where to look for the program, in order: `argv[0]` itself when it has a `/`, else each
+    /// `PATH` directory joined with it (the search `execvp` does, done ahead of `fork` because
+    /// `execvp` reads the *parent's* `PATH`, which means nothing inside an image).
+    candidates: Vec<CString>,
     root: Option<CString>,
     procs_fd: i32,
+    stdout_to_stderr: bool,
 }
 
 fn cstr(s: &[u8], what: &str) -> Result<CString, TraceError> {
@@ -58,6 +71,7 @@ impl SpawnSpec {
         SpawnSpec {
             argv: argv.into_iter().map(Into::into).collect(),
             sandbox: None,
+            stdout_to_stderr: false,
         }
     }
 
@@ -103,6 +117,38 @@ impl SpawnSpec {
                 Some(cstr(canon.as_os_str().as_bytes(), &command)?)
             }
         };
+        let mut env = Vec::new();
+        for (k, v) in std::env::vars_os() {
+            if root.is_some() && k == "PATH" {
+                continue;
+            }
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            env.push(cstr(&kv, &command)?);
+        }
+        if root.is_some() {
+            env.push(cstr(SANDBOX_PATH.as_bytes(), &command)?);
+        }
+        let prog = self.argv[0].as_bytes();
+        let candidates = if prog.contains(&b'/') {
+            vec![cstr(prog, &command)?]
+        } else {
+            let path = if root.is_some() {
+                SANDBOX_PATH.trim_start_matches("PATH=").to_owned()
+            } else {
+                std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())
+            };
+            path.split(':')
+                .filter(|d| !d.is_empty())
+                .map(|d| {
+                    let mut full = d.as_bytes().to_vec();
+                    full.push(b'/');
+                    full.extend_from_slice(prog);
+                    cstr(&full, &command)
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        };
         let procs = cgroup.path().join("cgroup.procs");
         let procs_file = fs_err::OpenOptions::new()
             .write(true)
@@ -110,8 +156,11 @@ impl SpawnSpec {
             .map_err(|e| TraceError::from_io(format!("opening {}", procs.display()), e.into()))?;
         let prepared = Prepared {
             argv,
+            env,
+            candidates,
             root,
             procs_fd: std::os::fd::AsRawFd::as_raw_fd(&procs_file),
+            stdout_to_stderr: self.stdout_to_stderr,
         };
         // SAFETY: the child only makes async-signal-safe calls on data prepared above, then
         // execs or `_exit`s.
@@ -138,20 +187,28 @@ impl SpawnSpec {
     }
 }
 
-/// Write a message to stderr and `_exit(code)`, without allocating.
-fn die(msg: &[u8], code: i32) -> ! {
-    // SAFETY: write(2) and _exit(2) are async-signal-safe.
+/// Write `minify: <parts>: <strerror(errno)>` to stderr and `_exit(code)`, without
+/// allocating (we are between `fork` and `exec` of a multi-threaded parent).
+fn die_parts(parts: &[&[u8]], code: i32) -> ! {
+    // SAFETY: write(2), strerror on a valid errno and _exit(2) are async-signal-safe enough
+    // here (strerror returns a static string for known errnos).
     #[allow(unsafe_code)]
     unsafe {
         let errno = *libc::__errno_location();
         libc::write(2, b"minify: ".as_ptr().cast(), 8);
-        libc::write(2, msg.as_ptr().cast(), msg.len());
+        for p in parts {
+            libc::write(2, p.as_ptr().cast(), p.len());
+        }
         let e = libc::strerror(errno);
         libc::write(2, b": ".as_ptr().cast(), 2);
         libc::write(2, e.cast(), libc::strlen(e));
         libc::write(2, b"\n".as_ptr().cast(), 1);
         libc::_exit(code)
     }
+}
+
+fn die(msg: &[u8], code: i32) -> ! {
+    die_parts(&[msg], code)
 }
 
 /// In the forked child.
@@ -162,6 +219,9 @@ fn child(p: &Prepared) -> ! {
     unsafe {
         libc::signal(libc::SIGINT, libc::SIG_DFL);
         libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+        if p.stdout_to_stderr {
+            libc::dup2(2, 1);
+        }
     }
     if let Some(root) = &p.root {
         if nix::sched::unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID).is_err() {
@@ -195,9 +255,32 @@ fn child(p: &Prepared) -> ! {
     for (slot, a) in ptrs.iter_mut().zip(p.argv.iter().take(255)) {
         *slot = a.as_ptr();
     }
-    // SAFETY: NUL-terminated argv of valid C strings.
-    unsafe { libc::execvp(ptrs[0], ptrs.as_ptr()) };
-    die(b"exec failed", 127)
+    let mut envp: [*const libc::c_char; 1024] = [std::ptr::null(); 1024];
+    for (slot, a) in envp.iter_mut().zip(p.env.iter().take(1023)) {
+        *slot = a.as_ptr();
+    }
+    // Like execvp: try each candidate; a missing one moves on, and the most telling error
+    // (EACCES over ENOENT) is what gets reported.
+    let mut eacces = false;
+    for c in &p.candidates {
+        // SAFETY: NUL-terminated argv and envp of valid C strings.
+        unsafe { libc::execve(c.as_ptr(), ptrs.as_ptr(), envp.as_ptr()) };
+        // SAFETY: reading errno.
+        let errno = unsafe { *libc::__errno_location() };
+        if errno == libc::EACCES {
+            eacces = true;
+        } else if errno != libc::ENOENT && errno != libc::ENOTDIR {
+            die(b"exec failed", 126);
+        }
+    }
+    if eacces {
+        // SAFETY: setting errno for the message.
+        unsafe { *libc::__errno_location() = libc::EACCES };
+        die(b"exec failed", 126);
+    }
+    // SAFETY: setting errno for the message.
+    unsafe { *libc::__errno_location() = libc::ENOENT };
+    die_parts(&[b"command not found: ", p.argv[0].as_bytes()], 127)
 }
 
 /// Private mounts, chroot, fresh `/proc` and a minimal `/dev` (after the chroot, so no path

@@ -23,6 +23,8 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<u8> {
     if let Some(root) = &args.root {
         spec = spec.in_root(root);
     }
+    // With --json our stdout is the document; the command's output must not interleave.
+    spec.stdout_to_stderr = args.json;
     // Ctrl-C goes to the whole foreground process group: the command gets it and ends, and
     // we must live on to detach, report and remove the cgroup. A handler (rather than
     // SIG_IGN) is reset to the default by exec, so the command still sees a normal SIGINT.

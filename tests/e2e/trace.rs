@@ -1,0 +1,321 @@
+//! The eBPF tracer end to end (`minify trace` and the `minify-trace` library), as root on the
+//! real kernel: workloads chrooted in a real Debian rootfs (the `python-http` fixture image,
+//! exported), a Docker container caught through its cgroup parent, isolation from unrelated
+//! processes, loss reporting and the unprivileged error.
+//!
+//! Tests here run one at a time (a shared lock): each one loads and attaches ~65 tracepoints
+//! and the machine has two cores.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+
+use minify_fixtures::{fixture, require_docker, require_ebpf, require_root};
+use serde_json::Value;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn minify() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_minify"));
+    c.env_remove("RUST_LOG");
+    c
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("run minify");
+    eprintln!(
+        "--- {:?}: {}\n{}",
+        cmd.get_args().collect::<Vec<_>>(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn can_trace() -> bool {
+    require_root() && require_ebpf()
+}
+
+/// A Debian rootfs with python3: the `python-http` fixture image exported once per image id
+/// into /var/tmp (reused across runs; a different image id gets a fresh directory).
+fn python_rootfs() -> PathBuf {
+    static ROOTFS: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let mut guard = ROOTFS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(p) = guard.as_ref() {
+        return p.clone();
+    }
+    let image = fixture("python-http").expect("python-http fixture image");
+    let id = minify_fixtures::docker(["image", "inspect", "--format", "{{.Id}}", &image]).unwrap();
+    let short = id.trim_start_matches("sha256:")[..16].to_owned();
+    let dir = PathBuf::from(format!("/var/tmp/minify-trace-rootfs-{short}"));
+    if !dir.join("usr/bin/python3").exists() {
+        let tmp = PathBuf::from(format!("{}.tmp-{}", dir.display(), std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).unwrap();
+        let container = minify_fixtures::docker(["create", &image, "true"]).unwrap();
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!("docker export {container} | tar -x -C {}", tmp.display()))
+            .status()
+            .unwrap();
+        let _ = minify_fixtures::docker(["rm", "-f", &container]);
+        assert!(status.success(), "exporting {image}");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&tmp, &dir).unwrap();
+    }
+    *guard = Some(dir.clone());
+    dir
+}
+
+/// `minify trace --json` of `argv`, chrooted in `root` when given.
+fn trace_json(root: Option<&Path>, argv: &[&str]) -> Value {
+    let mut cmd = minify();
+    cmd.arg("trace").arg("--json");
+    if let Some(r) = root {
+        cmd.arg("--root").arg(r);
+    }
+    cmd.arg("--").args(argv);
+    let out = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(0), "minify trace failed");
+    serde_json::from_slice(&out.stdout).expect("trace JSON")
+}
+
+/// `(kind, path, ok)` of every event.
+fn events(doc: &Value) -> Vec<(String, String, bool)> {
+    doc["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_owned(),
+                e["path"].as_str().unwrap().to_owned(),
+                e["ok"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn has(ev: &[(String, String, bool)], kind: &str, path: &str, ok: bool) -> bool {
+    ev.iter().any(|(k, p, o)| k == kind && p == path && *o == ok)
+}
+
+fn assert_has(ev: &[(String, String, bool)], kind: &str, path: &str, ok: bool) {
+    assert!(
+        has(ev, kind, path, ok),
+        "no {kind} {path} ok={ok} in the trace; got:\n{}",
+        ev.iter()
+            .map(|(k, p, o)| format!("{k} {p} {o}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[test]
+fn python_import_json_in_chroot() {
+    if !can_trace() || !require_docker() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let root = python_rootfs();
+    let doc = trace_json(Some(&root), &["python3", "-c", "import json"]);
+    assert_eq!(doc["exit_code"], 0);
+    assert_eq!(doc["lost_total"], 0, "events lost");
+    let ev = events(&doc);
+    // exec'd: the requested name and the real binary behind the symlink, with argv[0].
+    assert_has(&ev, "exec", "/usr/bin/python3", true);
+    assert_has(&ev, "exec-binary", "/usr/bin/python3.11", true);
+    let exe = doc["events"].as_array().unwrap().iter().find(|e| e["kind"] == "exec-binary").unwrap();
+    assert_eq!(exe["detail"], "python3");
+    // opened: the json package (its cached bytecode), the C accelerator, libc through its link.
+    assert_has(&ev, "open", "/usr/lib/python3.11/json/__pycache__/__init__.cpython-311.pyc", true);
+    assert_has(&ev, "open", "/usr/lib/python3.11/lib-dynload/_json.cpython-311-x86_64-linux-gnu.so", true);
+    assert_has(&ev, "open-requested", "/lib/x86_64-linux-gnu/libc.so.6", true);
+    assert_has(&ev, "open", "/usr/lib/x86_64-linux-gnu/libc.so.6", true);
+    // stat-only: the source next to the bytecode is looked up, never opened.
+    assert_has(&ev, "stat", "/usr/lib/python3.11/json/decoder.py", true);
+    assert!(!ev.iter().any(|(k, p, _)| k == "open" && p == "/usr/lib/python3.11/json/decoder.py"));
+    // missing: stat'ed and failed.
+    assert_has(&ev, "stat", "/usr/lib/python311.zip", false);
+    // chroot-relative: no host path of the rootfs leaks in.
+    let host = root.display().to_string();
+    assert!(ev.iter().all(|(_, p, _)| !p.starts_with(&host) && p.starts_with('/')));
+    // pids are host pids of processes we saw.
+    assert!(!doc["processes"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn ls_etc_lists_and_follows_symlinks() {
+    if !can_trace() || !require_docker() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let root = python_rootfs();
+    let doc = trace_json(Some(&root), &["ls", "/etc"]);
+    let ev = events(&doc);
+    assert_has(&ev, "exec-binary", "/usr/bin/ls", true);
+    assert_has(&ev, "list-dir", "/etc", true);
+    // /lib is a symlink to usr/lib in Debian: the link as requested, the target as opened.
+    assert_has(&ev, "open-requested", "/lib/x86_64-linux-gnu/libselinux.so.1", true);
+    assert_has(&ev, "open", "/usr/lib/x86_64-linux-gnu/libselinux.so.1", true);
+    // libpcre2's soname is a symlink to the versioned file.
+    assert!(
+        ev.iter().any(|(k, p, ok)| k == "open" && *ok && p.starts_with("/usr/lib/x86_64-linux-gnu/libpcre2-8.so.0.")),
+        "real libpcre2 file not opened"
+    );
+    // /proc is marked as provided by the runtime.
+    let procs: Vec<&Value> = doc["events"].as_array().unwrap().iter().filter(|e| e["path"].as_str().unwrap().starts_with("/proc/")).collect();
+    assert!(!procs.is_empty() && procs.iter().all(|e| e["special"] == "proc"));
+}
+
+#[test]
+fn shell_script_exec_create_rename_delete() {
+    if !can_trace() || !require_docker() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let root = python_rootfs();
+    let name = format!("minify-trace-test-{}", std::process::id());
+    let script = root.join("tmp").join(format!("{name}.sh"));
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             cd /tmp\n\
+             cat /etc/hostname >/dev/null\n\
+             test -e /no/such/{name} || true\n\
+             echo hi > {name}.a\n\
+             mv {name}.a /tmp/{name}.b\n\
+             rm /tmp/{name}.b\n\
+             mkdir /tmp/{name}.d && rmdir /tmp/{name}.d\n\
+             ln -s /etc/hostname /tmp/{name}.l && rm /tmp/{name}.l\n"
+        ),
+    )
+    .unwrap();
+    Command::new("chmod").arg("755").arg(&script).status().unwrap();
+    let inside = format!("/tmp/{name}.sh");
+    let doc = trace_json(Some(&root), &[&inside]);
+    let _ = std::fs::remove_file(&script);
+    assert_eq!(doc["exit_code"], 0);
+    let ev = events(&doc);
+    // The script is exec'd; the kernel runs its #! interpreter (/bin/sh -> dash).
+    assert_has(&ev, "exec", &inside, true);
+    assert_has(&ev, "exec-binary", "/usr/bin/dash", true);
+    assert_has(&ev, "exec-binary", "/usr/bin/cat", true);
+    assert_has(&ev, "open", "/etc/hostname", true);
+    assert_has(&ev, "chdir", "/tmp", true);
+    assert_has(&ev, "stat", &format!("/no/such/{name}"), false);
+    // Runtime-made files: a relative create resolved against the cwd, then renamed, deleted.
+    assert_has(&ev, "create", &format!("/tmp/{name}.a"), true);
+    assert_has(&ev, "rename-from", &format!("/tmp/{name}.a"), true);
+    assert_has(&ev, "rename-to", &format!("/tmp/{name}.b"), true);
+    assert_has(&ev, "delete", &format!("/tmp/{name}.b"), true);
+    assert_has(&ev, "create", &format!("/tmp/{name}.d"), true);
+    assert_has(&ev, "delete", &format!("/tmp/{name}.d"), true);
+    assert_has(&ev, "create", &format!("/tmp/{name}.l"), true);
+    // The process tree: sh forked the commands it ran.
+    let procs = doc["processes"].as_array().unwrap();
+    let sh = procs.iter().find(|p| p["execs"].as_array().is_some_and(|x| x.iter().any(|e| e == "/usr/bin/dash"))).unwrap();
+    let cat = procs.iter().find(|p| p["execs"].as_array().is_some_and(|x| x.iter().any(|e| e == "/usr/bin/cat"))).unwrap();
+    assert_eq!(cat["ppid"], sh["pid"]);
+}
+
+#[test]
+fn unrelated_process_is_absent() {
+    if !can_trace() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let marker = format!("/tmp/minify-unrelated-{}", std::process::id());
+    let mine = format!("/tmp/minify-mine-{}", std::process::id());
+    // A host process hammering its own marker path during the whole trace.
+    let mut noise = Command::new("sh")
+        .arg("-c")
+        .arg(format!("while :; do test -e {marker}; cat /etc/hostname >/dev/null; done"))
+        .spawn()
+        .unwrap();
+    let doc = trace_json(None, &["sh", "-c", &format!("sleep 0.3; test -e {mine}; sleep 0.3; test -e {mine}")]);
+    noise.kill().unwrap();
+    let _ = noise.wait();
+    let ev = events(&doc);
+    assert_has(&ev, "stat", &mine, false);
+    assert!(!ev.iter().any(|(_, p, _)| p == &marker), "an unrelated process leaked into the trace");
+    let pids: Vec<u64> = doc["processes"].as_array().unwrap().iter().map(|p| p["pid"].as_u64().unwrap()).collect();
+    assert!(!pids.contains(&u64::from(noise.id())));
+}
+
+#[test]
+fn docker_container_traced_through_cgroup_parent() {
+    if !can_trace() || !require_docker() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let image = fixture("base").expect("base fixture");
+    let cgroup = minify_trace::TraceCgroup::create().unwrap();
+    let cgroup_path = cgroup.path().to_owned();
+    let tracer = minify_trace::Tracer::start(&cgroup, minify_trace::TraceOptions::default()).unwrap();
+    let out = Command::new("docker")
+        .args(["run", "--rm", "--cgroup-parent", cgroup.name(), &image, "cat", "/etc/os-release"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let trace = tracer.finish().unwrap();
+    drop(cgroup);
+    assert!(!cgroup_path.exists(), "trace cgroup left behind");
+    let ev: Vec<(String, String, bool)> =
+        trace.events.iter().map(|e| (e.kind.name().to_owned(), e.path.clone(), e.ok)).collect();
+    // From the container's very first exec, in the container's view of the filesystem.
+    assert_eq!(ev.first().map(|e| (e.0.as_str(), e.1.as_str())), Some(("exec-binary", "/usr/bin/cat")));
+    assert_has(&ev, "open", "/usr/lib/os-release", true);
+    assert_has(&ev, "open-requested", "/etc/os-release", true);
+    // Nothing from runc's set-up on the host side.
+    assert!(ev.iter().all(|(_, p, _)| !p.starts_with("/var/lib/docker")), "{ev:?}");
+    assert_eq!(trace.lost_total(), 0);
+}
+
+#[test]
+fn loss_is_counted_and_reported() {
+    if !can_trace() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    // One page of ring buffer and a burst of 20k stats: the ring overflows.
+    let out = run(minify().args([
+        "trace",
+        "--json",
+        "--ring-bytes",
+        "4096",
+        "--",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 20000 ]; do test -e /nonexistent-$i; i=$((i+1)); done",
+    ]));
+    assert_eq!(out.status.code(), Some(0));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lost = doc["lost_total"].as_u64().unwrap();
+    assert!(lost > 0, "no loss with a 4 KiB ring");
+    assert!(doc["lost"]["stat"].as_u64().unwrap() > 0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("LOST") && stderr.contains("INCOMPLETE"), "{stderr}");
+    // A ring that is not a power of two is a usage error (exit 2), not a crash.
+    let bad = run(minify().args(["trace", "--ring-bytes", "5000", "--", "true"]));
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn unprivileged_gets_one_line_and_exit_3() {
+    if !require_root() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let out = run(Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .arg(env!("CARGO_BIN_EXE_minify"))
+        .args(["trace", "--", "true"])
+        .env_remove("RUST_LOG"));
+    assert_eq!(out.status.code(), Some(3), "expected the environment exit code");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].starts_with("minify: error:") && lines[0].contains("permission denied"), "{stderr}");
+}
