@@ -4,6 +4,7 @@
 mod bench;
 mod demo;
 mod fixtures;
+mod fuzz;
 mod setup;
 mod util;
 
@@ -45,6 +46,14 @@ enum Task {
     },
     /// Set up, build the nginx fixture, minify it end to end and show before/after.
     Demo,
+    /// Run the cargo-fuzz targets (fuzz/, nightly) for a short time each.
+    Fuzz {
+        /// Targets (elf_parse, resolve_path); all when none is given.
+        targets: Vec<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
     /// Benchmarks; results go to bench/results/<area>.md.
     Bench {
         /// Which area: image, trace, run, or all.
@@ -61,6 +70,7 @@ fn main() -> std::process::ExitCode {
         Task::Test { cargo_args } | Task::Ci { cargo_args } => test(&cargo_args),
         Task::Demo => demo::run(),
         Task::Bench { area } => bench::run(area),
+        Task::Fuzz { targets, seconds } => fuzz::run(&targets, seconds),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -5,9 +5,12 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
-/// The workspace root (the parent of `xtask/`).
+/// The workspace root (the parent of `xtask/`). `cargo run` sets `CARGO_MANIFEST_DIR` at run
+/// time; prefer it over the compile-time value so a binary built from another checkout that
+/// shares the target dir still works on this one.
 pub fn workspace_root() -> PathBuf {
-    let xtask = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let xtask = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
     xtask.parent().map(PathBuf::from).unwrap_or(xtask)
 }
 

@@ -89,7 +89,10 @@ pub fn run() -> anyhow::Result<()> {
          packs read the source again and write one new layer with the listed files.\n",
         mb(image_size)
     );
-    let _ = writeln!(md, "| step | bytes | time | throughput | peak RSS | peak RSS / image size |");
+    let _ = writeln!(
+        md,
+        "| step | bytes | time | throughput | peak RSS | peak RSS / image size |"
+    );
     let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
     for m in &measures {
         let _ = writeln!(
@@ -121,7 +124,15 @@ fn bench(bin: &Path, image: &str, image_size: u64, tmp: &Path) -> anyhow::Result
     // A big allowlist: everything under these trees (what a compiler-heavy workload keeps),
     // listed by the image itself; the container's own mounts are left out.
     let listing = minify_fixtures::docker([
-        "run", "--rm", "--entrypoint", "find", image, "/usr", "/etc", "/var", "-xdev",
+        "run",
+        "--rm",
+        "--entrypoint",
+        "find",
+        image,
+        "/usr",
+        "/etc",
+        "/var",
+        "-xdev",
     ])?;
     let mounts = ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"];
     let mut paths: Vec<&str> = listing
@@ -134,7 +145,11 @@ fn bench(bin: &Path, image: &str, image_size: u64, tmp: &Path) -> anyhow::Result
     );
     for (i, p) in paths.iter().enumerate() {
         let sep = if i + 1 == paths.len() { "" } else { "," };
-        let _ = writeln!(al, "{{\"path\":{},\"reason\":\"include\"}}{sep}", json_str(p));
+        let _ = writeln!(
+            al,
+            "{{\"path\":{},\"reason\":\"include\"}}{sep}",
+            json_str(p)
+        );
     }
     al.push_str("]}\n");
     let al_path = tmp.join("big.allowlist.json");
@@ -145,20 +160,39 @@ fn bench(bin: &Path, image: &str, image_size: u64, tmp: &Path) -> anyhow::Result
     let mut read = |what: &str, args: &[&str]| -> anyhow::Result<()> {
         step(what);
         let (_, secs, max_rss) = measure(bin, args, &tmp.join("read.log"))?;
-        out.push(Measure { what: what.into(), bytes: image_size, secs, max_rss });
+        out.push(Measure {
+            what: what.into(),
+            bytes: image_size,
+            secs,
+            max_rss,
+        });
         Ok(())
     };
-    read("read from the daemon (export + flatten)", &["inspect", image])?;
+    read(
+        "read from the daemon (export + flatten)",
+        &["inspect", image],
+    )?;
     read("read docker-archive (flatten)", &["inspect", &archive])?;
 
     for (what, src, dst) in [
-        ("pack from docker-archive into docker-archive", archive.as_str(), format!("docker-archive:{}", tmp.join("out.tar").display())),
-        ("pack from the daemon into oci", image, format!("oci:{}", tmp.join("out-oci").display())),
+        (
+            "pack from docker-archive into docker-archive",
+            archive.as_str(),
+            format!("docker-archive:{}", tmp.join("out.tar").display()),
+        ),
+        (
+            "pack from the daemon into oci",
+            image,
+            format!("oci:{}", tmp.join("out-oci").display()),
+        ),
     ] {
         step(what);
         let log = tmp.join("pack.log");
-        let (_, secs, max_rss) =
-            measure(bin, &["build", src, "--allowlist", &al_s, "--tag", &dst], &log)?;
+        let (_, secs, max_rss) = measure(
+            bin,
+            &["build", src, "--allowlist", &al_s, "--tag", &dst],
+            &log,
+        )?;
         // `minify build` says "<out>: N entries, B bytes of files (...)" on stderr.
         let said = fs_err::read_to_string(&log)?;
         let bytes = said
@@ -167,7 +201,12 @@ fn bench(bin: &Path, image: &str, image_size: u64, tmp: &Path) -> anyhow::Result
             .and_then(|s| s.rsplit(' ').next())
             .and_then(|n| n.parse().ok())
             .with_context(|| format!("no byte count in minify build's output: {said}"))?;
-        out.push(Measure { what: format!("{what} ({} paths)", paths.len()), bytes, secs, max_rss });
+        out.push(Measure {
+            what: format!("{what} ({} paths)", paths.len()),
+            bytes,
+            secs,
+            max_rss,
+        });
     }
     Ok(out)
 }

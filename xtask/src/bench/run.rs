@@ -31,11 +31,12 @@ struct Row {
 pub fn run() -> anyhow::Result<()> {
     let root = workspace_root();
     step("building minify (release)");
-    run_status(
-        Command::new(cargo())
-            .current_dir(&root)
-            .args(["build", "--release", "-p", "minify"]),
-    )?;
+    run_status(Command::new(cargo()).current_dir(&root).args([
+        "build",
+        "--release",
+        "-p",
+        "minify",
+    ]))?;
     let bin = root.join("target/release/minify");
     let dir = std::env::temp_dir().join(format!("minify-bench-run-{}", std::process::id()));
     fs_err::create_dir_all(&dir)?;
@@ -46,7 +47,12 @@ pub fn run() -> anyhow::Result<()> {
     if failures.is_empty() {
         Ok(())
     } else {
-        anyhow::bail!("{} of {} images failed: {}", failures.len(), SET.len(), failures.join("; "))
+        anyhow::bail!(
+            "{} of {} images failed: {}",
+            failures.len(),
+            SET.len(),
+            failures.join("; ")
+        )
     }
 }
 
@@ -83,7 +89,10 @@ fn measure_all(
             });
         }
         if !o.status.success() {
-            let last = stderr.lines().find(|l| l.starts_with("minify: error")).unwrap_or("");
+            let last = stderr
+                .lines()
+                .find(|l| l.starts_with("minify: error"))
+                .unwrap_or("");
             failures.push(format!("{name}: {} {last}", o.status));
         }
         let _ = Command::new("docker")
@@ -159,22 +168,32 @@ fn markdown(rows: &[Row], failures: &[String]) -> String {
         let r = &row.report;
         let cells: Vec<String> = PHASES.iter().map(|p| secs(phase_ms(r, p))).collect();
         let total: u64 = PHASES.iter().filter_map(|p| phase_ms(r, p)).sum();
-        let _ = writeln!(s, "| {} | {} | {} |", row.name, cells.join(" | "), secs(Some(total)));
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} |",
+            row.name,
+            cells.join(" | "),
+            secs(Some(total))
+        );
     }
     let _ = writeln!(s, "\n## Tracing overhead\n");
     let _ = writeln!(
         s,
         "Wall time of the probe phase on the *original* image (container start, wait for the ports, every probe), traced and then untraced, in the same `minify run`.\n"
     );
-    let _ = writeln!(s, "| image | traced (s) | untraced (s) | traced / untraced |");
+    let _ = writeln!(
+        s,
+        "| image | traced (s) | untraced (s) | traced / untraced |"
+    );
     let _ = writeln!(s, "|---|---:|---:|---:|");
     for row in rows {
         let r = &row.report;
         let traced = u(&r["probe_phase_ms"]);
         let untraced = r["untraced_probe_phase_ms"].as_u64();
-        let ratio = untraced
-            .filter(|u| *u > 0)
-            .map_or_else(|| "-".to_owned(), |u| format!("{:.2}", traced as f64 / u as f64));
+        let ratio = untraced.filter(|u| *u > 0).map_or_else(
+            || "-".to_owned(),
+            |u| format!("{:.2}", traced as f64 / u as f64),
+        );
         let _ = writeln!(
             s,
             "| {} | {} | {} | {ratio} |",
@@ -197,5 +216,9 @@ fn machine() -> String {
     let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     let docker = crate::util::output_of("docker", &["version", "--format", "{{.Server.Version}}"])
         .unwrap_or_default();
-    format!("kernel {}, {cpus} CPUs, Docker {}", kernel.trim(), docker.trim())
+    format!(
+        "kernel {}, {cpus} CPUs, Docker {}",
+        kernel.trim(),
+        docker.trim()
+    )
 }

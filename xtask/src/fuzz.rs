@@ -1,0 +1,54 @@
+//! `cargo xtask fuzz`: run each cargo-fuzz target in `fuzz/` for a short time (nightly,
+//! libFuzzer), so CI exercises the ELF parser and in-image path resolution on hostile input.
+
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+use crate::util;
+
+/// Every target in `fuzz/fuzz_targets/`.
+pub const TARGETS: &[&str] = &["elf_parse", "resolve_path"];
+
+/// Run `targets` (all when empty) for `seconds` each; a crash fails with the reproducer path.
+pub fn run(targets: &[String], seconds: u64) -> anyhow::Result<()> {
+    for t in targets {
+        if !TARGETS.contains(&t.as_str()) {
+            bail!("unknown fuzz target {t:?} (known: {})", TARGETS.join(", "));
+        }
+    }
+    let chosen: Vec<&str> = if targets.is_empty() {
+        TARGETS.to_vec()
+    } else {
+        targets.iter().map(String::as_str).collect()
+    };
+    ensure_cargo_fuzz()?;
+    let dir = util::workspace_root().join("fuzz");
+    for t in chosen {
+        util::step(&format!("fuzz {t} for {seconds} s (nightly, libFuzzer)"));
+        // Go through rustup so `nightly` is picked whatever toolchain runs xtask.
+        let mut cmd = Command::new("rustup");
+        cmd.current_dir(&dir)
+            .args(["run", "nightly", "cargo", "fuzz", "run", t, "--"])
+            .arg(format!("-max_total_time={seconds}"))
+            .arg("-rss_limit_mb=2048")
+            .arg("-timeout=10");
+        util::run_status(&mut cmd).with_context(|| {
+            format!(
+                "fuzz target {t} failed; the input that broke it is in {}",
+                dir.join("artifacts").join(t).display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn ensure_cargo_fuzz() -> anyhow::Result<()> {
+    if util::output_of("rustup", &["run", "nightly", "cargo", "fuzz", "--version"]).is_some() {
+        return Ok(());
+    }
+    util::step("cargo install cargo-fuzz (once)");
+    let mut cmd = Command::new(util::cargo());
+    cmd.args(["install", "cargo-fuzz", "--locked"]);
+    util::run_status(&mut cmd)
+}
