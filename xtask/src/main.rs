@@ -92,5 +92,7 @@ fn test(cargo_args: &[String]) -> anyhow::Result<()> {
         .env("CI", "true")
         .args(["test", "--workspace"])
         .args(cargo_args);
-    util::run_status(&mut cmd)
+    util::run_status(&mut cmd)?;
+    // A short fuzz of the ELF parser and in-image path resolution (hostile-input code).
+    fuzz::run(&[], 20)
 }
