@@ -151,7 +151,11 @@ impl Container {
             for &p in &pending {
                 let addr = std::net::SocketAddr::new(ip, p);
                 let ok = matches!(
-                    tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await,
+                    tokio::time::timeout(
+                        Duration::from_secs(1),
+                        tokio::net::TcpStream::connect(addr)
+                    )
+                    .await,
                     Ok(Ok(_))
                 );
                 if !ok {
@@ -229,9 +233,9 @@ impl Container {
             )
             .await
         {
-            Ok(()) => {}
             // 304: already stopped.
-            Err(bollard::errors::Error::DockerResponseServerError {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 304, ..
             }) => {}
             Err(e) => return Err(docker_err(format!("stopping container {}", self.name))(e)),
@@ -297,11 +301,11 @@ impl Drop for Container {
                     // The caller's client is bound to its runtime's reactor; make a new one.
                     let res = rt.block_on(async {
                         let docker = Docker::connect_with_local_defaults()
-                            .map(|d| d.with_timeout(Duration::from_secs(60)))
-                            .unwrap_or(docker);
-                        let docker = docker.negotiate_version().await.map_err(|source| {
-                            RuntimeError::Connect { source }
-                        })?;
+                            .map_or(docker, |d| d.with_timeout(Duration::from_mins(1)));
+                        let docker = docker
+                            .negotiate_version()
+                            .await
+                            .map_err(|source| RuntimeError::Connect { source })?;
                         remove_async(&docker, &id, &name).await
                     });
                     if let Err(e) = res {

@@ -2,6 +2,7 @@
 //! and starting a container from it.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use bollard::Docker;
@@ -131,7 +132,9 @@ impl RunSpec {
     }
 }
 
-pub(crate) fn docker_err(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> RuntimeError {
+pub(crate) fn docker_err(
+    action: impl Into<String>,
+) -> impl FnOnce(bollard::errors::Error) -> RuntimeError {
     let action = action.into();
     move |source| RuntimeError::Docker { action, source }
 }
@@ -159,7 +162,10 @@ pub(crate) fn random_hex() -> String {
             .as_nanos() as u64;
         b = (t ^ (u64::from(std::process::id()) << 32)).to_le_bytes();
     }
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    b.iter().fold(String::with_capacity(16), |mut s, x| {
+        let _ = write!(s, "{x:02x}");
+        s
+    })
 }
 
 impl Runtime {
@@ -170,7 +176,7 @@ impl Runtime {
             .map_err(|source| RuntimeError::Connect { source })?
             // Our own timeouts bound every wait; bollard's 2-minute default would cut long
             // traces short.
-            .with_timeout(Duration::from_secs(24 * 3600));
+            .with_timeout(Duration::from_hours(24));
         let docker = docker
             .negotiate_version()
             .await
@@ -263,7 +269,10 @@ impl Runtime {
                 body,
             )
             .await
-            .map_err(docker_err(format!("creating a container from {}", spec.image)))?;
+            .map_err(docker_err(format!(
+                "creating a container from {}",
+                spec.image
+            )))?;
         // From here on the guard owns the container: any early return removes it.
         let mut container = Container::new(
             self.docker.clone(),

@@ -9,7 +9,7 @@
 //!   image's `/bin/sh -c`, and the result says so.
 //! - `--probe-http PATH`: HTTP/1.1 GET on every exposed TCP port; any answer below 500 passes.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::time::{Duration, Instant};
 
 use bollard::exec::{CreateExecOptions, StartExecResults};
@@ -276,7 +276,7 @@ impl Container {
                 let code = out
                     .status
                     .code()
-                    .map_or_else(|| 128 + i64::from(signal_of(&out.status)), i64::from);
+                    .map_or_else(|| 128 + i64::from(signal_of(out.status)), i64::from);
                 (
                     ProbeOutcome::Exited { code },
                     truncate_output(&bytes),
@@ -379,7 +379,11 @@ impl Container {
             }
         }
         match code {
-            Some(code) => (ProbeOutcome::Exited { code }, truncate_output(&buf), used_shell),
+            Some(code) => (
+                ProbeOutcome::Exited { code },
+                truncate_output(&buf),
+                used_shell,
+            ),
             None => err("the exec'd command did not report an exit code".to_owned()),
         }
     }
@@ -415,7 +419,7 @@ impl Container {
             let res = tokio::time::timeout(left, http_get(ip, port, &path)).await;
             match res {
                 Ok(Ok((status, line))) => {
-                    output.push_str(&format!("port {port}: {line}\n"));
+                    let _ = writeln!(output, "port {port}: {line}");
                     statuses.push((port, status));
                 }
                 Ok(Err(e)) => {
@@ -427,7 +431,7 @@ impl Container {
                     );
                 }
                 Err(_) => {
-                    output.push_str(&format!("port {port}: no answer\n"));
+                    let _ = writeln!(output, "port {port}: no answer");
                     return (
                         ProbeOutcome::TimedOut {
                             secs: timeout.as_secs(),
@@ -441,7 +445,7 @@ impl Container {
     }
 }
 
-fn signal_of(status: &std::process::ExitStatus) -> i32 {
+fn signal_of(status: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt as _;
     status.signal().unwrap_or(0)
 }
@@ -459,7 +463,7 @@ async fn http_get(ip: std::net::IpAddr, port: u16, path: &str) -> std::io::Resul
     );
     s.write_all(req.as_bytes()).await?;
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
+    let mut chunk = vec![0u8; 16 * 1024];
     loop {
         let n = s.read(&mut chunk).await?;
         if n == 0 {
@@ -483,7 +487,10 @@ async fn http_get(ip: std::net::IpAddr, port: u16, path: &str) -> std::io::Resul
         .ok_or_else(|| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
-                format!("not an HTTP answer: {:?}", truncate_output(&buf[..buf.len().min(80)])),
+                format!(
+                    "not an HTTP answer: {:?}",
+                    truncate_output(&buf[..buf.len().min(80)])
+                ),
             )
         })?;
     Ok((status, line))
@@ -598,6 +605,9 @@ mod tests {
             "--probe-http \"/\": FAILED (port 80: HTTP 502) in 3 ms"
         );
         let json = serde_json::to_string(&r).unwrap();
-        assert!(json.contains(r#""probe":{"kind":"http","arg":"/"}"#), "{json}");
+        assert!(
+            json.contains(r#""probe":{"kind":"http","arg":"/"}"#),
+            "{json}"
+        );
     }
 }

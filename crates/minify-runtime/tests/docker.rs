@@ -70,14 +70,25 @@ fn nginx_lifecycle_probes_and_cleanup() -> anyhow::Result<()> {
         let id = c.id().to_owned();
         assert!(c.name().starts_with("minify-"));
         assert!(c.ip().is_some());
-        assert!(!v1_dirs(&parent).is_empty(), "docker made v1 dirs for the parent");
+        assert!(
+            !v1_dirs(&parent).is_empty(),
+            "docker made v1 dirs for the parent"
+        );
         let ready = c.wait_ready(Duration::from_secs(30)).await?;
-        assert!(matches!(ready, Readiness::Ready { ref ports, .. } if ports == &[80]), "{ready:?}");
+        assert!(
+            matches!(ready, Readiness::Ready { ref ports, .. } if ports == &[80]),
+            "{ready:?}"
+        );
 
         let t = Duration::from_secs(20);
         let http = c.run_probe(&Probe::Http("/".into()), t).await;
         assert!(http.passed, "{}\n{}", http.summary(), http.output);
-        assert_eq!(http.outcome, ProbeOutcome::Http { statuses: vec![(80, 200)] });
+        assert_eq!(
+            http.outcome,
+            ProbeOutcome::Http {
+                statuses: vec![(80, 200)]
+            }
+        );
 
         let missing = c.run_probe(&Probe::Http("/no-such-page".into()), t).await;
         assert!(missing.passed, "404 is an answer: {}", missing.summary());
@@ -86,7 +97,9 @@ fn nginx_lifecycle_probes_and_cleanup() -> anyhow::Result<()> {
         assert!(exec.passed && !exec.used_shell, "{}", exec.summary());
         assert!(exec.output.contains("nginx version"), "{}", exec.output);
 
-        let shell = c.run_probe(&Probe::Exec("echo hi | tr a-z A-Z".into()), t).await;
+        let shell = c
+            .run_probe(&Probe::Exec("echo hi | tr a-z A-Z".into()), t)
+            .await;
         assert!(shell.passed && shell.used_shell, "{}", shell.summary());
         assert_eq!(shell.output.trim(), "HI");
 
@@ -111,7 +124,10 @@ fn nginx_lifecycle_probes_and_cleanup() -> anyhow::Result<()> {
         // A hanging probe is killed at its timeout, with everything it started.
         let start = Instant::now();
         let hang = c
-            .run_probe(&Probe::Cmd("sleep 300 & sleep 301".into()), Duration::from_secs(1))
+            .run_probe(
+                &Probe::Cmd("sleep 300 & sleep 301".into()),
+                Duration::from_secs(1),
+            )
             .await;
         assert_eq!(hang.outcome, ProbeOutcome::TimedOut { secs: 1 });
         assert!(start.elapsed() < Duration::from_secs(5));
@@ -120,10 +136,18 @@ fn nginx_lifecycle_probes_and_cleanup() -> anyhow::Result<()> {
             .await;
         assert_eq!(hang.outcome, ProbeOutcome::TimedOut { secs: 1 });
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let ps = c.run_probe(&Probe::Exec("cat /proc/loadavg".into()), t).await;
+        let ps = c
+            .run_probe(&Probe::Exec("cat /proc/loadavg".into()), t)
+            .await;
         assert!(ps.passed);
-        let pgrep = std::process::Command::new("pgrep").args(["-f", "sleep 30[01]"]).output()?;
-        assert!(pgrep.stdout.is_empty(), "leftover sleeps: {}", String::from_utf8_lossy(&pgrep.stdout));
+        let pgrep = std::process::Command::new("pgrep")
+            .args(["-f", "sleep 30[01]"])
+            .output()?;
+        assert!(
+            pgrep.stdout.is_empty(),
+            "leftover sleeps: {}",
+            String::from_utf8_lossy(&pgrep.stdout)
+        );
 
         // nginx's StopSignal is SIGQUIT: a graceful stop well inside the timeout.
         let code = c.stop().await?;
@@ -149,8 +173,17 @@ fn drop_removes_the_container() -> anyhow::Result<()> {
         spec.cgroup_parent = Some(parent.clone());
         let c = runtime.start(&spec).await?;
         c.wait_ready(Duration::from_secs(30)).await?;
-        let ping = c.run_probe(&Probe::Exec("redis-cli ping".into()), Duration::from_secs(10)).await;
-        assert!(ping.passed && ping.output.contains("PONG"), "{}", ping.summary());
+        let ping = c
+            .run_probe(
+                &Probe::Exec("redis-cli ping".into()),
+                Duration::from_secs(10),
+            )
+            .await;
+        assert!(
+            ping.passed && ping.output.contains("PONG"),
+            "{}",
+            ping.summary()
+        );
         let id = c.id().to_owned();
         assert!(container_exists(&id));
         // Dropped inside the runtime, as a cancelled pipeline future would be.
@@ -170,14 +203,24 @@ fn missing_image_and_early_exit() -> anyhow::Result<()> {
     let image = fixture("python-http")?;
     rt().block_on(async {
         let runtime = Runtime::connect().await?;
-        let err = runtime.start(&RunSpec::new("minify-no-such/image:1")).await.unwrap_err();
+        let err = runtime
+            .start(&RunSpec::new("minify-no-such/image:1"))
+            .await
+            .unwrap_err();
         assert!(matches!(err, RuntimeError::ImageNotFound { .. }), "{err}");
         assert!(!err.is_environment());
-        assert_eq!(err.to_string(), "image minify-no-such/image:1 is not in the Docker daemon");
+        assert_eq!(
+            err.to_string(),
+            "image minify-no-such/image:1 is not in the Docker daemon"
+        );
 
         // An entrypoint that exits at once: wait_ready reports the exit, not a timeout.
         let mut spec = RunSpec::new(&image);
-        spec.overrides.cmd = Some(vec!["python3".into(), "-c".into(), "raise SystemExit(3)".into()]);
+        spec.overrides.cmd = Some(vec![
+            "python3".into(),
+            "-c".into(),
+            "raise SystemExit(3)".into(),
+        ]);
         let c = runtime.start(&spec).await?;
         let r = c.wait_ready(Duration::from_secs(30)).await?;
         assert_eq!(r, Readiness::Exited { code: 3 });

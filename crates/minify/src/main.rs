@@ -70,7 +70,7 @@ fn main() -> ExitCode {
             // One line: the outermost context first, then its causes (without the marker,
             // and without a cause that only repeats the end of the line so far).
             let mut msg = String::new();
-            for part in err.chain().map(|e| e.to_string()) {
+            for part in err.chain().map(ToString::to_string) {
                 if Some(&part) == marker.as_ref() || msg.ends_with(&part) {
                     continue;
                 }

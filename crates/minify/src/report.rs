@@ -8,12 +8,13 @@ use minify_runtime::{ProbeResult, Readiness};
 use serde::Serialize;
 
 /// How verification ended.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum VerifyStatus {
     Passed,
     Failed,
     /// `--no-verify`, or the output is not in the Docker daemon.
+    #[default]
     Skipped,
 }
 
@@ -104,12 +105,6 @@ pub struct Report {
     pub allowlist: Option<String>,
 }
 
-impl Default for VerifyStatus {
-    fn default() -> Self {
-        VerifyStatus::Skipped
-    }
-}
-
 impl Report {
     /// The JSON form (pretty, with a trailing newline).
     pub fn to_json(&self) -> String {
@@ -140,7 +135,10 @@ impl Report {
             self.probes.len()
         );
         for sh in &self.shell_probes {
-            let _ = writeln!(s, "  note: {sh} ran through the image's /bin/sh, so sh is kept");
+            let _ = writeln!(
+                s,
+                "  note: {sh} ran through the image's /bin/sh, so sh is kept"
+            );
         }
         match &self.verify {
             Some(VerifyStatus::Passed) => {

@@ -183,7 +183,9 @@ fn default_sets(no: &[String], with: &[String]) -> anyhow::Result<DefaultSets> {
 /// argument indices from a second parse of the same command line; when that is not
 /// available (e.g. called with synthetic arguments), fall back to cmd, exec, http.
 fn probes_in_order(args: &RunArgs) -> Vec<Probe> {
-    let matches = Cli::command().try_get_matches_from(std::env::args_os()).ok();
+    let matches = Cli::command()
+        .try_get_matches_from(std::env::args_os())
+        .ok();
     let sub = matches.as_ref().and_then(|m| m.subcommand_matches("run"));
     let mut all: Vec<(usize, Probe)> = Vec::new();
     let mut add = |id: &str, values: &[String], base: usize, make: fn(String) -> Probe| {
@@ -213,7 +215,12 @@ mod tests {
             parse_argv("cmd", r#"["a b","c"]"#).unwrap(),
             vec!["a b", "c"]
         );
-        assert_eq!(parse_argv("cmd", "python3 -m http.server 80").unwrap().len(), 4);
+        assert_eq!(
+            parse_argv("cmd", "python3 -m http.server 80")
+                .unwrap()
+                .len(),
+            4
+        );
         assert!(parse_argv("entrypoint", "").unwrap().is_empty());
         let err = parse_argv("cmd", "a | b").unwrap_err().to_string();
         assert!(err.contains("JSON array"), "{err}");
@@ -223,8 +230,14 @@ mod tests {
     fn sets() {
         let s = default_sets(&["nss".into()], &["zoneinfo".into()]).unwrap();
         assert!(!s.nss && s.zoneinfo && s.passwd);
-        assert_eq!(default_sets(&["all".into()], &[]).unwrap(), DefaultSets::none());
+        assert_eq!(
+            default_sets(&["all".into()], &[]).unwrap(),
+            DefaultSets::none()
+        );
         let err = default_sets(&["nope".into()], &[]).unwrap_err().to_string();
-        assert!(err.contains("unknown set") && err.contains("ca-certificates"), "{err}");
+        assert!(
+            err.contains("unknown set") && err.contains("ca-certificates"),
+            "{err}"
+        );
     }
 }

@@ -25,6 +25,7 @@ use progress::Progress;
 
 /// Everything `minify run` was asked to do, already validated.
 #[derive(Clone, Debug)]
+#[allow(clippy::struct_excessive_bools)]
 pub struct RunPlan {
     /// The source image, in the daemon.
     pub image: String,
@@ -133,7 +134,11 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
     timer.lap("open");
 
     // --- trace: cgroup + tracer attached before the container exists, then run and probe.
-    progress.phase(format!("tracing {} with {} probe(s)", plan.image, plan.probes.len()));
+    progress.phase(format!(
+        "tracing {} with {} probe(s)",
+        plan.image,
+        plan.probes.len()
+    ));
     let cgroup = TraceCgroup::create().map_err(trace_err)?;
     let mut topts = TraceOptions::default();
     if let Some(n) = plan.ring_bytes {
@@ -264,10 +269,9 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
     // --- pack and write: exactly what `minify build --allowlist` does, so the ids match.
     progress.phase(format!("packing {} paths", allowlist.paths.len()));
     let paths: Vec<ImagePath> = allowlist.path_set();
-    let packed = tokio::task::block_in_place(|| {
-        pack(&view, &source, &paths, &PackOptions::default())
-    })
-    .context("packing the minified image")?;
+    let packed =
+        tokio::task::block_in_place(|| pack(&view, &source, &paths, &PackOptions::default()))
+            .context("packing the minified image")?;
     timer.lap("pack");
     progress.phase(format!("writing {}", plan.output));
     let id = packed
@@ -280,11 +284,7 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
         })?;
     report.output_id = id.to_string();
     report.size_after = match &plan.output {
-        ImageRef::Daemon(name) => runtime
-            .inspect_image(name)
-            .await
-            .map_err(runtime_err)?
-            .size,
+        ImageRef::Daemon(name) => runtime.inspect_image(name).await.map_err(runtime_err)?.size,
         _ => packed.layer_size(),
     };
     report.factor = if report.size_after == 0 {
@@ -322,7 +322,11 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
                 report.verify_failures.push(format!(
                     "{} on the minified image{}\n{}",
                     after.summary(),
-                    if after.output.is_empty() { "" } else { "; probe output:" },
+                    if after.output.is_empty() {
+                        ""
+                    } else {
+                        "; probe output:"
+                    },
                     indent(&after.output)
                 ));
             }
@@ -343,11 +347,15 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
         }
         if !report.verify_failures.is_empty()
             && !logs.trim().is_empty()
-            && !report.verify_failures.iter().any(|f| f.contains(logs.trim()))
-        {
-            report
+            && !report
                 .verify_failures
-                .push(format!("container output of the minified image:\n{}", indent(&logs)));
+                .iter()
+                .any(|f| f.contains(logs.trim()))
+        {
+            report.verify_failures.push(format!(
+                "container output of the minified image:\n{}",
+                indent(&logs)
+            ));
         }
         report.main_process_minified = main_min;
         for (slot, r) in minified.iter_mut().zip(results) {
@@ -363,9 +371,10 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
     } else {
         report.verify = Some(VerifyStatus::Skipped);
         if plan.verify {
-            report
-                .warnings
-                .push(format!("verify skipped: {} is not in the Docker daemon", plan.output));
+            report.warnings.push(format!(
+                "verify skipped: {} is not in the Docker daemon",
+                plan.output
+            ));
         }
     }
     report.probes = originals
@@ -395,7 +404,9 @@ async fn exercise(
         Readiness::NoPorts
     } else {
         progress.phase(format!("waiting for {} to accept connections", c.name()));
-        c.wait_ready(plan.ready_timeout).await.map_err(runtime_err)?
+        c.wait_ready(plan.ready_timeout)
+            .await
+            .map_err(runtime_err)?
     };
     if plan.probes.is_empty() {
         progress.phase(format!(
