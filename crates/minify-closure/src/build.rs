@@ -7,7 +7,9 @@ use std::rc::Rc;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use minify_elf::{DepKind, ElfClass, ElfInfo, Libc, Resolver, env_var};
 use minify_model::trace::Special;
-use minify_model::{AccessKind, EntryKind, ImagePath, Reason, ResolveError, Rootfs, Trace, resolve};
+use minify_model::{
+    AccessKind, EntryKind, ImagePath, Reason, ResolveError, Rootfs, Trace, resolve,
+};
 
 use crate::{Closure, ClosureError, ClosureOptions, DefaultSet, DefaultSetReport, Kept};
 
@@ -77,7 +79,12 @@ impl<'a> Builder<'a> {
                     reason: e.to_string(),
                 });
             }
-            self.add_program(found.as_str(), Reason::Include, &format!("--include-bin {bin}"), 0);
+            self.add_program(
+                found.as_str(),
+                Reason::Include,
+                &format!("--include-bin {bin}"),
+                0,
+            );
         }
         for (pat, glob) in &include_globs {
             self.add_include(pat, glob.as_ref())?;
@@ -100,7 +107,7 @@ impl<'a> Builder<'a> {
         }
 
         self.add_parents();
-        let excluded = self.apply_excludes(excludes.as_ref(), &opts.exclude);
+        let removed = self.apply_excludes(excludes.as_ref(), &opts.exclude);
 
         let default_sets = reports
             .into_iter()
@@ -122,11 +129,14 @@ impl<'a> Builder<'a> {
                 required_bytes += size;
             }
         }
+        // One warning per problem, however many programs ran into it (first-seen order).
+        let mut seen = HashSet::new();
+        self.warnings.retain(|w| seen.insert(w.clone()));
         Ok(Closure {
             entries: self.entries,
             warnings: self.warnings,
             default_sets,
-            excluded,
+            excluded: removed,
             required_bytes,
             kept_bytes,
         })
@@ -178,7 +188,13 @@ impl<'a> Builder<'a> {
 
     /// Resolve `raw` in the image and keep the symlinks on the way and the final entry.
     /// A dangling symlink is kept as itself. Returns the final path when it exists.
-    fn keep_resolved(&mut self, raw: &str, follow: bool, reason: Reason, detail: &str) -> Option<ImagePath> {
+    fn keep_resolved(
+        &mut self,
+        raw: &str,
+        follow: bool,
+        reason: Reason,
+        detail: &str,
+    ) -> Option<ImagePath> {
         match resolve(self.fs, raw, follow) {
             Ok(r) => {
                 self.keep_via(&r.via, raw);
@@ -213,7 +229,8 @@ impl<'a> Builder<'a> {
         }
         for (path, kinds) in ok {
             if !path.starts_with('/') {
-                self.warnings.push(format!("trace path {path:?} is not absolute; ignored"));
+                self.warnings
+                    .push(format!("trace path {path:?} is not absolute; ignored"));
                 continue;
             }
             // Only readlink alone means the link itself, not what it points to.
@@ -226,9 +243,10 @@ impl<'a> Builder<'a> {
                 continue;
             }
             let exec = kinds.contains(&AccessKind::Exec) || kinds.contains(&AccessKind::ExecBinary);
-            let opened = kinds.contains(&AccessKind::Open) || kinds.contains(&AccessKind::OpenRequested);
+            let opened =
+                kinds.contains(&AccessKind::Open) || kinds.contains(&AccessKind::OpenRequested);
             if exec {
-                self.program_deps(&real, &format!("exec {path}"), 0);
+                self.program_deps(&real, 0);
             } else if opened && self.resolver.is_elf_file(&real) {
                 self.elf_deps(&real);
             } else if opened {
@@ -245,14 +263,19 @@ impl<'a> Builder<'a> {
         };
         let env = self.fs.env().to_vec();
         let Some(found) = which(self.fs, first, &env) else {
-            self.warnings
-                .push(format!("entrypoint {first} is not in the image (nor on its PATH)"));
+            self.warnings.push(format!(
+                "entrypoint {first} is not in the image (nor on its PATH)"
+            ));
             return;
         };
         self.add_program(found.as_str(), Reason::Traced, "image entrypoint", 0);
         // `sh -c "exec prog args"`: the program the shell runs is the workload too.
-        let is_shell = first.rsplit('/').next().is_some_and(|n| matches!(n, "sh" | "bash" | "dash"));
-        if is_shell && argv.get(1).is_some_and(|a| a == "-c")
+        let is_shell = first
+            .rsplit('/')
+            .next()
+            .is_some_and(|n| matches!(n, "sh" | "bash" | "dash"));
+        if is_shell
+            && argv.get(1).is_some_and(|a| a == "-c")
             && let Some(script) = argv.get(2)
         {
             let mut words = script.split_whitespace();
@@ -260,10 +283,16 @@ impl<'a> Builder<'a> {
             if w == Some("exec") {
                 w = words.next();
             }
-            if let Some(w) = w.filter(|w| !w.contains(['$', '`', '(', ';', '|', '&', '<', '>', '=']))
+            if let Some(w) =
+                w.filter(|w| !w.contains(['$', '`', '(', ';', '|', '&', '<', '>', '=']))
                 && let Some(p) = which(self.fs, w, &env)
             {
-                self.add_program(p.as_str(), Reason::Traced, "run by the image entrypoint's shell", 0);
+                self.add_program(
+                    p.as_str(),
+                    Reason::Traced,
+                    "run by the image entrypoint's shell",
+                    0,
+                );
             }
         }
     }
@@ -271,11 +300,11 @@ impl<'a> Builder<'a> {
     /// Keep a program with the symlinks to it, its ELF closure and `#!` interpreter.
     fn add_program(&mut self, raw: &str, reason: Reason, detail: &str, depth: usize) {
         if let Some(real) = self.keep_resolved(raw, true, reason, detail) {
-            self.program_deps(&real, detail, depth);
+            self.program_deps(&real, depth);
         }
     }
 
-    fn program_deps(&mut self, real: &ImagePath, _why: &str, depth: usize) {
+    fn program_deps(&mut self, real: &ImagePath, depth: usize) {
         if self.resolver.is_elf_file(real) {
             self.elf_deps(real);
         } else {
@@ -300,19 +329,25 @@ impl<'a> Builder<'a> {
                     let reason = match d.kind {
                         DepKind::Program => continue,
                         DepKind::Symlink => Reason::Symlink,
-                        DepKind::Interpreter | DepKind::Library | DepKind::LoaderFile => Reason::Elf,
+                        DepKind::Interpreter | DepKind::Library | DepKind::LoaderFile => {
+                            Reason::Elf
+                        }
                     };
                     self.keep(&p, reason, &d.detail);
                 }
                 self.warnings.extend(deps.warnings);
             }
-            Err(e) => self.warnings.push(format!("{e}; its libraries are not followed")),
+            Err(e) => self
+                .warnings
+                .push(format!("{e}; its libraries are not followed")),
         }
     }
 
     /// If `real` is an executable `#!` script, keep its interpreter (and `env`'s target).
     fn script_deps(&mut self, real: &ImagePath, depth: usize) {
-        let Some(entry) = self.fs.entry(real) else { return };
+        let Some(entry) = self.fs.entry(real) else {
+            return;
+        };
         if !entry.is_file() || entry.mode & 0o111 == 0 {
             return;
         }
@@ -325,8 +360,12 @@ impl<'a> Builder<'a> {
         if !self.programs_done.insert(real.clone()) {
             return;
         }
-        let Ok(head) = self.fs.read(real, Some(SHEBANG_BYTES)) else { return };
-        let Some(rest) = head.strip_prefix(b"#!") else { return };
+        let Ok(head) = self.fs.read(real, Some(SHEBANG_BYTES)) else {
+            return;
+        };
+        let Some(rest) = head.strip_prefix(b"#!") else {
+            return;
+        };
         let line_end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
         let line = String::from_utf8_lossy(&rest[..line_end]);
         let line = line.trim();
@@ -339,11 +378,12 @@ impl<'a> Builder<'a> {
         }
         let detail = format!("#! interpreter of {real}");
         let Some(ireal) = self.keep_resolved(interp, true, Reason::Interpreter, &detail) else {
-            self.warnings
-                .push(format!("{real}: #! interpreter {interp} is not in the image"));
+            self.warnings.push(format!(
+                "{real}: #! interpreter {interp} is not in the image"
+            ));
             return;
         };
-        self.program_deps(&ireal, &detail, depth + 1);
+        self.program_deps(&ireal, depth + 1);
         if interp.rsplit('/').next() == Some("env") {
             // `#!/usr/bin/env [-S] [-i] [VAR=x] NAME ...`: NAME is looked up on the image PATH.
             let name = arg
@@ -356,9 +396,9 @@ impl<'a> Builder<'a> {
                         let d = format!("#! interpreter of {real} (through env)");
                         self.add_program(p.as_str(), Reason::Interpreter, &d, depth + 1);
                     }
-                    None => self
-                        .warnings
-                        .push(format!("{real}: #!{line}: {name} is not on the image's PATH")),
+                    None => self.warnings.push(format!(
+                        "{real}: #!{line}: {name} is not on the image's PATH"
+                    )),
                 }
             }
         }
@@ -386,7 +426,8 @@ impl<'a> Builder<'a> {
             .filter(|p| glob.is_match(p.as_str()))
             .collect();
         if matches.is_empty() {
-            self.warnings.push(format!("--include {pat} matched nothing in the image"));
+            self.warnings
+                .push(format!("--include {pat} matched nothing in the image"));
         }
         for m in matches {
             self.keep_tree(&m, Reason::Include, &detail);
@@ -399,7 +440,9 @@ impl<'a> Builder<'a> {
     fn keep_tree(&mut self, path: &ImagePath, reason: Reason, detail: &str) {
         let mut stack = vec![path.clone()];
         while let Some(p) = stack.pop() {
-            let Some(entry) = self.fs.entry(&p) else { continue };
+            let Some(entry) = self.fs.entry(&p) else {
+                continue;
+            };
             let is_link = entry.is_symlink();
             let is_dir = entry.is_dir();
             self.keep(&p, reason, detail);
@@ -423,18 +466,18 @@ impl<'a> Builder<'a> {
                 self.keep(&r.path, Reason::DefaultSet, detail);
             }
         }
-        let libs = set.libraries();
-        if libs.is_empty() {
+        let names = set.libraries();
+        if names.is_empty() {
             return;
         }
         let (like, libc) = match &self.main_elf {
-            Some((info, libc)) => ((**info).clone(), *libc),
+            Some((info, flavour)) => ((**info).clone(), *flavour),
             None => (host_like(), Libc::Glibc),
         };
         if libc != Libc::Glibc {
             return; // NSS modules are a glibc feature
         }
-        for lib in libs {
+        for lib in names {
             let Some((real, via)) = self.resolver.find_library(lib, &like, libc) else {
                 continue;
             };
@@ -442,7 +485,11 @@ impl<'a> Builder<'a> {
             self.keep(&real, Reason::DefaultSet, detail);
             if let Ok(deps) = self.resolver.closure_of(real.as_str()) {
                 for (p, d) in deps.kept {
-                    let reason = if d.kind == DepKind::Symlink { Reason::Symlink } else { Reason::DefaultSet };
+                    let reason = if d.kind == DepKind::Symlink {
+                        Reason::Symlink
+                    } else {
+                        Reason::DefaultSet
+                    };
                     self.keep(&p, reason, detail);
                 }
                 self.warnings.extend(deps.warnings);
@@ -495,7 +542,8 @@ impl<'a> Builder<'a> {
         removed.retain(|p| !restore.contains(p));
         for (pat, n) in pats.iter().zip(hits) {
             if n == 0 {
-                self.warnings.push(format!("--exclude {pat} matched no kept path"));
+                self.warnings
+                    .push(format!("--exclude {pat} matched no kept path"));
             }
         }
         removed
@@ -504,9 +552,17 @@ impl<'a> Builder<'a> {
 
 fn host_like() -> ElfInfo {
     ElfInfo {
-        class: if cfg!(target_pointer_width = "64") { ElfClass::Elf64 } else { ElfClass::Elf32 },
+        class: if cfg!(target_pointer_width = "64") {
+            ElfClass::Elf64
+        } else {
+            ElfClass::Elf32
+        },
         little_endian: cfg!(target_endian = "little"),
-        machine: if cfg!(target_arch = "aarch64") { minify_elf::loader::EM_AARCH64 } else { minify_elf::loader::EM_X86_64 },
+        machine: if cfg!(target_arch = "aarch64") {
+            minify_elf::loader::EM_AARCH64
+        } else {
+            minify_elf::loader::EM_X86_64
+        },
         osabi: 0,
         elf_type: 3,
         interpreter: None,
@@ -524,7 +580,11 @@ fn has_glob_meta(p: &str) -> bool {
 }
 
 fn absolute(p: &str) -> String {
-    if p.starts_with('/') { p.to_owned() } else { format!("/{p}") }
+    if p.starts_with('/') {
+        p.to_owned()
+    } else {
+        format!("/{p}")
+    }
 }
 
 fn glob(rule: &'static str, pat: &str) -> Result<globset::Glob, ClosureError> {
@@ -560,10 +620,23 @@ fn build_excludes(pats: &[String]) -> Result<Option<GlobSet>, ClosureError> {
     }
     let mut b = GlobSetBuilder::new();
     for p in pats {
+        // A relative pattern matches at any depth (`*.pyc` is every .pyc), like gitignore.
+        let p = if p.starts_with('/') {
+            p.clone()
+        } else {
+            format!("**/{p}")
+        };
         let base = absolute(p.trim_end_matches('/'));
-        let base = if base.is_empty() { "/".to_owned() } else { base };
+        let base = if base.is_empty() {
+            "/".to_owned()
+        } else {
+            base
+        };
         b.add(glob("--exclude", &base)?);
-        b.add(glob("--exclude", &format!("{}/**", base.trim_end_matches('/')))?);
+        b.add(glob(
+            "--exclude",
+            &format!("{}/**", base.trim_end_matches('/')),
+        )?);
     }
     b.build().map(Some).map_err(|e| ClosureError::InvalidGlob {
         rule: "--exclude",

@@ -52,7 +52,8 @@ pub struct ClosureOptions {
     /// with its ELF closure and `#!` interpreter.
     pub include_bin: Vec<String>,
     /// `--exclude GLOB`: removes matching paths (and, for a directory, everything below it)
-    /// at the very end, except directories above a path that stays.
+    /// at the very end, except directories above a path that stays. A pattern not starting
+    /// with `/` matches at any depth (`*.pyc`).
     pub exclude: Vec<String>,
     /// Which default support sets to add.
     pub default_sets: DefaultSets,

@@ -41,7 +41,12 @@ fn file(fs: &mut MemFs, path: &str, content: &[u8]) {
 
 fn image() -> MemFs {
     let mut fs = MemFs::default();
-    for p in ["/usr/bin/ls", "/usr/bin/env", "/usr/bin/python3", "/usr/bin/dash"] {
+    for p in [
+        "/usr/bin/ls",
+        "/usr/bin/env",
+        "/usr/bin/python3",
+        "/usr/bin/dash",
+    ] {
         copy_host_program(&mut fs, p);
     }
     copy_host(&mut fs, "/bin/sh");
@@ -85,16 +90,29 @@ fn trace_rules() {
 
     assert_eq!(reason("/bin"), Some(Reason::Symlink));
     assert_eq!(reason("/usr/bin/ls"), Some(Reason::Traced));
-    assert_eq!(reason("/usr/lib/x86_64-linux-gnu/libc.so.6"), Some(Reason::Elf));
-    assert_eq!(reason("/usr/lib/x86_64-linux-gnu/libselinux.so.1"), Some(Reason::Elf));
+    assert_eq!(
+        reason("/usr/lib/x86_64-linux-gnu/libc.so.6"),
+        Some(Reason::Elf)
+    );
+    assert_eq!(
+        reason("/usr/lib/x86_64-linux-gnu/libselinux.so.1"),
+        Some(Reason::Elf)
+    );
     assert_eq!(reason("/lib64"), Some(Reason::Symlink));
-    assert_eq!(reason("/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"), Some(Reason::Elf));
+    assert_eq!(
+        reason("/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"),
+        Some(Reason::Elf)
+    );
     assert_eq!(reason("/etc/ld.so.cache"), Some(Reason::Elf));
     assert_eq!(reason("/etc/app.conf"), Some(Reason::Traced));
     // A directory lookup keeps the directory entry, not its contents.
     assert_eq!(reason("/usr/share/data"), Some(Reason::Traced));
     assert_eq!(reason("/usr/share/data/a.txt"), None);
-    assert_eq!(reason("/usr/share/data/b.txt"), None, "failed lookups are not kept");
+    assert_eq!(
+        reason("/usr/share/data/b.txt"),
+        None,
+        "failed lookups are not kept"
+    );
     assert_eq!(reason("/etc/missing.conf"), None);
     assert_eq!(reason("/tmp/new"), None, "created at run time");
     assert_eq!(reason("/tmp"), None);
@@ -105,26 +123,52 @@ fn trace_rules() {
     assert_eq!(reason("/usr/share/dangling"), Some(Reason::Traced));
     // Nothing from the host.
     assert_eq!(reason("/etc/shadow"), None);
-    assert_eq!(reason("/x"), Some(Reason::Traced), "the link exists in the image");
-    assert!(c.warnings.iter().any(|w| w.contains("/loop") && w.contains("too many levels")), "{:?}", c.warnings);
+    assert_eq!(
+        reason("/x"),
+        Some(Reason::Traced),
+        "the link exists in the image"
+    );
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("/loop") && w.contains("too many levels")),
+        "{:?}",
+        c.warnings
+    );
     // Parents.
-    for p in ["/", "/usr", "/usr/share", "/etc", "/usr/lib/x86_64-linux-gnu"] {
+    for p in [
+        "/",
+        "/usr",
+        "/usr/share",
+        "/etc",
+        "/usr/lib/x86_64-linux-gnu",
+    ] {
         assert_eq!(reason(p), Some(Reason::Parent), "{p}");
     }
     // Every kept path exists in the image.
     for p in c.entries.keys() {
-        assert!(fs.entries.contains_key(p) || p.is_root(), "{p} is not in the image");
+        assert!(
+            fs.entries.contains_key(p) || p.is_root(),
+            "{p} is not in the image"
+        );
     }
     // The lower bound counts the traced and ELF files.
     let libc = fs.entries[&ImagePath::new("/usr/lib/x86_64-linux-gnu/libc.so.6")].size;
     assert!(c.required_bytes > libc, "{}", c.required_bytes);
-    assert_eq!(c.required_bytes, c.kept_bytes, "no default sets, no includes");
+    assert_eq!(
+        c.required_bytes, c.kept_bytes,
+        "no default sets, no includes"
+    );
 }
 
 #[test]
 fn scripts_and_env_interpreters() {
     let mut fs = image();
-    exe(&mut fs, "/app/run.py", b"#!/usr/bin/env python3\nprint(1)\n");
+    exe(
+        &mut fs,
+        "/app/run.py",
+        b"#!/usr/bin/env python3\nprint(1)\n",
+    );
     exe(&mut fs, "/app/run.sh", b"#!/bin/sh -e\nexec /app/run.py\n");
     file(&mut fs, "/app/notexec.sh", b"#!/usr/bin/perl\n");
     let t = trace(vec![
@@ -139,9 +183,14 @@ fn scripts_and_env_interpreters() {
     assert_eq!(reason("/usr/bin/env"), Some(Reason::Interpreter));
     assert_eq!(reason("/usr/bin/python3"), Some(Reason::Symlink));
     assert_eq!(reason("/usr/bin/python3.11"), Some(Reason::Interpreter));
-    assert_eq!(reason("/usr/lib/x86_64-linux-gnu/libexpat.so.1"), Some(Reason::Symlink));
+    assert_eq!(
+        reason("/usr/lib/x86_64-linux-gnu/libexpat.so.1"),
+        Some(Reason::Symlink)
+    );
     assert!(
-        c.entries.keys().any(|p| p.as_str().starts_with("/usr/lib/x86_64-linux-gnu/libexpat.so.1.")),
+        c.entries.keys().any(|p| p
+            .as_str()
+            .starts_with("/usr/lib/x86_64-linux-gnu/libexpat.so.1.")),
         "python3's libexpat missing"
     );
     assert_eq!(
@@ -149,30 +198,59 @@ fn scripts_and_env_interpreters() {
         "#! interpreter of /app/run.py (through env)"
     );
     // A non-executable file's #! line is not followed.
-    assert!(!c.warnings.iter().any(|w| w.contains("perl")), "{:?}", c.warnings);
+    assert!(
+        !c.warnings.iter().any(|w| w.contains("perl")),
+        "{:?}",
+        c.warnings
+    );
 }
 
 #[test]
 fn entrypoint_is_kept_with_its_closure() {
     let fs = image();
-    let c = compute(&fs, &Trace::default(), &["ls".into(), "-l".into()], &no_sets()).unwrap();
-    assert_eq!(c.entries[&ImagePath::new("/usr/bin/ls")].reason, Reason::Traced);
+    let c = compute(
+        &fs,
+        &Trace::default(),
+        &["ls".into(), "-l".into()],
+        &no_sets(),
+    )
+    .unwrap();
+    assert_eq!(
+        c.entries[&ImagePath::new("/usr/bin/ls")].reason,
+        Reason::Traced
+    );
     assert!(c.contains("/usr/lib/x86_64-linux-gnu/libpcre2-8.so.0"));
 
     let argv = ["/bin/sh".into(), "-c".into(), "exec ls -l /".into()];
     let c = compute(&fs, &Trace::default(), &argv, &no_sets()).unwrap();
-    assert!(c.contains("/usr/bin/dash") && c.contains("/usr/bin/sh") && c.contains("/bin") && c.contains("/usr/bin/ls"));
+    assert!(
+        c.contains("/usr/bin/dash")
+            && c.contains("/usr/bin/sh")
+            && c.contains("/bin")
+            && c.contains("/usr/bin/ls")
+    );
 
     let c = compute(&fs, &Trace::default(), &["nope".into()], &no_sets()).unwrap();
-    assert!(c.warnings.iter().any(|w| w.contains("entrypoint nope")), "{:?}", c.warnings);
+    assert!(
+        c.warnings.iter().any(|w| w.contains("entrypoint nope")),
+        "{:?}",
+        c.warnings
+    );
 }
 
 #[test]
 fn default_sets() {
     let mut fs = image();
-    file(&mut fs, "/usr/share/ca-certificates/mozilla/Root.crt", b"PEM");
+    file(
+        &mut fs,
+        "/usr/share/ca-certificates/mozilla/Root.crt",
+        b"PEM",
+    );
     file(&mut fs, "/etc/ssl/certs/ca-certificates.crt", b"BUNDLE");
-    fs.symlink("/etc/ssl/certs/Root.pem", "/usr/share/ca-certificates/mozilla/Root.crt");
+    fs.symlink(
+        "/etc/ssl/certs/Root.pem",
+        "/usr/share/ca-certificates/mozilla/Root.crt",
+    );
     file(&mut fs, "/etc/passwd", b"root:x:0:0::/root:/bin/sh\n");
     file(&mut fs, "/etc/group", b"root:x:0:\n");
     file(&mut fs, "/etc/shadow", b"secret");
@@ -182,24 +260,50 @@ fn default_sets() {
     for l in ["libnss_files.so.2", "libnss_dns.so.2", "libresolv.so.2"] {
         copy_host(&mut fs, &format!("/lib/x86_64-linux-gnu/{l}"));
     }
-    let c = compute(&fs, &Trace::default(), &["ls".into()], &ClosureOptions::default()).unwrap();
-    let reason = |p: &str| c.entries.get(&ImagePath::new(p)).map(|k| (k.reason, k.detail.clone()));
+    let c = compute(
+        &fs,
+        &Trace::default(),
+        &["ls".into()],
+        &ClosureOptions::default(),
+    )
+    .unwrap();
+    let reason = |p: &str| {
+        c.entries
+            .get(&ImagePath::new(p))
+            .map(|k| (k.reason, k.detail.clone()))
+    };
     let ds = |n: &str| Some((Reason::DefaultSet, n.to_owned()));
-    assert_eq!(reason("/etc/ssl/certs/ca-certificates.crt"), ds("ca-certificates"));
+    assert_eq!(
+        reason("/etc/ssl/certs/ca-certificates.crt"),
+        ds("ca-certificates")
+    );
     assert_eq!(reason("/etc/ssl/certs/Root.pem"), ds("ca-certificates"));
-    assert_eq!(reason("/usr/share/ca-certificates/mozilla/Root.crt"), ds("ca-certificates"));
+    assert_eq!(
+        reason("/usr/share/ca-certificates/mozilla/Root.crt"),
+        ds("ca-certificates")
+    );
     assert_eq!(reason("/etc/passwd"), ds("passwd"));
     assert_eq!(reason("/etc/group"), ds("passwd"));
     assert_eq!(reason("/etc/shadow"), None);
     assert_eq!(reason("/etc/nsswitch.conf"), ds("nss"));
-    assert_eq!(reason("/usr/lib/x86_64-linux-gnu/libnss_dns.so.2"), ds("nss"));
-    assert_eq!(reason("/usr/lib/x86_64-linux-gnu/libresolv.so.2"), ds("nss"));
+    assert_eq!(
+        reason("/usr/lib/x86_64-linux-gnu/libnss_dns.so.2"),
+        ds("nss")
+    );
+    assert_eq!(
+        reason("/usr/lib/x86_64-linux-gnu/libresolv.so.2"),
+        ds("nss")
+    );
     assert_eq!(reason("/etc/localtime"), None, "zoneinfo is off by default");
 
     let rep = |s: DefaultSet| c.default_sets.iter().find(|r| r.set == s).unwrap();
     assert_eq!(rep(DefaultSet::Passwd).paths.len(), 2);
     assert_eq!(rep(DefaultSet::Passwd).bytes, 26 + 10);
-    assert!(rep(DefaultSet::CaCertificates).paths.len() >= 5, "{:?}", rep(DefaultSet::CaCertificates));
+    assert!(
+        rep(DefaultSet::CaCertificates).paths.len() >= 5,
+        "{:?}",
+        rep(DefaultSet::CaCertificates)
+    );
     assert!(rep(DefaultSet::Nss).bytes > 10_000);
     assert!(c.default_sets.iter().all(|r| r.set != DefaultSet::Zoneinfo));
     assert!(c.kept_bytes > c.required_bytes);
@@ -217,7 +321,11 @@ fn include_include_bin_exclude() {
     let opts = ClosureOptions {
         include: vec!["/usr/share/data".into(), "/usr/share/doc/**/README".into()],
         include_bin: vec!["dash".into()],
-        exclude: vec!["/usr/share/doc/pkg".into(), "**/*.bin".into(), "/nothing/*".into()],
+        exclude: vec![
+            "/usr/share/doc/pkg".into(),
+            "*.bin".into(),
+            "/nothing/*".into(),
+        ],
         default_sets: DefaultSets::none(),
     };
     let c = compute(&fs, &Trace::default(), &[], &opts).unwrap();
@@ -230,14 +338,29 @@ fn include_include_bin_exclude() {
     assert_eq!(reason("/usr/share/doc/pkg"), None);
     assert_eq!(reason("/usr/share/doc"), Some(Reason::Parent));
     assert_eq!(reason("/usr/bin/dash"), Some(Reason::Include));
-    assert_eq!(reason("/usr/lib/x86_64-linux-gnu/libc.so.6"), Some(Reason::Elf));
-    assert!(c.excluded.contains(&ImagePath::new("/usr/share/doc/pkg/README")));
-    assert!(c.warnings.iter().any(|w| w.contains("--exclude /nothing/*")), "{:?}", c.warnings);
+    assert_eq!(
+        reason("/usr/lib/x86_64-linux-gnu/libc.so.6"),
+        Some(Reason::Elf)
+    );
+    assert!(
+        c.excluded
+            .contains(&ImagePath::new("/usr/share/doc/pkg/README"))
+    );
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("--exclude /nothing/*")),
+        "{:?}",
+        c.warnings
+    );
 
     // An exclude never removes a directory above a path that stays.
     let opts = ClosureOptions {
         include: vec!["/usr/share/data/a.txt".into()],
-        exclude: vec!["/usr/share/{data,doc}".into(), "/usr/share/data/a.txt".into()],
+        exclude: vec![
+            "/usr/share/{data,doc}".into(),
+            "/usr/share/data/a.txt".into(),
+        ],
         ..no_sets()
     };
     let c = compute(&fs, &Trace::default(), &[], &opts).unwrap();
@@ -248,7 +371,10 @@ fn include_include_bin_exclude() {
         ..no_sets()
     };
     let c = compute(&fs, &Trace::default(), &[], &opts).unwrap();
-    assert!(!c.contains("/usr/share/data"), "the directory and its contents go together");
+    assert!(
+        !c.contains("/usr/share/data"),
+        "the directory and its contents go together"
+    );
 }
 
 #[test]
@@ -260,17 +386,29 @@ fn bad_rules_are_clear_errors() {
         ..no_sets()
     });
     assert!(matches!(e, ClosureError::IncludeNotFound { .. }), "{e}");
-    assert!(e.to_string().starts_with("--include /etc/shadow: not in the image"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("--include /etc/shadow: not in the image"),
+        "{e}"
+    );
     let e = run(ClosureOptions {
         exclude: vec!["/usr/[".into()],
         ..no_sets()
     });
-    assert!(e.to_string().contains("invalid --exclude pattern \"/usr/[\""), "{e}");
+    assert!(
+        e.to_string()
+            .contains("invalid --exclude pattern \"/usr/[\""),
+        "{e}"
+    );
     let e = run(ClosureOptions {
         include_bin: vec!["nginx".into()],
         ..no_sets()
     });
-    assert!(e.to_string().starts_with("--include-bin nginx: not in the image"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("--include-bin nginx: not in the image"),
+        "{e}"
+    );
     // A glob matching nothing is only a warning.
     let c = compute(
         &fs,
@@ -301,6 +439,9 @@ fn deterministic_allowlist() {
     let ja = a.to_allowlist(src.clone(), "minify test").to_json();
     assert_eq!(ja, b.to_allowlist(src, "minify test").to_json());
     assert_eq!(a.warnings, b.warnings);
-    assert!(ja.contains(r#"{"path":"/usr/bin/python3.11","reason":"traced","detail":"exec-binary"}"#), "{ja}");
+    assert!(
+        ja.contains(r#"{"path":"/usr/bin/python3.11","reason":"traced","detail":"exec-binary"}"#),
+        "{ja}"
+    );
     assert!(ja.contains(r#"{"path":"/","reason":"parent"}"#));
 }

@@ -40,7 +40,10 @@ impl Libc {
         let name = interp.rsplit('/').next().unwrap_or(interp);
         if name.starts_with("ld-musl-") {
             Some(Libc::Musl)
-        } else if name.starts_with("ld-linux") || name.starts_with("ld64.so") || name.starts_with("ld.so") {
+        } else if name.starts_with("ld-linux")
+            || name.starts_with("ld64.so")
+            || name.starts_with("ld.so")
+        {
             Some(Libc::Glibc)
         } else {
             None
@@ -49,7 +52,11 @@ impl Libc {
 }
 
 /// Debian/Ubuntu multiarch triplet for a class and machine (`x86_64-linux-gnu`).
-pub fn multiarch_triplet(class: ElfClass, machine: u16, little_endian: bool) -> Option<&'static str> {
+pub fn multiarch_triplet(
+    class: ElfClass,
+    machine: u16,
+    little_endian: bool,
+) -> Option<&'static str> {
     Some(match (machine, class) {
         (EM_X86_64, ElfClass::Elf64) => "x86_64-linux-gnu",
         (EM_X86_64, ElfClass::Elf32) => "x86_64-linux-gnux32",
@@ -79,7 +86,7 @@ pub fn platform(class: ElfClass, machine: u16) -> &'static str {
 }
 
 /// musl's architecture name in `ld-musl-<arch>.so.1` / `.path`.
-fn musl_arch(class: ElfClass, machine: u16) -> &'static str {
+pub(crate) fn musl_arch(class: ElfClass, machine: u16) -> &'static str {
     match (machine, class) {
         (EM_X86_64, ElfClass::Elf64) => "x86_64",
         (EM_X86_64, ElfClass::Elf32) => "x32",
@@ -123,7 +130,11 @@ impl LoaderConfig {
                 .collect();
         }
         if let Some(v) = env_var(env, "LD_PRELOAD") {
-            cfg.preload.extend(v.split([':', ' ']).filter(|s| !s.is_empty()).map(str::to_owned));
+            cfg.preload.extend(
+                v.split([':', ' '])
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+            );
         }
         if let Some(text) = read_text(fs, "/etc/ld.so.preload", &mut cfg) {
             cfg.preload.extend(
@@ -139,10 +150,17 @@ impl LoaderConfig {
         cfg
     }
 
-    fn read_conf(&mut self, fs: &dyn Rootfs, file: &str, depth: usize, seen: &mut BTreeSet<ImagePath>) {
+    fn read_conf(
+        &mut self,
+        fs: &dyn Rootfs,
+        file: &str,
+        depth: usize,
+        seen: &mut BTreeSet<ImagePath>,
+    ) {
         if depth > MAX_CONF_DEPTH {
-            self.warnings
-                .push(format!("{file}: ld.so.conf includes nested deeper than {MAX_CONF_DEPTH}, not followed"));
+            self.warnings.push(format!(
+                "{file}: ld.so.conf includes nested deeper than {MAX_CONF_DEPTH}, not followed"
+            ));
             return;
         }
         let Ok(r) = resolve(fs, file, true) else {
@@ -155,13 +173,18 @@ impl LoaderConfig {
             return;
         };
         self.conf_files.push(ImagePath::new(file));
-        let base = ImagePath::new(file).parent().unwrap_or_else(ImagePath::root);
+        let base = ImagePath::new(file)
+            .parent()
+            .unwrap_or_else(ImagePath::root);
         for line in text.lines() {
             let line = line.split('#').next().unwrap_or("").trim();
             if line.is_empty() {
                 continue;
             }
-            if let Some(rest) = line.strip_prefix("include").filter(|r| r.starts_with([' ', '\t'])) {
+            if let Some(rest) = line
+                .strip_prefix("include")
+                .filter(|r| r.starts_with([' ', '\t']))
+            {
                 for pat in rest.split_whitespace() {
                     let pat = base.join(pat);
                     match glob_rootfs(fs, pat.as_str()) {
@@ -182,8 +205,9 @@ impl LoaderConfig {
                 // libc5-era `dir=TYPE` suffixes.
                 let dir = dir.split('=').next().unwrap_or(dir);
                 if self.ld_so_conf_dirs.len() >= MAX_CONF_DIRS {
-                    self.warnings
-                        .push(format!("{file}: more than {MAX_CONF_DIRS} library directories, the rest ignored"));
+                    self.warnings.push(format!(
+                        "{file}: more than {MAX_CONF_DIRS} library directories, the rest ignored"
+                    ));
                     return;
                 }
                 if !self.ld_so_conf_dirs.iter().any(|d| d == dir) {
@@ -284,11 +308,7 @@ pub fn glob_rootfs(fs: &dyn Rootfs, pattern: &str) -> Result<Vec<ImagePath>, Glo
         .collect();
     for comp in &comps {
         let mut next = Vec::new();
-        if !comp.contains(['*', '?', '[']) {
-            for c in &cur {
-                next.push(c.join(comp));
-            }
-        } else {
+        if comp.contains(['*', '?', '[']) {
             let m = globset::GlobBuilder::new(comp)
                 .literal_separator(true)
                 .build()
@@ -298,9 +318,13 @@ pub fn glob_rootfs(fs: &dyn Rootfs, pattern: &str) -> Result<Vec<ImagePath>, Glo
                 })?
                 .compile_matcher();
             for c in &cur {
-                let Ok(r) = resolve(fs, c.as_str(), true) else { continue };
+                let Ok(r) = resolve(fs, c.as_str(), true) else {
+                    continue;
+                };
                 for child in fs.children(&r.path) {
-                    let Some(name) = child.file_name() else { continue };
+                    let Some(name) = child.file_name() else {
+                        continue;
+                    };
                     // Like the shell: a leading dot is only matched explicitly.
                     if name.starts_with('.') && !comp.starts_with('.') {
                         continue;
@@ -309,6 +333,10 @@ pub fn glob_rootfs(fs: &dyn Rootfs, pattern: &str) -> Result<Vec<ImagePath>, Glo
                         next.push(c.join(name));
                     }
                 }
+            }
+        } else {
+            for c in &cur {
+                next.push(c.join(comp));
             }
         }
         cur = next;

@@ -72,7 +72,9 @@ pub enum ParseError {
     #[error("unknown ELF class {0}")]
     BadClass(u8),
     /// A structure lies (partly) beyond the end of the file.
-    #[error("truncated: {what} at offset {offset:#x} size {size:#x} is beyond the file's {len} bytes")]
+    #[error(
+        "truncated: {what} at offset {offset:#x} size {size:#x} is beyond the file's {len} bytes"
+    )]
     Truncated {
         what: &'static str,
         offset: u64,
@@ -135,7 +137,10 @@ impl ElfInfo {
         let phentsize = ProgramHeader::size(ctx);
         let phoff = header.e_phoff;
         let ph_bytes = (phnum * phentsize) as u64;
-        if phoff.checked_add(ph_bytes).is_none_or(|end| end > bytes.len() as u64) {
+        if phoff
+            .checked_add(ph_bytes)
+            .is_none_or(|end| end > bytes.len() as u64)
+        {
             return Err(truncated("program headers", phoff, ph_bytes, bytes.len()));
         }
         let mut phdrs = if phnum == 0 {
@@ -217,7 +222,12 @@ impl ElfInfo {
         // The table runs to DT_STRSZ, clamped to the file: a lying size only shortens it.
         let len = bytes.len() as u64;
         if str_off >= len {
-            return Err(truncated("DT_STRTAB", str_off, strsz.unwrap_or(0), bytes.len()));
+            return Err(truncated(
+                "DT_STRTAB",
+                str_off,
+                strsz.unwrap_or(0),
+                bytes.len(),
+            ));
         }
         let end = strsz
             .and_then(|s| str_off.checked_add(s))
@@ -246,16 +256,18 @@ fn split_path(s: &str) -> impl Iterator<Item = String> + '_ {
 }
 
 fn vm_to_offset(phdrs: &[ProgramHeader], addr: u64) -> Option<u64> {
-    phdrs
-        .iter()
-        .filter(|p| p.p_type == PT_LOAD)
-        .find_map(|p| {
-            let delta = addr.checked_sub(p.p_vaddr)?;
-            (delta < p.p_filesz).then(|| p.p_offset.checked_add(delta))?
-        })
+    phdrs.iter().filter(|p| p.p_type == PT_LOAD).find_map(|p| {
+        let delta = addr.checked_sub(p.p_vaddr)?;
+        (delta < p.p_filesz).then(|| p.p_offset.checked_add(delta))?
+    })
 }
 
-fn slice<'a>(bytes: &'a [u8], off: u64, size: u64, what: &'static str) -> Result<&'a [u8], ParseError> {
+fn slice<'a>(
+    bytes: &'a [u8],
+    off: u64,
+    size: u64,
+    what: &'static str,
+) -> Result<&'a [u8], ParseError> {
     let end = off.checked_add(size);
     match end {
         Some(end) if end <= bytes.len() as u64 => Ok(&bytes[off as usize..end as usize]),
@@ -273,7 +285,10 @@ fn string_at(strtab: &[u8], off: u64) -> Result<String, ParseError> {
 fn c_str(raw: &[u8], what: &'static str) -> Result<String, ParseError> {
     let n = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
     if n > MAX_STRING {
-        return Err(malformed_str(what, &format!("string longer than {MAX_STRING} bytes")));
+        return Err(malformed_str(
+            what,
+            &format!("string longer than {MAX_STRING} bytes"),
+        ));
     }
     Ok(String::from_utf8_lossy(&raw[..n]).into_owned())
 }

@@ -9,7 +9,7 @@
 //! from the requester's are skipped, as ld.so does, so 32-bit libraries never satisfy a
 //! 64-bit program.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::rc::Rc;
 
 use minify_model::{ImagePath, ResolveError, Rootfs, resolve};
@@ -36,7 +36,9 @@ pub enum ElfError {
     #[error("{path}: not a regular file")]
     NotAFile { path: ImagePath },
     /// The file is larger than [`MAX_ELF_BYTES`].
-    #[error("{path}: {size} bytes is larger than the {MAX_ELF_BYTES}-byte limit for ELF files, not examined")]
+    #[error(
+        "{path}: {size} bytes is larger than the {MAX_ELF_BYTES}-byte limit for ELF files, not examined"
+    )]
     TooLarge { path: ImagePath, size: u64 },
     /// Reading the file from the image failed.
     #[error("{path}: cannot read from the image: {source}")]
@@ -192,7 +194,9 @@ impl<'a> Resolver<'a> {
 
     /// Whether the regular file at `real` starts with the ELF magic (reads 4 bytes).
     pub fn is_elf_file(&self, real: &ImagePath) -> bool {
-        self.fs.entry(real).is_some_and(minify_model::Entry::is_file)
+        self.fs
+            .entry(real)
+            .is_some_and(minify_model::Entry::is_file)
             && self.fs.read(real, Some(4)).is_ok_and(|b| is_elf(&b))
     }
 
@@ -223,16 +227,22 @@ impl<'a> Resolver<'a> {
                     match self.parse_at(&ir.path) {
                         Ok(_) => out.keep(ir.path.clone(), DepKind::Interpreter, detail),
                         Err(e) => {
-                            out.warnings.push(format!("{e} (interpreter of {})", r.path));
-                            if self.fs.entry(&ir.path).is_some_and(minify_model::Entry::is_file) {
+                            out.warnings
+                                .push(format!("{e} (interpreter of {})", r.path));
+                            if self
+                                .fs
+                                .entry(&ir.path)
+                                .is_some_and(minify_model::Entry::is_file)
+                            {
                                 out.keep(ir.path.clone(), DepKind::Interpreter, detail);
                             }
                         }
                     }
                 }
-                Err(e) => out
-                    .warnings
-                    .push(format!("interpreter {interp} of {} is missing: {e}", r.path)),
+                Err(e) => out.warnings.push(format!(
+                    "interpreter {interp} of {} is missing: {e}",
+                    r.path
+                )),
             }
         }
         if !info.dynamic || info.interpreter.is_none() && info.needed.is_empty() {
@@ -244,16 +254,23 @@ impl<'a> Resolver<'a> {
         let libc_eff = libc.unwrap_or(Libc::Glibc);
         out.libc = libc;
 
-        let origin_main = r.path.parent().map_or_else(|| "/".to_owned(), |p| p.to_string());
+        let origin_main = r
+            .path
+            .parent()
+            .map_or_else(|| "/".to_owned(), |p| p.to_string());
         let main_rpath = expand_all(&info.rpath, &origin_main, &info, self.fs);
         let mut queue = VecDeque::new();
         let mut by_name: HashMap<String, ImagePath> = HashMap::new();
-        let mut done: BTreeMap<ImagePath, ()> = BTreeMap::new();
-        done.insert(r.path.clone(), ());
+        let mut done: BTreeSet<ImagePath> = BTreeSet::new();
+        done.insert(r.path.clone());
         queue.push_back(Loaded {
             origin: origin_main,
             info: info.clone(),
-            rpaths: Rc::new(if info.runpath.is_empty() { vec![main_rpath] } else { vec![] }),
+            rpaths: Rc::new(if info.runpath.is_empty() {
+                vec![main_rpath]
+            } else {
+                vec![]
+            }),
             depth: 0,
             name: r.path.to_string(),
         });
@@ -264,7 +281,11 @@ impl<'a> Resolver<'a> {
             && let Ok(p) = resolve(self.fs, "/etc/ld.so.preload", true)
         {
             out.keep_via(&p.via, "loader file");
-            out.keep(p.path, DepKind::LoaderFile, "read by the glibc loader".into());
+            out.keep(
+                p.path,
+                DepKind::LoaderFile,
+                "read by the glibc loader".into(),
+            );
         }
         preload.dedup();
 
@@ -299,17 +320,21 @@ impl<'a> Resolver<'a> {
                 }
                 let detail = format!("{name} needed by {}", obj.name);
                 let Some(found) = self.find(&name, &obj, libc_eff, &mut out.warnings) else {
-                    out.warnings
-                        .push(format!("{name} needed by {} not found in the image", obj.name));
+                    out.warnings.push(format!(
+                        "{name} needed by {} not found in the image",
+                        obj.name
+                    ));
                     continue;
                 };
                 out.keep_via(&found.via, &detail);
                 out.keep(found.real.clone(), DepKind::Library, detail);
                 by_name.insert(name.clone(), found.real.clone());
                 if let Some(so) = &found.info.soname {
-                    by_name.entry(so.clone()).or_insert_with(|| found.real.clone());
+                    by_name
+                        .entry(so.clone())
+                        .or_insert_with(|| found.real.clone());
                 }
-                if done.insert(found.real.clone(), ()).is_some() {
+                if !done.insert(found.real.clone()) {
                     continue;
                 }
                 objects += 1;
@@ -323,14 +348,20 @@ impl<'a> Resolver<'a> {
                     }
                     continue;
                 }
-                let origin = found.as_loaded.parent().map_or_else(|| "/".to_owned(), |p| p.to_string());
-                let rpaths = if found.info.runpath.is_empty() {
-                    let mut v = vec![expand_all(&found.info.rpath, &origin, &found.info, self.fs)];
-                    v.extend(obj.rpaths.iter().cloned());
-                    Rc::new(v)
-                } else {
-                    Rc::new(Vec::new())
+                // glibc: $ORIGIN of a library is the directory of the path it was opened
+                // at, as a string (no symlinks resolved; the kernel resolves `..` later).
+                let origin = match found.as_loaded.rfind('/') {
+                    Some(0) | None => "/".to_owned(),
+                    Some(i) => found.as_loaded[..i].to_owned(),
                 };
+                // The RPATH chain: this object's own DT_RPATH (ignored when it has a
+                // DT_RUNPATH), then its loaders' all the way up to the program.
+                let mut chain = Vec::with_capacity(obj.rpaths.len() + 1);
+                if found.info.runpath.is_empty() && !found.info.rpath.is_empty() {
+                    chain.push(expand_all(&found.info.rpath, &origin, &found.info, self.fs));
+                }
+                chain.extend(obj.rpaths.iter().cloned());
+                let rpaths = Rc::new(chain);
                 queue.push_back(Loaded {
                     origin,
                     info: found.info.clone(),
@@ -341,12 +372,33 @@ impl<'a> Resolver<'a> {
             }
         }
 
+        if libc_eff == Libc::Musl {
+            let file = format!(
+                "/etc/ld-musl-{}.path",
+                crate::loader::musl_arch(info.class, info.machine)
+            );
+            if let Ok(c) = resolve(self.fs, &file, true) {
+                out.keep_via(&c.via, "loader file");
+                out.keep(
+                    c.path,
+                    DepKind::LoaderFile,
+                    "read by the musl loader".into(),
+                );
+            }
+        }
         if libc_eff == Libc::Glibc
             && let Ok(c) = resolve(self.fs, "/etc/ld.so.cache", true)
-            && self.fs.entry(&c.path).is_some_and(minify_model::Entry::is_file)
+            && self
+                .fs
+                .entry(&c.path)
+                .is_some_and(minify_model::Entry::is_file)
         {
             out.keep_via(&c.via, "loader file");
-            out.keep(c.path, DepKind::LoaderFile, "read by the glibc loader".into());
+            out.keep(
+                c.path,
+                DepKind::LoaderFile,
+                "read by the glibc loader".into(),
+            );
         }
         Ok(out)
     }
@@ -377,7 +429,13 @@ impl<'a> Resolver<'a> {
     }
 
     /// Search one library name for `obj`, with the loader's rules.
-    fn find(&mut self, name: &str, obj: &Loaded, libc: Libc, warnings: &mut Vec<String>) -> Option<Found> {
+    fn find(
+        &mut self,
+        name: &str,
+        obj: &Loaded,
+        libc: Libc,
+        warnings: &mut Vec<String>,
+    ) -> Option<Found> {
         let expanded = expand(name, &obj.origin, &obj.info, self.fs);
         if expanded.contains('/') {
             // A name with a slash is a path (relative ones are from the cwd, `/` here).
@@ -422,7 +480,12 @@ impl<'a> Resolver<'a> {
         None
     }
 
-    fn try_candidate(&mut self, cand: &str, want: &ElfInfo, warnings: &mut Vec<String>) -> Option<Found> {
+    fn try_candidate(
+        &mut self,
+        cand: &str,
+        want: &ElfInfo,
+        warnings: &mut Vec<String>,
+    ) -> Option<Found> {
         let r = resolve(self.fs, cand, true).ok()?;
         let entry = self.fs.entry(&r.path)?;
         if !entry.is_file() {
@@ -451,7 +514,7 @@ impl<'a> Resolver<'a> {
         }
         match self.parse_at(&r.path) {
             Ok(info) => Some(Found {
-                as_loaded: ImagePath::new(cand),
+                as_loaded: cand.to_owned(),
                 real: r.path,
                 via: r.via,
                 info,
@@ -465,7 +528,8 @@ impl<'a> Resolver<'a> {
 }
 
 struct Found {
-    as_loaded: ImagePath,
+    /// The path as the loader opened it (before symlinks), for `$ORIGIN`.
+    as_loaded: String,
     real: ImagePath,
     via: Vec<ImagePath>,
     info: Rc<ElfInfo>,

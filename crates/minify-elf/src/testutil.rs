@@ -38,7 +38,11 @@ impl FakeElf {
             (0, false) => 3,
             (m, _) => m,
         };
-        let (ehsize, phentsize, dynent) = if is64 { (64usize, 56usize, 16usize) } else { (52, 32, 8) };
+        let (ehsize, phentsize, dynent) = if is64 {
+            (64usize, 56usize, 16usize)
+        } else {
+            (52, 32, 8)
+        };
         // String table.
         let mut strtab = vec![0u8];
         let mut add_str = |s: &str| {
@@ -172,7 +176,10 @@ pub fn copy_host(fs: &mut MemFs, path: &str) {
 fn copy_host_depth(fs: &mut MemFs, path: &str, depth: usize) {
     use std::os::unix::fs::MetadataExt;
     assert!(depth < 40, "symlink loop on the host at {path}");
-    let comps: Vec<String> = ImagePath::new(path).components().map(str::to_owned).collect();
+    let comps: Vec<String> = ImagePath::new(path)
+        .components()
+        .map(str::to_owned)
+        .collect();
     let mut cur = ImagePath::root();
     for (i, c) in comps.iter().enumerate() {
         let next = cur.join(c);
@@ -184,7 +191,11 @@ fn copy_host_depth(fs: &mut MemFs, path: &str, depth: usize) {
             let t = std::fs::read_link(host).unwrap();
             let t = t.to_string_lossy().into_owned();
             fs.symlink(next.as_str(), &t);
-            let base = if t.starts_with('/') { ImagePath::new(&t) } else { cur.join(&t) };
+            let base = if t.starts_with('/') {
+                ImagePath::new(&t)
+            } else {
+                cur.join(&t)
+            };
             let rest = comps[i + 1..].join("/");
             copy_host_depth(fs, base.join(&rest).as_str(), depth + 1);
             return;
@@ -208,13 +219,16 @@ fn copy_host_depth(fs: &mut MemFs, path: &str, depth: usize) {
 
 /// The libraries `ldd` (the host's real loader) reports for a host program, as host paths.
 pub fn host_ldd(program: &str) -> Vec<String> {
-    let out = std::process::Command::new("ldd").arg(program).output().unwrap();
+    let out = std::process::Command::new("ldd")
+        .arg(program)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let mut v = Vec::new();
     for line in text.lines() {
         let line = line.trim();
         let path = if let Some((_, rhs)) = line.split_once("=>") {
-            rhs.trim().split_whitespace().next().unwrap_or("")
+            rhs.split_whitespace().next().unwrap_or("")
         } else {
             line.split_whitespace().next().unwrap_or("")
         };

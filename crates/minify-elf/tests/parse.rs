@@ -13,8 +13,15 @@ fn real_binary() {
     let info = ElfInfo::parse(&host("/usr/bin/ls")).unwrap();
     assert_eq!(info.class, ElfClass::Elf64);
     assert_eq!(info.machine, 62);
-    assert_eq!(info.interpreter.as_deref(), Some("/lib64/ld-linux-x86-64.so.2"));
-    assert!(info.needed.iter().any(|n| n == "libc.so.6"), "{:?}", info.needed);
+    assert_eq!(
+        info.interpreter.as_deref(),
+        Some("/lib64/ld-linux-x86-64.so.2")
+    );
+    assert!(
+        info.needed.iter().any(|n| n == "libc.so.6"),
+        "{:?}",
+        info.needed
+    );
     assert!(info.dynamic);
 }
 
@@ -43,7 +50,10 @@ fn synthetic_fields_roundtrip() {
     assert_eq!(info.rpath, ["/opt/r1", "$ORIGIN/r2"]);
     assert_eq!(info.runpath, ["${ORIGIN}/../lib"]);
     assert_eq!(info.soname.as_deref(), Some("libme.so.1"));
-    assert_eq!(info.interpreter.as_deref(), Some("/lib/ld-musl-x86_64.so.1"));
+    assert_eq!(
+        info.interpreter.as_deref(),
+        Some("/lib/ld-musl-x86_64.so.1")
+    );
 
     let e32 = FakeElf {
         elf32: true,
@@ -60,8 +70,14 @@ fn synthetic_fields_roundtrip() {
 fn not_elf_and_empty() {
     assert_eq!(ElfInfo::parse(b""), Err(ParseError::NotElf));
     assert_eq!(ElfInfo::parse(b"#!/bin/sh\n"), Err(ParseError::NotElf));
-    assert!(matches!(ElfInfo::parse(b"\x7fELF"), Err(ParseError::Truncated { .. })));
-    assert!(matches!(ElfInfo::parse(b"\x7fELF\x07"), Err(ParseError::BadClass(7))));
+    assert!(matches!(
+        ElfInfo::parse(b"\x7fELF"),
+        Err(ParseError::Truncated { .. })
+    ));
+    assert!(matches!(
+        ElfInfo::parse(b"\x7fELF\x07"),
+        Err(ParseError::BadClass(7))
+    ));
 }
 
 /// Every prefix of a real binary (sampled) and of a synthetic one parses or errors cleanly.
@@ -75,7 +91,10 @@ fn truncated_everywhere() {
         while cut < bytes.len() {
             let r = ElfInfo::parse(&bytes[..cut]);
             if cut < 64 {
-                assert!(r.is_err(), "a {cut}-byte prefix cannot be a whole ELF header");
+                assert!(
+                    r.is_err(),
+                    "a {cut}-byte prefix cannot be a whole ELF header"
+                );
             }
             cut += if cut < 512 { 1 } else { step };
         }
@@ -98,7 +117,16 @@ fn absurd_offsets_and_counts() {
     let mut b = base.clone();
     patch(&mut b, 32, &u64::MAX.to_le_bytes());
     let err = ElfInfo::parse(&b).unwrap_err();
-    assert!(matches!(err, ParseError::Truncated { what: "program headers", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            ParseError::Truncated {
+                what: "program headers",
+                ..
+            }
+        ),
+        "{err}"
+    );
 
     // e_phnum = 0xffff.
     let mut b = base.clone();

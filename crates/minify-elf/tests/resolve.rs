@@ -34,7 +34,11 @@ fn host_programs_match_the_host_loader() {
         for l in host_ldd(prog) {
             let real = std::fs::canonicalize(&l).unwrap();
             let real = ImagePath::new(&real.to_string_lossy());
-            assert!(c.kept.contains_key(&real), "{prog}: ldd's {l} ({real}) missing: {:?}", c.kept.keys());
+            assert!(
+                c.kept.contains_key(&real),
+                "{prog}: ldd's {l} ({real}) missing: {:?}",
+                c.kept.keys()
+            );
         }
         let libs = c
             .kept
@@ -47,7 +51,10 @@ fn host_programs_match_the_host_loader() {
             let d = &c.kept[&ImagePath::new(link)];
             assert_eq!(d.kind, DepKind::Symlink, "{link}");
         }
-        assert_eq!(c.kept[&ImagePath::new("/etc/ld.so.cache")].kind, DepKind::LoaderFile);
+        assert_eq!(
+            c.kept[&ImagePath::new("/etc/ld.so.cache")].kind,
+            DepKind::LoaderFile
+        );
         assert_eq!(c.libc, Some(minify_elf::Libc::Glibc));
     }
 }
@@ -60,22 +67,36 @@ fn python3_through_bin_symlink() {
     let c = kept(&fs, "/bin/python3");
     // /bin -> usr/bin, /usr/bin/python3 -> python3.11
     assert_eq!(c.kept[&ImagePath::new("/bin")].kind, DepKind::Symlink);
-    assert_eq!(c.kept[&ImagePath::new("/usr/bin/python3")].kind, DepKind::Symlink);
-    assert_eq!(c.kept[&ImagePath::new("/usr/bin/python3.11")].kind, DepKind::Program);
+    assert_eq!(
+        c.kept[&ImagePath::new("/usr/bin/python3")].kind,
+        DepKind::Symlink
+    );
+    assert_eq!(
+        c.kept[&ImagePath::new("/usr/bin/python3.11")].kind,
+        DepKind::Program
+    );
     assert_eq!(c.program, Some(ImagePath::new("/usr/bin/python3.11")));
 }
 
 fn base() -> MemFs {
     let mut fs = MemFs::default();
     let ld = FakeElf::default();
-    lib(&mut fs, "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", &ld);
+    lib(
+        &mut fs,
+        "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+        &ld,
+    );
     fs.symlink("/lib", "usr/lib").symlink("/lib64", "usr/lib64");
     fs.dir("/usr/lib64");
     fs.symlink(
         "/usr/lib64/ld-linux-x86-64.so.2",
         "../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
     );
-    lib(&mut fs, "/usr/lib/x86_64-linux-gnu/libc.so.6", &FakeElf::default());
+    lib(
+        &mut fs,
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        &FakeElf::default(),
+    );
     fs
 }
 
@@ -92,11 +113,23 @@ fn program(needed: &[&str], runpath: Option<&str>, rpath: Option<&str>) -> FakeE
 #[test]
 fn origin_runpath_and_rpath() {
     let mut fs = base();
-    exe(&mut fs, "/opt/app/bin/app", &program(&["libfoo.so.1", "libc.so.6"], Some("$ORIGIN/../lib"), None).build());
-    lib(&mut fs, "/opt/app/lib/libfoo.so.1.2", &FakeElf::lib(&["libbar.so", "libc.so.6"]));
+    exe(
+        &mut fs,
+        "/opt/app/bin/app",
+        &program(&["libfoo.so.1", "libc.so.6"], Some("$ORIGIN/../lib"), None).build(),
+    );
+    lib(
+        &mut fs,
+        "/opt/app/lib/libfoo.so.1.2",
+        &FakeElf::lib(&["libbar.so", "libc.so.6"]),
+    );
     fs.symlink("/opt/app/lib/libfoo.so.1", "libfoo.so.1.2");
     // libbar is only findable through libfoo's own RPATH (${ORIGIN} form).
-    lib(&mut fs, "/opt/app/lib/private/libbar.so", &FakeElf::default());
+    lib(
+        &mut fs,
+        "/opt/app/lib/private/libbar.so",
+        &FakeElf::default(),
+    );
     let mut foo = FakeElf::lib(&["libbar.so", "libc.so.6"]);
     foo.rpath = Some("${ORIGIN}/private".into());
     lib(&mut fs, "/opt/app/lib/libfoo.so.1.2", &foo);
@@ -132,45 +165,109 @@ fn rpath_inherited_from_program_but_not_with_runpath() {
     // DT_RUNPATH, which disables RPATH lookups for them).
     for (lib_runpath, found) in [(None, true), (Some("/nowhere"), false)] {
         let mut fs = base();
-        exe(&mut fs, "/app", &program(&["libfoo.so"], None, Some("/opt/x")).build());
+        exe(
+            &mut fs,
+            "/app",
+            &program(&["libfoo.so"], None, Some("/opt/x")).build(),
+        );
         let mut foo = FakeElf::lib(&["libbar.so"]);
         foo.runpath = lib_runpath.map(str::to_owned);
         lib(&mut fs, "/opt/x/libfoo.so", &foo);
         lib(&mut fs, "/opt/x/libbar.so", &FakeElf::default());
         let c = kept(&fs, "/app");
-        assert_eq!(c.kept.contains_key(&ImagePath::new("/opt/x/libbar.so")), found, "{lib_runpath:?}: {c:?}");
+        assert_eq!(
+            c.kept.contains_key(&ImagePath::new("/opt/x/libbar.so")),
+            found,
+            "{lib_runpath:?}: {c:?}"
+        );
     }
+}
+
+#[test]
+fn rpath_chain_passes_through_a_runpath_library() {
+    // program (RPATH /opt/x) -> libfoo (RUNPATH /opt/y) -> libmid -> libbar in /opt/x:
+    // libmid has no RUNPATH, so its loaders' RPATHs are searched, up to the program's.
+    let mut fs = base();
+    exe(
+        &mut fs,
+        "/app",
+        &program(&["libfoo.so"], None, Some("/opt/x")).build(),
+    );
+    let mut foo = FakeElf::lib(&["libmid.so"]);
+    foo.runpath = Some("/opt/y".into());
+    lib(&mut fs, "/opt/x/libfoo.so", &foo);
+    lib(&mut fs, "/opt/y/libmid.so", &FakeElf::lib(&["libbar.so"]));
+    lib(&mut fs, "/opt/x/libbar.so", &FakeElf::default());
+    let c = kept(&fs, "/app");
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert!(
+        c.kept.contains_key(&ImagePath::new("/opt/x/libbar.so")),
+        "{c:?}"
+    );
 }
 
 #[test]
 fn lib_and_platform_tokens() {
     let mut fs = base();
-    exe(&mut fs, "/app", &program(&["liba.so", "libb.so"], Some("/opt/$LIB:/opt/p/$PLATFORM"), None).build());
-    lib(&mut fs, "/opt/lib/x86_64-linux-gnu/liba.so", &FakeElf::default());
+    exe(
+        &mut fs,
+        "/app",
+        &program(
+            &["liba.so", "libb.so"],
+            Some("/opt/$LIB:/opt/p/$PLATFORM"),
+            None,
+        )
+        .build(),
+    );
+    lib(
+        &mut fs,
+        "/opt/lib/x86_64-linux-gnu/liba.so",
+        &FakeElf::default(),
+    );
     lib(&mut fs, "/opt/p/x86_64/libb.so", &FakeElf::default());
     let c = kept(&fs, "/app");
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
-    assert!(c.kept.contains_key(&ImagePath::new("/opt/lib/x86_64-linux-gnu/liba.so")));
-    assert!(c.kept.contains_key(&ImagePath::new("/opt/p/x86_64/libb.so")));
+    assert!(
+        c.kept
+            .contains_key(&ImagePath::new("/opt/lib/x86_64-linux-gnu/liba.so"))
+    );
+    assert!(
+        c.kept
+            .contains_key(&ImagePath::new("/opt/p/x86_64/libb.so"))
+    );
 }
 
 #[test]
 fn ld_library_path_ld_so_conf_include_and_preload() {
     let mut fs = base();
-    fs.env = vec!["LD_LIBRARY_PATH=/opt/env:/opt/other".into(), "LD_PRELOAD=libpre.so".into()];
-    exe(&mut fs, "/app", &program(&["libenv.so", "libconf.so"], None, None).build());
+    fs.env = vec![
+        "LD_LIBRARY_PATH=/opt/env:/opt/other".into(),
+        "LD_PRELOAD=libpre.so".into(),
+    ];
+    exe(
+        &mut fs,
+        "/app",
+        &program(&["libenv.so", "libconf.so"], None, None).build(),
+    );
     lib(&mut fs, "/opt/env/libenv.so", &FakeElf::default());
     lib(&mut fs, "/opt/conf/libconf.so", &FakeElf::default());
     lib(&mut fs, "/opt/env/libpre.so", &FakeElf::default());
     parents(&mut fs, "/etc/ld.so.conf");
-    fs.file("/etc/ld.so.conf", b"# comment\ninclude /etc/ld.so.conf.d/*.conf\n");
+    fs.file(
+        "/etc/ld.so.conf",
+        b"# comment\ninclude /etc/ld.so.conf.d/*.conf\n",
+    );
     fs.dir("/etc/ld.so.conf.d");
     fs.file("/etc/ld.so.conf.d/zz.conf", b"/opt/conf\n");
     fs.file("/etc/ld.so.conf.d/loop.conf", b"include ../ld.so.conf\n");
     fs.file("/etc/ld.so.conf.d/notconf.txt", b"/opt/never\n");
     let c = kept(&fs, "/app");
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
-    for p in ["/opt/env/libenv.so", "/opt/conf/libconf.so", "/opt/env/libpre.so"] {
+    for p in [
+        "/opt/env/libenv.so",
+        "/opt/conf/libconf.so",
+        "/opt/env/libpre.so",
+    ] {
         assert!(c.kept.contains_key(&ImagePath::new(p)), "{p}: {c:?}");
     }
     let r = Resolver::new(&fs, &fs.env);
@@ -189,21 +286,35 @@ fn musl_path_file() {
     let c = kept(&fs, "/bin/app");
     assert_eq!(c.libc, Some(minify_elf::Libc::Musl));
     assert!(c.kept.contains_key(&ImagePath::new("/usr/lib/libz.so.1")));
-    assert!(c.warnings.iter().any(|w| w.contains("libq.so")), "{:?}", c.warnings);
+    assert!(
+        c.warnings.iter().any(|w| w.contains("libq.so")),
+        "{:?}",
+        c.warnings
+    );
     parents(&mut fs, "/etc/ld-musl-x86_64.path");
     fs.file("/etc/ld-musl-x86_64.path", b"/opt/q\n/usr/lib\n");
     let c = kept(&fs, "/bin/app");
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     assert!(c.kept.contains_key(&ImagePath::new("/opt/q/libq.so")));
+    assert_eq!(
+        c.kept[&ImagePath::new("/etc/ld-musl-x86_64.path")].kind,
+        DepKind::LoaderFile
+    );
     assert!(!c.kept.contains_key(&ImagePath::new("/etc/ld.so.cache")));
 }
 
 #[test]
 fn wrong_class_or_machine_is_skipped() {
     let mut fs = base();
-    exe(&mut fs, "/app", &program(&["libx.so"], Some("/opt/a:/opt/b:/opt/c"), None).build());
-    let mut x32 = FakeElf::default();
-    x32.elf32 = true;
+    exe(
+        &mut fs,
+        "/app",
+        &program(&["libx.so"], Some("/opt/a:/opt/b:/opt/c"), None).build(),
+    );
+    let x32 = FakeElf {
+        elf32: true,
+        ..FakeElf::default()
+    };
     lib(&mut fs, "/opt/a/libx.so", &x32);
     let arm = FakeElf {
         machine: 183,
@@ -212,7 +323,10 @@ fn wrong_class_or_machine_is_skipped() {
     lib(&mut fs, "/opt/b/libx.so", &arm);
     lib(&mut fs, "/opt/c/libx.so", &FakeElf::default());
     let c = kept(&fs, "/app");
-    assert!(c.kept.contains_key(&ImagePath::new("/opt/c/libx.so")), "{c:?}");
+    assert!(
+        c.kept.contains_key(&ImagePath::new("/opt/c/libx.so")),
+        "{c:?}"
+    );
     assert!(!c.kept.contains_key(&ImagePath::new("/opt/a/libx.so")));
     assert!(!c.kept.contains_key(&ImagePath::new("/opt/b/libx.so")));
 }
@@ -221,8 +335,16 @@ fn wrong_class_or_machine_is_skipped() {
 fn cycles_terminate() {
     let mut fs = base();
     exe(&mut fs, "/app", &program(&["liba.so"], None, None).build());
-    lib(&mut fs, "/usr/lib/liba.so", &FakeElf::lib(&["libb.so", "liba.so"]));
-    lib(&mut fs, "/usr/lib/libb.so", &FakeElf::lib(&["liba.so", "libb.so"]));
+    lib(
+        &mut fs,
+        "/usr/lib/liba.so",
+        &FakeElf::lib(&["libb.so", "liba.so"]),
+    );
+    lib(
+        &mut fs,
+        "/usr/lib/libb.so",
+        &FakeElf::lib(&["liba.so", "libb.so"]),
+    );
     let c = kept(&fs, "/app");
     assert!(c.kept.contains_key(&ImagePath::new("/usr/lib/liba.so")));
     assert!(c.kept.contains_key(&ImagePath::new("/usr/lib/libb.so")));
@@ -239,33 +361,65 @@ fn thousands_of_needed_and_deep_chains_are_capped() {
         lib(&mut fs, &format!("/usr/lib/{n}"), &FakeElf::default());
     }
     let c = kept(&fs, "/app");
-    assert!(c.warnings.iter().any(|w| w.contains("3000 DT_NEEDED")), "{:?}", &c.warnings[..3]);
+    assert!(
+        c.warnings.iter().any(|w| w.contains("3000 DT_NEEDED")),
+        "{:?}",
+        &c.warnings[..3]
+    );
     assert!(c.kept.contains_key(&ImagePath::new("/usr/lib/libm4.so")));
 
     // A chain 100 libraries deep.
     let mut fs = base();
     exe(&mut fs, "/app", &program(&["libd0.so"], None, None).build());
     for i in 0..100 {
-        lib(&mut fs, &format!("/usr/lib/libd{i}.so"), &FakeElf::lib(&[&format!("libd{}.so", i + 1)]));
+        lib(
+            &mut fs,
+            &format!("/usr/lib/libd{i}.so"),
+            &FakeElf::lib(&[&format!("libd{}.so", i + 1)]),
+        );
     }
     let c = kept(&fs, "/app");
-    assert!(c.warnings.iter().any(|w| w.contains("deeper than")), "{:?}", c.warnings);
+    assert!(
+        c.warnings.iter().any(|w| w.contains("deeper than")),
+        "{:?}",
+        c.warnings
+    );
 }
 
 #[test]
 fn loops_and_links_out_of_the_image() {
     let mut fs = base();
-    exe(&mut fs, "/app", &program(&["libloop.so", "libevil.so", "libc.so.6"], Some("/../../../../etc"), None).build());
+    exe(
+        &mut fs,
+        "/app",
+        &program(
+            &["libloop.so", "libevil.so", "libc.so.6"],
+            Some("/../../../../etc"),
+            None,
+        )
+        .build(),
+    );
     fs.symlink("/usr/lib/libloop.so", "libloop2.so");
     fs.symlink("/usr/lib/libloop2.so", "libloop.so");
     // Exists on every host, not in this image: must not be found, read or listed.
     fs.symlink("/usr/lib/libevil.so", "/etc/shadow");
     let c = kept(&fs, "/app");
     for p in c.kept.keys() {
-        assert!(!p.as_str().starts_with("/etc"), "{p} leaked into the closure");
+        assert!(
+            !p.as_str().starts_with("/etc"),
+            "{p} leaked into the closure"
+        );
     }
-    assert!(c.warnings.iter().any(|w| w.contains("libloop.so")), "{:?}", c.warnings);
-    assert!(c.warnings.iter().any(|w| w.contains("libevil.so")), "{:?}", c.warnings);
+    assert!(
+        c.warnings.iter().any(|w| w.contains("libloop.so")),
+        "{:?}",
+        c.warnings
+    );
+    assert!(
+        c.warnings.iter().any(|w| w.contains("libevil.so")),
+        "{:?}",
+        c.warnings
+    );
 
     fs.symlink("/loopy", "/loopy");
     let err = resolve_deps(&fs, "/loopy", &[]).unwrap_err();
@@ -273,23 +427,40 @@ fn loops_and_links_out_of_the_image() {
     assert!(err.to_string().contains("too many levels"), "{err}");
     fs.symlink("/shadow", "/etc/shadow");
     let err = resolve_deps(&fs, "/shadow", &[]).unwrap_err();
-    assert!(err.to_string().contains("does not exist in the image"), "{err}");
+    assert!(
+        err.to_string().contains("does not exist in the image"),
+        "{err}"
+    );
 }
 
 #[test]
 fn broken_and_huge_files() {
     let mut fs = base();
-    exe(&mut fs, "/app", &program(&["libbroken.so", "libc.so.6"], None, None).build());
+    exe(
+        &mut fs,
+        "/app",
+        &program(&["libbroken.so", "libc.so.6"], None, None).build(),
+    );
     let mut broken = FakeElf::lib(&["libc.so.6"]).build();
     broken.truncate(100);
     lib(&mut fs, "/usr/lib/libbroken.so", &FakeElf::default());
     fs.file("/usr/lib/libbroken.so", &broken);
     let c = kept(&fs, "/app");
-    assert!(c.warnings.iter().any(|w| w.contains("/usr/lib/libbroken.so") && w.contains("truncated")), "{:?}", c.warnings);
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("/usr/lib/libbroken.so") && w.contains("truncated")),
+        "{:?}",
+        c.warnings
+    );
 
     let err = resolve_deps(&fs, "/usr/lib/libbroken.so", &[]).unwrap_err();
     assert!(matches!(err, ElfError::Parse { .. }), "{err}");
-    assert!(err.to_string().starts_with("/usr/lib/libbroken.so: truncated"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("/usr/lib/libbroken.so: truncated"),
+        "{err}"
+    );
 
     exe(&mut fs, "/huge", b"\x7fELF");
     fs.entries.get_mut(&ImagePath::new("/huge")).unwrap().size = 600 << 20;
