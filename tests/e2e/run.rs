@@ -310,3 +310,129 @@ fn bad_arguments_are_usage_errors() {
     let o = run(minify().args(["run", "x:1", "--cmd", "a | b"]));
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn probe_that_fails_only_on_the_minified_image_exits_1() {
+    // A host-side probe reads a file through the daemon (`docker cp`): that read is not the
+    // workload's, is not traced, so the file is not kept and the probe fails on the new image.
+    if !can_run() {
+        return;
+    }
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let image = fixture("python-http").unwrap();
+    let ctx = TestContext::new().unwrap();
+    let out = ctx.unique_image_ref("verify-fail");
+    let report_path = ctx.temp_dir().join("report.json");
+    let probe = "docker cp \"$MINIFY_CONTAINER:/etc/debian_version\" - >/dev/null";
+    let o = run(minify()
+        .args([
+            "run",
+            &image,
+            "--probe-http",
+            "/",
+            "--probe-cmd",
+            probe,
+            "--tag",
+            &out,
+        ])
+        .arg("--report")
+        .arg(&report_path));
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("verify: FAILED"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("--probe-cmd {probe:?}: FAILED (exit code 1)")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("debian_version"),
+        "the probe's output is shown: {stderr}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&fs_err::read_to_string(&report_path).unwrap()).unwrap();
+    assert_eq!(report["verify"], "failed");
+    assert_eq!(report["probes"][0]["minified"]["passed"], true);
+    assert_eq!(report["probes"][1]["original"]["passed"], true);
+    assert_eq!(report["probes"][1]["minified"]["passed"], false);
+}
+
+fn labelled_containers() -> Vec<String> {
+    minify_fixtures::docker([
+        "ps",
+        "-aq",
+        "--no-trunc",
+        "--filter",
+        "label=org.minify.run=1",
+    ])
+    .unwrap()
+    .lines()
+    .map(str::to_owned)
+    .collect()
+}
+
+#[test]
+fn ctrl_c_leaves_nothing_behind() {
+    if !can_run() {
+        return;
+    }
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let image = fixture("nginx").unwrap();
+    let ctx = TestContext::new().unwrap();
+    let out = ctx.unique_image_ref("ctrl-c");
+    let before = labelled_containers();
+    let mut child = minify()
+        .args(["run", &image, "--probe-cmd", "sleep 300", "--tag", &out])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the traced container to exist, and learn its cgroup parent.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let (container, parent) = loop {
+        let new: Vec<String> = labelled_containers()
+            .into_iter()
+            .filter(|c| !before.contains(c))
+            .collect();
+        if let Some(c) = new.first() {
+            let parent =
+                minify_fixtures::docker(["inspect", "--format", "{{.HostConfig.CgroupParent}}", c])
+                    .unwrap();
+            break (c.clone(), parent);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no container appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(parent.starts_with("minify-"), "{parent}");
+    // Let the probe start, then interrupt as a terminal would.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(
+        !labelled_containers().contains(&container),
+        "container {container} left behind"
+    );
+    for m in fs_err::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let d = m.path().join(&parent);
+        assert!(!d.exists(), "cgroup directory {} left behind", d.display());
+    }
+    let sleeps = Command::new("pgrep")
+        .args(["-f", "^sleep 300$"])
+        .output()
+        .unwrap();
+    assert!(sleeps.stdout.is_empty(), "the probe's process survived");
+    assert!(!minify_fixtures::image_exists(&out));
+}
