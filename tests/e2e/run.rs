@@ -384,14 +384,14 @@ fn ctrl_c_leaves_nothing_behind() {
     let ctx = TestContext::new().unwrap();
     let out = ctx.unique_image_ref("ctrl-c");
     let before = labelled_containers();
-    let mut child = minify()
+    let child = minify()
         .args(["run", &image, "--probe-cmd", "sleep 300", "--tag", &out])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     // Wait for the traced container to exist, and learn its cgroup parent.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(2);
     let (container, parent) = loop {
         let new: Vec<String> = labelled_containers()
             .into_iter()
