@@ -162,6 +162,33 @@ fn trace_rules() {
 }
 
 #[test]
+fn opened_shared_objects_bring_their_own_needs() {
+    // A dlopen'd library shows up as a plain open; its DT_NEEDED must come along.
+    let fs = image();
+    let t = trace(vec![ev(
+        AccessKind::Open,
+        "/usr/lib/x86_64-linux-gnu/libselinux.so.1",
+        true,
+    )]);
+    let c = compute(&fs, &t, &[], &no_sets()).unwrap();
+    assert_eq!(
+        c.entries[&ImagePath::new("/usr/lib/x86_64-linux-gnu/libselinux.so.1")].reason,
+        Reason::Traced
+    );
+    let pcre = &c.entries[&ImagePath::new("/usr/lib/x86_64-linux-gnu/libpcre2-8.so.0")];
+    assert_eq!(pcre.reason, Reason::Symlink);
+    assert_eq!(
+        pcre.detail,
+        "libpcre2-8.so.0 needed by /usr/lib/x86_64-linux-gnu/libselinux.so.1"
+    );
+    assert!(c.contains("/usr/lib/x86_64-linux-gnu/libc.so.6"));
+    // Opening a text file is not an ELF closure.
+    let t = trace(vec![ev(AccessKind::Open, "/etc/app.conf", true)]);
+    let c = compute(&fs, &t, &[], &no_sets()).unwrap();
+    assert!(!c.contains("/etc/ld.so.cache"));
+}
+
+#[test]
 fn scripts_and_env_interpreters() {
     let mut fs = image();
     exe(
