@@ -436,3 +436,48 @@ fn ctrl_c_leaves_nothing_behind() {
     assert!(sleeps.stdout.is_empty(), "the probe's process survived");
     assert!(!minify_fixtures::image_exists(&out));
 }
+
+#[test]
+fn no_probe_traces_until_the_entrypoint_exits() {
+    if !can_run() {
+        return;
+    }
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let image = fixture("base").unwrap();
+    let ctx = TestContext::new().unwrap();
+    let out = ctx.unique_image_ref("no-probe");
+    let report_path = ctx.temp_dir().join("report.json");
+    let o = run(minify()
+        .args(["run", &image, "--cmd", "cat /etc/os-release", "--tag", &out])
+        .arg("--report")
+        .arg(&report_path));
+    assert_eq!(o.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("the entrypoint exited with code 0"),
+        "{stderr}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&fs_err::read_to_string(&report_path).unwrap()).unwrap();
+    assert_eq!(report["main_process"]["code"], 0);
+    assert_eq!(report["main_process_minified"]["code"], 0);
+    assert_eq!(report["verify"], "passed");
+    // The override is for the runs only: the image keeps its config, and says so.
+    assert!(
+        stderr.contains("overrides applied to the traced and verify runs only"),
+        "{stderr}"
+    );
+    let shown = minify_fixtures::docker([
+        "run",
+        "--rm",
+        "--entrypoint",
+        "cat",
+        &out,
+        "/etc/os-release",
+    ])
+    .unwrap();
+    assert!(shown.contains("bookworm"), "{shown}");
+    assert!(!has_working_shell(&out));
+}

@@ -35,11 +35,13 @@ pub struct FileSize {
     pub bytes: u64,
 }
 
-/// What one default support set added.
+/// What one default support set added (paths not kept for another reason).
 #[derive(Clone, Debug, Serialize)]
 pub struct SetReport {
     pub set: String,
-    pub paths: usize,
+    /// The paths it added, sorted.
+    pub paths: Vec<String>,
+    /// Bytes of the regular files among them.
     pub bytes: u64,
 }
 
@@ -127,13 +129,33 @@ impl Report {
             self.files_after
         );
         let passed = self.probes.iter().filter(|p| p.original.passed).count();
+        let exercised = match &self.main_process {
+            Some(MainProcess::Exited { code }) => {
+                format!("no probe, the entrypoint exited with code {code}")
+            }
+            Some(MainProcess::StillRunning) => {
+                "no probe, the entrypoint was still running at --timeout".to_owned()
+            }
+            None => format!(
+                "probes: {passed}/{} passed on the original",
+                self.probes.len()
+            ),
+        };
         let _ = writeln!(
             s,
-            "  trace: {} events, {} lost; probes: {passed}/{} passed on the original",
-            self.events,
-            self.events_lost_total,
-            self.probes.len()
+            "  trace: {} events, {} lost; {exercised}",
+            self.events, self.events_lost_total,
         );
+        for w in self.warnings.iter().take(3) {
+            let _ = writeln!(s, "  warning: {w}");
+        }
+        if self.warnings.len() > 3 {
+            let _ = writeln!(
+                s,
+                "  ... and {} more warnings (see --report)",
+                self.warnings.len() - 3
+            );
+        }
         for sh in &self.shell_probes {
             let _ = writeln!(
                 s,

@@ -235,12 +235,24 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
     report.required_bytes = closure.required_bytes;
     report.kept_bytes = closure.kept_bytes;
     report.warnings.clone_from(&closure.warnings);
+    let o = &plan.overrides;
+    if o.entrypoint.is_some()
+        || o.cmd.is_some()
+        || !o.env.is_empty()
+        || o.workdir.is_some()
+        || o.user.is_some()
+    {
+        report.warnings.insert(
+            0,
+            "the minified image keeps the source's entrypoint, cmd, env, workdir and user; the overrides applied to the traced and verify runs only".to_owned(),
+        );
+    }
     report.default_sets = closure
         .default_sets
         .iter()
         .map(|s| SetReport {
             set: s.set.name().to_owned(),
-            paths: s.paths.len(),
+            paths: s.paths.iter().map(ToString::to_string).collect(),
             bytes: s.bytes,
         })
         .collect();
