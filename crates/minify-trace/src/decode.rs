@@ -246,11 +246,17 @@ impl Decoder {
             self.before_exec += 1;
             return;
         }
+        // Cheap pre-check: `Special::of` allocates, and nearly no path is special.
+        let special = if path.starts_with("/proc") || path.starts_with("/sys") || path.starts_with("/dev") {
+            Special::of(&path)
+        } else {
+            None
+        };
         self.events.push(TraceEvent {
             pid,
             comm: comm.to_owned(),
             kind,
-            special: Special::of(&path),
+            special,
             path,
             ok,
             detail,

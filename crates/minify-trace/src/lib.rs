@@ -41,7 +41,7 @@ mod tracefs;
 
 pub use cgroup::TraceCgroup;
 pub use error::TraceError;
-pub use loader::{Backend, Tracer};
+pub use loader::{Backend, Tracer, wait_for_detach};
 pub use minify_model::Trace;
 pub use spawn::{Sandbox, SpawnSpec};
 

@@ -360,6 +360,23 @@ fn attach(tp: &mut TracePoint, program: &str, category: &str, name: &str) -> Res
     tp.take_link(id).map_err(|e| aya_error("attaching", program, &e))
 }
 
+/// Background detaches still running (see [`Tracer::finish_recording`]).
+static PENDING_DETACH: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Wait (up to `timeout`) until tracers finished in the background are fully detached.
+/// Returns whether they are. Useful before timing something without the tracer: while
+/// tracepoints are being unregistered the kernel waits for RCU grace periods.
+pub fn wait_for_detach(timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while PENDING_DETACH.load(Ordering::Acquire) > 0 {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
 /// Detach links concurrently: the grace periods they wait for overlap.
 fn detach_all(links: Vec<TracePointLink>) {
     const THREADS: usize = 16;
@@ -521,9 +538,11 @@ impl Tracer {
         let empty = fs_err::read_to_string(&self.cgroup_events)
             .is_ok_and(|t| t.lines().any(|l| l.trim() == "populated 0"));
         if empty {
+            PENDING_DETACH.fetch_add(1, Ordering::AcqRel);
             std::thread::spawn(move || {
                 detach_all(links);
                 drop(ebpf);
+                PENDING_DETACH.fetch_sub(1, Ordering::AcqRel);
             });
         } else {
             detach_all(links);
@@ -562,17 +581,54 @@ impl Drop for Tracer {
     }
 }
 
+/// How often the reader looks at the ring without being woken: the eBPF side only wakes it
+/// once 256 KiB are waiting (a wake-up per record would cost an irq_work per syscall).
+const POLL_INTERVAL: Duration = Duration::from_millis(5);
+
+/// How many bytes of raw records the reader batches before handing them to the decoder.
+const BATCH_BYTES: usize = 1 << 20;
+
 /// Drain the ring buffer until told to stop, then drain what is left.
+///
+/// This thread only copies records out (length-prefixed, in batches): the kernel side drops
+/// events when the ring is full, so emptying it must be as cheap as possible. Decoding runs
+/// on its own thread and may lag behind under a burst without losing anything.
 fn read_loop(mut ring: RingBuf<MapData>, stop: &AtomicBool, from_first_exec: bool) -> Decoder {
-    let mut decoder = Decoder::new(from_first_exec);
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let decoder = std::thread::Builder::new()
+        .name("minify-trace-decode".into())
+        .spawn(move || {
+            let mut decoder = Decoder::new(from_first_exec);
+            for batch in rx {
+                let mut rest = batch.as_slice();
+                while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+                    let len = u32::from_le_bytes(*len) as usize;
+                    let Some((rec, tail)) = tail.split_at_checked(len) else {
+                        break;
+                    };
+                    decoder.feed(rec);
+                    rest = tail;
+                }
+            }
+            decoder
+        });
     let fd = ring.as_raw_fd();
+    let mut batch: Vec<u8> = Vec::with_capacity(BATCH_BYTES + 64 * 1024);
     loop {
         let stopping = stop.load(Ordering::Acquire);
         while let Some(item) = ring.next() {
-            decoder.feed(&item);
+            batch.extend_from_slice(&(item.len() as u32).to_le_bytes());
+            batch.extend_from_slice(&item);
+            if batch.len() >= BATCH_BYTES {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_BYTES + 64 * 1024));
+                let _ = tx.send(full);
+            }
         }
         if stopping {
             break;
+        }
+        if !batch.is_empty() {
+            let _ = tx.send(std::mem::take(&mut batch));
         }
         let mut pfd = libc::pollfd {
             fd,
@@ -582,8 +638,21 @@ fn read_loop(mut ring: RingBuf<MapData>, stop: &AtomicBool, from_first_exec: boo
         // SAFETY: one valid pollfd; the ring buffer fd lives as long as `ring`.
         #[allow(unsafe_code)]
         unsafe {
-            libc::poll(&raw mut pfd, 1, Duration::from_millis(50).as_millis() as i32);
+            libc::poll(&raw mut pfd, 1, POLL_INTERVAL.as_millis() as i32);
         }
     }
-    decoder
+    if !batch.is_empty() {
+        let _ = tx.send(batch);
+    }
+    drop(tx);
+    match decoder {
+        Ok(h) => h.join().unwrap_or_else(|_| {
+            tracing::error!("trace decoder thread panicked; the trace is empty");
+            Decoder::new(from_first_exec)
+        }),
+        Err(e) => {
+            tracing::error!("could not start the trace decoder thread: {e}");
+            Decoder::new(from_first_exec)
+        }
+    }
 }

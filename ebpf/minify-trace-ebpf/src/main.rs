@@ -166,10 +166,23 @@ fn begin(kind: u32, op: u32) -> Option<*mut Scratch> {
     Some(s)
 }
 
+/// Wake the reader only once this much is waiting: a wake-up per record (the default) costs
+/// an irq_work per syscall; the reader also polls every few milliseconds, so nothing waits
+/// longer than that.
+const WAKEUP_BYTES: u64 = 256 * 1024;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+
 /// Send the event; count it as lost under `slot` if the ring buffer is full.
 #[inline(always)]
 fn emit(s: *mut Scratch, off: usize, slot: u32) {
     let off = if off > PAYLOAD_CAP { PAYLOAD_CAP } else { off };
+    let wake = if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
     // SAFETY: `s` points to a live map value of `HEADER_LEN + 2 * PAYLOAD_CAP` bytes.
     let r = unsafe {
         (*s).header.payload_len = off as u32;
@@ -177,7 +190,7 @@ fn emit(s: *mut Scratch, off: usize, slot: u32) {
             (&raw const EVENTS).cast_mut().cast(),
             s.cast(),
             (minify_trace_common::HEADER_LEN + off) as u64,
-            0,
+            wake,
         )
     };
     if r != 0 {
