@@ -32,19 +32,32 @@ fuzz_target!(|data: &[u8]| {
     let s = norm.as_str();
     assert!(s.starts_with('/'));
     assert!(norm.is_root() || !s.ends_with('/'));
-    assert!(!s.contains("//") && !s.split('/').any(|c| c == "." || c == ".."), "{s}");
+    assert!(
+        !s.contains("//") && !s.split('/').any(|c| c == "." || c == ".."),
+        "{s}"
+    );
     assert_eq!(ImagePath::new(s), norm, "normalising is idempotent");
     for follow in [true, false] {
         if let Ok(r) = resolve(&fs, query, follow) {
-            assert!(r.path.is_root() || fs.entry(&r.path).is_some(), "{} not in the image", r.path);
+            assert!(
+                r.path.is_root() || fs.entry(&r.path).is_some(),
+                "{} not in the image",
+                r.path
+            );
             for v in &r.via {
-                assert!(fs.entry(v).is_some_and(|e| e.is_symlink()), "{v} is not a link of the image");
+                assert!(
+                    fs.entry(v).is_some_and(|e| e.is_symlink()),
+                    "{v} is not a link of the image"
+                );
             }
         }
     }
     if let Ok(found) = glob_rootfs(&fs, query) {
         for p in found {
-            assert!(resolve(&fs, p.as_str(), false).is_ok(), "glob gave {p}, which does not resolve");
+            assert!(
+                resolve(&fs, p.as_str(), false).is_ok(),
+                "glob gave {p}, which does not resolve"
+            );
         }
     }
 });

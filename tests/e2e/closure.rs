@@ -37,9 +37,8 @@ fn no_sets() -> ClosureOptions {
 
 /// What the image's own loader maps for `program`, as real paths inside the image.
 fn image_ldd(image: &str, program: &str) -> BTreeSet<String> {
-    let script = format!(
-        "ldd {program} | grep -o '/[^ ]*' | while read -r f; do readlink -f \"$f\"; done"
-    );
+    let script =
+        format!("ldd {program} | grep -o '/[^ ]*' | while read -r f; do readlink -f \"$f\"; done");
     docker(["run", "--rm", "--entrypoint", "sh", image, "-c", &script])
         .unwrap()
         .lines()
@@ -58,17 +57,33 @@ fn nginx_binary_alone_holds_its_libraries_and_loader() {
     }
     let image = fixture("nginx").unwrap();
     let (_src, view) = open(&image);
-    let c = compute(&view, &Trace::default(), &["/usr/sbin/nginx".into()], &no_sets()).unwrap();
+    let c = compute(
+        &view,
+        &Trace::default(),
+        &["/usr/sbin/nginx".into()],
+        &no_sets(),
+    )
+    .unwrap();
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     assert_eq!(reason(&c, "/usr/sbin/nginx"), Some(Reason::Traced));
     assert_eq!(reason(&c, "/lib64"), Some(Reason::Symlink));
-    assert_eq!(reason(&c, "/usr/lib64/ld-linux-x86-64.so.2"), Some(Reason::Symlink));
-    assert_eq!(reason(&c, "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"), Some(Reason::Elf));
+    assert_eq!(
+        reason(&c, "/usr/lib64/ld-linux-x86-64.so.2"),
+        Some(Reason::Symlink)
+    );
+    assert_eq!(
+        reason(&c, "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"),
+        Some(Reason::Elf)
+    );
     assert_eq!(reason(&c, "/etc/ld.so.cache"), Some(Reason::Elf));
     let want = image_ldd(&image, "/usr/sbin/nginx");
     assert!(want.len() >= 5, "ldd in the image: {want:?}");
     for lib in &want {
-        assert_eq!(reason(&c, lib), Some(Reason::Elf), "{lib} (from the image's ldd) not kept as elf");
+        assert_eq!(
+            reason(&c, lib),
+            Some(Reason::Elf),
+            "{lib} (from the image's ldd) not kept as elf"
+        );
     }
     let elf_files: BTreeSet<String> = c
         .entries
@@ -76,7 +91,10 @@ fn nginx_binary_alone_holds_its_libraries_and_loader() {
         .filter(|(p, k)| k.reason == Reason::Elf && p.as_str() != "/etc/ld.so.cache")
         .map(|(p, _)| p.to_string())
         .collect();
-    assert_eq!(elf_files, want, "the closure's libraries are exactly what the loader maps");
+    assert_eq!(
+        elf_files, want,
+        "the closure's libraries are exactly what the loader maps"
+    );
     // Only the binary, its libraries, links and parents: a few dozen paths of 10k+.
     assert!(c.len() < 60, "{} paths: {:?}", c.len(), c.entries.keys());
     assert!(c.required_bytes > 1_000_000, "{}", c.required_bytes);
@@ -124,14 +142,32 @@ fn origin_runpath_and_rpath_resolve_and_the_minified_image_runs() {
     for prog in ["/opt/app/bin/app", "/opt/app/bin/app-rpath"] {
         let c = compute(&view, &Trace::default(), &[prog.into()], &no_sets()).unwrap();
         assert!(c.warnings.is_empty(), "{prog}: {:?}", c.warnings);
-        assert_eq!(reason(&c, "/opt/app/lib/libgreet.so.1"), Some(Reason::Symlink), "{prog}");
-        assert_eq!(reason(&c, "/opt/app/lib/libgreet.so.1.0"), Some(Reason::Elf), "{prog}");
-        assert_eq!(reason(&c, "/opt/app/lib/libgreet.so"), None, "only the soname link is used");
+        assert_eq!(
+            reason(&c, "/opt/app/lib/libgreet.so.1"),
+            Some(Reason::Symlink),
+            "{prog}"
+        );
+        assert_eq!(
+            reason(&c, "/opt/app/lib/libgreet.so.1.0"),
+            Some(Reason::Elf),
+            "{prog}"
+        );
+        assert_eq!(
+            reason(&c, "/opt/app/lib/libgreet.so"),
+            None,
+            "only the soname link is used"
+        );
     }
 
     // Pack exactly the allowlist (minify-image's packer, as `minify build` does) and run
     // it: the loader must find everything it needs in the minified image.
-    let c = compute(&view, &Trace::default(), &["/opt/app/bin/app".into()], &no_sets()).unwrap();
+    let c = compute(
+        &view,
+        &Trace::default(),
+        &["/opt/app/bin/app".into()],
+        &no_sets(),
+    )
+    .unwrap();
     let ctx = TestContext::new().unwrap();
     let allowlist = c.to_allowlist(
         AllowlistSource {
@@ -144,7 +180,9 @@ fn origin_runpath_and_rpath_resolve_and_the_minified_image_runs() {
     let out = ctx.unique_image_ref("closure-origin-min");
     ctx.track_image(&out);
     let out_ref: ImageRef = out.parse().unwrap();
-    runtime().block_on(packed.write_to(&out_ref, false)).unwrap();
+    runtime()
+        .block_on(packed.write_to(&out_ref, false))
+        .unwrap();
     let name = ctx.unique_name("closure-origin-run");
     ctx.track_container(&name);
     let said = docker(["run", "--name", &name, &out]).unwrap();
@@ -152,7 +190,19 @@ fn origin_runpath_and_rpath_resolve_and_the_minified_image_runs() {
     // And the minified image holds no shell: only what the closure kept.
     let name2 = ctx.unique_name("closure-origin-sh");
     ctx.track_container(&name2);
-    assert!(docker(["run", "--name", &name2, "--entrypoint", "/bin/sh", &out, "-c", "true"]).is_err());
+    assert!(
+        docker([
+            "run",
+            "--name",
+            &name2,
+            "--entrypoint",
+            "/bin/sh",
+            &out,
+            "-c",
+            "true"
+        ])
+        .is_err()
+    );
 }
 
 #[test]
@@ -185,14 +235,23 @@ fn a_link_to_a_host_only_path_is_never_followed_on_the_host() {
     let c = compute(&view, &trace, &["/opt/app/bin/app-host".into()], &opts).unwrap();
     let _ = std::fs::remove_file(host_only);
     assert!(!c.contains("/var/tmp/minify-host-only.so"));
-    assert_eq!(reason(&c, "/opt/app/lib/libhost.so"), Some(Reason::Traced), "the dangling link itself");
+    assert_eq!(
+        reason(&c, "/opt/app/lib/libhost.so"),
+        Some(Reason::Traced),
+        "the dangling link itself"
+    );
     assert!(
-        c.warnings.iter().any(|w| w.contains("libhost.so needed by /opt/app/bin/app-host not found")),
+        c.warnings
+            .iter()
+            .any(|w| w.contains("libhost.so needed by /opt/app/bin/app-host not found")),
         "{:?}",
         c.warnings
     );
     for p in c.entries.keys() {
-        assert!(minify_model::Rootfs::entry(&view, p).is_some(), "{p} is not in the image");
+        assert!(
+            minify_model::Rootfs::entry(&view, p).is_some(),
+            "{p} is not in the image"
+        );
     }
 }
 
@@ -207,8 +266,20 @@ fn merge_unions_allowlists_of_one_image_and_refuses_two_images() {
         image: image.clone(),
         digest: src.id().as_str().to_owned(),
     };
-    let a = compute(&view, &Trace::default(), &["/opt/app/bin/app".into()], &no_sets()).unwrap();
-    let b = compute(&view, &Trace::default(), &["/usr/bin/python3".into()], &no_sets()).unwrap();
+    let a = compute(
+        &view,
+        &Trace::default(),
+        &["/opt/app/bin/app".into()],
+        &no_sets(),
+    )
+    .unwrap();
+    let b = compute(
+        &view,
+        &Trace::default(),
+        &["/usr/bin/python3".into()],
+        &no_sets(),
+    )
+    .unwrap();
     let ctx = TestContext::new().unwrap();
     let fa = ctx.temp_dir().join("a.json");
     let fb = ctx.temp_dir().join("b.json");
@@ -222,8 +293,14 @@ fn merge_unions_allowlists_of_one_image_and_refuses_two_images() {
         .arg(&fo)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let merged = minify_model::Allowlist::from_json("out.json", &fs_err::read_to_string(&fo).unwrap()).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let merged =
+        minify_model::Allowlist::from_json("out.json", &fs_err::read_to_string(&fo).unwrap())
+            .unwrap();
     let got: BTreeSet<ImagePath> = merged.path_set().into_iter().collect();
     let want: BTreeSet<ImagePath> = a.entries.keys().chain(b.entries.keys()).cloned().collect();
     assert_eq!(got, want);
@@ -256,6 +333,9 @@ fn merge_unions_allowlists_of_one_image_and_refuses_two_images() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("different images") && stderr.contains("other.json"), "{stderr}");
+    assert!(
+        stderr.contains("different images") && stderr.contains("other.json"),
+        "{stderr}"
+    );
     assert!(!ctx.temp_dir().join("bad.json").exists());
 }
