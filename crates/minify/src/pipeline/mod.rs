@@ -119,6 +119,16 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
             anyhow::bail!("output {out} would replace the source image {}", plan.image);
         }
     }
+    // Fail before tracing, not after: the sink refuses to replace an output too.
+    if let Some(path) = minify_image::source::file_path(&plan.output)
+        && !plan.force
+        && path.exists()
+    {
+        anyhow::bail!(
+            "output {} already exists (use --force to replace it)",
+            path.display()
+        );
+    }
     let source_ref = ImageRef::Daemon(plan.image.clone());
     let source = SourceImage::open(&source_ref).await.map_err(|e| {
         let env = e.is_environment();
@@ -416,9 +426,30 @@ async fn exercise(
         Readiness::NoPorts
     } else {
         progress.phase(format!("waiting for {} to accept connections", c.name()));
-        c.wait_ready(plan.ready_timeout)
-            .await
-            .map_err(runtime_err)?
+        match c.wait_ready(plan.ready_timeout).await {
+            Ok(r) => r,
+            // On the minified image a workload that never listens is a verification
+            // failure of every probe (exit 1), not an input error.
+            Err(e @ minify_runtime::RuntimeError::ReadyTimeout { .. }) if !stop_at_failure => {
+                let message = e.to_string();
+                let results = plan
+                    .probes
+                    .iter()
+                    .map(|probe| ProbeResult {
+                        probe: probe.clone(),
+                        passed: false,
+                        outcome: minify_runtime::ProbeOutcome::Error {
+                            message: message.lines().next().unwrap_or_default().to_owned(),
+                        },
+                        duration_ms: 0,
+                        output: message.clone(),
+                        used_shell: false,
+                    })
+                    .collect();
+                return Ok((Readiness::NoPorts, results, None));
+            }
+            Err(e) => return Err(runtime_err(e)),
+        }
     };
     if plan.probes.is_empty() {
         progress.phase(format!(
