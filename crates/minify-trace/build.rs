@@ -7,13 +7,19 @@ use std::path::PathBuf;
 
 fn main() -> aya_build::Result<()> {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
-    let root = manifest.join("../../ebpf/minify-trace-ebpf").canonicalize()?;
+    let root = manifest
+        .join("../../ebpf/minify-trace-ebpf")
+        .canonicalize()?;
     let common = manifest.join("../minify-trace-common/src").canonicalize()?;
     println!("cargo:rerun-if-changed={}", root.join("src").display());
-    println!("cargo:rerun-if-changed={}", root.join("Cargo.toml").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("Cargo.toml").display()
+    );
     println!("cargo:rerun-if-changed={}", common.display());
     let out = PathBuf::from(std::env::var("OUT_DIR")?).join("minify-trace-ebpf");
-    let skip = std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    let skip =
+        std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if skip {
         std::fs::write(&out, b"")?;
     }

@@ -40,7 +40,9 @@ fn can_trace() -> bool {
 /// into /var/tmp (reused across runs; a different image id gets a fresh directory).
 fn python_rootfs() -> PathBuf {
     static ROOTFS: Mutex<Option<PathBuf>> = Mutex::new(None);
-    let mut guard = ROOTFS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut guard = ROOTFS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(p) = guard.as_ref() {
         return p.clone();
     }
@@ -55,7 +57,10 @@ fn python_rootfs() -> PathBuf {
         let container = minify_fixtures::docker(["create", &image, "true"]).unwrap();
         let status = Command::new("sh")
             .arg("-c")
-            .arg(format!("docker export {container} | tar -x -C {}", tmp.display()))
+            .arg(format!(
+                "docker export {container} | tar -x -C {}",
+                tmp.display()
+            ))
             .status()
             .unwrap();
         let _ = minify_fixtures::docker(["rm", "-f", &container]);
@@ -97,7 +102,8 @@ fn events(doc: &Value) -> Vec<(String, String, bool)> {
 }
 
 fn has(ev: &[(String, String, bool)], kind: &str, path: &str, ok: bool) -> bool {
-    ev.iter().any(|(k, p, o)| k == kind && p == path && *o == ok)
+    ev.iter()
+        .any(|(k, p, o)| k == kind && p == path && *o == ok)
 }
 
 fn assert_has(ev: &[(String, String, bool)], kind: &str, path: &str, ok: bool) {
@@ -116,7 +122,9 @@ fn python_import_json_in_chroot() {
     if !can_trace() || !require_docker() {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let root = python_rootfs();
     let doc = trace_json(Some(&root), &["python3", "-c", "import json"]);
     assert_eq!(doc["exit_code"], 0);
@@ -125,21 +133,47 @@ fn python_import_json_in_chroot() {
     // exec'd: the requested name and the real binary behind the symlink, with argv[0].
     assert_has(&ev, "exec", "/usr/bin/python3", true);
     assert_has(&ev, "exec-binary", "/usr/bin/python3.11", true);
-    let exe = doc["events"].as_array().unwrap().iter().find(|e| e["kind"] == "exec-binary").unwrap();
+    let exe = doc["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "exec-binary")
+        .unwrap();
     assert_eq!(exe["detail"], "python3");
     // opened: the json package (its cached bytecode), the C accelerator, libc through its link.
-    assert_has(&ev, "open", "/usr/lib/python3.11/json/__pycache__/__init__.cpython-311.pyc", true);
-    assert_has(&ev, "open", "/usr/lib/python3.11/lib-dynload/_json.cpython-311-x86_64-linux-gnu.so", true);
-    assert_has(&ev, "open-requested", "/lib/x86_64-linux-gnu/libc.so.6", true);
+    assert_has(
+        &ev,
+        "open",
+        "/usr/lib/python3.11/json/__pycache__/__init__.cpython-311.pyc",
+        true,
+    );
+    assert_has(
+        &ev,
+        "open",
+        "/usr/lib/python3.11/lib-dynload/_json.cpython-311-x86_64-linux-gnu.so",
+        true,
+    );
+    assert_has(
+        &ev,
+        "open-requested",
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        true,
+    );
     assert_has(&ev, "open", "/usr/lib/x86_64-linux-gnu/libc.so.6", true);
     // stat-only: the source next to the bytecode is looked up, never opened.
     assert_has(&ev, "stat", "/usr/lib/python3.11/json/decoder.py", true);
-    assert!(!ev.iter().any(|(k, p, _)| k == "open" && p == "/usr/lib/python3.11/json/decoder.py"));
+    assert!(
+        !ev.iter()
+            .any(|(k, p, _)| k == "open" && p == "/usr/lib/python3.11/json/decoder.py")
+    );
     // missing: stat'ed and failed.
     assert_has(&ev, "stat", "/usr/lib/python311.zip", false);
     // chroot-relative: no host path of the rootfs leaks in.
     let host = root.display().to_string();
-    assert!(ev.iter().all(|(_, p, _)| !p.starts_with(&host) && p.starts_with('/')));
+    assert!(
+        ev.iter()
+            .all(|(_, p, _)| !p.starts_with(&host) && p.starts_with('/'))
+    );
     // pids are host pids of processes we saw.
     assert!(!doc["processes"].as_array().unwrap().is_empty());
 }
@@ -149,22 +183,41 @@ fn ls_etc_lists_and_follows_symlinks() {
     if !can_trace() || !require_docker() {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let root = python_rootfs();
     let doc = trace_json(Some(&root), &["ls", "/etc"]);
     let ev = events(&doc);
     assert_has(&ev, "exec-binary", "/usr/bin/ls", true);
     assert_has(&ev, "list-dir", "/etc", true);
     // /lib is a symlink to usr/lib in Debian: the link as requested, the target as opened.
-    assert_has(&ev, "open-requested", "/lib/x86_64-linux-gnu/libselinux.so.1", true);
-    assert_has(&ev, "open", "/usr/lib/x86_64-linux-gnu/libselinux.so.1", true);
+    assert_has(
+        &ev,
+        "open-requested",
+        "/lib/x86_64-linux-gnu/libselinux.so.1",
+        true,
+    );
+    assert_has(
+        &ev,
+        "open",
+        "/usr/lib/x86_64-linux-gnu/libselinux.so.1",
+        true,
+    );
     // libpcre2's soname is a symlink to the versioned file.
     assert!(
-        ev.iter().any(|(k, p, ok)| k == "open" && *ok && p.starts_with("/usr/lib/x86_64-linux-gnu/libpcre2-8.so.0.")),
+        ev.iter().any(|(k, p, ok)| k == "open"
+            && *ok
+            && p.starts_with("/usr/lib/x86_64-linux-gnu/libpcre2-8.so.0.")),
         "real libpcre2 file not opened"
     );
     // /proc is marked as provided by the runtime.
-    let procs: Vec<&Value> = doc["events"].as_array().unwrap().iter().filter(|e| e["path"].as_str().unwrap().starts_with("/proc/")).collect();
+    let procs: Vec<&Value> = doc["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["path"].as_str().unwrap().starts_with("/proc/"))
+        .collect();
     assert!(!procs.is_empty() && procs.iter().all(|e| e["special"] == "proc"));
 }
 
@@ -173,7 +226,9 @@ fn shell_script_exec_create_rename_delete() {
     if !can_trace() || !require_docker() {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let root = python_rootfs();
     let name = format!("minify-trace-test-{}", std::process::id());
     let script = root.join("tmp").join(format!("{name}.sh"));
@@ -192,7 +247,11 @@ fn shell_script_exec_create_rename_delete() {
         ),
     )
     .unwrap();
-    Command::new("chmod").arg("755").arg(&script).status().unwrap();
+    Command::new("chmod")
+        .arg("755")
+        .arg(&script)
+        .status()
+        .unwrap();
     let inside = format!("/tmp/{name}.sh");
     let doc = trace_json(Some(&root), &[&inside]);
     let _ = std::fs::remove_file(&script);
@@ -215,8 +274,22 @@ fn shell_script_exec_create_rename_delete() {
     assert_has(&ev, "create", &format!("/tmp/{name}.l"), true);
     // The process tree: sh forked the commands it ran.
     let procs = doc["processes"].as_array().unwrap();
-    let sh = procs.iter().find(|p| p["execs"].as_array().is_some_and(|x| x.iter().any(|e| e == "/usr/bin/dash"))).unwrap();
-    let cat = procs.iter().find(|p| p["execs"].as_array().is_some_and(|x| x.iter().any(|e| e == "/usr/bin/cat"))).unwrap();
+    let sh = procs
+        .iter()
+        .find(|p| {
+            p["execs"]
+                .as_array()
+                .is_some_and(|x| x.iter().any(|e| e == "/usr/bin/dash"))
+        })
+        .unwrap();
+    let cat = procs
+        .iter()
+        .find(|p| {
+            p["execs"]
+                .as_array()
+                .is_some_and(|x| x.iter().any(|e| e == "/usr/bin/cat"))
+        })
+        .unwrap();
     assert_eq!(cat["ppid"], sh["pid"]);
 }
 
@@ -225,22 +298,41 @@ fn unrelated_process_is_absent() {
     if !can_trace() {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let marker = format!("/tmp/minify-unrelated-{}", std::process::id());
     let mine = format!("/tmp/minify-mine-{}", std::process::id());
     // A host process hammering its own marker path during the whole trace.
     let mut noise = Command::new("sh")
         .arg("-c")
-        .arg(format!("while :; do test -e {marker}; cat /etc/hostname >/dev/null; done"))
+        .arg(format!(
+            "while :; do test -e {marker}; cat /etc/hostname >/dev/null; done"
+        ))
         .spawn()
         .unwrap();
-    let doc = trace_json(None, &["sh", "-c", &format!("sleep 0.3; test -e {mine}; sleep 0.3; test -e {mine}")]);
+    let doc = trace_json(
+        None,
+        &[
+            "sh",
+            "-c",
+            &format!("sleep 0.3; test -e {mine}; sleep 0.3; test -e {mine}"),
+        ],
+    );
     noise.kill().unwrap();
     let _ = noise.wait();
     let ev = events(&doc);
     assert_has(&ev, "stat", &mine, false);
-    assert!(!ev.iter().any(|(_, p, _)| p == &marker), "an unrelated process leaked into the trace");
-    let pids: Vec<u64> = doc["processes"].as_array().unwrap().iter().map(|p| p["pid"].as_u64().unwrap()).collect();
+    assert!(
+        !ev.iter().any(|(_, p, _)| p == &marker),
+        "an unrelated process leaked into the trace"
+    );
+    let pids: Vec<u64> = doc["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["pid"].as_u64().unwrap())
+        .collect();
     assert!(!pids.contains(&u64::from(noise.id())));
 }
 
@@ -249,27 +341,51 @@ fn docker_container_traced_through_cgroup_parent() {
     if !can_trace() || !require_docker() {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let image = fixture("base").expect("base fixture");
     let cgroup = minify_trace::TraceCgroup::create().unwrap();
     let cgroup_path = cgroup.path().to_owned();
-    let tracer = minify_trace::Tracer::start(&cgroup, minify_trace::TraceOptions::default()).unwrap();
+    let tracer =
+        minify_trace::Tracer::start(&cgroup, minify_trace::TraceOptions::default()).unwrap();
     let out = Command::new("docker")
-        .args(["run", "--rm", "--cgroup-parent", cgroup.name(), &image, "cat", "/etc/os-release"])
+        .args([
+            "run",
+            "--rm",
+            "--cgroup-parent",
+            cgroup.name(),
+            &image,
+            "cat",
+            "/etc/os-release",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let trace = tracer.finish().unwrap();
     drop(cgroup);
     assert!(!cgroup_path.exists(), "trace cgroup left behind");
-    let ev: Vec<(String, String, bool)> =
-        trace.events.iter().map(|e| (e.kind.name().to_owned(), e.path.clone(), e.ok)).collect();
+    let ev: Vec<(String, String, bool)> = trace
+        .events
+        .iter()
+        .map(|e| (e.kind.name().to_owned(), e.path.clone(), e.ok))
+        .collect();
     // From the container's very first exec, in the container's view of the filesystem.
-    assert_eq!(ev.first().map(|e| (e.0.as_str(), e.1.as_str())), Some(("exec-binary", "/usr/bin/cat")));
+    assert_eq!(
+        ev.first().map(|e| (e.0.as_str(), e.1.as_str())),
+        Some(("exec-binary", "/usr/bin/cat"))
+    );
     assert_has(&ev, "open", "/usr/lib/os-release", true);
     assert_has(&ev, "open-requested", "/etc/os-release", true);
     // Nothing from runc's set-up on the host side.
-    assert!(ev.iter().all(|(_, p, _)| !p.starts_with("/var/lib/docker")), "{ev:?}");
+    assert!(
+        ev.iter().all(|(_, p, _)| !p.starts_with("/var/lib/docker")),
+        "{ev:?}"
+    );
     assert_eq!(trace.lost_total(), 0);
 }
 
@@ -278,7 +394,9 @@ fn loss_is_counted_and_reported() {
     if !can_trace() {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     // One page of ring buffer and a burst of 20k stats: the ring overflows.
     let out = run(minify().args([
         "trace",
@@ -296,7 +414,10 @@ fn loss_is_counted_and_reported() {
     assert!(lost > 0, "no loss with a 4 KiB ring");
     assert!(doc["lost"]["stat"].as_u64().unwrap() > 0);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("LOST") && stderr.contains("INCOMPLETE"), "{stderr}");
+    assert!(
+        stderr.contains("LOST") && stderr.contains("INCOMPLETE"),
+        "{stderr}"
+    );
     // A ring that is not a power of two is a usage error (exit 2), not a crash.
     let bad = run(minify().args(["trace", "--ring-bytes", "5000", "--", "true"]));
     assert_eq!(bad.status.code(), Some(2));
@@ -307,15 +428,30 @@ fn unprivileged_gets_one_line_and_exit_3() {
     if !require_root() {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let out = run(Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
         .arg(env!("CARGO_BIN_EXE_minify"))
         .args(["trace", "--", "true"])
         .env_remove("RUST_LOG"));
-    assert_eq!(out.status.code(), Some(3), "expected the environment exit code");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "expected the environment exit code"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{stderr}");
-    assert!(lines[0].starts_with("minify: error:") && lines[0].contains("permission denied"), "{stderr}");
+    assert!(
+        lines[0].starts_with("minify: error:") && lines[0].contains("permission denied"),
+        "{stderr}"
+    );
 }

@@ -104,7 +104,7 @@ pub const ROLE_ENTER: u32 = 1;
 pub const ROLE_EXIT: u32 = 2;
 
 /// Key of a syscall's entry in the `SYS_CFG` map.
-#[inline(always)]
+#[inline]
 pub const fn sys_cfg_key(role: u32, syscall_nr: u32) -> u32 {
     (role << 16) | (syscall_nr & 0xffff)
 }

@@ -17,8 +17,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .status()?;
     let rec = tracer.finish_recording()?;
     for e in &rec.trace.events {
-        println!("{:>7} {:<15} {:<14} {:<6} {}", e.pid, e.comm, e.kind.name(), if e.ok { "ok" } else { "failed" }, e.path);
+        println!(
+            "{:>7} {:<15} {:<14} {:<6} {}",
+            e.pid,
+            e.comm,
+            e.kind.name(),
+            if e.ok { "ok" } else { "failed" },
+            e.path
+        );
     }
-    eprintln!("docker: {status}; {} events, {} lost, {} processes", rec.trace.events.len(), rec.trace.lost_total(), rec.processes.len());
+    eprintln!(
+        "docker: {status}; {} events, {} lost, {} processes",
+        rec.trace.events.len(),
+        rec.trace.lost_total(),
+        rec.processes.len()
+    );
     Ok(())
 }

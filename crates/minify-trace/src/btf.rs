@@ -25,7 +25,7 @@ struct Type {
     kind: u32,
     name_off: u32,
     /// Referenced type for typedef/const/volatile/...
-    type_ref: u32,
+    referenced: u32,
     /// `(name_off, type, bit offset)`.
     members: Vec<(u32, u32, u32)>,
 }
@@ -63,8 +63,13 @@ impl Btf {
             return Err(err("bad magic (not little-endian BTF)".into()));
         }
         let hdr = |i: usize| u32_at(4 + 4 * i).ok_or_else(|| err("truncated header".into()));
-        let (hdr_len, type_off, type_len, str_off, str_len) =
-            (hdr(0)? as usize, hdr(1)? as usize, hdr(2)? as usize, hdr(3)? as usize, hdr(4)? as usize);
+        let (hdr_len, type_off, type_len, str_off, str_len) = (
+            hdr(0)? as usize,
+            hdr(1)? as usize,
+            hdr(2)? as usize,
+            hdr(3)? as usize,
+            hdr(4)? as usize,
+        );
         let types_start = hdr_len + type_off;
         let types_end = types_start + type_len;
         let str_start = hdr_len + str_off;
@@ -73,12 +78,14 @@ impl Btf {
             .ok_or_else(|| err(format!("string section {str_start}+{str_len} past end")))?
             .to_vec();
         if types_end > data.len() {
-            return Err(err(format!("type section {types_start}+{type_len} past end")));
+            return Err(err(format!(
+                "type section {types_start}+{type_len} past end"
+            )));
         }
         let mut types = vec![Type {
             kind: 0,
             name_off: 0,
-            type_ref: 0,
+            referenced: 0,
             members: Vec::new(),
         }];
         let mut o = types_start;
@@ -93,20 +100,23 @@ impl Btf {
             o += 12;
             let mut members = Vec::new();
             let extra = match kind {
-                1 | 14 | 17 => 4,                         // int, var, decl_tag
-                3 => 12,                                  // array
+                1 | 14 | 17 => 4, // int, var, decl_tag
+                3 => 12,          // array
                 KIND_STRUCT | KIND_UNION => {
                     for m in 0..vlen {
                         let base = o + 12 * m;
-                        let mu = |i: usize| u32_at(base + i).ok_or_else(|| err(format!("truncated member at {base}")));
+                        let mu = |i: usize| {
+                            u32_at(base + i)
+                                .ok_or_else(|| err(format!("truncated member at {base}")))
+                        };
                         let off = mu(8)?;
                         let bit = if kind_flag { off & 0x00ff_ffff } else { off };
                         members.push((mu(0)?, mu(4)?, bit));
                     }
                     12 * vlen
                 }
-                6 | 13 => 8 * vlen,                       // enum, func_proto
-                15 | 19 => 12 * vlen,                     // datasec, enum64
+                6 | 13 => 8 * vlen,   // enum, func_proto
+                15 | 19 => 12 * vlen, // datasec, enum64
                 2 | 7 | 8 | 9 | 10 | 11 | 12 | 16 | 18 => 0,
                 k => return Err(err(format!("unknown BTF kind {k} at offset {}", o - 12))),
             };
@@ -114,7 +124,7 @@ impl Btf {
             types.push(Type {
                 kind,
                 name_off,
-                type_ref: size_or_type,
+                referenced: size_or_type,
                 members,
             });
         }
@@ -142,7 +152,9 @@ impl Btf {
         self.types
             .iter()
             .position(|t| {
-                t.kind == KIND_STRUCT && !t.members.is_empty() && self.name(t.name_off) == name.as_bytes()
+                t.kind == KIND_STRUCT
+                    && !t.members.is_empty()
+                    && self.name(t.name_off) == name.as_bytes()
             })
             .map(|i| i as u32)
     }
@@ -157,7 +169,7 @@ impl Btf {
                         KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG
                     ) =>
                 {
-                    id = t.type_ref;
+                    id = t.referenced;
                 }
                 _ => break,
             }
@@ -172,10 +184,12 @@ impl Btf {
         for &(name_off, ty, bit) in &t.members {
             if name_off == 0 {
                 let inner = self.resolve(ty);
-                if matches!(self.types.get(inner as usize).map(|t| t.kind), Some(KIND_STRUCT | KIND_UNION)) {
-                    if let Some((b, mt)) = self.member(inner, name) {
-                        return Some((bit + b, mt));
-                    }
+                if matches!(
+                    self.types.get(inner as usize).map(|t| t.kind),
+                    Some(KIND_STRUCT | KIND_UNION)
+                ) && let Some((b, mt)) = self.member(inner, name)
+                {
+                    return Some((bit + b, mt));
                 }
             } else if self.name(name_off) == name.as_bytes() {
                 return Some((bit, ty));
@@ -191,9 +205,9 @@ impl Btf {
             .ok_or_else(|| self.err(format!("no struct {struct_name}")))?;
         let mut bits = 0;
         for part in member_path.split('.') {
-            let (b, ty) = self
-                .member(id, part)
-                .ok_or_else(|| self.err(format!("struct {struct_name} has no member {member_path}")))?;
+            let (b, ty) = self.member(id, part).ok_or_else(|| {
+                self.err(format!("struct {struct_name} has no member {member_path}"))
+            })?;
             bits += b;
             id = self.resolve(ty);
         }

@@ -32,12 +32,11 @@ impl TraceCgroup {
         let mount = Cgroup2Mount::find()?;
         let name = format!("minify-{}", random_hex(6)?);
         let path = mount.mount_point.join(&name);
-        fs_err::create_dir(&path).map_err(|e| {
-            TraceError::from_io(format!("creating cgroup {}", path.display()), e.into())
-        })?;
+        fs_err::create_dir(&path)
+            .map_err(|e| TraceError::from_io(format!("creating cgroup {}", path.display()), e))?;
         let meta = fs_err::metadata(&path).map_err(|e| TraceError::Cgroup {
             path: path.clone(),
-            source: e.into(),
+            source: e,
         })?;
         let level = mount.root_level + 1;
         tracing::debug!(path = %path.display(), id = meta.ino(), level, "created trace cgroup");
@@ -75,7 +74,7 @@ impl TraceCgroup {
         let procs = self.path.join("cgroup.procs");
         fs_err::write(&procs, pid.to_string()).map_err(|e| TraceError::Cgroup {
             path: procs,
-            source: e.into(),
+            source: e,
         })
     }
 
@@ -84,7 +83,7 @@ impl TraceCgroup {
         let procs = self.path.join("cgroup.procs");
         let text = fs_err::read_to_string(&procs).map_err(|e| TraceError::Cgroup {
             path: procs,
-            source: e.into(),
+            source: e,
         })?;
         Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
     }
@@ -92,9 +91,7 @@ impl TraceCgroup {
     /// Whether no process is in this cgroup or any cgroup below it.
     pub fn is_populated(&self) -> bool {
         let events = self.path.join("cgroup.events");
-        fs_err::read_to_string(events)
-            .map(|t| t.lines().any(|l| l.trim() == "populated 1"))
-            .unwrap_or(false)
+        fs_err::read_to_string(events).is_ok_and(|t| t.lines().any(|l| l.trim() == "populated 1"))
     }
 
     /// Remove the cgroup now, waiting up to `timeout` for it to empty. Idempotent.
@@ -207,7 +204,11 @@ fn v1_hierarchies() -> Vec<PathBuf> {
         .filter_map(|line| {
             let (pre, post) = line.split_once(" - ")?;
             (post.split_whitespace().next() == Some("cgroup"))
-                .then(|| pre.split_whitespace().nth(4).map(|m| PathBuf::from(unescape_mountinfo(m))))
+                .then(|| {
+                    pre.split_whitespace()
+                        .nth(4)
+                        .map(|m| PathBuf::from(unescape_mountinfo(m)))
+                })
                 .flatten()
         })
         .collect()
@@ -237,7 +238,11 @@ fn unescape_mountinfo(s: &str) -> String {
 fn random_hex(n: usize) -> Result<String, TraceError> {
     let mut buf = vec![0u8; n];
     fs_err::File::open("/dev/urandom")?.read_exact(&mut buf)?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(buf.iter().fold(String::new(), |mut s, b| {
+        use std::fmt::Write as _;
+        let _ = write!(s, "{b:02x}");
+        s
+    }))
 }
 
 #[cfg(test)]

@@ -8,10 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 use minify_model::trace::Special;
 use minify_model::{AccessKind, ImagePath, Trace, TraceEvent};
 use minify_trace_common::{
-    EV_ENTER, EV_EXEC, EV_EXIT, EV_FORK, EV_PROC_EXIT, EXIT_FLAG_CREATED, EventHeader,
-    HEADER_LEN, TAG_ARGV0, TAG_COMPONENT, TAG_END_ERROR, TAG_END_ROOT, TAG_END_TRUNCATED,
-    TAG_END_UNREACHABLE, TAG_USER_PATH, TAG_USER_PATH2, TAG_WALK_BASE, TAG_WALK_BASE2,
-    TAG_WALK_EXE, TAG_WALK_FD, op,
+    EV_ENTER, EV_EXEC, EV_EXIT, EV_FORK, EV_PROC_EXIT, EXIT_FLAG_CREATED, EventHeader, HEADER_LEN,
+    TAG_ARGV0, TAG_COMPONENT, TAG_END_ERROR, TAG_END_ROOT, TAG_END_TRUNCATED, TAG_END_UNREACHABLE,
+    TAG_USER_PATH, TAG_USER_PATH2, TAG_WALK_BASE, TAG_WALK_BASE2, TAG_WALK_EXE, TAG_WALK_FD, op,
 };
 
 use crate::{ProcessInfo, Recording};
@@ -166,8 +165,8 @@ impl Decoder {
         self.see_process(h.pid, &comm);
         match h.kind {
             EV_ENTER => self.enter(&h, &pieces),
-            EV_EXIT => self.exit(&h, &pieces, comm),
-            EV_EXEC => self.exec(&h, &pieces, comm),
+            EV_EXIT => self.exit(&h, &pieces, &comm),
+            EV_EXEC => self.exec(&h, &pieces, &comm),
             EV_FORK => {
                 let child = h.ret as u32;
                 self.parents.insert(child, h.pid);
@@ -176,10 +175,10 @@ impl Decoder {
                 }
             }
             EV_PROC_EXIT => {
-                if h.tid == h.pid {
-                    if let Some(p) = self.procs.get_mut(&h.pid) {
-                        p.exit_code = Some((h.ret as i32) >> 8);
-                    }
+                if h.tid == h.pid
+                    && let Some(p) = self.procs.get_mut(&h.pid)
+                {
+                    p.exit_code = Some((h.ret as i32) >> 8);
                 }
             }
             _ => self.malformed += 1,
@@ -229,7 +228,7 @@ impl Decoder {
         }
     }
 
-    fn exit(&mut self, h: &EventHeader, pc: &Pieces, comm: String) {
+    fn exit(&mut self, h: &EventHeader, pc: &Pieces, comm: &str) {
         let Some(p) = self.pending.remove(&h.tid) else {
             // Entry lost or started before we attached.
             return;
@@ -238,20 +237,29 @@ impl Decoder {
         if matches!(opened, Some(None)) {
             self.unreachable += 1;
         }
-        self.complete(h.pid, &comm, &p, h.ret, h.flags, opened.flatten());
+        self.complete(h.pid, comm, &p, h.ret, h.flags, opened.flatten());
     }
 
-    fn push(&mut self, pid: u32, comm: &str, kind: AccessKind, path: String, ok: bool, detail: String) {
+    fn push(
+        &mut self,
+        pid: u32,
+        comm: &str,
+        kind: AccessKind,
+        path: String,
+        ok: bool,
+        detail: String,
+    ) {
         if self.gate && !self.started.contains(&pid) {
             self.before_exec += 1;
             return;
         }
         // Cheap pre-check: `Special::of` allocates, and nearly no path is special.
-        let special = if path.starts_with("/proc") || path.starts_with("/sys") || path.starts_with("/dev") {
-            Special::of(&path)
-        } else {
-            None
-        };
+        let special =
+            if path.starts_with("/proc") || path.starts_with("/sys") || path.starts_with("/dev") {
+                Special::of(&path)
+            } else {
+                None
+            };
         self.events.push(TraceEvent {
             pid,
             comm: comm.to_owned(),
@@ -263,14 +271,29 @@ impl Decoder {
         });
     }
 
-    fn complete(&mut self, pid: u32, comm: &str, p: &Pending, ret: i64, flags: u64, opened: Option<String>) {
+    fn complete(
+        &mut self,
+        pid: u32,
+        comm: &str,
+        p: &Pending,
+        ret: i64,
+        flags: u64,
+        opened: Option<String>,
+    ) {
         let ok = ret >= 0;
         let simple = |k| (k, p.path.clone());
         let first = match p.op {
             op::OPEN => {
                 if let Some(real) = opened {
                     if flags & EXIT_FLAG_CREATED != 0 {
-                        self.push(pid, comm, AccessKind::Create, real.clone(), true, String::new());
+                        self.push(
+                            pid,
+                            comm,
+                            AccessKind::Create,
+                            real.clone(),
+                            true,
+                            String::new(),
+                        );
                     }
                     self.push(pid, comm, AccessKind::Open, real, ok, String::new());
                 }
@@ -302,14 +325,15 @@ impl Decoder {
         }
     }
 
-    fn exec(&mut self, h: &EventHeader, pc: &Pieces, comm: String) {
+    fn exec(&mut self, h: &EventHeader, pc: &Pieces, comm: &str) {
         // A non-leader thread that execs takes over the leader's pid: its pending execve
         // moves with it.
         let old = h.ret as u32;
-        if old != 0 && old != h.tid {
-            if let Some(p) = self.pending.remove(&old) {
-                self.pending.insert(h.tid, p);
-            }
+        if old != 0
+            && old != h.tid
+            && let Some(p) = self.pending.remove(&old)
+        {
+            self.pending.insert(h.tid, p);
         }
         self.started.insert(h.pid);
         let Some(exe) = pc.exe.as_ref().and_then(Walk::path) else {
@@ -320,7 +344,7 @@ impl Decoder {
             p.execs.push(exe.clone());
         }
         let argv0 = pc.argv0.clone().unwrap_or_default();
-        self.push(h.pid, &comm, AccessKind::ExecBinary, exe, true, argv0);
+        self.push(h.pid, comm, AccessKind::ExecBinary, exe, true, argv0);
     }
 
     /// Finish: flush unpaired entries, attach the loss counters.
@@ -349,7 +373,10 @@ impl Decoder {
             }
         }
         if self.before_exec > 0 {
-            tracing::debug!("{} events before the first exec dropped (runtime set-up)", self.before_exec);
+            tracing::debug!(
+                "{} events before the first exec dropped (runtime set-up)",
+                self.before_exec
+            );
         }
         if self.malformed > 0 {
             tracing::warn!("{} malformed trace records ignored", self.malformed);
@@ -432,15 +459,27 @@ mod tests {
         let mut enter = user(TAG_USER_PATH, "../lib/libc.so.6");
         enter.extend(walk(TAG_WALK_BASE, &["bin", "usr"], TAG_END_ROOT));
         d.feed(&record(EV_ENTER, op::OPEN, 7, 0, 0, &enter));
-        let exit = walk(TAG_WALK_FD, &["libc.so.6", "x86_64-linux-gnu", "lib", "usr"], TAG_END_ROOT);
+        let exit = walk(
+            TAG_WALK_FD,
+            &["libc.so.6", "x86_64-linux-gnu", "lib", "usr"],
+            TAG_END_ROOT,
+        );
         d.feed(&record(EV_EXIT, op::OPEN, 7, 3, 0, &exit));
         let r = d.finish(&BTreeMap::new());
-        let got: Vec<(AccessKind, &str, bool)> =
-            r.trace.events.iter().map(|e| (e.kind, e.path.as_str(), e.ok)).collect();
+        let got: Vec<(AccessKind, &str, bool)> = r
+            .trace
+            .events
+            .iter()
+            .map(|e| (e.kind, e.path.as_str(), e.ok))
+            .collect();
         assert_eq!(
             got,
             [
-                (AccessKind::Open, "/usr/lib/x86_64-linux-gnu/libc.so.6", true),
+                (
+                    AccessKind::Open,
+                    "/usr/lib/x86_64-linux-gnu/libc.so.6",
+                    true
+                ),
                 (AccessKind::OpenRequested, "/usr/lib/libc.so.6", true),
             ]
         );
@@ -450,24 +489,71 @@ mod tests {
     #[test]
     fn failed_stat_created_file_rename_and_special() {
         let mut d = Decoder::default();
-        d.feed(&record(EV_ENTER, op::STAT, 1, 0, 0, &user(TAG_USER_PATH, "/nope")));
+        d.feed(&record(
+            EV_ENTER,
+            op::STAT,
+            1,
+            0,
+            0,
+            &user(TAG_USER_PATH, "/nope"),
+        ));
         d.feed(&record(EV_EXIT, op::STAT, 1, -2, 0, &[]));
-        d.feed(&record(EV_ENTER, op::OPEN, 1, 0, 0, &user(TAG_USER_PATH, "/tmp/new")));
-        d.feed(&record(EV_EXIT, op::OPEN, 1, 4, EXIT_FLAG_CREATED, &walk(TAG_WALK_FD, &["new", "tmp"], TAG_END_ROOT)));
+        d.feed(&record(
+            EV_ENTER,
+            op::OPEN,
+            1,
+            0,
+            0,
+            &user(TAG_USER_PATH, "/tmp/new"),
+        ));
+        d.feed(&record(
+            EV_EXIT,
+            op::OPEN,
+            1,
+            4,
+            EXIT_FLAG_CREATED,
+            &walk(TAG_WALK_FD, &["new", "tmp"], TAG_END_ROOT),
+        ));
         let mut ren = user(TAG_USER_PATH, "/tmp/a");
         ren.extend(user(TAG_USER_PATH2, "/tmp/b"));
         d.feed(&record(EV_ENTER, op::RENAME, 1, 0, 0, &ren));
         d.feed(&record(EV_EXIT, op::RENAME, 1, 0, 0, &[]));
-        d.feed(&record(EV_ENTER, op::OPEN, 1, 0, 0, &user(TAG_USER_PATH, "/proc/self/maps")));
-        d.feed(&record(EV_EXIT, op::OPEN, 1, 5, 0, &walk(TAG_WALK_FD, &["maps", "1", "proc"], TAG_END_ROOT)));
+        d.feed(&record(
+            EV_ENTER,
+            op::OPEN,
+            1,
+            0,
+            0,
+            &user(TAG_USER_PATH, "/proc/self/maps"),
+        ));
+        d.feed(&record(
+            EV_EXIT,
+            op::OPEN,
+            1,
+            5,
+            0,
+            &walk(TAG_WALK_FD, &["maps", "1", "proc"], TAG_END_ROOT),
+        ));
         let mut lost = BTreeMap::new();
         lost.insert(op::OPEN, 2);
         let r = d.finish(&lost);
         let ev = &r.trace.events;
-        assert_eq!((ev[0].kind, ev[0].path.as_str(), ev[0].ok), (AccessKind::Stat, "/nope", false));
-        assert!(ev.iter().any(|e| e.kind == AccessKind::Create && e.path == "/tmp/new"));
-        assert!(ev.iter().any(|e| e.kind == AccessKind::RenameFrom && e.path == "/tmp/a"));
-        assert!(ev.iter().any(|e| e.kind == AccessKind::RenameTo && e.path == "/tmp/b"));
+        assert_eq!(
+            (ev[0].kind, ev[0].path.as_str(), ev[0].ok),
+            (AccessKind::Stat, "/nope", false)
+        );
+        assert!(
+            ev.iter()
+                .any(|e| e.kind == AccessKind::Create && e.path == "/tmp/new")
+        );
+        assert!(
+            ev.iter()
+                .any(|e| e.kind == AccessKind::RenameFrom && e.path == "/tmp/a")
+        );
+        assert!(
+            ev.iter()
+                .any(|e| e.kind == AccessKind::RenameTo && e.path == "/tmp/b")
+        );
         let maps = ev.iter().find(|e| e.path == "/proc/1/maps").unwrap();
         assert_eq!(maps.special, Some(Special::Proc));
         assert_eq!(r.trace.lost[&AccessKind::Open], 2);
@@ -492,24 +578,62 @@ mod tests {
     fn runtime_setup_before_first_exec_is_dropped() {
         let mut d = Decoder::new(true);
         // runc init, before pivot_root: host paths.
-        d.feed(&record(EV_ENTER, op::STAT, 5, 0, 0, &user(TAG_USER_PATH, "/var/lib/docker/x/merged/proc")));
+        d.feed(&record(
+            EV_ENTER,
+            op::STAT,
+            5,
+            0,
+            0,
+            &user(TAG_USER_PATH, "/var/lib/docker/x/merged/proc"),
+        ));
         d.feed(&record(EV_EXIT, op::STAT, 5, 0, 0, &[]));
-        d.feed(&record(EV_ENTER, op::EXEC, 5, 0, 0, &user(TAG_USER_PATH, "/bin/cat")));
-        d.feed(&record(EV_EXEC, 0, 5, 5, 0, &walk(TAG_WALK_EXE, &["cat", "bin", "usr"], TAG_END_ROOT)));
+        d.feed(&record(
+            EV_ENTER,
+            op::EXEC,
+            5,
+            0,
+            0,
+            &user(TAG_USER_PATH, "/bin/cat"),
+        ));
+        d.feed(&record(
+            EV_EXEC,
+            0,
+            5,
+            5,
+            0,
+            &walk(TAG_WALK_EXE, &["cat", "bin", "usr"], TAG_END_ROOT),
+        ));
         d.feed(&record(EV_EXIT, op::EXEC, 5, 0, 0, &[]));
         d.feed(&record(EV_FORK, 0, 5, 6, 0, &[]));
-        d.feed(&record(EV_ENTER, op::STAT, 6, 0, 0, &user(TAG_USER_PATH, "/etc/hosts")));
+        d.feed(&record(
+            EV_ENTER,
+            op::STAT,
+            6,
+            0,
+            0,
+            &user(TAG_USER_PATH, "/etc/hosts"),
+        ));
         d.feed(&record(EV_EXIT, op::STAT, 6, 0, 0, &[]));
         let r = d.finish(&BTreeMap::new());
         let paths: Vec<&str> = r.trace.events.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["/usr/bin/cat", "/bin/cat", "/etc/hosts"]);
-        assert_eq!(r.processes.iter().find(|p| p.pid == 6).unwrap().ppid, Some(5));
+        assert_eq!(
+            r.processes.iter().find(|p| p.pid == 6).unwrap().ppid,
+            Some(5)
+        );
     }
 
     #[test]
     fn exec_records_binary_and_argv0() {
         let mut d = Decoder::default();
-        d.feed(&record(EV_ENTER, op::EXEC, 9, 0, 0, &user(TAG_USER_PATH, "/bin/ls")));
+        d.feed(&record(
+            EV_ENTER,
+            op::EXEC,
+            9,
+            0,
+            0,
+            &user(TAG_USER_PATH, "/bin/ls"),
+        ));
         let mut ex = walk(TAG_WALK_EXE, &["ls", "bin", "usr"], TAG_END_ROOT);
         ex.extend(user(TAG_ARGV0, "ls"));
         d.feed(&record(EV_EXEC, 0, 9, 9, 0, &ex));
@@ -517,8 +641,14 @@ mod tests {
         d.feed(&record(EV_PROC_EXIT, 0, 9, 256, 0, &[]));
         let r = d.finish(&BTreeMap::new());
         let ev = &r.trace.events;
-        assert_eq!((ev[0].kind, ev[0].path.as_str(), ev[0].detail.as_str()), (AccessKind::ExecBinary, "/usr/bin/ls", "ls"));
-        assert_eq!((ev[1].kind, ev[1].path.as_str(), ev[1].ok), (AccessKind::Exec, "/bin/ls", true));
+        assert_eq!(
+            (ev[0].kind, ev[0].path.as_str(), ev[0].detail.as_str()),
+            (AccessKind::ExecBinary, "/usr/bin/ls", "ls")
+        );
+        assert_eq!(
+            (ev[1].kind, ev[1].path.as_str(), ev[1].ok),
+            (AccessKind::Exec, "/bin/ls", true)
+        );
         assert_eq!(r.processes[0].exit_code, Some(1));
         assert_eq!(r.processes[0].execs, ["/usr/bin/ls"]);
     }

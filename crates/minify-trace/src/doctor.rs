@@ -72,31 +72,65 @@ pub fn check_environment() -> Vec<Check> {
     out.push(if (bpf && perfmon) || admin {
         Check::new("privileges", Status::Ok, detail, None)
     } else {
-        Check::new("privileges", Status::Fail, detail, Some("run as root (sudo minify ...)"))
+        Check::new(
+            "privileges",
+            Status::Fail,
+            detail,
+            Some("run as root (sudo minify ...)"),
+        )
     });
 
     let btf_path = std::path::Path::new(btf::VMLINUX);
     out.push(match btf::Btf::from_sys() {
         Ok(b) => match b.offset("dentry", "d_name.name") {
-            Ok(_) => Check::new("btf", Status::Ok, format!("{} parsed", btf_path.display()), None),
-            Err(e) => Check::new("btf", Status::Fail, e.to_string(), Some("use a kernel with CONFIG_DEBUG_INFO_BTF=y")),
+            Ok(_) => Check::new(
+                "btf",
+                Status::Ok,
+                format!("{} parsed", btf_path.display()),
+                None,
+            ),
+            Err(e) => Check::new(
+                "btf",
+                Status::Fail,
+                e.to_string(),
+                Some("use a kernel with CONFIG_DEBUG_INFO_BTF=y"),
+            ),
         },
-        Err(e) => Check::new("btf", Status::Fail, e.to_string(), Some("use a kernel with CONFIG_DEBUG_INFO_BTF=y")),
+        Err(e) => Check::new(
+            "btf",
+            Status::Fail,
+            e.to_string(),
+            Some("use a kernel with CONFIG_DEBUG_INFO_BTF=y"),
+        ),
     });
 
     out.push(if tracefs::is_mounted() {
-        Check::new("tracefs", Status::Ok, format!("mounted at {}", tracefs::TRACEFS), None)
+        Check::new(
+            "tracefs",
+            Status::Ok,
+            format!("mounted at {}", tracefs::TRACEFS),
+            None,
+        )
     } else {
         Check::new(
             "tracefs",
             Status::Unavailable,
-            format!("not mounted at {} (minify trace mounts it when run as root)", tracefs::TRACEFS),
+            format!(
+                "not mounted at {} (minify trace mounts it when run as root)",
+                tracefs::TRACEFS
+            ),
             Some("mount -t tracefs tracefs /sys/kernel/tracing"),
         )
     });
 
     out.push(match std::fs::read_to_string("/proc/self/mountinfo") {
-        Ok(t) if t.lines().any(|l| l.split(" - ").nth(1).is_some_and(|p| p.starts_with("cgroup2 "))) => {
+        Ok(t)
+            if t.lines().any(|l| {
+                l.split(" - ")
+                    .nth(1)
+                    .is_some_and(|p| p.starts_with("cgroup2 "))
+            }) =>
+        {
             Check::new("cgroup2", Status::Ok, "cgroup v2 hierarchy mounted", None)
         }
         _ => Check::new(
@@ -134,50 +168,97 @@ pub fn check_attach_types() -> Vec<Check> {
         Ok(e) => e,
         Err(e) => {
             let err = aya_error("loading", "eBPF object", &e);
-            out.push(Check::new("ebpf-object", Status::Fail, err.to_string(), Some(fix_for(&err))));
+            out.push(Check::new(
+                "ebpf-object",
+                Status::Fail,
+                err.to_string(),
+                Some(fix_for(&err)),
+            ));
             return out;
         }
     };
     let kbtf = aya::Btf::from_sys_fs().ok();
     let tracefs_ok = tracefs::is_mounted();
-    out.push(probe(&mut ebpf, "tracepoint", "probe_tracepoint", "used by the tracer", |e| {
-        let p: &mut TracePoint = e.program_mut("probe_tracepoint").ok_or("missing")?.try_into().map_err(str_err)?;
-        p.load().map_err(str_err)?;
-        if tracefs_ok {
-            p.attach("syscalls", "sys_enter_getpid").map_err(str_err)?;
-        }
-        Ok(())
-    }));
-    out.push(probe(&mut ebpf, "raw_tracepoint", "probe_raw_tracepoint", "", |e| {
-        let p: &mut RawTracePoint = e.program_mut("probe_raw_tracepoint").ok_or("missing")?.try_into().map_err(str_err)?;
-        p.load().map_err(str_err)?;
-        p.attach("sched_process_exec").map_err(str_err)?;
-        Ok(())
-    }));
+    out.push(probe(
+        &mut ebpf,
+        "tracepoint",
+        "probe_tracepoint",
+        "used by the tracer",
+        |e| {
+            let p: &mut TracePoint = e
+                .program_mut("probe_tracepoint")
+                .ok_or("missing")?
+                .try_into()
+                .map_err(str_err)?;
+            p.load().map_err(str_err)?;
+            if tracefs_ok {
+                p.attach("syscalls", "sys_enter_getpid").map_err(str_err)?;
+            }
+            Ok(())
+        },
+    ));
+    out.push(probe(
+        &mut ebpf,
+        "raw_tracepoint",
+        "probe_raw_tracepoint",
+        "",
+        |e| {
+            let p: &mut RawTracePoint = e
+                .program_mut("probe_raw_tracepoint")
+                .ok_or("missing")?
+                .try_into()
+                .map_err(str_err)?;
+            p.load().map_err(str_err)?;
+            p.attach("sched_process_exec").map_err(str_err)?;
+            Ok(())
+        },
+    ));
     let btf_ref = kbtf.as_ref();
     out.push(probe(&mut ebpf, "tp_btf", "probe_tp_btf", "", |e| {
         let btf = btf_ref.ok_or("no kernel BTF")?;
-        let p: &mut BtfTracePoint = e.program_mut("probe_tp_btf").ok_or("missing")?.try_into().map_err(str_err)?;
+        let p: &mut BtfTracePoint = e
+            .program_mut("probe_tp_btf")
+            .ok_or("missing")?
+            .try_into()
+            .map_err(str_err)?;
         p.load("sched_process_exec", btf).map_err(str_err)?;
         p.attach().map_err(str_err)?;
         Ok(())
     }));
-    out.push(probe(&mut ebpf, "fentry", "probe_fentry", "would allow the fentry + bpf_d_path backend (not implemented yet)", |e| {
-        let btf = btf_ref.ok_or("no kernel BTF")?;
-        let p: &mut FEntry = e.program_mut("probe_fentry").ok_or("missing")?.try_into().map_err(str_err)?;
-        p.load("do_sys_openat2", btf).map_err(str_err)?;
-        p.attach().map_err(str_err)?;
-        Ok(())
-    }));
+    out.push(probe(
+        &mut ebpf,
+        "fentry",
+        "probe_fentry",
+        "would allow the fentry + bpf_d_path backend (not implemented yet)",
+        |e| {
+            let btf = btf_ref.ok_or("no kernel BTF")?;
+            let p: &mut FEntry = e
+                .program_mut("probe_fentry")
+                .ok_or("missing")?
+                .try_into()
+                .map_err(str_err)?;
+            p.load("do_sys_openat2", btf).map_err(str_err)?;
+            p.attach().map_err(str_err)?;
+            Ok(())
+        },
+    ));
     out.push(probe(&mut ebpf, "lsm", "probe_lsm", "", |e| {
         let btf = btf_ref.ok_or("no kernel BTF")?;
-        let p: &mut Lsm = e.program_mut("probe_lsm").ok_or("missing")?.try_into().map_err(str_err)?;
+        let p: &mut Lsm = e
+            .program_mut("probe_lsm")
+            .ok_or("missing")?
+            .try_into()
+            .map_err(str_err)?;
         p.load("file_open", btf).map_err(str_err)?;
         p.attach().map_err(str_err)?;
         Ok(())
     }));
     out.push(probe(&mut ebpf, "kprobe", "probe_kprobe", "", |e| {
-        let p: &mut KProbe = e.program_mut("probe_kprobe").ok_or("missing")?.try_into().map_err(str_err)?;
+        let p: &mut KProbe = e
+            .program_mut("probe_kprobe")
+            .ok_or("missing")?
+            .try_into()
+            .map_err(str_err)?;
         p.load().map_err(str_err)?;
         p.attach("do_sys_openat2", 0).map_err(str_err)?;
         Ok(())
@@ -207,7 +288,11 @@ fn probe(
         Ok(()) => Check::new(
             name,
             Status::Ok,
-            if note.is_empty() { "loads and attaches".to_owned() } else { format!("loads and attaches; {note}") },
+            if note.is_empty() {
+                "loads and attaches".to_owned()
+            } else {
+                format!("loads and attaches; {note}")
+            },
             None,
         ),
         Err(e) => {
@@ -217,13 +302,19 @@ fn probe(
             } else if name == "kprobe" {
                 Some("kernel built without CONFIG_KPROBES; not needed")
             } else if matches!(name, "fentry" | "lsm") {
-                Some("BPF trampolines are blocked on this kernel/VM; not needed (tracepoints are used)")
+                Some(
+                    "BPF trampolines are blocked on this kernel/VM; not needed (tracepoints are used)",
+                )
             } else {
                 None
             };
             Check::new(
                 name,
-                if required { Status::Fail } else { Status::Unavailable },
+                if required {
+                    Status::Fail
+                } else {
+                    Status::Unavailable
+                },
                 e.lines().next().unwrap_or_default().to_owned(),
                 fix,
             )

@@ -7,14 +7,18 @@ use std::path::PathBuf;
 pub enum TraceError {
     /// The kernel refused for lack of privilege (not root, no CAP_BPF/CAP_PERFMON, cannot
     /// create cgroups). `what` says which step.
-    #[error("{what}: permission denied (run as root, or with CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN)")]
+    #[error(
+        "{what}: permission denied (run as root, or with CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN)"
+    )]
     NotPermitted {
         what: String,
         #[source]
         source: std::io::Error,
     },
     /// No cgroup v2 hierarchy is mounted.
-    #[error("no cgroup v2 hierarchy mounted (looked in /proc/self/mountinfo); mount one: `mount -t cgroup2 none /sys/fs/cgroup/unified`")]
+    #[error(
+        "no cgroup v2 hierarchy mounted (looked in /proc/self/mountinfo); mount one: `mount -t cgroup2 none /sys/fs/cgroup/unified`"
+    )]
     NoCgroup2,
     /// A cgroup file or directory could not be created, written or removed.
     #[error("cgroup {path}: {source}")]
@@ -30,7 +34,9 @@ pub enum TraceError {
     #[error("kernel BTF {path}: {detail}")]
     Btf { path: PathBuf, detail: String },
     /// tracefs is not mounted and could not be mounted.
-    #[error("tracefs not mounted at /sys/kernel/tracing ({detail}); fix: `mount -t tracefs tracefs /sys/kernel/tracing`")]
+    #[error(
+        "tracefs not mounted at /sys/kernel/tracing ({detail}); fix: `mount -t tracefs tracefs /sys/kernel/tracing`"
+    )]
     NoTracefs { detail: String },
     /// A tracepoint `format` file is missing a field the programs need, or unreadable.
     #[error("tracepoint format {path}: {detail}")]

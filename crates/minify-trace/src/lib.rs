@@ -50,7 +50,7 @@ pub use spawn::{Sandbox, SpawnSpec};
 pub const DEFAULT_RING_BYTES: u32 = 16 << 20;
 
 /// How to trace.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct TraceOptions {
     /// Ring buffer size in bytes: a power of two, at least one page. Bigger rings lose fewer
     /// events under bursts at the cost of locked kernel memory.

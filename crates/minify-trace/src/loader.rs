@@ -238,16 +238,18 @@ pub(crate) fn aya_error(
         detail.push_str(&s.to_string());
         cur = s.source();
     }
-    if let Some(io) = io_in_chain(e) {
-        if crate::error::is_permission(io) {
-            return TraceError::NotPermitted {
-                what: format!("{what} {program}"),
-                source: std::io::Error::from_raw_os_error(io.raw_os_error().unwrap_or(libc::EPERM)),
-            };
-        }
+    if let Some(io) = io_in_chain(e)
+        && crate::error::is_permission(io)
+    {
+        return TraceError::NotPermitted {
+            what: format!("{what} {program}"),
+            source: std::io::Error::from_raw_os_error(io.raw_os_error().unwrap_or(libc::EPERM)),
+        };
     }
     let verifier_log = match e.downcast_ref::<aya::programs::ProgramError>() {
-        Some(aya::programs::ProgramError::LoadError { verifier_log, .. }) => verifier_log.to_string(),
+        Some(aya::programs::ProgramError::LoadError { verifier_log, .. }) => {
+            verifier_log.to_string()
+        }
         _ => String::new(),
     };
     TraceError::Load {
@@ -267,10 +269,11 @@ fn kernel_config(btf: &Btf, cgroup: &TraceCgroup) -> Result<KernelConfig, TraceE
         path: "sched/sched_process_exec".into(),
         detail: "tracepoint missing".into(),
     })?;
-    let openat = Format::read("syscalls", "sys_enter_openat")?.ok_or_else(|| TraceError::Format {
-        path: "syscalls/sys_enter_openat".into(),
-        detail: "tracepoint missing (kernel without CONFIG_FTRACE_SYSCALLS?)".into(),
-    })?;
+    let openat =
+        Format::read("syscalls", "sys_enter_openat")?.ok_or_else(|| TraceError::Format {
+            path: "syscalls/sys_enter_openat".into(),
+            detail: "tracepoint missing (kernel without CONFIG_FTRACE_SYSCALLS?)".into(),
+        })?;
     Ok(KernelConfig {
         cgroup_id: cgroup.id(),
         cgroup_level: cgroup.level(),
@@ -345,7 +348,12 @@ fn tracepoint<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut TracePoint, 
     Ok(tp)
 }
 
-fn attach(tp: &mut TracePoint, program: &str, category: &str, name: &str) -> Result<TracePointLink, TraceError> {
+fn attach(
+    tp: &mut TracePoint,
+    program: &str,
+    category: &str,
+    name: &str,
+) -> Result<TracePointLink, TraceError> {
     let id = tp.attach(category, name).map_err(|e| {
         let err = aya_error("attaching", program, &e);
         match err {
@@ -357,7 +365,8 @@ fn attach(tp: &mut TracePoint, program: &str, category: &str, name: &str) -> Res
             other => other,
         }
     })?;
-    tp.take_link(id).map_err(|e| aya_error("attaching", program, &e))
+    tp.take_link(id)
+        .map_err(|e| aya_error("attaching", program, &e))
 }
 
 /// Background detaches still running (see [`Tracer::finish_recording`]).
@@ -425,10 +434,9 @@ impl Tracer {
         // Which tracepoints exist here, and what their records hold.
         let mut hooks: Vec<(String, &'static str)> = Vec::new();
         {
-            let mut cfg_map: BpfHashMap<_, u32, SysCfg> = BpfHashMap::try_from(
-                ebpf.map_mut("SYS_CFG").expect("SYS_CFG is in the object"),
-            )
-            .map_err(|e| aya_error("opening map", "SYS_CFG", &e))?;
+            let mut cfg_map: BpfHashMap<_, u32, SysCfg> =
+                BpfHashMap::try_from(ebpf.map_mut("SYS_CFG").expect("SYS_CFG is in the object"))
+                    .map_err(|e| aya_error("opening map", "SYS_CFG", &e))?;
             for s in SYSCALLS {
                 let Some(pair) = syscall_cfgs(s)? else {
                     tracing::debug!("syscall {} has no tracepoints here; skipped", s.name);
@@ -439,8 +447,17 @@ impl Tracer {
                     cfg_map
                         .insert(sys_cfg_key(cfg.role, nr), cfg, 0)
                         .map_err(|e| aya_error("filling map", "SYS_CFG", &e))?;
-                    let tp_name = fmt.path.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                    let prog = if cfg.role == ROLE_ENTER { "sys_enter" } else { "sys_exit" };
+                    let tp_name = fmt
+                        .path
+                        .parent()
+                        .and_then(|p| p.file_name())
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    let prog = if cfg.role == ROLE_ENTER {
+                        "sys_enter"
+                    } else {
+                        "sys_exit"
+                    };
                     hooks.push((tp_name, prog));
                 }
             }
@@ -620,7 +637,8 @@ fn read_loop(mut ring: RingBuf<MapData>, stop: &AtomicBool, from_first_exec: boo
             batch.extend_from_slice(&(item.len() as u32).to_le_bytes());
             batch.extend_from_slice(&item);
             if batch.len() >= BATCH_BYTES {
-                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_BYTES + 64 * 1024));
+                let full =
+                    std::mem::replace(&mut batch, Vec::with_capacity(BATCH_BYTES + 64 * 1024));
                 let _ = tx.send(full);
             }
         }

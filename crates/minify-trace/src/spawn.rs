@@ -108,10 +108,13 @@ impl SpawnSpec {
         let root = match &self.sandbox {
             None => None,
             Some(s) => {
-                let meta = fs_err::metadata(&s.root)
-                    .map_err(|e| spawn_err(format!("--root: {e}")))?;
+                let meta =
+                    fs_err::metadata(&s.root).map_err(|e| spawn_err(format!("--root: {e}")))?;
                 if !meta.is_dir() {
-                    return Err(spawn_err(format!("--root {} is not a directory", s.root.display())));
+                    return Err(spawn_err(format!(
+                        "--root {} is not a directory",
+                        s.root.display()
+                    )));
                 }
                 let canon = fs_err::canonicalize(&s.root).map_err(|e| spawn_err(e.to_string()))?;
                 Some(cstr(canon.as_os_str().as_bytes(), &command)?)
@@ -153,7 +156,7 @@ impl SpawnSpec {
         let procs_file = fs_err::OpenOptions::new()
             .write(true)
             .open(&procs)
-            .map_err(|e| TraceError::from_io(format!("opening {}", procs.display()), e.into()))?;
+            .map_err(|e| TraceError::from_io(format!("opening {}", procs.display()), e))?;
         let prepared = Prepared {
             argv,
             env,
@@ -179,7 +182,9 @@ impl SpawnSpec {
                 };
                 Ok(match status {
                     nix::sys::wait::WaitStatus::Exited(_, code) => ExitStatus::from_raw(code << 8),
-                    nix::sys::wait::WaitStatus::Signaled(_, sig, _) => ExitStatus::from_raw(sig as i32),
+                    nix::sys::wait::WaitStatus::Signaled(_, sig, _) => {
+                        ExitStatus::from_raw(sig as i32)
+                    }
                     _ => ExitStatus::from_raw(1 << 8),
                 })
             }
@@ -288,7 +293,15 @@ fn child(p: &Prepared) -> ! {
 #[allow(unsafe_code)]
 fn enter_root(root: &CString) {
     use nix::mount::{MsFlags, mount};
-    if mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).is_err() {
+    if mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .is_err()
+    {
         die(b"making mounts private", 126);
     }
     // SAFETY: chroot/chdir with valid C strings.
@@ -304,14 +317,28 @@ fn enter_root(root: &CString) {
         // SAFETY: lstat into a zeroed stat buffer; a symlink is not followed.
         unsafe {
             let mut st: libc::stat = std::mem::zeroed();
-            libc::lstat(p.as_ptr(), &raw mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFDIR
+            libc::lstat(p.as_ptr(), &raw mut st) == 0
+                && (st.st_mode & libc::S_IFMT) == libc::S_IFDIR
         }
     };
     if is_dir(c"/proc") {
-        let _ = mount(Some("proc"), "/proc", Some("proc"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None::<&str>);
+        let _ = mount(
+            Some("proc"),
+            "/proc",
+            Some("proc"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None::<&str>,
+        );
     }
     if is_dir(c"/dev")
-        && mount(Some("tmpfs"), "/dev", Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=755,size=64k")).is_ok()
+        && mount(
+            Some("tmpfs"),
+            "/dev",
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("mode=755,size=64k"),
+        )
+        .is_ok()
     {
         for (name, minor) in [
             (c"/dev/null", 3),
@@ -322,7 +349,11 @@ fn enter_root(root: &CString) {
         ] {
             // SAFETY: mknod/chmod on paths inside our private tmpfs.
             unsafe {
-                libc::mknod(name.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, minor));
+                libc::mknod(
+                    name.as_ptr(),
+                    libc::S_IFCHR | 0o666,
+                    libc::makedev(1, minor),
+                );
                 libc::chmod(name.as_ptr(), 0o666);
             }
         }

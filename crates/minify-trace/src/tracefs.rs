@@ -35,7 +35,9 @@ pub(crate) fn ensure_mounted(allow_mount: bool) -> Result<bool, TraceError> {
     .map_err(|e| TraceError::NoTracefs {
         detail: format!("mounting it failed: {e}"),
     })?;
-    tracing::info!("mounted tracefs at {TRACEFS} (it was not mounted; needed to attach tracepoints)");
+    tracing::info!(
+        "mounted tracefs at {TRACEFS} (it was not mounted; needed to attach tracepoints)"
+    );
     Ok(true)
 }
 
@@ -43,8 +45,6 @@ pub(crate) fn ensure_mounted(allow_mount: bool) -> Result<bool, TraceError> {
 #[derive(Debug, Clone)]
 pub(crate) struct Format {
     pub(crate) path: PathBuf,
-    /// The event id (`ID:` line); the kernel stores it in each record's `common_type`.
-    pub(crate) id: u32,
     /// Field name -> byte offset in the record.
     pub(crate) fields: HashMap<String, u32>,
 }
@@ -53,21 +53,28 @@ impl Format {
     /// Read `events/<category>/<name>/format`; `Ok(None)` when the tracepoint does not exist
     /// on this kernel/arch (e.g. `sys_enter_open` on arm64).
     pub(crate) fn read(category: &str, name: &str) -> Result<Option<Format>, TraceError> {
-        let path = Path::new(TRACEFS).join("events").join(category).join(name).join("format");
+        let path = Path::new(TRACEFS)
+            .join("events")
+            .join(category)
+            .join(name)
+            .join("format");
         match fs_err::read_to_string(&path) {
             Ok(text) => Format::parse(&path, &text).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(TraceError::from_io(format!("reading {}", path.display()), e)),
+            Err(e) => Err(TraceError::from_io(
+                format!("reading {}", path.display()),
+                e,
+            )),
         }
     }
 
     pub(crate) fn parse(path: &Path, text: &str) -> Result<Format, TraceError> {
-        let mut id = None;
+        let mut has_id = false;
         let mut fields = HashMap::new();
         for line in text.lines() {
             let line = line.trim();
             if let Some(v) = line.strip_prefix("ID:") {
-                id = v.trim().parse().ok();
+                has_id = v.trim().parse::<u32>().is_ok();
             } else if let Some(rest) = line.strip_prefix("field:") {
                 // `field:const char * filename;	offset:24;	size:8;	signed:0;`
                 let mut parts = rest.split(';');
@@ -79,30 +86,38 @@ impl Format {
                     .split('[')
                     .next()
                     .unwrap_or("");
-                let offset = parts
-                    .find_map(|p| p.trim().strip_prefix("offset:").and_then(|v| v.parse().ok()));
+                let offset = parts.find_map(|p| {
+                    p.trim()
+                        .strip_prefix("offset:")
+                        .and_then(|v| v.parse().ok())
+                });
                 if let (false, Some(off)) = (name.is_empty(), offset) {
                     fields.insert(name.to_owned(), off);
                 }
             }
         }
-        let id = id.ok_or_else(|| TraceError::Format {
-            path: path.into(),
-            detail: "no ID line".into(),
-        })?;
+        // A real format file always has its event id; without one this is not a format file.
+        if !has_id {
+            return Err(TraceError::Format {
+                path: path.into(),
+                detail: "no ID line".into(),
+            });
+        }
         Ok(Format {
             path: path.into(),
-            id,
             fields,
         })
     }
 
     /// Offset of a field that must exist.
     pub(crate) fn field(&self, name: &str) -> Result<u32, TraceError> {
-        self.fields.get(name).copied().ok_or_else(|| TraceError::Format {
-            path: self.path.clone(),
-            detail: format!("no field {name:?}"),
-        })
+        self.fields
+            .get(name)
+            .copied()
+            .ok_or_else(|| TraceError::Format {
+                path: self.path.clone(),
+                detail: format!("no field {name:?}"),
+            })
     }
 }
 
@@ -120,7 +135,6 @@ mod tests {
             \tfield:char comm[16];\toffset:40;\tsize:16;\tsigned:0;\n\
             \tfield:__data_loc char[] parent_comm;\toffset:56;\tsize:4;\tsigned:0;\n";
         let f = Format::parse(Path::new("f"), text).unwrap();
-        assert_eq!(f.id, 782);
         assert_eq!(f.field("dfd").unwrap(), 16);
         assert_eq!(f.field("filename").unwrap(), 24);
         assert_eq!(f.field("comm").unwrap(), 40);

@@ -20,13 +20,11 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid,
         generated::{
             bpf_get_current_ancestor_cgroup_id, bpf_get_current_task, bpf_loop,
-            bpf_probe_read_kernel, bpf_probe_read_kernel_str,
-            bpf_probe_read_user_str, bpf_ringbuf_output,
+            bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user_str,
+            bpf_ringbuf_output,
         },
     },
-    macros::{
-        btf_tracepoint, fentry, kprobe, lsm, map, raw_tracepoint, tracepoint,
-    },
+    macros::{btf_tracepoint, fentry, kprobe, lsm, map, raw_tracepoint, tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
     programs::{
         BtfTracePointContext, FEntryContext, LsmContext, ProbeContext, RawTracePointContext,
@@ -35,10 +33,10 @@ use aya_ebpf::{
 };
 use minify_trace_common::{
     EV_ENTER, EV_EXEC, EV_EXIT, EV_FORK, EV_PROC_EXIT, EXIT_FLAG_CREATED, EventHeader,
-    FLAG_TRUNCATED, KernelConfig, NAME_MAX, PAYLOAD_CAP, ROLE_ENTER, ROLE_EXIT, SysCfg,
-    TAG_ARGV0, TAG_COMPONENT, TAG_END_ERROR, TAG_END_ROOT, TAG_END_TRUNCATED,
-    TAG_END_UNREACHABLE, TAG_USER_PATH, TAG_USER_PATH2, TAG_WALK_BASE, TAG_WALK_BASE2,
-    TAG_WALK_EXE, TAG_WALK_FD, USER_PATH_MAX, WALK_MAX_STEPS, op, sys_cfg_key,
+    FLAG_TRUNCATED, KernelConfig, NAME_MAX, PAYLOAD_CAP, ROLE_ENTER, ROLE_EXIT, SysCfg, TAG_ARGV0,
+    TAG_COMPONENT, TAG_END_ERROR, TAG_END_ROOT, TAG_END_TRUNCATED, TAG_END_UNREACHABLE,
+    TAG_USER_PATH, TAG_USER_PATH2, TAG_WALK_BASE, TAG_WALK_BASE2, TAG_WALK_EXE, TAG_WALK_FD,
+    USER_PATH_MAX, WALK_MAX_STEPS, op, sys_cfg_key,
 };
 
 /// Kernel layout and the cgroup to trace. Overridden (and frozen) by the loader.
@@ -269,7 +267,13 @@ fn read_path(c: &KernelConfig, base: u64, off: u32) -> Option<(u64, u64)> {
 /// Append a walk of `(vfsmnt, dentry)` up to the current task's root: start tag, components
 /// leaf first, end tag.
 #[inline(always)]
-fn put_walk(c: &KernelConfig, s: *mut Scratch, off: usize, tag: u8, target: Option<(u64, u64)>) -> usize {
+fn put_walk(
+    c: &KernelConfig,
+    s: *mut Scratch,
+    off: usize,
+    tag: u8,
+    target: Option<(u64, u64)>,
+) -> usize {
     if off + 2 > PAYLOAD_CAP {
         // SAFETY: header of a live map value.
         unsafe { (*s).header.flags |= FLAG_TRUNCATED };
@@ -454,10 +458,26 @@ fn try_enter(c: &KernelConfig, ctx: &TracePointContext) -> Option<()> {
     let s = begin(EV_ENTER, sc.op)?;
     let mut off = 0;
     if sc.path_off != 0 {
-        off = put_path_arg(c, ctx, s, off, (TAG_USER_PATH, TAG_WALK_BASE), sc.path_off, sc.dfd_off);
+        off = put_path_arg(
+            c,
+            ctx,
+            s,
+            off,
+            (TAG_USER_PATH, TAG_WALK_BASE),
+            sc.path_off,
+            sc.dfd_off,
+        );
     }
     if sc.path2_off != 0 {
-        off = put_path_arg(c, ctx, s, off, (TAG_USER_PATH2, TAG_WALK_BASE2), sc.path2_off, sc.dfd2_off);
+        off = put_path_arg(
+            c,
+            ctx,
+            s,
+            off,
+            (TAG_USER_PATH2, TAG_WALK_BASE2),
+            sc.path2_off,
+            sc.dfd2_off,
+        );
     }
     if sc.fd_off != 0 {
         let fd = rec::<i64>(ctx, sc.fd_off)?;
@@ -502,7 +522,13 @@ fn try_exit(c: &KernelConfig, ctx: &TracePointContext) -> Option<()> {
                 }
             }
         }
-        off = put_walk(c, s, off, TAG_WALK_FD, file.and_then(|f| read_path(c, f, c.file_f_path)));
+        off = put_walk(
+            c,
+            s,
+            off,
+            TAG_WALK_FD,
+            file.and_then(|f| read_path(c, f, c.file_f_path)),
+        );
     }
     emit(s, off, sc.op);
     Some(())
@@ -610,4 +636,3 @@ pub fn probe_kprobe(_ctx: ProbeContext) -> u32 {
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
-

@@ -57,10 +57,10 @@ struct Measured {
 }
 
 /// Run `argv` once in a fresh cgroup, traced or not.
-fn once(argv: &[&str], traced: bool) -> anyhow::Result<Measured> {
+fn once(argv: &[&str], with_tracer: bool) -> anyhow::Result<Measured> {
     let cgroup = TraceCgroup::create()?;
     let t0 = Instant::now();
-    let tracer = if traced {
+    let tracer = if with_tracer {
         Some(Tracer::start(&cgroup, TraceOptions::default())?)
     } else {
         None
@@ -141,13 +141,23 @@ fn ratio(r: &Row) -> f64 {
 }
 
 pub fn run() -> anyhow::Result<()> {
-    anyhow::ensure!(nix::unistd::geteuid().is_root(), "the trace benchmark needs root (eBPF)");
+    anyhow::ensure!(
+        nix::unistd::geteuid().is_root(),
+        "the trace benchmark needs root (eBPF)"
+    );
     let tree = ensure_tree()?;
     let tree_s = tree.to_str().context("tree path")?;
-    let python = if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
+    let python = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
 
     let mut rows = Vec::new();
-    let (py, attach) = overhead("python: import 30 stdlib modules", &[python, "-I", "-c", PY_IMPORTS])?;
+    let (py, attach) = overhead(
+        "python: import 30 stdlib modules",
+        &[python, "-I", "-c", PY_IMPORTS],
+    )?;
     rows.push(py);
     let du_cmd = format!("du -s {tree_s} >/dev/null");
     let (du, _) = overhead("stat storm: du over 50,000 files", &["sh", "-c", &du_cmd])?;
@@ -174,11 +184,16 @@ pub fn run() -> anyhow::Result<()> {
          Medians of {RUNS} alternating runs after one warm-up each; the untraced runs take the \
          same fork/cgroup/exec path. Default ring buffer ({} MiB).\n",
         std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
-        nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
+        nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default(),
         minify_trace::DEFAULT_RING_BYTES >> 20
     );
     let _ = writeln!(md, "## Overhead (target: traced / untraced <= 1.2x)\n");
-    let _ = writeln!(md, "| workload | untraced | traced | ratio (medians) | ratio (fastest runs) | events | lost |\n|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        md,
+        "| workload | untraced | traced | ratio (medians) | ratio (fastest runs) | events | lost |\n|---|---|---|---|---|---|---|"
+    );
     for r in &rows {
         let _ = writeln!(
             md,
@@ -187,7 +202,11 @@ pub fn run() -> anyhow::Result<()> {
             r.untraced.as_secs_f64() * 1e3,
             r.traced.as_secs_f64() * 1e3,
             ratio(r),
-            if ratio(r) <= 1.2 { "(ok)" } else { "(over target)" },
+            if ratio(r) <= 1.2 {
+                "(ok)"
+            } else {
+                "(over target)"
+            },
             r.traced_min.as_secs_f64() / r.untraced_min.as_secs_f64(),
             r.events,
             r.lost
@@ -204,7 +223,12 @@ pub fn run() -> anyhow::Result<()> {
         md,
         "Load average when the run ended: {} (other work on the machine makes single runs noisy; \
          the fastest-run ratio is the less disturbed one).\n",
-        fs_err::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        fs_err::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     let _ = writeln!(md, "## Loss (target: 0 at the default ring size)\n");
     let _ = writeln!(
@@ -213,7 +237,11 @@ pub fn run() -> anyhow::Result<()> {
          | 2 workers x {FIND_PASSES} passes of `find -printf %s` over 50,000 files | ~{ops} | {} | **{}** {} | {:.2} s | {:.2} s |",
         traced.events,
         traced.lost,
-        if traced.lost == 0 { "(ok)" } else { "(over target)" },
+        if traced.lost == 0 {
+            "(ok)"
+        } else {
+            "(over target)"
+        },
         traced.wall.as_secs_f64(),
         untraced.wall.as_secs_f64()
     );

@@ -64,14 +64,19 @@ fn docker_check() -> Check {
         Ok(r) => Check {
             name: "docker".into(),
             status: Status::Fail,
-            detail: format!("{sock}: unexpected answer {:?}", r.lines().next().unwrap_or("")),
+            detail: format!(
+                "{sock}: unexpected answer {:?}",
+                r.lines().next().unwrap_or("")
+            ),
             fix: Some("restart the daemon: dockerd >/tmp/dockerd.log 2>&1 &".into()),
         },
         Err(e) => Check {
             name: "docker".into(),
             status: Status::Fail,
             detail: format!("{sock}: {e}"),
-            fix: Some("start the daemon: dockerd >/tmp/dockerd.log 2>&1 &  (or set DOCKER_HOST)".into()),
+            fix: Some(
+                "start the daemon: dockerd >/tmp/dockerd.log 2>&1 &  (or set DOCKER_HOST)".into(),
+            ),
         },
     }
 }

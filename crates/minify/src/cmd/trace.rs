@@ -28,7 +28,9 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<u8> {
     // Ctrl-C goes to the whole foreground process group: the command gets it and ends, and
     // we must live on to detach, report and remove the cgroup. A handler (rather than
     // SIG_IGN) is reset to the default by exec, so the command still sees a normal SIGINT.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let sigint = rt.block_on(async {
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
     })?;
@@ -75,7 +77,12 @@ fn report_loss(rec: &Recording) {
     }
     let mut per = String::new();
     for (k, n) in &rec.trace.lost {
-        let _ = write!(per, "{}{}: {n}", if per.is_empty() { "" } else { ", " }, k.name());
+        let _ = write!(
+            per,
+            "{}{}: {n}",
+            if per.is_empty() { "" } else { ", " },
+            k.name()
+        );
     }
     eprintln!(
         "minify: WARNING: {total} events LOST ({per}); this trace is INCOMPLETE. Raise --ring-bytes (now the ring was too small for the burst)."
@@ -119,7 +126,12 @@ fn print_events(rec: &Recording) {
 fn print_json(rec: &Recording, code: Option<i32>) -> anyhow::Result<()> {
     let lost: serde_json::Map<String, serde_json::Value> = AccessKind::ALL
         .iter()
-        .filter_map(|k| rec.trace.lost.get(k).map(|n| (k.name().to_owned(), (*n).into())))
+        .filter_map(|k| {
+            rec.trace
+                .lost
+                .get(k)
+                .map(|n| (k.name().to_owned(), (*n).into()))
+        })
         .collect();
     let doc = serde_json::json!({
         "exit_code": code,
