@@ -99,17 +99,30 @@ fn minify(args: &[&str]) -> Output {
 
 /// `minify build`, expected to succeed; returns the printed image id.
 fn build(source: &str, allowlist: &Path, out: &str) -> String {
-    let o = minify(&["build", source, "--allowlist", &allowlist.display().to_string(), "--tag", out]);
+    let o = minify(&[
+        "build",
+        source,
+        "--allowlist",
+        &allowlist.display().to_string(),
+        "--tag",
+        out,
+    ]);
     assert!(o.status.success(), "minify build {source} failed");
     let id = String::from_utf8(o.stdout).unwrap().trim().to_owned();
-    assert!(id.starts_with("sha256:") && id.len() == 71, "printed id {id:?}");
+    assert!(
+        id.starts_with("sha256:") && id.len() == 71,
+        "printed id {id:?}"
+    );
     id
 }
 
 /// Exit code 2 and one line on stderr that contains every `needles`.
 fn assert_input_error(o: &Output, needles: &[&str]) {
     let err = String::from_utf8_lossy(&o.stderr);
-    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("minify: error:")).collect();
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("minify: error:"))
+        .collect();
     assert_eq!(o.status.code(), Some(2), "stderr: {err}");
     assert_eq!(lines.len(), 1, "stderr: {err}");
     for n in needles {
@@ -118,12 +131,17 @@ fn assert_input_error(o: &Output, needles: &[&str]) {
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 #[test]
 fn nginx_from_every_transport_is_packed_loaded_and_serves() {
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if !require_root() || !require_docker() {
         return;
     }
@@ -148,7 +166,9 @@ fn nginx_from_every_transport_is_packed_loaded_and_serves() {
     let oci_dir = format!("oci:{}:full", tmp.join("layout").display());
     let oci_ar = format!("oci-archive:{}", tmp.join("full-oci.tar").display());
     for out in [&oci_dir, &oci_ar] {
-        let id = rt.block_on(all.write_to(&out.parse().unwrap(), false)).unwrap();
+        let id = rt
+            .block_on(all.write_to(&out.parse().unwrap(), false))
+            .unwrap();
         assert_eq!(&id, all.id());
     }
     drop((view, image));
@@ -166,11 +186,19 @@ fn nginx_from_every_transport_is_packed_loaded_and_serves() {
         let answer = docker_run_http_check(&out, 80)
             .unwrap_or_else(|e| panic!("minified nginx from {src} does not serve: {e:#}"));
         assert_eq!(answer.status, 200, "from {src}: {}", answer.body);
-        assert!(answer.body.contains("minify nginx fixture"), "from {src}: {}", answer.body);
+        assert!(
+            answer.body.contains("minify nginx fixture"),
+            "from {src}: {}",
+            answer.body
+        );
         // Much smaller than the source, and without a shell.
         let size = minify_fixtures::image_size(&out).unwrap();
-        assert!(size * 4 < minify_fixtures::image_size(&nginx).unwrap(), "{out}: {size} bytes");
-        let o = minify_fixtures::docker(["run", "--rm", "--entrypoint", "/bin/sh", &out, "-c", "true"]);
+        assert!(
+            size * 4 < minify_fixtures::image_size(&nginx).unwrap(),
+            "{out}: {size} bytes"
+        );
+        let o =
+            minify_fixtures::docker(["run", "--rm", "--entrypoint", "/bin/sh", &out, "-c", "true"]);
         assert!(o.is_err(), "{out} still runs /bin/sh");
         ids.push(id);
     }
@@ -182,7 +210,13 @@ fn nginx_from_every_transport_is_packed_loaded_and_serves() {
     let ar = format!("docker-archive:{}", tmp.join("min.tar").display());
     assert_eq!(build(&nginx, &al_path, &ar), ids[0]);
     // The file output loads with plain `docker load` to the same id.
-    let loaded = minify_fixtures::docker(["load", "-q", "-i", &tmp.join("min.tar").display().to_string()]).unwrap();
+    let loaded = minify_fixtures::docker([
+        "load",
+        "-q",
+        "-i",
+        &tmp.join("min.tar").display().to_string(),
+    ])
+    .unwrap();
     assert!(loaded.contains(&ids[0]), "docker load said {loaded:?}");
     // And it records where it came from.
     let label = minify_fixtures::docker([
@@ -198,7 +232,9 @@ fn nginx_from_every_transport_is_packed_loaded_and_serves() {
 
 #[test]
 fn bad_input_exits_2_with_one_line() {
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if !require_root() || !require_docker() {
         return;
     }
@@ -216,7 +252,14 @@ fn bad_input_exits_2_with_one_line() {
     let out = ctx.unique_image_ref("never");
 
     // An image that does not exist, in the daemon and as a file.
-    let o = minify(&["build", "minify-test/does-not-exist:1", "--allowlist", &al_s, "--tag", &out]);
+    let o = minify(&[
+        "build",
+        "minify-test/does-not-exist:1",
+        "--allowlist",
+        &al_s,
+        "--tag",
+        &out,
+    ]);
     assert_input_error(&o, &["minify-test/does-not-exist:1", "does not exist"]);
     let o = minify(&["inspect", "docker-archive:/nonexistent/image.tar"]);
     assert_input_error(&o, &["/nonexistent/image.tar", "does not exist"]);
@@ -238,7 +281,15 @@ fn bad_input_exits_2_with_one_line() {
     let o = minify(&["build", &nginx, "--allowlist", &al_s, "--tag", &target]);
     assert_input_error(&o, &[&existing.display().to_string(), "already exists"]);
     assert_eq!(std::fs::read(&existing).unwrap(), b"precious");
-    let o = minify(&["build", &nginx, "--allowlist", &al_s, "--tag", &target, "--force"]);
+    let o = minify(&[
+        "build",
+        &nginx,
+        "--allowlist",
+        &al_s,
+        "--tag",
+        &target,
+        "--force",
+    ]);
     assert!(o.status.success());
     // Nothing else was written next to the output.
     let names: Vec<String> = std::fs::read_dir(tmp)

@@ -110,3 +110,60 @@ impl Read for RangeReader<'_> {
         Ok(n)
     }
 }
+
+/// Like [`HashReader`], but the running hash stays reachable from outside
+/// ([`SharedHash`]) while the reader itself is owned by a decoder chain.
+pub(crate) struct SharedHashReader<R> {
+    inner: R,
+    state: std::rc::Rc<std::cell::RefCell<(Sha256, u64)>>,
+}
+
+/// The outside handle of a [`SharedHashReader`].
+pub(crate) struct SharedHash(std::rc::Rc<std::cell::RefCell<(Sha256, u64)>>);
+
+impl<R: Read> SharedHashReader<R> {
+    pub(crate) fn new(inner: R) -> (Self, SharedHash) {
+        let state = std::rc::Rc::new(std::cell::RefCell::new((Sha256::new(), 0)));
+        (
+            SharedHashReader {
+                inner,
+                state: state.clone(),
+            },
+            SharedHash(state),
+        )
+    }
+}
+
+impl<R: Read> Read for SharedHashReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut s = self.state.borrow_mut();
+        s.0.update(&buf[..n]);
+        s.1 += n as u64;
+        Ok(n)
+    }
+}
+
+impl SharedHash {
+    /// Bytes hashed so far.
+    pub(crate) fn count(&self) -> u64 {
+        self.0.borrow().1
+    }
+
+    /// Hash `rest` too (what the decoder left unread) and return digest and total count.
+    pub(crate) fn finish(self, rest: impl Read) -> io::Result<(Digest, u64)> {
+        let mut rest = rest;
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = rest.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            let mut s = self.0.borrow_mut();
+            s.0.update(&buf[..n]);
+            s.1 += n as u64;
+        }
+        let (h, n) = self.0.replace((Sha256::new(), 0));
+        Ok((Digest::from_hasher(h), n))
+    }
+}

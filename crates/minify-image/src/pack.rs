@@ -64,7 +64,7 @@ pub struct PackedImage {
     pub(crate) layer_size: u64,
     pub(crate) entries: usize,
     pub(crate) content_size: u64,
-    pub(crate) _tmp: tempfile::TempDir,
+    pub(crate) tmp: tempfile::TempDir,
 }
 
 impl PackedImage {
@@ -247,7 +247,7 @@ pub fn pack(
         layer_size,
         entries: set.len(),
         content_size,
-        _tmp: tmp,
+        tmp,
     })
 }
 

@@ -179,7 +179,7 @@ impl PackedImage {
         // name pointing at a half-loaded image.
         let tmp_tag = format!("minify-load:{}-{}", self.id.short(), std::process::id());
         let members = self.docker_archive_members(Some(&tmp_tag));
-        let archive = self._tmp.path().join("load.tar");
+        let archive = self.tmp.path().join("load.tar");
         write_tar(&archive, &members.borrowed())?;
         let file = tokio::fs::File::open(&archive)
             .await

@@ -70,7 +70,7 @@ pub struct SourceImage {
     layers: Vec<LayerInfo>,
     repo_tags: Vec<String>,
     /// Holds the daemon export while the image is in use.
-    _tmp: Option<tempfile::TempDir>,
+    tmp: Option<tempfile::TempDir>,
 }
 
 /// Why an image could not be opened.
@@ -345,7 +345,7 @@ async fn open_daemon(reference: &ImageRef, name: &str) -> Result<SourceImage, So
             actual: img.id.clone(),
         });
     }
-    img._tmp = Some(tmp);
+    img.tmp = Some(tmp);
     Ok(img)
 }
 
@@ -664,7 +664,7 @@ fn finish(
         config,
         layers,
         repo_tags,
-        _tmp: None,
+        tmp: None,
     })
 }
 

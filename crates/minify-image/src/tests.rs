@@ -1,6 +1,7 @@
 //! Unit tests over images built here from hand-made tar layers: every transport, the layer
 //! semantics (whiteouts, opaque dirs, hardlinks, xattrs, devices), packing determinism and
 //! each bad input the crate must refuse with one clear error.
+#![allow(clippy::many_single_char_names)]
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -552,7 +553,7 @@ async fn refuses_digest_mismatches() {
 #[tokio::test]
 async fn refuses_truncated_gzip() {
     let tmp = tempfile::tempdir().unwrap();
-    let big: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    let big: Vec<u8> = (0..200_000u32).flat_map(u32::to_le_bytes).collect();
     let big: &'static [u8] = Box::leak(big.into_boxed_slice());
     let t = layer(&[E::File("big", big)]);
     let gz = compress(&t, Compression::Gzip);

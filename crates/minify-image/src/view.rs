@@ -21,7 +21,7 @@ use std::sync::Arc;
 use minify_model::{Entry, EntryKind, ImagePath, Rootfs};
 
 use crate::Digest;
-use crate::hashio::{HashReader, RangeReader};
+use crate::hashio::{HashReader, RangeReader, SharedHashReader};
 use crate::source::{Compression, LayerInfo, SourceImage};
 
 /// Where a regular file's bytes are: `offset` into data file number `file`.
@@ -142,7 +142,7 @@ pub struct RootfsView {
     files: Vec<Arc<File>>,
     layers: Vec<LayerStats>,
     env: Vec<String>,
-    _tmp: tempfile::TempDir,
+    tmp: tempfile::TempDir,
 }
 
 impl std::fmt::Debug for RootfsView {
@@ -225,7 +225,7 @@ impl RootfsView {
             files: Vec::new(),
             layers: Vec::new(),
             env: image.config().env.clone(),
-            _tmp: tmp,
+            tmp,
         };
         view.nodes.insert("/".into(), synthetic_dir(0));
         for info in image.layers() {
@@ -238,9 +238,9 @@ impl RootfsView {
 
     fn apply_layer(&mut self, info: &LayerInfo) -> Result<LayerStats, ViewError> {
         let file_no = self.files.len() as u32;
-        let raw = HashReader::new(info.blob.reader());
         let (entries, digest, size, diff_id, usize_) = match info.compression {
             Compression::None => {
+                let raw = HashReader::new(info.blob.reader());
                 self.files.push(info.blob.file.clone());
                 let ctx = LayerCtx {
                     info,
@@ -252,7 +252,7 @@ impl RootfsView {
                 (entries, d.clone(), n, d, n)
             }
             Compression::Gzip | Compression::Zstd => {
-                let path = self._tmp.path().join(format!("layer-{}.tar", info.index));
+                let path = self.tmp.path().join(format!("layer-{}.tar", info.index));
                 let tmp_err = |source| ViewError::Temp {
                     path: path.display().to_string(),
                     source,
@@ -270,6 +270,7 @@ impl RootfsView {
                     file: file_no,
                     base: 0,
                 };
+                let (raw, raw_hash) = SharedHashReader::new(info.blob.reader());
                 let buffered = BufReader::with_capacity(256 << 10, raw);
                 let writer = BufWriter::with_capacity(256 << 10, copy);
                 let decoder: Box<dyn Read> = if info.compression == Compression::Gzip {
@@ -280,8 +281,6 @@ impl RootfsView {
                             .map_err(|e| ctx.read_err(e))?,
                     )
                 };
-                // The decoders own the raw reader; count compressed bytes via a shared
-                // counter instead of unwrapping the boxed decoder afterwards.
                 let tee = Tee {
                     inner: decoder,
                     out: writer,
@@ -292,11 +291,15 @@ impl RootfsView {
                 let Tee { inner, mut out } = tee;
                 out.flush().map_err(|e| ctx.read_err(e))?;
                 drop(inner);
-                // Hash the stored blob in a second, cheap pass (no decompression); doing
-                // it inside the boxed decoder chain would need the decoder back.
-                let (d, sz, _) = HashReader::new(info.blob.reader())
-                    .finish()
-                    .map_err(|e| ctx.read_err(e))?;
+                // The blob digest covers every stored byte, also any the decoder left
+                // unread after the end of its stream.
+                let seen = raw_hash.count();
+                let rest = RangeReader::new(
+                    &info.blob.file,
+                    info.blob.offset + seen,
+                    info.blob.len - seen,
+                );
+                let (d, sz) = raw_hash.finish(rest).map_err(|e| ctx.read_err(e))?;
                 (entries, d, sz, diff, n)
             }
         };
@@ -376,7 +379,7 @@ impl RootfsView {
 
                 let mut xattrs = BTreeMap::new();
                 let mut pax_uid = None;
-                let mut pax_gid = None;
+                let mut pax_group = None;
                 let mut pax_mtime = None;
                 if let Some(exts) = entry.pax_extensions().map_err(|e| ctx.read_err(e))? {
                     for ext in exts {
@@ -387,7 +390,7 @@ impl RootfsView {
                         } else if key == "uid" {
                             pax_uid = ext.value().ok().and_then(|v| v.parse().ok());
                         } else if key == "gid" {
-                            pax_gid = ext.value().ok().and_then(|v| v.parse().ok());
+                            pax_group = ext.value().ok().and_then(|v| v.parse().ok());
                         } else if key == "mtime" {
                             pax_mtime = ext
                                 .value()
@@ -402,7 +405,7 @@ impl RootfsView {
                     Some(u) => u,
                     None => h.uid().map_err(|e| ctx.read_err(e))?,
                 };
-                let gid = match pax_gid {
+                let gid = match pax_group {
                     Some(g) => g,
                     None => h.gid().map_err(|e| ctx.read_err(e))?,
                 };
@@ -716,13 +719,12 @@ impl Rootfs for RootfsView {
                 break;
             }
             let rest = &k[prefix.len()..];
-            match rest.find('/') {
+            if let Some(i) = rest.find('/') {
                 // A grandchild: skip the whole subtree of that child ('0' follows '/').
-                Some(i) => from = Bound::Included(format!("{prefix}{}0", &rest[..i])),
-                None => {
-                    out.push(n.path.clone());
-                    from = Bound::Excluded(k.clone());
-                }
+                from = Bound::Included(format!("{prefix}{}0", &rest[..i]));
+            } else {
+                out.push(n.path.clone());
+                from = Bound::Excluded(k.clone());
             }
         }
         out

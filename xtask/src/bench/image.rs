@@ -134,7 +134,13 @@ fn bench(bin: &Path, image: &str, image_size: u64, tmp: &Path) -> anyhow::Result
         "/var",
         "-xdev",
     ])?;
-    let mounts = ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"];
+    // Files the container runtime adds (bind mounts, the /etc/mtab link).
+    let mounts = [
+        "/etc/hostname",
+        "/etc/hosts",
+        "/etc/resolv.conf",
+        "/etc/mtab",
+    ];
     let mut paths: Vec<&str> = listing
         .lines()
         .filter(|l| l.starts_with('/') && !mounts.contains(l))

@@ -22,7 +22,9 @@ pub(crate) fn image_err(e: impl Into<ImageError>) -> anyhow::Error {
 /// `name:tag` the image carries (docker-archive RepoTags).
 pub(crate) fn default_output(reference: &ImageRef, image: &SourceImage) -> Option<ImageRef> {
     let from = |repo: &str, tag: Option<&str>| {
-        format!("{repo}:{}-min", tag.unwrap_or("latest")).parse().ok()
+        format!("{repo}:{}-min", tag.unwrap_or("latest"))
+            .parse()
+            .ok()
     };
     if let Some((repo, tag)) = reference.daemon_repo_tag()
         && !repo.starts_with("sha256:")
@@ -75,14 +77,10 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<u8> {
                 image.id()
             );
         }
-        let packed = tokio::task::block_in_place(|| {
-            pack(&view, &image, &paths, &PackOptions::default())
-        })
-        .map_err(image_err)?;
-        let id = packed
-            .write_to(&out, args.force)
-            .await
-            .map_err(image_err)?;
+        let packed =
+            tokio::task::block_in_place(|| pack(&view, &image, &paths, &PackOptions::default()))
+                .map_err(image_err)?;
+        let id = packed.write_to(&out, args.force).await.map_err(image_err)?;
         eprintln!(
             "minify: {out}: {} entries, {} bytes of files (source {} bytes in {} layers)",
             packed.entry_count(),

@@ -68,7 +68,12 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<u8> {
         human(image.size()),
         human(view.content_size())
     );
-    let _ = writeln!(s, "files    {} ({} entries)", view.file_count(), view.entry_count());
+    let _ = writeln!(
+        s,
+        "files    {} ({} entries)",
+        view.file_count(),
+        view.entry_count()
+    );
     let _ = writeln!(s, "layers   {}", view.layer_stats().len());
     for l in view.layer_stats() {
         let _ = writeln!(
@@ -83,7 +88,13 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<u8> {
     }
     let _ = writeln!(s, "largest directories");
     for d in &dirs {
-        let _ = writeln!(s, "  {:>10}  {:>7} files  {}", human(d.bytes), d.files, d.path);
+        let _ = writeln!(
+            s,
+            "  {:>10}  {:>7} files  {}",
+            human(d.bytes),
+            d.files,
+            d.path
+        );
     }
     print!("{s}");
     Ok(0)
@@ -97,5 +108,9 @@ fn human(bytes: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
