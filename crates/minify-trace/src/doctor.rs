@@ -179,42 +179,30 @@ pub fn check_attach_types() -> Vec<Check> {
     };
     let kbtf = aya::Btf::from_sys_fs().ok();
     let tracefs_ok = tracefs::is_mounted();
-    out.push(probe(
-        &mut ebpf,
-        "tracepoint",
-        "probe_tracepoint",
-        "used by the tracer",
-        |e| {
-            let p: &mut TracePoint = e
-                .program_mut("probe_tracepoint")
-                .ok_or("missing")?
-                .try_into()
-                .map_err(str_err)?;
-            p.load().map_err(str_err)?;
-            if tracefs_ok {
-                p.attach("syscalls", "sys_enter_getpid").map_err(str_err)?;
-            }
-            Ok(())
-        },
-    ));
-    out.push(probe(
-        &mut ebpf,
-        "raw_tracepoint",
-        "probe_raw_tracepoint",
-        "",
-        |e| {
-            let p: &mut RawTracePoint = e
-                .program_mut("probe_raw_tracepoint")
-                .ok_or("missing")?
-                .try_into()
-                .map_err(str_err)?;
-            p.load().map_err(str_err)?;
-            p.attach("sched_process_exec").map_err(str_err)?;
-            Ok(())
-        },
-    ));
+    out.push(probe(&mut ebpf, "tracepoint", "used by the tracer", |e| {
+        let p: &mut TracePoint = e
+            .program_mut("probe_tracepoint")
+            .ok_or("missing")?
+            .try_into()
+            .map_err(str_err)?;
+        p.load().map_err(str_err)?;
+        if tracefs_ok {
+            p.attach("syscalls", "sys_enter_getpid").map_err(str_err)?;
+        }
+        Ok(())
+    }));
+    out.push(probe(&mut ebpf, "raw_tracepoint", "", |e| {
+        let p: &mut RawTracePoint = e
+            .program_mut("probe_raw_tracepoint")
+            .ok_or("missing")?
+            .try_into()
+            .map_err(str_err)?;
+        p.load().map_err(str_err)?;
+        p.attach("sched_process_exec").map_err(str_err)?;
+        Ok(())
+    }));
     let btf_ref = kbtf.as_ref();
-    out.push(probe(&mut ebpf, "tp_btf", "probe_tp_btf", "", |e| {
+    out.push(probe(&mut ebpf, "tp_btf", "", |e| {
         let btf = btf_ref.ok_or("no kernel BTF")?;
         let p: &mut BtfTracePoint = e
             .program_mut("probe_tp_btf")
@@ -228,7 +216,6 @@ pub fn check_attach_types() -> Vec<Check> {
     out.push(probe(
         &mut ebpf,
         "fentry",
-        "probe_fentry",
         "would allow the fentry + bpf_d_path backend (not implemented yet)",
         |e| {
             let btf = btf_ref.ok_or("no kernel BTF")?;
@@ -242,7 +229,7 @@ pub fn check_attach_types() -> Vec<Check> {
             Ok(())
         },
     ));
-    out.push(probe(&mut ebpf, "lsm", "probe_lsm", "", |e| {
+    out.push(probe(&mut ebpf, "lsm", "", |e| {
         let btf = btf_ref.ok_or("no kernel BTF")?;
         let p: &mut Lsm = e
             .program_mut("probe_lsm")
@@ -253,7 +240,7 @@ pub fn check_attach_types() -> Vec<Check> {
         p.attach().map_err(str_err)?;
         Ok(())
     }));
-    out.push(probe(&mut ebpf, "kprobe", "probe_kprobe", "", |e| {
+    out.push(probe(&mut ebpf, "kprobe", "", |e| {
         let p: &mut KProbe = e
             .program_mut("probe_kprobe")
             .ok_or("missing")?
@@ -280,7 +267,6 @@ fn str_err(e: impl std::error::Error) -> String {
 fn probe(
     ebpf: &mut Ebpf,
     name: &str,
-    _program: &str,
     note: &str,
     f: impl FnOnce(&mut Ebpf) -> Result<(), String>,
 ) -> Check {
@@ -306,7 +292,9 @@ fn probe(
                     "BPF trampolines are blocked on this kernel/VM; not needed (tracepoints are used)",
                 )
             } else {
-                None
+                Some(
+                    "not needed (syscall tracepoints are used); needs a kernel with BTF and CONFIG_BPF_EVENTS",
+                )
             };
             Check::new(
                 name,
