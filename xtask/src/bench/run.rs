@@ -179,7 +179,7 @@ fn markdown(rows: &[Row], failures: &[String]) -> String {
     let _ = writeln!(s, "\n## Tracing overhead\n");
     let _ = writeln!(
         s,
-        "Wall time of the probe phase on the *original* image (container start, wait for the ports, every probe), traced and then untraced, in the same `minify run`.\n"
+        "Wall time of the probe phase on the *original* image (container start, wait for the ports, every probe), untraced and then traced (so both start from warm caches), in the same `minify run`. The traced time includes the eBPF programs handling every syscall of container start-up (runc, the entrypoint), not only the probes.\n"
     );
     let _ = writeln!(
         s,

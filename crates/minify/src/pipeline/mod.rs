@@ -143,6 +143,25 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
     report.files_before = view.file_count() as u64;
     timer.lap("open");
 
+    if plan.measure_untraced {
+        // Untraced first: the traced run then starts from the same warm caches (image
+        // layers, page cache), so the difference is the tracer's, not the cold start's.
+        progress.phase(format!("running {} without tracing", plan.image));
+        let spec = RunSpec {
+            image: info.id.clone(),
+            overrides: plan.overrides.clone(),
+            cgroup_parent: None,
+            stop_timeout: plan.stop_timeout,
+        };
+        let start = Instant::now();
+        let c = runtime.start(&spec).await.map_err(runtime_err)?;
+        exercise(plan, &c, progress, false).await?;
+        report.untraced_probe_phase_ms = Some(start.elapsed().as_millis() as u64);
+        c.stop().await.map_err(runtime_err)?;
+        c.remove().await.map_err(runtime_err)?;
+        timer.lap("untraced-run");
+    }
+
     // --- trace: cgroup + tracer attached before the container exists, then run and probe.
     progress.phase(format!(
         "tracing {} with {} probe(s)",
@@ -215,19 +234,6 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
             ),
             exit::ENVIRONMENT,
         ));
-    }
-
-    if plan.measure_untraced {
-        progress.phase(format!("running {} again without tracing", plan.image));
-        let mut spec = spec.clone();
-        spec.cgroup_parent = None;
-        let start = Instant::now();
-        let c = runtime.start(&spec).await.map_err(runtime_err)?;
-        exercise(plan, &c, progress, false).await?;
-        report.untraced_probe_phase_ms = Some(start.elapsed().as_millis() as u64);
-        c.stop().await.map_err(runtime_err)?;
-        c.remove().await.map_err(runtime_err)?;
-        timer.lap("untraced-run");
     }
 
     // --- closure and allowlist.
