@@ -481,3 +481,27 @@ fn no_probe_traces_until_the_entrypoint_exits() {
     assert!(shown.contains("bookworm"), "{shown}");
     assert!(!has_working_shell(&out));
 }
+
+#[test]
+fn bad_include_fails_before_tracing() {
+    if !require_docker() {
+        return;
+    }
+    let image = fixture("static").unwrap();
+    let start = std::time::Instant::now();
+    let o = run(minify().args([
+        "run",
+        &image,
+        "--probe-http",
+        "/",
+        "--include",
+        "/not/in/the/image",
+    ]));
+    assert_eq!(o.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--include /not/in/the/image"), "{stderr}");
+    // Nothing was run: no probe result was printed.
+    assert!(!stderr.contains("passed"), "{stderr}");
+    assert!(start.elapsed().as_secs() < 30);
+}

@@ -138,6 +138,11 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
     progress.phase(format!("indexing the layers of {}", plan.image));
     let view = tokio::task::block_in_place(|| RootfsView::build(&source))
         .with_context(|| format!("reading the layers of {}", plan.image))?;
+    // Bad --include/--exclude rules fail now, not after a whole traced run: the closure
+    // checks them against the image, which an empty trace is enough for.
+    tokio::task::block_in_place(|| {
+        compute(&view, &minify_model::Trace::default(), &[], &plan.closure)
+    })?;
     report.image_id = source.id().to_string();
     report.size_before = info.size;
     report.files_before = view.file_count() as u64;
@@ -235,6 +240,12 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
             exit::ENVIRONMENT,
         ));
     }
+    let lossy_warning = (report.events_lost_total > 0).then(|| {
+        format!(
+            "--allow-lossy: the trace lost {} events, the minified image may lack files the workload used",
+            report.events_lost_total
+        )
+    });
 
     // --- closure and allowlist.
     progress.phase("computing the file closure");
@@ -251,6 +262,9 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
     report.required_bytes = closure.required_bytes;
     report.kept_bytes = closure.kept_bytes;
     report.warnings.clone_from(&closure.warnings);
+    if let Some(w) = lossy_warning {
+        report.warnings.insert(0, w);
+    }
     let o = &plan.overrides;
     if o.entrypoint.is_some()
         || o.cmd.is_some()
