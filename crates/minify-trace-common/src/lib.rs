@@ -67,6 +67,13 @@ pub const TAG_END_UNREACHABLE: u8 = b'u';
 pub const TAG_END_TRUNCATED: u8 = b't';
 /// Walk end: the descriptor was not open or a kernel pointer could not be read.
 pub const TAG_END_ERROR: u8 = b'e';
+/// Walk end, followed by 8 bytes (little-endian id): the rest of the path is that of a
+/// directory sent earlier with [`TAG_DIR_DEF`] (the eBPF side caches directories it has
+/// walked, so a stat storm in one directory walks it once, not once per file).
+pub const TAG_DIR_REF: u8 = b'R';
+/// Followed by 8 bytes (id): the components after this piece, up to the walk's end, are the
+/// path of a directory that later events may refer to with [`TAG_DIR_REF`].
+pub const TAG_DIR_DEF: u8 = b'D';
 
 /// Syscall families ([`EventHeader::op`], [`SysCfg::op`]). The loader maps each traced
 /// syscall to one of these; the eBPF side only needs to know which ones open files.

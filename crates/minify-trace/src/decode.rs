@@ -9,7 +9,8 @@ use minify_model::trace::Special;
 use minify_model::{AccessKind, ImagePath, Trace, TraceEvent};
 use minify_trace_common::{
     EV_ENTER, EV_EXEC, EV_EXIT, EV_FORK, EV_PROC_EXIT, EXIT_FLAG_CREATED, EventHeader, HEADER_LEN,
-    TAG_ARGV0, TAG_COMPONENT, TAG_END_ERROR, TAG_END_ROOT, TAG_END_TRUNCATED, TAG_END_UNREACHABLE,
+    TAG_ARGV0, TAG_COMPONENT, TAG_DIR_DEF, TAG_DIR_REF, TAG_END_ERROR, TAG_END_ROOT,
+    TAG_END_TRUNCATED, TAG_END_UNREACHABLE,
     TAG_USER_PATH, TAG_USER_PATH2, TAG_WALK_BASE, TAG_WALK_BASE2, TAG_WALK_EXE, TAG_WALK_FD, op,
 };
 
@@ -20,24 +21,23 @@ use crate::{ProcessInfo, Recording};
 struct Walk {
     comps: Vec<String>,
     end: u8,
+    /// `TAG_DIR_REF`: the walk ended at a directory sent before; this is its id.
+    ref_id: Option<u64>,
+    /// `TAG_DIR_DEF`: the components from this index on are the path of directory `id`.
+    def: Option<(u64, usize)>,
 }
 
-impl Walk {
-    /// The absolute path, when the walk reached the task's root.
-    fn path(&self) -> Option<String> {
-        if self.end != TAG_END_ROOT {
-            return None;
-        }
-        if self.comps.is_empty() {
-            return Some("/".into());
-        }
-        let mut s = String::new();
-        for c in self.comps.iter().rev() {
-            s.push('/');
-            s.push_str(c);
-        }
-        Some(s)
+/// `prefix` followed by `comps` taken root-first (they are stored leaf first).
+fn join_rev(prefix: &str, comps: &[String]) -> String {
+    let mut s = if prefix == "/" { String::new() } else { prefix.to_owned() };
+    for c in comps.iter().rev() {
+        s.push('/');
+        s.push_str(c);
     }
+    if s.is_empty() {
+        s.push('/');
+    }
+    s
 }
 
 /// The pieces of one record's payload.
@@ -56,6 +56,11 @@ fn parse_pieces(mut p: &[u8]) -> Pieces {
     let mut out = Pieces::default();
     // Which walk the current components belong to.
     let mut cur: Option<&mut Walk> = None;
+    let take_id = |p: &mut &[u8]| -> Option<u64> {
+        let (id, rest) = p.split_first_chunk::<8>()?;
+        *p = rest;
+        Some(u64::from_le_bytes(*id))
+    };
     let take_str = |p: &mut &[u8]| -> String {
         let n = p.iter().position(|&b| b == 0).unwrap_or(p.len());
         let s = String::from_utf8_lossy(&p[..n]).into_owned();
@@ -86,6 +91,19 @@ fn parse_pieces(mut p: &[u8]) -> Pieces {
             TAG_END_ROOT | TAG_END_UNREACHABLE | TAG_END_TRUNCATED | TAG_END_ERROR => {
                 if let Some(w) = cur.take() {
                     w.end = tag;
+                }
+            }
+            TAG_DIR_DEF => {
+                let Some(id) = take_id(&mut p) else { break };
+                if let Some(w) = cur.as_deref_mut() {
+                    w.def = Some((id, w.comps.len()));
+                }
+            }
+            TAG_DIR_REF => {
+                let Some(id) = take_id(&mut p) else { break };
+                if let Some(w) = cur.take() {
+                    w.end = tag;
+                    w.ref_id = Some(id);
                 }
             }
             // Unknown tag: the rest cannot be trusted.
@@ -121,19 +139,21 @@ pub(crate) struct Decoder {
     /// Drop events of processes not yet `started` (see [`crate::TraceOptions::from_first_exec`]).
     gate: bool,
     before_exec: u64,
+    /// Directories the kernel side has sent (`TAG_DIR_DEF`): id -> path (`None`: outside
+    /// the task's root).
+    dirs: HashMap<u64, Option<String>>,
     records: u64,
     unreachable: u64,
     malformed: u64,
 }
 
 /// Absolute form of a requested path: as is when absolute, else joined onto its base.
-fn absolute(user: Option<&String>, base: Option<&Walk>) -> Option<String> {
+fn absolute(user: Option<&String>, base: Option<String>) -> Option<String> {
     let user = user?;
     if user.starts_with('/') {
         return Some(ImagePath::new(user).as_str().to_owned());
     }
-    let base = base?.path()?;
-    Some(ImagePath::new(&base).join(user).as_str().to_owned())
+    Some(ImagePath::new(&base?).join(user).as_str().to_owned())
 }
 
 fn comm_of(h: &EventHeader) -> String {
@@ -142,6 +162,34 @@ fn comm_of(h: &EventHeader) -> String {
 }
 
 impl Decoder {
+    /// The absolute path a walk describes (when it reached the task's root, directly or
+    /// through a directory sent before), remembering the directory it defines.
+    fn resolve(&mut self, w: Option<&Walk>) -> Option<String> {
+        let w = w?;
+        let path = match (w.end, w.ref_id) {
+            (TAG_END_ROOT, _) => Some(join_rev("/", &w.comps)),
+            (TAG_DIR_REF, Some(id)) => match self.dirs.get(&id) {
+                Some(Some(dir)) => Some(join_rev(dir, &w.comps)),
+                Some(None) => None,
+                None => {
+                    // Defined by an event we never got (cannot happen: the kernel side only
+                    // caches delivered definitions), so count it rather than guess.
+                    self.malformed += 1;
+                    None
+                }
+            },
+            _ => None,
+        };
+        if let Some((id, from)) = w.def {
+            let dir = match w.end {
+                TAG_END_ROOT => Some(join_rev("/", w.comps.get(from..).unwrap_or_default())),
+                _ => None,
+            };
+            self.dirs.insert(id, dir);
+        }
+        path
+    }
+
     pub(crate) fn new(from_first_exec: bool) -> Decoder {
         Decoder {
             gate: from_first_exec,
@@ -206,9 +254,11 @@ impl Decoder {
     }
 
     fn enter(&mut self, h: &EventHeader, pc: &Pieces) {
-        let path = absolute(pc.user.as_ref(), pc.base.as_ref());
-        let path2 = absolute(pc.user2.as_ref(), pc.base2.as_ref());
-        let fd_path = pc.fd.as_ref().and_then(Walk::path);
+        let base = self.resolve(pc.base.as_ref());
+        let base2 = self.resolve(pc.base2.as_ref());
+        let fd_path = self.resolve(pc.fd.as_ref());
+        let path = absolute(pc.user.as_ref(), base);
+        let path2 = absolute(pc.user2.as_ref(), base2);
         if (pc.user.is_some() && path.is_none()) || (pc.user2.is_some() && path2.is_none()) {
             self.unreachable += 1;
         }
@@ -233,11 +283,11 @@ impl Decoder {
             // Entry lost or started before we attached.
             return;
         };
-        let opened = pc.fd.as_ref().map(Walk::path);
-        if matches!(opened, Some(None)) {
+        let opened = self.resolve(pc.fd.as_ref());
+        if pc.fd.is_some() && opened.is_none() {
             self.unreachable += 1;
         }
-        self.complete(h.pid, comm, &p, h.ret, h.flags, opened.flatten());
+        self.complete(h.pid, comm, &p, h.ret, h.flags, opened);
     }
 
     fn push(
@@ -336,7 +386,7 @@ impl Decoder {
             self.pending.insert(h.tid, p);
         }
         self.started.insert(h.pid);
-        let Some(exe) = pc.exe.as_ref().and_then(Walk::path) else {
+        let Some(exe) = self.resolve(pc.exe.as_ref()) else {
             self.unreachable += 1;
             return;
         };
@@ -558,6 +608,46 @@ mod tests {
         assert_eq!(maps.special, Some(Special::Proc));
         assert_eq!(r.trace.lost[&AccessKind::Open], 2);
         assert_eq!(r.trace.lost_total(), 4);
+    }
+
+    fn with_id(mut v: Vec<u8>, tag: u8, id: u64) -> Vec<u8> {
+        v.push(tag);
+        v.extend_from_slice(&id.to_le_bytes());
+        v
+    }
+
+    #[test]
+    fn cached_directories_are_defined_then_referenced() {
+        let mut d = Decoder::default();
+        // Open of /usr/lib/python3/x.py: the parent directory is defined as id 7.
+        let mut exit = vec![TAG_WALK_FD, TAG_COMPONENT];
+        exit.extend_from_slice(b"x.py\0");
+        exit = with_id(exit, TAG_DIR_DEF, 7);
+        for c in ["python3", "lib", "usr"] {
+            exit.push(TAG_COMPONENT);
+            exit.extend_from_slice(c.as_bytes());
+            exit.push(0);
+        }
+        exit.push(TAG_END_ROOT);
+        d.feed(&record(EV_ENTER, op::OPEN, 1, 0, 0, &user(TAG_USER_PATH, "/usr/lib/python3/x.py")));
+        d.feed(&record(EV_EXIT, op::OPEN, 1, 3, 0, &exit));
+        // A relative stat in that directory: its base is just a reference.
+        let mut enter = user(TAG_USER_PATH, "y.py");
+        enter.push(TAG_WALK_BASE);
+        enter = with_id(enter, TAG_DIR_REF, 7);
+        d.feed(&record(EV_ENTER, op::STAT, 1, 0, 0, &enter));
+        d.feed(&record(EV_EXIT, op::STAT, 1, 0, 0, &[]));
+        // An open of a file in a subdirectory of it: leaf, subdir, then the reference.
+        let mut exit2 = walk(TAG_WALK_FD, &["z.py", "sub"], 0);
+        exit2.pop();
+        exit2 = with_id(exit2, TAG_DIR_REF, 7);
+        d.feed(&record(EV_ENTER, op::OPEN, 1, 0, 0, &user(TAG_USER_PATH, "sub/z.py")));
+        d.feed(&record(EV_EXIT, op::OPEN, 1, 4, 0, &exit2));
+        let r = d.finish(&BTreeMap::new());
+        let got: Vec<(AccessKind, &str)> = r.trace.events.iter().map(|e| (e.kind, e.path.as_str())).collect();
+        assert!(got.contains(&(AccessKind::Open, "/usr/lib/python3/x.py")), "{got:?}");
+        assert!(got.contains(&(AccessKind::Stat, "/usr/lib/python3/y.py")), "{got:?}");
+        assert!(got.contains(&(AccessKind::Open, "/usr/lib/python3/sub/z.py")), "{got:?}");
     }
 
     #[test]

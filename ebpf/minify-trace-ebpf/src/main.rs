@@ -19,13 +19,14 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid,
         generated::{
-            bpf_get_current_ancestor_cgroup_id, bpf_get_current_task, bpf_loop,
+            bpf_get_current_ancestor_cgroup_id, bpf_get_current_task, bpf_get_smp_processor_id,
+            bpf_loop,
             bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user_str,
             bpf_ringbuf_output,
         },
     },
     macros::{btf_tracepoint, fentry, kprobe, lsm, map, raw_tracepoint, tracepoint},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{
         BtfTracePointContext, FEntryContext, LsmContext, ProbeContext, RawTracePointContext,
         TracePointContext,
@@ -34,7 +35,8 @@ use aya_ebpf::{
 use minify_trace_common::{
     EV_ENTER, EV_EXEC, EV_EXIT, EV_FORK, EV_PROC_EXIT, EXIT_FLAG_CREATED, EventHeader,
     FLAG_TRUNCATED, KernelConfig, NAME_MAX, PAYLOAD_CAP, ROLE_ENTER, ROLE_EXIT, SysCfg, TAG_ARGV0,
-    TAG_COMPONENT, TAG_END_ERROR, TAG_END_ROOT, TAG_END_TRUNCATED, TAG_END_UNREACHABLE,
+    TAG_COMPONENT, TAG_DIR_DEF, TAG_DIR_REF, TAG_END_ERROR, TAG_END_ROOT, TAG_END_TRUNCATED,
+    TAG_END_UNREACHABLE,
     TAG_USER_PATH, TAG_USER_PATH2, TAG_WALK_BASE, TAG_WALK_BASE2, TAG_WALK_EXE, TAG_WALK_FD,
     USER_PATH_MAX, WALK_MAX_STEPS, op, sys_cfg_key,
 };
@@ -91,7 +93,39 @@ const MASK: usize = PAYLOAD_CAP - 1;
 struct Scratch {
     header: EventHeader,
     payload: [u8; 2 * PAYLOAD_CAP],
+    /// Directories walked for this event, to remember once the event is delivered (never
+    /// before: a reference to a definition userspace did not get would be unresolvable).
+    pending: [DirKey; MAX_PENDING],
+    pending_id: [u64; MAX_PENDING],
+    n_pending: u64,
 }
+
+const MAX_PENDING: usize = 3;
+
+/// A directory as a walk sees it: the same dentry on the same mount, under the same root,
+/// since the last rename/delete by the workload (`generation`). Pointers alone could be
+/// reused by another directory after the first is freed; renames change paths.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct DirKey {
+    dentry: u64,
+    mnt: u64,
+    root_dentry: u64,
+    generation: u64,
+}
+
+/// Directories already sent to userspace -> their id (see `TAG_DIR_DEF`).
+#[map]
+static DIRS: LruHashMap<DirKey, u64> = LruHashMap::with_max_entries(65536, 0);
+
+/// Bumped by every successful rename or delete in the workload: cached directory paths
+/// made before it are not reused.
+#[map]
+static GENERATION: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Per-CPU counter for directory ids (the CPU number goes in the high bits).
+#[map]
+static NEXT_ID: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
@@ -107,6 +141,16 @@ struct Walk {
     off: u64,
     /// Set once an end tag was written.
     done: u64,
+    /// Loop iterations so far.
+    step: u64,
+    /// At which iteration to look the current directory up in `DIRS` (u64::MAX: never).
+    cache_at: u64,
+    /// The end tag written.
+    end_tag: u64,
+    /// A directory defined by this walk (`TAG_DIR_DEF`), to remember if the event goes out.
+    pend: u64,
+    pend_key: DirKey,
+    pend_id: u64,
 }
 
 #[map]
@@ -160,6 +204,7 @@ fn begin(kind: u32, op: u32) -> Option<*mut Scratch> {
             payload_len: 0,
             pad: 0,
         };
+        (*s).n_pending = 0;
     }
     Some(s)
 }
@@ -195,6 +240,17 @@ fn emit(s: *mut Scratch, off: usize, slot: u32) {
         if let Some(c) = LOST.get_ptr_mut(slot) {
             // SAFETY: per-CPU counter, no concurrent writer.
             unsafe { *c += 1 };
+        }
+        return;
+    }
+    // Delivered: the directories it defined may now be referred to.
+    // SAFETY: this CPU's scratch value.
+    unsafe {
+        let n = (*s).n_pending as usize;
+        for i in 0..MAX_PENDING {
+            if i < n {
+                let _ = DIRS.insert(&(*s).pending[i], &(*s).pending_id[i], 0);
+            }
         }
     }
 }
@@ -273,6 +329,7 @@ fn put_walk(
     off: usize,
     tag: u8,
     target: Option<(u64, u64)>,
+    cache_at: u64,
 ) -> usize {
     if off + 2 > PAYLOAD_CAP {
         // SAFETY: header of a live map value.
@@ -298,11 +355,33 @@ fn put_walk(
             root_mnt,
             off: off as u64,
             done: 0,
+            step: 0,
+            cache_at,
+            end_tag: 0,
+            pend: 0,
+            pend_key: DirKey {
+                dentry: 0,
+                mnt: 0,
+                root_dentry: 0,
+                generation: 0,
+            },
+            pend_id: 0,
         };
         bpf_loop(WALK_MAX_STEPS, walk_step as *mut c_void, ptr::null_mut(), 0);
         let off = (*w).off as usize;
         if (*w).done == 0 {
             return put_tag(s, off, TAG_END_TRUNCATED);
+        }
+        // Only a walk that got to an answer defines its directory.
+        let answered = (*w).end_tag == u64::from(TAG_END_ROOT)
+            || (*w).end_tag == u64::from(TAG_END_UNREACHABLE);
+        if (*w).pend != 0 && answered {
+            let n = (*s).n_pending as usize;
+            if n < MAX_PENDING {
+                (*s).pending[n] = (*w).pend_key;
+                (*s).pending_id[n] = (*w).pend_id;
+                (*s).n_pending = n as u64 + 1;
+            }
         }
         off
     }
@@ -315,8 +394,25 @@ unsafe fn walk_end(w: *mut Walk, s: *mut Scratch, off: usize, tag: u8) -> i64 {
     unsafe {
         (*w).off = put_tag(s, off, tag) as u64;
         (*w).done = 1;
+        (*w).end_tag = u64::from(tag);
     }
     1
+}
+
+/// Append a tag followed by an 8-byte id.
+#[inline(always)]
+unsafe fn put_tag_id(s: *mut Scratch, off: usize, tag: u8, id: u64) -> usize {
+    let off = put_tag(s, off, tag);
+    // SAFETY: masked offset below PAYLOAD_CAP, 8 bytes of the 2 * PAYLOAD_CAP array.
+    unsafe {
+        ptr::write_unaligned((&raw mut (*s).payload[off & MASK]).cast::<[u8; 8]>(), id.to_le_bytes());
+    }
+    off + 8
+}
+
+#[inline(always)]
+fn generation() -> u64 {
+    GENERATION.get(0).copied().unwrap_or(0)
 }
 
 /// One step of the path walk (a `bpf_loop` callback): returns 1 to stop.
@@ -336,6 +432,34 @@ extern "C" fn walk_step(_index: u64, _ctx: *mut c_void) -> i64 {
         let vfsmnt = (*w).vfsmnt;
         if dentry == (*w).root_dentry && vfsmnt == (*w).root_mnt {
             return walk_end(w, s, off, TAG_END_ROOT);
+        }
+        let step = (*w).step;
+        (*w).step = step + 1;
+        if step == (*w).cache_at {
+            let key = DirKey {
+                dentry,
+                mnt: vfsmnt,
+                root_dentry: (*w).root_dentry,
+                generation: generation(),
+            };
+            if let Some(id) = DIRS.get(&key) {
+                let id = *id;
+                (*w).off = put_tag_id(s, off, TAG_DIR_REF, id) as u64;
+                (*w).done = 1;
+                (*w).end_tag = u64::from(TAG_DIR_REF);
+                return 1;
+            }
+            let Some(counter) = NEXT_ID.get_ptr_mut(0) else {
+                return walk_end(w, s, off, TAG_END_ERROR);
+            };
+            let id = (u64::from(bpf_get_smp_processor_id()) << 48) | *counter;
+            *counter += 1;
+            (*w).pend = 1;
+            (*w).pend_key = key;
+            (*w).pend_id = id;
+            (*w).off = put_tag_id(s, off, TAG_DIR_DEF, id) as u64;
+            // Go on with this same directory in the next iteration (the check is done).
+            return 0;
         }
         let Some(mnt_root) = kread::<u64>(vfsmnt, c.vfsmount_mnt_root) else {
             return walk_end(w, s, off, TAG_END_ERROR);
@@ -433,7 +557,7 @@ fn put_path_arg(
     } else {
         rec::<i64>(ctx, dfd_off).unwrap_or(i64::from(AT_FDCWD)) as i32
     };
-    put_walk(c, s, new, walk_tag, base_dir(c, dfd))
+    put_walk(c, s, new, walk_tag, base_dir(c, dfd), 0)
 }
 
 /// Entry of every traced syscall: the requested path(s), made absolute in-kernel when
@@ -482,7 +606,7 @@ fn try_enter(c: &KernelConfig, ctx: &TracePointContext) -> Option<()> {
     if sc.fd_off != 0 {
         let fd = rec::<i64>(ctx, sc.fd_off)?;
         let target = fd_file(c, fd).and_then(|f| read_path(c, f, c.file_f_path));
-        off = put_walk(c, s, off, TAG_WALK_FD, target);
+        off = put_walk(c, s, off, TAG_WALK_FD, target, 0);
     }
     emit(s, off, sc.op);
     Some(())
@@ -508,6 +632,13 @@ fn try_exit(c: &KernelConfig, ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     let ret = rec::<i64>(ctx, sc.ret_off)?;
+    if ret == 0 && (sc.op == op::RENAME || sc.op == op::DELETE) {
+        // Paths of cached directories may have changed (or their dentries may be freed).
+        if let Some(g) = GENERATION.get_ptr_mut(0) {
+            // SAFETY: a map value; a lost increment between CPUs still changes it.
+            unsafe { *g += 1 };
+        }
+    }
     let s = begin(EV_EXIT, sc.op)?;
     // SAFETY: header of a live map value.
     unsafe { (*s).header.ret = ret };
@@ -528,6 +659,7 @@ fn try_exit(c: &KernelConfig, ctx: &TracePointContext) -> Option<()> {
             off,
             TAG_WALK_FD,
             file.and_then(|f| read_path(c, f, c.file_f_path)),
+            1,
         );
     }
     emit(s, off, sc.op);
@@ -557,7 +689,7 @@ fn try_exec(c: &KernelConfig, ctx: &TracePointContext) -> Option<()> {
     let exe = mm
         .and_then(|mm| kread::<u64>(mm, c.mm_exe_file))
         .and_then(|f| read_path(c, f, c.file_f_path));
-    let mut off = put_walk(c, s, 0, TAG_WALK_EXE, exe);
+    let mut off = put_walk(c, s, 0, TAG_WALK_EXE, exe, 1);
     if let Some(arg_start) = mm.and_then(|mm| kread::<u64>(mm, c.mm_arg_start)) {
         off = put_user_str(s, off, TAG_ARGV0, arg_start);
     }
