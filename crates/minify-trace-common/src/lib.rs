@@ -37,6 +37,10 @@ pub const EV_EXEC: u32 = 3;
 pub const EV_FORK: u32 = 4;
 /// [`EventHeader::kind`]: `sched_process_exit` of a thread; `ret` = exit code (wait status).
 pub const EV_PROC_EXIT: u32 = 5;
+/// [`EventHeader::kind`]: a whole syscall, sent at its exit: `ret`, the requested paths (as
+/// for [`EV_ENTER`]) and, for opens, the opened file (as for [`EV_EXIT`]). Every traced
+/// syscall but exec and chdir comes this way.
+pub const EV_SYSCALL: u32 = 6;
 
 /// Set in an exit's `flags` when the opened file was created by this open (`FMODE_CREATED`).
 pub const EXIT_FLAG_CREATED: u64 = 1;

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use minify_model::trace::Special;
 use minify_model::{AccessKind, ImagePath, Trace, TraceEvent};
 use minify_trace_common::{
-    EV_ENTER, EV_EXEC, EV_EXIT, EV_FORK, EV_PROC_EXIT, EXIT_FLAG_CREATED, EventHeader, HEADER_LEN,
+    EV_ENTER, EV_EXEC, EV_EXIT, EV_FORK, EV_PROC_EXIT, EV_SYSCALL, EXIT_FLAG_CREATED, EventHeader, HEADER_LEN,
     TAG_ARGV0, TAG_COMPONENT, TAG_DIR_DEF, TAG_DIR_REF, TAG_END_ERROR, TAG_END_ROOT,
     TAG_END_TRUNCATED, TAG_END_UNREACHABLE,
     TAG_USER_PATH, TAG_USER_PATH2, TAG_WALK_BASE, TAG_WALK_BASE2, TAG_WALK_EXE, TAG_WALK_FD, op,
@@ -214,6 +214,7 @@ impl Decoder {
         match h.kind {
             EV_ENTER => self.enter(&h, &pieces),
             EV_EXIT => self.exit(&h, &pieces, &comm),
+            EV_SYSCALL => self.syscall(&h, &pieces, &comm),
             EV_EXEC => self.exec(&h, &pieces, &comm),
             EV_FORK => {
                 let child = h.ret as u32;
@@ -253,24 +254,38 @@ impl Decoder {
         self.comms.insert(pid, comm.to_owned());
     }
 
-    fn enter(&mut self, h: &EventHeader, pc: &Pieces) {
+    /// The requested paths of an entry (or whole-syscall) record.
+    fn requested(&mut self, op: u32, pc: &Pieces) -> Pending {
         let base = self.resolve(pc.base.as_ref());
         let base2 = self.resolve(pc.base2.as_ref());
         let fd_path = self.resolve(pc.fd.as_ref());
         let path = absolute(pc.user.as_ref(), base);
         let path2 = absolute(pc.user2.as_ref(), base2);
-        if (pc.user.is_some() && path.is_none()) || (pc.user2.is_some() && path2.is_none()) {
+        if (pc.user.is_some() && path.is_none())
+            || (pc.user2.is_some() && path2.is_none())
+            || (pc.fd.is_some() && fd_path.is_none())
+        {
             self.unreachable += 1;
         }
-        let old = self.pending.insert(
-            h.tid,
-            Pending {
-                op: h.op,
-                path,
-                path2,
-                fd_path,
-            },
-        );
+        Pending {
+            op,
+            path,
+            path2,
+            fd_path,
+        }
+    }
+
+    /// A whole syscall in one record (sent at its exit).
+    fn syscall(&mut self, h: &EventHeader, pc: &Pieces, comm: &str) {
+        let p = self.requested(h.op, pc);
+        // For opens the fd walk is the opened file; for getdents, the listed directory.
+        let opened = if h.op == op::OPEN { p.fd_path.clone() } else { None };
+        self.complete(h.pid, comm, &p, h.ret, h.flags, opened);
+    }
+
+    fn enter(&mut self, h: &EventHeader, pc: &Pieces) {
+        let pending = self.requested(h.op, pc);
+        let old = self.pending.insert(h.tid, pending);
         if let Some(old) = old {
             // Its exit was lost (counted by the kernel side): we cannot know if it succeeded.
             let comm = self.comms.get(&h.pid).cloned().unwrap_or_default();
@@ -648,6 +663,28 @@ mod tests {
         assert!(got.contains(&(AccessKind::Open, "/usr/lib/python3/x.py")), "{got:?}");
         assert!(got.contains(&(AccessKind::Stat, "/usr/lib/python3/y.py")), "{got:?}");
         assert!(got.contains(&(AccessKind::Open, "/usr/lib/python3/sub/z.py")), "{got:?}");
+    }
+
+    #[test]
+    fn whole_syscall_records() {
+        let mut d = Decoder::default();
+        let mut rec = user(TAG_USER_PATH, "libc.so.6");
+        rec.extend(walk(TAG_WALK_BASE, &["lib"], TAG_END_ROOT));
+        rec.extend(walk(TAG_WALK_FD, &["libc.so.6", "lib", "usr"], TAG_END_ROOT));
+        d.feed(&record(EV_SYSCALL, op::OPEN, 2, 3, 0, &rec));
+        d.feed(&record(EV_SYSCALL, op::STAT, 2, -2, 0, &user(TAG_USER_PATH, "/etc/nope")));
+        d.feed(&record(EV_SYSCALL, op::GETDENTS, 2, 64, 0, &walk(TAG_WALK_FD, &["etc"], TAG_END_ROOT)));
+        let r = d.finish(&BTreeMap::new());
+        let got: Vec<(AccessKind, &str, bool)> = r.trace.events.iter().map(|e| (e.kind, e.path.as_str(), e.ok)).collect();
+        assert_eq!(
+            got,
+            [
+                (AccessKind::Open, "/usr/lib/libc.so.6", true),
+                (AccessKind::OpenRequested, "/lib/libc.so.6", true),
+                (AccessKind::Stat, "/etc/nope", false),
+                (AccessKind::ListDir, "/etc", true),
+            ]
+        );
     }
 
     #[test]

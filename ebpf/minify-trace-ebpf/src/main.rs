@@ -33,7 +33,7 @@ use aya_ebpf::{
     },
 };
 use minify_trace_common::{
-    EV_ENTER, EV_EXEC, EV_EXIT, EV_FORK, EV_PROC_EXIT, EXIT_FLAG_CREATED, EventHeader,
+    EV_ENTER, EV_EXEC, EV_EXIT, EV_FORK, EV_PROC_EXIT, EV_SYSCALL, EXIT_FLAG_CREATED, EventHeader,
     FLAG_TRUNCATED, KernelConfig, NAME_MAX, PAYLOAD_CAP, ROLE_ENTER, ROLE_EXIT, SysCfg, TAG_ARGV0,
     TAG_COMPONENT, TAG_DIR_DEF, TAG_DIR_REF, TAG_END_ERROR, TAG_END_ROOT, TAG_END_TRUNCATED,
     TAG_END_UNREACHABLE,
@@ -535,33 +535,84 @@ fn base_dir(c: &KernelConfig, dfd: i32) -> Option<(u64, u64)> {
     }
 }
 
+/// A syscall's arguments, kept from its entry to its exit (see `sys_enter`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Args {
+    op: u32,
+    pad: u32,
+    path: u64,
+    dfd: i64,
+    path2: u64,
+    dfd2: i64,
+    fd: i64,
+}
+
+/// Thread (pid_tgid) -> arguments of the syscall it is in. LRU so that an entry whose exit
+/// never comes (the tracer attached in between) cannot fill it.
+#[map]
+static INFLIGHT: LruHashMap<u64, Args> = LruHashMap::with_max_entries(16384, 0);
+
+/// Append a requested path and, when it is relative, its base directory's walk.
 #[inline(always)]
 fn put_path_arg(
     c: &KernelConfig,
-    ctx: &TracePointContext,
     s: *mut Scratch,
     off: usize,
     (tag, walk_tag): (u8, u8),
-    path_off: u32,
-    dfd_off: u32,
+    user: u64,
+    dfd: i64,
 ) -> usize {
-    let Some(user) = rec::<u64>(ctx, path_off) else {
-        return off;
-    };
     let new = put_user_str(s, off, tag, user);
     if new == off || !is_relative(s, off + 1) {
         return new;
     }
-    let dfd = if dfd_off == 0 {
-        AT_FDCWD
-    } else {
-        rec::<i64>(ctx, dfd_off).unwrap_or(i64::from(AT_FDCWD)) as i32
-    };
-    put_walk(c, s, new, walk_tag, base_dir(c, dfd), 0)
+    put_walk(c, s, new, walk_tag, base_dir(c, dfd as i32), 0)
 }
 
-/// Entry of every traced syscall: the requested path(s), made absolute in-kernel when
-/// relative (their base directory is walked), or the path of the fd argument.
+/// Read the arguments `sc` describes from a syscall entry record.
+#[inline(always)]
+fn read_args(ctx: &TracePointContext, sc: &SysCfg) -> Args {
+    let at = |off: u32| -> i64 {
+        if off == 0 {
+            i64::from(AT_FDCWD)
+        } else {
+            rec::<i64>(ctx, off).unwrap_or(i64::from(AT_FDCWD))
+        }
+    };
+    let ptr = |off: u32| -> u64 { if off == 0 { 0 } else { rec::<u64>(ctx, off).unwrap_or(0) } };
+    Args {
+        op: sc.op,
+        pad: 0,
+        path: ptr(sc.path_off),
+        dfd: at(sc.dfd_off),
+        path2: ptr(sc.path2_off),
+        dfd2: at(sc.dfd2_off),
+        fd: if sc.fd_off == 0 { -1 } else { rec::<i64>(ctx, sc.fd_off).unwrap_or(-1) },
+    }
+}
+
+/// Append the requested paths (and the fd's path) of `a`.
+#[inline(always)]
+fn put_args(c: &KernelConfig, s: *mut Scratch, a: &Args) -> usize {
+    let mut off = 0;
+    if a.path != 0 {
+        off = put_path_arg(c, s, off, (TAG_USER_PATH, TAG_WALK_BASE), a.path, a.dfd);
+    }
+    if a.path2 != 0 {
+        off = put_path_arg(c, s, off, (TAG_USER_PATH2, TAG_WALK_BASE2), a.path2, a.dfd2);
+    }
+    if a.fd >= 0 {
+        let target = fd_file(c, a.fd).and_then(|f| read_path(c, f, c.file_f_path));
+        off = put_walk(c, s, off, TAG_WALK_FD, target, 0);
+    }
+    off
+}
+
+/// Entry of every traced syscall. Most only stash their arguments: the exit reads the
+/// paths (still in the caller's memory) and sends one record with the result, half the
+/// records of sending both. `execve` and `chdir` are sent now: after a successful exec the
+/// old memory is gone, and after chdir a relative path would resolve against the new cwd.
 #[tracepoint]
 pub fn sys_enter(ctx: TracePointContext) -> u32 {
     let c = cfg();
@@ -579,35 +630,18 @@ fn try_enter(c: &KernelConfig, ctx: &TracePointContext) -> Option<()> {
     if sc.role != ROLE_ENTER {
         return None;
     }
+    let args = read_args(ctx, &sc);
+    if sc.op != op::EXEC && sc.op != op::CHDIR {
+        if INFLIGHT.insert(&bpf_get_current_pid_tgid(), &args, 0).is_err() {
+            if let Some(l) = LOST.get_ptr_mut(sc.op) {
+                // SAFETY: per-CPU counter.
+                unsafe { *l += 1 };
+            }
+        }
+        return Some(());
+    }
     let s = begin(EV_ENTER, sc.op)?;
-    let mut off = 0;
-    if sc.path_off != 0 {
-        off = put_path_arg(
-            c,
-            ctx,
-            s,
-            off,
-            (TAG_USER_PATH, TAG_WALK_BASE),
-            sc.path_off,
-            sc.dfd_off,
-        );
-    }
-    if sc.path2_off != 0 {
-        off = put_path_arg(
-            c,
-            ctx,
-            s,
-            off,
-            (TAG_USER_PATH2, TAG_WALK_BASE2),
-            sc.path2_off,
-            sc.dfd2_off,
-        );
-    }
-    if sc.fd_off != 0 {
-        let fd = rec::<i64>(ctx, sc.fd_off)?;
-        let target = fd_file(c, fd).and_then(|f| read_path(c, f, c.file_f_path));
-        off = put_walk(c, s, off, TAG_WALK_FD, target, 0);
-    }
+    let off = put_args(c, s, &args);
     emit(s, off, sc.op);
     Some(())
 }
@@ -632,6 +666,12 @@ fn try_exit(c: &KernelConfig, ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     let ret = rec::<i64>(ctx, sc.ret_off)?;
+    let id = bpf_get_current_pid_tgid();
+    // SAFETY: a copy out of the map value, then the entry is removed.
+    let stashed = unsafe { INFLIGHT.get(&id) }.copied();
+    if stashed.is_some() {
+        let _ = INFLIGHT.remove(&id);
+    }
     if ret == 0 && (sc.op == op::RENAME || sc.op == op::DELETE) {
         // Paths of cached directories may have changed (or their dentries may be freed).
         if let Some(g) = GENERATION.get_ptr_mut(0) {
@@ -639,10 +679,13 @@ fn try_exit(c: &KernelConfig, ctx: &TracePointContext) -> Option<()> {
             unsafe { *g += 1 };
         }
     }
-    let s = begin(EV_EXIT, sc.op)?;
+    let s = begin(if stashed.is_some() { EV_SYSCALL } else { EV_EXIT }, sc.op)?;
     // SAFETY: header of a live map value.
     unsafe { (*s).header.ret = ret };
-    let mut off = 0;
+    let mut off = match &stashed {
+        Some(a) => put_args(c, s, a),
+        None => 0,
+    };
     if sc.op == op::OPEN && ret >= 0 {
         let file = fd_file(c, ret);
         if let Some(f) = file {
