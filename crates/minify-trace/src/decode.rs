@@ -128,7 +128,6 @@ struct Pending {
 pub(crate) struct Decoder {
     events: Vec<TraceEvent>,
     pending: HashMap<u32, Pending>,
-    comms: HashMap<u32, String>,
     /// Process (tgid) -> info, plus arrival order.
     procs: HashMap<u32, ProcessInfo>,
     order: Vec<u32>,
@@ -151,9 +150,36 @@ pub(crate) struct Decoder {
 fn absolute(user: Option<&String>, base: Option<String>) -> Option<String> {
     let user = user?;
     if user.starts_with('/') {
+        if is_clean(user) {
+            return Some(user.clone());
+        }
         return Some(ImagePath::new(user).as_str().to_owned());
     }
-    Some(ImagePath::new(&base?).join(user).as_str().to_owned())
+    let base = base?;
+    // Fast path (the common case: `name` in a walked directory): nothing to normalise.
+    if !user.is_empty()
+        && is_clean(&base)
+        && user.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+    {
+        let mut s = base;
+        if s != "/" {
+            s.push('/');
+        }
+        s.push_str(user);
+        return Some(s);
+    }
+    Some(ImagePath::new(&base).join(user).as_str().to_owned())
+}
+
+/// Whether an absolute path is already in `ImagePath` normal form: no empty, `.` or `..`
+/// component and no trailing slash (except `/` itself).
+fn is_clean(p: &str) -> bool {
+    if p == "/" {
+        return true;
+    }
+    p.starts_with('/')
+        && !p.ends_with('/')
+        && p[1..].split('/').all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 fn comm_of(h: &EventHeader) -> String {
@@ -188,6 +214,10 @@ impl Decoder {
             self.dirs.insert(id, dir);
         }
         path
+    }
+
+    fn comm(&self, pid: u32) -> String {
+        self.procs.get(&pid).map(|p| p.comm.clone()).unwrap_or_default()
     }
 
     pub(crate) fn new(from_first_exec: bool) -> Decoder {
@@ -248,10 +278,9 @@ impl Decoder {
                 exit_code: None,
             }
         });
-        if !comm.is_empty() {
+        if !comm.is_empty() && p.comm != comm {
             comm.clone_into(&mut p.comm);
         }
-        self.comms.insert(pid, comm.to_owned());
     }
 
     /// The requested paths of an entry (or whole-syscall) record.
@@ -288,7 +317,7 @@ impl Decoder {
         let old = self.pending.insert(h.tid, pending);
         if let Some(old) = old {
             // Its exit was lost (counted by the kernel side): we cannot know if it succeeded.
-            let comm = self.comms.get(&h.pid).cloned().unwrap_or_default();
+            let comm = self.comm(h.pid);
             self.complete(h.pid, &comm, &old, -1, 0, None);
         }
     }
@@ -418,7 +447,7 @@ impl Decoder {
         for (tid, p) in pending {
             // Still inside the syscall when tracing stopped (or its exit was lost): unknown
             // outcome, recorded as not ok.
-            let comm = self.comms.get(&tid).cloned().unwrap_or_default();
+            let comm = self.comm(tid);
             self.complete(tid, &comm, &p, -1, 0, None);
         }
         let mut lost: BTreeMap<AccessKind, u64> = BTreeMap::new();
@@ -663,6 +692,25 @@ mod tests {
         assert!(got.contains(&(AccessKind::Open, "/usr/lib/python3/x.py")), "{got:?}");
         assert!(got.contains(&(AccessKind::Stat, "/usr/lib/python3/y.py")), "{got:?}");
         assert!(got.contains(&(AccessKind::Open, "/usr/lib/python3/sub/z.py")), "{got:?}");
+    }
+
+    #[test]
+    fn fast_path_matches_image_path() {
+        for (user, base) in [
+            ("/usr/lib/x", None),
+            ("/usr//lib/./x/", None),
+            ("/a/../b", None),
+            ("x.py", Some("/usr/lib")),
+            ("x.py", Some("/")),
+            ("../x", Some("/usr/lib")),
+            ("./x", Some("/usr")),
+            ("", Some("/usr")),
+            ("a//b", Some("/usr")),
+        ] {
+            let got = absolute(Some(&user.to_owned()), base.map(str::to_owned)).unwrap();
+            let want = ImagePath::new(base.unwrap_or("/")).join(user);
+            assert_eq!(got, want.as_str(), "{user:?} in {base:?}");
+        }
     }
 
     #[test]

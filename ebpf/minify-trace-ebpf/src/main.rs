@@ -548,10 +548,11 @@ struct Args {
     fd: i64,
 }
 
-/// Thread (pid_tgid) -> arguments of the syscall it is in. LRU so that an entry whose exit
-/// never comes (the tracer attached in between) cannot fill it.
+/// Thread (pid_tgid) -> arguments of the syscall it is in. Every entry is removed at its
+/// exit, which always comes for these syscalls (exec, the one that may not return, is not
+/// stashed); a full map counts the syscall as lost.
 #[map]
-static INFLIGHT: LruHashMap<u64, Args> = LruHashMap::with_max_entries(16384, 0);
+static INFLIGHT: HashMap<u64, Args> = HashMap::with_max_entries(16384, 0);
 
 /// Append a requested path and, when it is relative, its base directory's walk.
 #[inline(always)]
