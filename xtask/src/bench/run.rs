@@ -89,11 +89,20 @@ fn measure_all(
             });
         }
         if !o.status.success() {
-            let last = stderr
+            // The error line, or for a failed verification the first failure it names.
+            let verify = rows
+                .last()
+                .filter(|r| r.name == *name)
+                .and_then(|r| r.report["verify_failures"][0].as_str())
+                .and_then(|f| f.lines().next())
+                .map(str::to_owned);
+            let why = stderr
                 .lines()
                 .find(|l| l.starts_with("minify: error"))
-                .unwrap_or("");
-            failures.push(format!("{name}: {} {last}", o.status));
+                .map(str::to_owned)
+                .or(verify)
+                .unwrap_or_default();
+            failures.push(format!("{name}: {}: {why}", o.status));
         }
         let _ = Command::new("docker")
             .args(["image", "rm", &out])
@@ -201,6 +210,27 @@ fn markdown(rows: &[Row], failures: &[String]) -> String {
             secs(Some(traced)),
             secs(untraced)
         );
+    }
+    let _ = writeln!(s, "\n## Notes\n");
+    let _ = writeln!(
+        s,
+        "- One sample per image: probe-phase differences of a few hundred milliseconds are container start-up noise, not tracing cost (see `bench/results/trace.md` for the tracer's own overhead under load).\n\
+         - *trace* and *verify* include stopping the container with the image's stop signal; a process that ignores it (Python as PID 1 ignores SIGTERM) is killed after `--stop-timeout` (10 s)."
+    );
+    for row in rows {
+        let r = &row.report;
+        let before = u(&r["size_before"]) as f64;
+        let bound = u(&r["required_bytes"]) as f64;
+        if before > 0.0 && bound > 0.2 * before {
+            let _ = writeln!(
+                s,
+                "- {}: the files the workload needs are already {:.0}% of the original ({} of {}), so no minifier can reach 20% on this image.",
+                row.name,
+                100.0 * bound / before,
+                mb(bound as u64),
+                mb(before as u64)
+            );
+        }
     }
     if !failures.is_empty() {
         let _ = writeln!(s, "\n## Failures\n");
