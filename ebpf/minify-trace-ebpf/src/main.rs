@@ -343,6 +343,24 @@ fn put_walk(
     let (Some((mnt, dentry)), Some((root_mnt, root_dentry))) = (target, root) else {
         return put_tag(s, off, TAG_END_ERROR);
     };
+    // The common case of a relative lookup, its directory already sent: answer it here,
+    // without setting up a loop.
+    if cache_at == 0 {
+        if dentry == root_dentry && mnt == root_mnt {
+            return put_tag(s, off, TAG_END_ROOT);
+        }
+        let key = DirKey {
+            dentry,
+            mnt,
+            root_dentry,
+            generation: generation(),
+        };
+        // SAFETY: a copy of the value is taken at once.
+        if let Some(id) = unsafe { DIRS.get(&key) }.copied() {
+            // SAFETY: this CPU's scratch value.
+            return unsafe { put_tag_id(s, off, TAG_DIR_REF, id) };
+        }
+    }
     let Some(w) = WALK.get_ptr_mut(0) else {
         return put_tag(s, off, TAG_END_ERROR);
     };

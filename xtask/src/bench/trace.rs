@@ -51,6 +51,9 @@ fn ensure_tree() -> anyhow::Result<PathBuf> {
 
 struct Measured {
     wall: Duration,
+    /// User + system CPU time of the workload (all its processes): what the tracer adds in
+    /// the workload's own context, much less disturbed by other load than wall time.
+    cpu: Duration,
     events: usize,
     lost: u64,
     attach: Duration,
@@ -67,9 +70,11 @@ fn once(argv: &[&str], with_tracer: bool) -> anyhow::Result<Measured> {
     };
     let attach = t0.elapsed();
     let spec = SpawnSpec::new(argv.iter().copied());
+    let cpu0 = children_cpu();
     let t1 = Instant::now();
     let status = spec.run(&cgroup)?;
     let wall = t1.elapsed();
+    let cpu = children_cpu().saturating_sub(cpu0);
     anyhow::ensure!(status.success(), "{argv:?} failed: {status}");
     let (events, lost) = match tracer {
         Some(t) => {
@@ -83,10 +88,26 @@ fn once(argv: &[&str], with_tracer: bool) -> anyhow::Result<Measured> {
     minify_trace::wait_for_detach(Duration::from_secs(30));
     Ok(Measured {
         wall,
+        cpu,
         events,
         lost,
         attach,
     })
+}
+
+/// CPU time of all reaped children so far.
+#[allow(unsafe_code)]
+fn children_cpu() -> Duration {
+    // SAFETY: an all-zero rusage is valid; getrusage fills the struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &raw mut ru) } != 0 {
+        return Duration::ZERO;
+    }
+    let t = |tv: libc::timeval| {
+        Duration::from_secs(tv.tv_sec as u64) + Duration::from_micros(tv.tv_usec as u64)
+    };
+    t(ru.ru_utime) + t(ru.ru_stime)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -100,6 +121,8 @@ struct Row {
     traced: Duration,
     untraced_min: Duration,
     traced_min: Duration,
+    untraced_cpu: Duration,
+    traced_cpu: Duration,
     events: usize,
     lost: u64,
 }
@@ -109,17 +132,23 @@ fn overhead(name: &str, argv: &[&str]) -> anyhow::Result<(Row, Duration)> {
     once(argv, false)?;
     once(argv, true)?;
     let (mut u, mut t, mut attach) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ucpu, mut tcpu) = (Vec::new(), Vec::new());
     let (mut events, mut lost) = (0, 0);
     for _ in 0..RUNS {
-        u.push(once(argv, false)?.wall);
+        let m = once(argv, false)?;
+        u.push(m.wall);
+        ucpu.push(m.cpu);
         let m = once(argv, true)?;
         t.push(m.wall);
+        tcpu.push(m.cpu);
         attach.push(m.attach);
         events = m.events;
         lost += m.lost;
     }
     let row = Row {
         name: name.into(),
+        untraced_cpu: median(ucpu),
+        traced_cpu: median(tcpu),
         untraced_min: *u.iter().min().unwrap_or(&Duration::ZERO),
         traced_min: *t.iter().min().unwrap_or(&Duration::ZERO),
         untraced: median(u),
@@ -128,16 +157,21 @@ fn overhead(name: &str, argv: &[&str]) -> anyhow::Result<(Row, Duration)> {
         lost,
     };
     eprintln!(
-        "    {name}: untraced {:?}, traced {:?} ({:.2}x), {events} events",
+        "    {name}: untraced {:?}, traced {:?} ({:.2}x wall, {:.2}x cpu), {events} events",
         row.untraced,
         row.traced,
-        ratio(&row)
+        ratio(&row),
+        cpu_ratio(&row)
     );
     Ok((row, median(attach)))
 }
 
 fn ratio(r: &Row) -> f64 {
     r.traced.as_secs_f64() / r.untraced.as_secs_f64()
+}
+
+fn cpu_ratio(r: &Row) -> f64 {
+    r.traced_cpu.as_secs_f64() / r.untraced_cpu.as_secs_f64().max(1e-9)
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -192,12 +226,12 @@ pub fn run() -> anyhow::Result<()> {
     let _ = writeln!(md, "## Overhead (target: traced / untraced <= 1.2x)\n");
     let _ = writeln!(
         md,
-        "| workload | untraced | traced | ratio (medians) | ratio (fastest runs) | events | lost |\n|---|---|---|---|---|---|---|"
+        "| workload | untraced | traced | wall ratio (medians) | wall ratio (fastest runs) | CPU ratio (medians) | events | lost |\n|---|---|---|---|---|---|---|---|"
     );
     for r in &rows {
         let _ = writeln!(
             md,
-            "| {} | {:.1} ms | {:.1} ms | **{:.2}x** {} | {:.2}x | {} | {} |",
+            "| {} | {:.1} ms | {:.1} ms | **{:.2}x** {} | {:.2}x | {:.2}x ({:.0} -> {:.0} ms) | {} | {} |",
             r.name,
             r.untraced.as_secs_f64() * 1e3,
             r.traced.as_secs_f64() * 1e3,
@@ -208,6 +242,9 @@ pub fn run() -> anyhow::Result<()> {
                 "(over target)"
             },
             r.traced_min.as_secs_f64() / r.untraced_min.as_secs_f64(),
+            cpu_ratio(r),
+            r.untraced_cpu.as_secs_f64() * 1e3,
+            r.traced_cpu.as_secs_f64() * 1e3,
             r.events,
             r.lost
         );
