@@ -462,21 +462,40 @@ fn doctor_reports_what_this_kernel_allows() {
         return;
     }
     let out = run(minify().args(["doctor", "--json"]));
-    assert_eq!(out.status.code(), Some(0), "doctor says something needed is missing");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "doctor says something needed is missing"
+    );
     let checks: Value = serde_json::from_slice(&out.stdout).unwrap();
     let status = |name: &str| {
-        checks.as_array().unwrap().iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("no {name} check"))["status"]
+        checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} check"))["status"]
             .as_str()
             .unwrap()
             .to_owned()
     };
-    for needed in ["privileges", "btf", "tracefs", "cgroup2", "tracepoint", "docker"] {
+    for needed in [
+        "privileges",
+        "btf",
+        "tracefs",
+        "cgroup2",
+        "tracepoint",
+        "docker",
+    ] {
         assert_eq!(status(needed), "ok", "{needed}");
     }
     // Measured, not assumed: every attach type has a verdict (on our VMs fentry/lsm are
     // refused and kprobes are absent; elsewhere they may load).
     for probed in ["raw_tracepoint", "tp_btf", "fentry", "lsm", "kprobe"] {
-        assert!(["ok", "unavailable"].contains(&status(probed).as_str()), "{probed}");
+        assert!(
+            ["ok", "unavailable"].contains(&status(probed).as_str()),
+            "{probed}"
+        );
     }
     // Every check that is not ok says how to fix it.
     for c in checks.as_array().unwrap() {

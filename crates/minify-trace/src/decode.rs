@@ -8,10 +8,10 @@ use std::collections::{BTreeMap, HashMap};
 use minify_model::trace::Special;
 use minify_model::{AccessKind, ImagePath, Trace, TraceEvent};
 use minify_trace_common::{
-    EV_ENTER, EV_EXEC, EV_EXIT, EV_FORK, EV_PROC_EXIT, EV_SYSCALL, EXIT_FLAG_CREATED, EventHeader, HEADER_LEN,
-    TAG_ARGV0, TAG_COMPONENT, TAG_DIR_DEF, TAG_DIR_REF, TAG_END_ERROR, TAG_END_ROOT,
-    TAG_END_TRUNCATED, TAG_END_UNREACHABLE,
-    TAG_USER_PATH, TAG_USER_PATH2, TAG_WALK_BASE, TAG_WALK_BASE2, TAG_WALK_EXE, TAG_WALK_FD, op,
+    EV_ENTER, EV_EXEC, EV_EXIT, EV_FORK, EV_PROC_EXIT, EV_SYSCALL, EXIT_FLAG_CREATED, EventHeader,
+    HEADER_LEN, TAG_ARGV0, TAG_COMPONENT, TAG_DIR_DEF, TAG_DIR_REF, TAG_END_ERROR, TAG_END_ROOT,
+    TAG_END_TRUNCATED, TAG_END_UNREACHABLE, TAG_USER_PATH, TAG_USER_PATH2, TAG_WALK_BASE,
+    TAG_WALK_BASE2, TAG_WALK_EXE, TAG_WALK_FD, op,
 };
 
 use crate::{ProcessInfo, Recording};
@@ -29,7 +29,11 @@ struct Walk {
 
 /// `prefix` followed by `comps` taken root-first (they are stored leaf first).
 fn join_rev(prefix: &str, comps: &[String]) -> String {
-    let mut s = if prefix == "/" { String::new() } else { prefix.to_owned() };
+    let mut s = if prefix == "/" {
+        String::new()
+    } else {
+        prefix.to_owned()
+    };
     for c in comps.iter().rev() {
         s.push('/');
         s.push_str(c);
@@ -159,7 +163,9 @@ fn absolute(user: Option<&String>, base: Option<String>) -> Option<String> {
     // Fast path (the common case: `name` in a walked directory): nothing to normalise.
     if !user.is_empty()
         && is_clean(&base)
-        && user.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+        && user
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
     {
         let mut s = base;
         if s != "/" {
@@ -179,7 +185,9 @@ fn is_clean(p: &str) -> bool {
     }
     p.starts_with('/')
         && !p.ends_with('/')
-        && p[1..].split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+        && p[1..]
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 fn comm_of(h: &EventHeader) -> String {
@@ -217,7 +225,10 @@ impl Decoder {
     }
 
     fn comm(&self, pid: u32) -> String {
-        self.procs.get(&pid).map(|p| p.comm.clone()).unwrap_or_default()
+        self.procs
+            .get(&pid)
+            .map(|p| p.comm.clone())
+            .unwrap_or_default()
     }
 
     pub(crate) fn new(from_first_exec: bool) -> Decoder {
@@ -308,7 +319,11 @@ impl Decoder {
     fn syscall(&mut self, h: &EventHeader, pc: &Pieces, comm: &str) {
         let p = self.requested(h.op, pc);
         // For opens the fd walk is the opened file; for getdents, the listed directory.
-        let opened = if h.op == op::OPEN { p.fd_path.clone() } else { None };
+        let opened = if h.op == op::OPEN {
+            p.fd_path.clone()
+        } else {
+            None
+        };
         self.complete(h.pid, comm, &p, h.ret, h.flags, opened);
     }
 
@@ -673,7 +688,14 @@ mod tests {
             exit.push(0);
         }
         exit.push(TAG_END_ROOT);
-        d.feed(&record(EV_ENTER, op::OPEN, 1, 0, 0, &user(TAG_USER_PATH, "/usr/lib/python3/x.py")));
+        d.feed(&record(
+            EV_ENTER,
+            op::OPEN,
+            1,
+            0,
+            0,
+            &user(TAG_USER_PATH, "/usr/lib/python3/x.py"),
+        ));
         d.feed(&record(EV_EXIT, op::OPEN, 1, 3, 0, &exit));
         // A relative stat in that directory: its base is just a reference.
         let mut enter = user(TAG_USER_PATH, "y.py");
@@ -685,13 +707,34 @@ mod tests {
         let mut exit2 = walk(TAG_WALK_FD, &["z.py", "sub"], 0);
         exit2.pop();
         exit2 = with_id(exit2, TAG_DIR_REF, 7);
-        d.feed(&record(EV_ENTER, op::OPEN, 1, 0, 0, &user(TAG_USER_PATH, "sub/z.py")));
+        d.feed(&record(
+            EV_ENTER,
+            op::OPEN,
+            1,
+            0,
+            0,
+            &user(TAG_USER_PATH, "sub/z.py"),
+        ));
         d.feed(&record(EV_EXIT, op::OPEN, 1, 4, 0, &exit2));
         let r = d.finish(&BTreeMap::new());
-        let got: Vec<(AccessKind, &str)> = r.trace.events.iter().map(|e| (e.kind, e.path.as_str())).collect();
-        assert!(got.contains(&(AccessKind::Open, "/usr/lib/python3/x.py")), "{got:?}");
-        assert!(got.contains(&(AccessKind::Stat, "/usr/lib/python3/y.py")), "{got:?}");
-        assert!(got.contains(&(AccessKind::Open, "/usr/lib/python3/sub/z.py")), "{got:?}");
+        let got: Vec<(AccessKind, &str)> = r
+            .trace
+            .events
+            .iter()
+            .map(|e| (e.kind, e.path.as_str()))
+            .collect();
+        assert!(
+            got.contains(&(AccessKind::Open, "/usr/lib/python3/x.py")),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(&(AccessKind::Stat, "/usr/lib/python3/y.py")),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(&(AccessKind::Open, "/usr/lib/python3/sub/z.py")),
+            "{got:?}"
+        );
     }
 
     #[test]
@@ -718,12 +761,35 @@ mod tests {
         let mut d = Decoder::default();
         let mut rec = user(TAG_USER_PATH, "libc.so.6");
         rec.extend(walk(TAG_WALK_BASE, &["lib"], TAG_END_ROOT));
-        rec.extend(walk(TAG_WALK_FD, &["libc.so.6", "lib", "usr"], TAG_END_ROOT));
+        rec.extend(walk(
+            TAG_WALK_FD,
+            &["libc.so.6", "lib", "usr"],
+            TAG_END_ROOT,
+        ));
         d.feed(&record(EV_SYSCALL, op::OPEN, 2, 3, 0, &rec));
-        d.feed(&record(EV_SYSCALL, op::STAT, 2, -2, 0, &user(TAG_USER_PATH, "/etc/nope")));
-        d.feed(&record(EV_SYSCALL, op::GETDENTS, 2, 64, 0, &walk(TAG_WALK_FD, &["etc"], TAG_END_ROOT)));
+        d.feed(&record(
+            EV_SYSCALL,
+            op::STAT,
+            2,
+            -2,
+            0,
+            &user(TAG_USER_PATH, "/etc/nope"),
+        ));
+        d.feed(&record(
+            EV_SYSCALL,
+            op::GETDENTS,
+            2,
+            64,
+            0,
+            &walk(TAG_WALK_FD, &["etc"], TAG_END_ROOT),
+        ));
         let r = d.finish(&BTreeMap::new());
-        let got: Vec<(AccessKind, &str, bool)> = r.trace.events.iter().map(|e| (e.kind, e.path.as_str(), e.ok)).collect();
+        let got: Vec<(AccessKind, &str, bool)> = r
+            .trace
+            .events
+            .iter()
+            .map(|e| (e.kind, e.path.as_str(), e.ok))
+            .collect();
         assert_eq!(
             got,
             [

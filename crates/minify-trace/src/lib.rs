@@ -30,6 +30,26 @@
 //! syscall tracepoints and rebuild paths themselves by walking dentries and mounts up to the
 //! task's root. [`Backend`] names the choice; [`doctor`] reports what this kernel allows.
 
+//!
+//! # How events flow
+//! Most syscalls stash their arguments at entry and send one record at exit (paths read from
+//! the caller's memory, relative ones made absolute in-kernel from the dirfd or cwd, the
+//! opened file's real path from the new fd); `execve` and `chdir` send their path at entry.
+//! Directories already sent are cached in-kernel (keyed by dentry, mount, root and a counter
+//! bumped by every rename/delete of the workload), so a stat storm in one directory walks it
+//! once. A reader thread only copies records out of the ring; decoding runs on its own thread.
+//!
+//! # Limits (see shared/KERNEL.md)
+//! - Not seen: the ELF interpreter and binary the kernel opens during exec (the ELF resolver
+//!   covers them), opens made through io_uring.
+//! - A directory renamed by a process *outside* the cgroup while the workload uses it may be
+//!   reported under its old path (the in-kernel cache only hears of the workload's renames).
+//! - While attached, every syscall on the host pays for the syscall tracepoints and the
+//!   cgroup check (~25 % more system time for a stat loop here); traced syscalls cost about
+//!   2 us each (`cargo xtask bench trace`, bench/results/trace.md).
+//! - Detaching ~65 syscall tracepoints takes seconds (an RCU grace period each);
+//!   [`Tracer::finish`] does it in the background once the traced cgroup is empty.
+
 mod btf;
 mod cgroup;
 mod decode;

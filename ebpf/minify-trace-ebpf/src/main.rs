@@ -20,8 +20,7 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid,
         generated::{
             bpf_get_current_ancestor_cgroup_id, bpf_get_current_task, bpf_get_smp_processor_id,
-            bpf_loop,
-            bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user_str,
+            bpf_loop, bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user_str,
             bpf_ringbuf_output,
         },
     },
@@ -36,9 +35,8 @@ use minify_trace_common::{
     EV_ENTER, EV_EXEC, EV_EXIT, EV_FORK, EV_PROC_EXIT, EV_SYSCALL, EXIT_FLAG_CREATED, EventHeader,
     FLAG_TRUNCATED, KernelConfig, NAME_MAX, PAYLOAD_CAP, ROLE_ENTER, ROLE_EXIT, SysCfg, TAG_ARGV0,
     TAG_COMPONENT, TAG_DIR_DEF, TAG_DIR_REF, TAG_END_ERROR, TAG_END_ROOT, TAG_END_TRUNCATED,
-    TAG_END_UNREACHABLE,
-    TAG_USER_PATH, TAG_USER_PATH2, TAG_WALK_BASE, TAG_WALK_BASE2, TAG_WALK_EXE, TAG_WALK_FD,
-    USER_PATH_MAX, WALK_MAX_STEPS, op, sys_cfg_key,
+    TAG_END_UNREACHABLE, TAG_USER_PATH, TAG_USER_PATH2, TAG_WALK_BASE, TAG_WALK_BASE2,
+    TAG_WALK_EXE, TAG_WALK_FD, USER_PATH_MAX, WALK_MAX_STEPS, op, sys_cfg_key,
 };
 
 /// Kernel layout and the cgroup to trace. Overridden (and frozen) by the loader.
@@ -423,7 +421,10 @@ unsafe fn put_tag_id(s: *mut Scratch, off: usize, tag: u8, id: u64) -> usize {
     let off = put_tag(s, off, tag);
     // SAFETY: masked offset below PAYLOAD_CAP, 8 bytes of the 2 * PAYLOAD_CAP array.
     unsafe {
-        ptr::write_unaligned((&raw mut (*s).payload[off & MASK]).cast::<[u8; 8]>(), id.to_le_bytes());
+        ptr::write_unaligned(
+            (&raw mut (*s).payload[off & MASK]).cast::<[u8; 8]>(),
+            id.to_le_bytes(),
+        );
     }
     off + 8
 }
@@ -599,7 +600,13 @@ fn read_args(ctx: &TracePointContext, sc: &SysCfg) -> Args {
             rec::<i64>(ctx, off).unwrap_or(i64::from(AT_FDCWD))
         }
     };
-    let ptr = |off: u32| -> u64 { if off == 0 { 0 } else { rec::<u64>(ctx, off).unwrap_or(0) } };
+    let ptr = |off: u32| -> u64 {
+        if off == 0 {
+            0
+        } else {
+            rec::<u64>(ctx, off).unwrap_or(0)
+        }
+    };
     Args {
         op: sc.op,
         pad: 0,
@@ -607,7 +614,11 @@ fn read_args(ctx: &TracePointContext, sc: &SysCfg) -> Args {
         dfd: at(sc.dfd_off),
         path2: ptr(sc.path2_off),
         dfd2: at(sc.dfd2_off),
-        fd: if sc.fd_off == 0 { -1 } else { rec::<i64>(ctx, sc.fd_off).unwrap_or(-1) },
+        fd: if sc.fd_off == 0 {
+            -1
+        } else {
+            rec::<i64>(ctx, sc.fd_off).unwrap_or(-1)
+        },
     }
 }
 
@@ -651,7 +662,10 @@ fn try_enter(c: &KernelConfig, ctx: &TracePointContext) -> Option<()> {
     }
     let args = read_args(ctx, &sc);
     if sc.op != op::EXEC && sc.op != op::CHDIR {
-        if INFLIGHT.insert(&bpf_get_current_pid_tgid(), &args, 0).is_err() {
+        if INFLIGHT
+            .insert(&bpf_get_current_pid_tgid(), &args, 0)
+            .is_err()
+        {
             if let Some(l) = LOST.get_ptr_mut(sc.op) {
                 // SAFETY: per-CPU counter.
                 unsafe { *l += 1 };
@@ -698,7 +712,14 @@ fn try_exit(c: &KernelConfig, ctx: &TracePointContext) -> Option<()> {
             unsafe { *g += 1 };
         }
     }
-    let s = begin(if stashed.is_some() { EV_SYSCALL } else { EV_EXIT }, sc.op)?;
+    let s = begin(
+        if stashed.is_some() {
+            EV_SYSCALL
+        } else {
+            EV_EXIT
+        },
+        sc.op,
+    )?;
     // SAFETY: header of a live map value.
     unsafe { (*s).header.ret = ret };
     let mut off = match &stashed {
