@@ -9,9 +9,18 @@ use crate::TraceError;
 /// Where tracefs lives on current kernels.
 pub(crate) const TRACEFS: &str = "/sys/kernel/tracing";
 
-/// Whether tracefs is mounted (its `events` directory exists).
+/// Whether tracefs is mounted at [`TRACEFS`] (from the mount table: its directory is
+/// root-only, so looking inside says nothing to an unprivileged caller).
 pub(crate) fn is_mounted() -> bool {
-    Path::new(TRACEFS).join("events").is_dir()
+    if Path::new(TRACEFS).join("events").is_dir() {
+        return true;
+    }
+    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|t| {
+        t.lines().any(|l| {
+            let (pre, post) = l.split_once(" - ").unwrap_or((l, ""));
+            post.starts_with("tracefs ") && pre.split_whitespace().nth(4) == Some(TRACEFS)
+        })
+    })
 }
 
 /// Mount tracefs at [`TRACEFS`] when it is missing (a fresh machine has it unmounted).

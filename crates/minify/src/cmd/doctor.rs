@@ -74,9 +74,11 @@ fn docker_check() -> Check {
             name: "docker".into(),
             status: Status::Fail,
             detail: format!("{sock}: {e}"),
-            fix: Some(
-                "start the daemon: dockerd >/tmp/dockerd.log 2>&1 &  (or set DOCKER_HOST)".into(),
-            ),
+            fix: Some(if e.kind() == std::io::ErrorKind::PermissionDenied {
+                "run as root (or as a member of the docker group)".into()
+            } else {
+                "start the daemon: dockerd >/tmp/dockerd.log 2>&1 &  (or set DOCKER_HOST)".into()
+            }),
         },
     }
 }
