@@ -168,6 +168,16 @@ fn python_import_json_in_chroot() {
     );
     // missing: stat'ed and failed.
     assert_has(&ev, "stat", "/usr/lib/python311.zip", false);
+    // A lookup relative to a directory fd is made absolute from that directory.
+    let doc2 = trace_json(
+        Some(&root),
+        &[
+            "python3",
+            "-c",
+            "import os; os.stat('os-release', dir_fd=os.open('/usr/lib', os.O_RDONLY))",
+        ],
+    );
+    assert_has(&events(&doc2), "stat", "/usr/lib/os-release", true);
     // chroot-relative: no host path of the rootfs leaks in.
     let host = root.display().to_string();
     assert!(
@@ -243,7 +253,9 @@ fn shell_script_exec_create_rename_delete() {
              mv {name}.a /tmp/{name}.b\n\
              rm /tmp/{name}.b\n\
              mkdir /tmp/{name}.d && rmdir /tmp/{name}.d\n\
-             ln -s /etc/hostname /tmp/{name}.l && rm /tmp/{name}.l\n"
+             ln -s /etc/hostname /tmp/{name}.l && rm /tmp/{name}.l\n\
+             mkdir /tmp/{name}.m && cd /tmp/{name}.m && touch x && test -e x\n\
+             mv /tmp/{name}.m /tmp/{name}.n && test -e x && cd / && rm -r /tmp/{name}.n\n"
         ),
     )
     .unwrap();
@@ -272,6 +284,9 @@ fn shell_script_exec_create_rename_delete() {
     assert_has(&ev, "create", &format!("/tmp/{name}.d"), true);
     assert_has(&ev, "delete", &format!("/tmp/{name}.d"), true);
     assert_has(&ev, "create", &format!("/tmp/{name}.l"), true);
+    // The cwd's path as cached in-kernel before and after the workload renamed it.
+    assert_has(&ev, "stat", &format!("/tmp/{name}.m/x"), true);
+    assert_has(&ev, "stat", &format!("/tmp/{name}.n/x"), true);
     // The process tree: sh forked the commands it ran.
     let procs = doc["processes"].as_array().unwrap();
     let sh = procs
