@@ -27,9 +27,12 @@ pub const NAME_MAX: usize = 256;
 pub const WALK_MAX_STEPS: u32 = 512;
 
 /// [`EventHeader::kind`]: a syscall entry (`op` says which family), payload = requested paths.
+/// Only exec and chdir are sent this way (their paths cannot wait for the exit); everything
+/// else comes as one [`EV_SYSCALL`].
 pub const EV_ENTER: u32 = 1;
-/// [`EventHeader::kind`]: a syscall exit, `ret` = return value; for opens, payload = the
-/// opened file's path and `flags` has [`EXIT_FLAG_CREATED`] when the open created the file.
+/// [`EventHeader::kind`]: the exit of a syscall sent as [`EV_ENTER`], `ret` = return value;
+/// for opens (and [`EV_SYSCALL`] opens), the payload has the opened file's path and `flags`
+/// has [`EXIT_FLAG_CREATED`] when the open created the file.
 pub const EV_EXIT: u32 = 2;
 /// [`EventHeader::kind`]: `sched_process_exec`; payload = exe path walk + argv\[0\].
 pub const EV_EXEC: u32 = 3;
