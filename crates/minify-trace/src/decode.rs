@@ -389,7 +389,8 @@ impl Decoder {
         flags: u64,
         opened: Option<String>,
     ) {
-        let ok = ret >= 0;
+        let exists = p.op == op::CREATE && ret == -i64::from(libc::EEXIST);
+        let ok = ret >= 0 || exists;
         let simple = |k| (k, p.path.clone());
         let first = match p.op {
             op::OPEN => {
@@ -416,6 +417,11 @@ impl Decoder {
             // The last getdents64 of a listing returns 0; the listing was already recorded.
             op::GETDENTS if ret == 0 => return,
             op::GETDENTS => (AccessKind::ListDir, p.fd_path.clone()),
+            // mkdir/mknod/symlink/link failing with EEXIST is a lookup that found the path:
+            // nginx `mkdir`s its temp dirs at every start and only works if they are there
+            // already (it cannot create /var/lib/nginx/body in a read-only layer of the
+            // minified image otherwise), so the closure must see them as existing, not created.
+            op::CREATE if exists => simple(AccessKind::Stat),
             op::CREATE => simple(AccessKind::Create),
             op::RENAME => {
                 if let Some(to) = p.path2.clone() {
@@ -667,6 +673,57 @@ mod tests {
         assert_eq!(maps.special, Some(Special::Proc));
         assert_eq!(r.trace.lost[&AccessKind::Open], 2);
         assert_eq!(r.trace.lost_total(), 4);
+    }
+
+    #[test]
+    fn mkdir_of_an_existing_path_is_a_successful_lookup() {
+        let mut d = Decoder::default();
+        d.feed(&record(
+            EV_ENTER,
+            op::CREATE,
+            1,
+            0,
+            0,
+            &user(TAG_USER_PATH, "/var/lib/nginx/body"),
+        ));
+        d.feed(&record(
+            EV_EXIT,
+            op::CREATE,
+            1,
+            -i64::from(libc::EEXIST),
+            0,
+            &[],
+        ));
+        d.feed(&record(
+            EV_ENTER,
+            op::CREATE,
+            1,
+            0,
+            0,
+            &user(TAG_USER_PATH, "/nope/x"),
+        ));
+        d.feed(&record(
+            EV_EXIT,
+            op::CREATE,
+            1,
+            -i64::from(libc::ENOENT),
+            0,
+            &[],
+        ));
+        let r = d.finish(&BTreeMap::new());
+        let got: Vec<(AccessKind, &str, bool)> = r
+            .trace
+            .events
+            .iter()
+            .map(|e| (e.kind, e.path.as_str(), e.ok))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (AccessKind::Stat, "/var/lib/nginx/body", true),
+                (AccessKind::Create, "/nope/x", false),
+            ]
+        );
     }
 
     fn with_id(mut v: Vec<u8>, tag: u8, id: u64) -> Vec<u8> {
