@@ -188,7 +188,7 @@ fn markdown(rows: &[Row], failures: &[String]) -> String {
     let _ = writeln!(s, "\n## Tracing overhead\n");
     let _ = writeln!(
         s,
-        "Wall time of the probe phase on the *original* image (container start, wait for the ports, every probe), untraced and then traced (so both start from warm caches), in the same `minify run`. The traced time includes the eBPF programs handling every syscall of container start-up (runc, the entrypoint), not only the probes.\n"
+        "Wall time of the probe phase on the *original* image (container start, wait for the ports, every probe), untraced (a warm-up run, then the median of three) and then traced, in the same `minify run`, so both start from warm caches. The traced time includes the eBPF programs handling every syscall of container start-up (runc, the entrypoint), not only the probes.\n"
     );
     let _ = writeln!(
         s,
@@ -214,7 +214,7 @@ fn markdown(rows: &[Row], failures: &[String]) -> String {
     let _ = writeln!(s, "\n## Notes\n");
     let _ = writeln!(
         s,
-        "- One sample per image: probe-phase differences of a few hundred milliseconds are container start-up noise, not tracing cost (see `bench/results/trace.md` for the tracer's own overhead under load).\n\
+        "- The traced probe phase is one sample: differences of a few hundred milliseconds are container start-up noise, not tracing cost (see `bench/results/trace.md` for the tracer's own overhead under load).\n\
          - *trace* and *verify* include stopping the container with the image's stop signal; a process that ignores it (Python as PID 1 ignores SIGTERM) is killed after `--stop-timeout` (10 s)."
     );
     for row in rows {

@@ -149,8 +149,10 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
     timer.lap("open");
 
     if plan.measure_untraced {
-        // Untraced first: the traced run then starts from the same warm caches (image
-        // layers, page cache), so the difference is the tracer's, not the cold start's.
+        // Untraced first, one warm-up run then three measured ones (the median is kept): the
+        // traced run then starts from the same warm caches (image layers, page cache), so the
+        // difference is the tracer's, not a cold start's. These runs are force-removed, not
+        // stopped: their shutdown is not part of what is measured.
         progress.phase(format!("running {} without tracing", plan.image));
         let spec = RunSpec {
             image: info.id.clone(),
@@ -158,12 +160,19 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
             cgroup_parent: None,
             stop_timeout: plan.stop_timeout,
         };
-        let start = Instant::now();
-        let c = runtime.start(&spec).await.map_err(runtime_err)?;
-        exercise(plan, &c, progress, false).await?;
-        report.untraced_probe_phase_ms = Some(start.elapsed().as_millis() as u64);
-        c.stop().await.map_err(runtime_err)?;
-        c.remove().await.map_err(runtime_err)?;
+        let mut samples = Vec::new();
+        for round in 0..4 {
+            let start = Instant::now();
+            let c = runtime.start(&spec).await.map_err(runtime_err)?;
+            exercise(plan, &c, progress, false).await?;
+            let ms = start.elapsed().as_millis() as u64;
+            c.remove().await.map_err(runtime_err)?;
+            if round > 0 {
+                samples.push(ms);
+            }
+        }
+        samples.sort_unstable();
+        report.untraced_probe_phase_ms = samples.get(samples.len() / 2).copied();
         timer.lap("untraced-run");
     }
 
