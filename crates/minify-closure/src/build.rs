@@ -219,12 +219,29 @@ impl<'a> Builder<'a> {
     fn add_trace(&mut self, trace: &Trace) {
         // Per path: the lookup kinds that succeeded.
         let mut ok: BTreeMap<&str, BTreeSet<AccessKind>> = BTreeMap::new();
+        let mut created_in: BTreeSet<&str> = BTreeSet::new();
         for ev in &trace.events {
             if ev.special.is_some() || Special::of(&ev.path).is_some() {
                 continue;
             }
             if ev.ok && is_lookup(ev.kind) {
                 ok.entry(ev.path.as_str()).or_default().insert(ev.kind);
+            }
+            // Creating `/var/lib/nginx/body` needs `/var/lib/nginx` to be there: the directory
+            // a workload creates into is as required as one it opens (nginx exits at start
+            // when it is missing). Directories the workload made itself are not in the image
+            // and resolve to nothing.
+            if ev.ok
+                && matches!(ev.kind, AccessKind::Create | AccessKind::RenameTo)
+                && let Some((dir, _)) = ev.path.rsplit_once('/')
+                && !dir.is_empty()
+            {
+                created_in.insert(dir);
+            }
+        }
+        for dir in created_in {
+            if !ok.contains_key(dir) {
+                self.keep_resolved(dir, true, Reason::Traced, "directory the workload created in");
             }
         }
         for (path, kinds) in ok {

@@ -78,6 +78,7 @@ fn trace_rules() {
         ev(AccessKind::Access, "/usr/share/data/b.txt", false),
         ev(AccessKind::Create, "/tmp/new", true),
         ev(AccessKind::Open, "/tmp/new", true),
+        ev(AccessKind::Create, "/usr/share/doc/pkg/made-at-run-time", true),
         ev(AccessKind::Open, "/proc/self/maps", true),
         ev(AccessKind::Readlink, "/etc/alternatives/foo", true),
         ev(AccessKind::Stat, "/usr/share/dangling", true),
@@ -116,6 +117,10 @@ fn trace_rules() {
     assert_eq!(reason("/etc/missing.conf"), None);
     assert_eq!(reason("/tmp/new"), None, "created at run time");
     assert_eq!(reason("/tmp"), None);
+    // The directory a file was created in must exist (nginx mkdirs into /var/lib/nginx).
+    assert_eq!(reason("/usr/share/doc/pkg"), Some(Reason::Traced));
+    assert_eq!(reason("/usr/share/doc/pkg/made-at-run-time"), None);
+    assert_eq!(reason("/usr/share/doc/pkg/README"), None);
     assert!(!c.entries.keys().any(|p| p.as_str().starts_with("/proc")));
     // readlink keeps the link, not its target.
     assert_eq!(reason("/etc/alternatives/foo"), Some(Reason::Traced));
