@@ -56,6 +56,7 @@ impl ImagePath {
     }
 
     /// Join `rel` onto this path. An absolute `rel` starts again from the image root.
+    #[must_use]
     pub fn join(&self, rel: &str) -> Self {
         let mut parts: Vec<&str> = if rel.starts_with('/') {
             Vec::new()
