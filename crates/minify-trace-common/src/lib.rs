@@ -117,10 +117,17 @@ pub const ROLE_ENTER: u32 = 1;
 /// Role of a tracepoint in [`SysCfg::role`].
 pub const ROLE_EXIT: u32 = 2;
 
-/// Key of a syscall's entry in the `SYS_CFG` map.
+/// Syscall numbers below this have a slot in the `SYS_CFG` array (every syscall we trace on
+/// x86_64 and arm64 is far below it).
+pub const SYS_NR_SLOTS: u32 = 1024;
+
+/// Index of a syscall's entry in the `SYS_CFG` array (`2 * SYS_NR_SLOTS` entries): an array
+/// lookup is inlined by the verifier, a hash lookup is a helper call on every syscall.
+/// `syscall_nr` must be below [`SYS_NR_SLOTS`].
 #[inline]
 pub const fn sys_cfg_key(role: u32, syscall_nr: u32) -> u32 {
-    (role << 16) | (syscall_nr & 0xffff)
+    let base = if role == ROLE_EXIT { SYS_NR_SLOTS } else { 0 };
+    base + (syscall_nr & (SYS_NR_SLOTS - 1))
 }
 
 /// Fixed part of every ring-buffer record.
@@ -150,12 +157,18 @@ pub struct EventHeader {
 /// Size of [`EventHeader`] on the wire.
 pub const HEADER_LEN: usize = core::mem::size_of::<EventHeader>();
 
-/// Per-tracepoint configuration, keyed in the `SYS_CFG` map by [`sys_cfg_key`] of the
-/// syscall number and role. (Not by the tracepoint's event id: for BPF programs on syscall
+/// Per-tracepoint configuration, at [`sys_cfg_key`] of the syscall number and role in the
+/// `SYS_CFG` array. (Not by the tracepoint's event id: for BPF programs on syscall
 /// tracepoints the kernel overwrites the record's `common_type` with a `pt_regs` pointer, see
 /// `perf_call_bpf_enter` in kernel/trace/trace_syscalls.c; `__syscall_nr` is kept.)
-/// Offsets are of fields inside the tracepoint record, read from the `format` file of the
-/// running kernel; 0 means "no such argument".
+///
+/// For `ROLE_ENTER` entries (exec, chdir) the argument offsets are of fields inside the
+/// tracepoint record, read from the `format` file of the running kernel. For `ROLE_EXIT`
+/// entries of syscalls sent whole at their exit ([`EV_SYSCALL`]), they are byte offsets inside
+/// the task's user `struct pt_regs` (from BTF) of the register that carried the argument:
+/// those syscalls have no entry program at all, their arguments are read back from the
+/// saved registers at exit. 0 means "no such argument" (no argument register sits at
+/// offset 0 on the architectures we support; the loader checks).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SysCfg {
@@ -175,6 +188,15 @@ pub struct SysCfg {
     pub fd_off: u32,
     /// Exit: the `ret` field.
     pub ret_off: u32,
+}
+
+impl SysCfg {
+    /// Whether this exit entry carries its arguments (as `pt_regs` offsets): the syscall is
+    /// sent whole at its exit.
+    #[inline]
+    pub const fn has_args(&self) -> bool {
+        self.path_off != 0 || self.path2_off != 0 || self.fd_off != 0
+    }
 }
 
 /// Kernel layout the programs need, read by the loader from the running kernel's BTF and

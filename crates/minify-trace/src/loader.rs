@@ -8,11 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array as BpfArray, MapData, PerCpuArray, RingBuf};
 use aya::programs::TracePoint;
 use aya::programs::trace_point::TracePointLink;
 use aya::{Ebpf, EbpfLoader};
-use minify_trace_common::{KernelConfig, ROLE_ENTER, ROLE_EXIT, SysCfg, op, sys_cfg_key};
+use minify_trace_common::{
+    KernelConfig, ROLE_ENTER, ROLE_EXIT, SYS_NR_SLOTS, SysCfg, op, sys_cfg_key,
+};
 
 use crate::btf::Btf;
 use crate::decode::Decoder;
@@ -305,8 +307,55 @@ fn kernel_config(btf: &Btf, cgroup: &TraceCgroup) -> Result<KernelConfig, TraceE
     })
 }
 
-/// `SysCfg` for both tracepoints of one syscall, or `None` when this kernel lacks it.
-fn syscall_cfgs(s: &Syscall) -> Result<Option<[(Format, SysCfg); 2]>, TraceError> {
+/// Byte offsets inside the kernel's `struct pt_regs` of the registers holding syscall
+/// arguments 0..6 as they are at the syscall's exit (from BTF).
+fn arg_registers(btf: &Btf) -> Result<[u32; 6], TraceError> {
+    #[cfg(target_arch = "x86_64")]
+    let offs = {
+        let mut o = [0; 6];
+        for (slot, reg) in o.iter_mut().zip(["di", "si", "dx", "r10", "r8", "r9"]) {
+            *slot = btf.offset("pt_regs", reg)?;
+        }
+        o
+    };
+    #[cfg(target_arch = "aarch64")]
+    let offs = {
+        // x0 is overwritten by the return value; the kernel keeps the argument in orig_x0.
+        let regs = btf.offset("pt_regs", "regs")?;
+        [
+            btf.offset("pt_regs", "orig_x0")?,
+            regs + 8,
+            regs + 16,
+            regs + 24,
+            regs + 32,
+            regs + 40,
+        ]
+    };
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let offs: [u32; 6] = {
+        let _ = btf;
+        return Err(TraceError::Btf {
+            path: "/sys/kernel/btf/vmlinux".into(),
+            detail: "syscall argument registers in pt_regs are only known for x86_64 and aarch64"
+                .into(),
+        });
+    };
+    if offs.contains(&0) {
+        return Err(TraceError::Btf {
+            path: "/sys/kernel/btf/vmlinux".into(),
+            detail: format!(
+                "pt_regs argument registers at {offs:?}: offset 0 is reserved for 'no argument'"
+            ),
+        });
+    }
+    Ok(offs)
+}
+
+/// The tracepoints to attach for one syscall and their `SysCfg`s, or `None` when this kernel
+/// lacks it. Exec and chdir get both tracepoints (their paths are read at entry); every
+/// other syscall gets only its exit, whose `SysCfg` points at the saved user registers that
+/// held the arguments (which argument is which comes from the entry tracepoint's format).
+fn syscall_cfgs(s: &Syscall, regs: &[u32; 6]) -> Result<Option<Vec<(Format, SysCfg)>>, TraceError> {
     if syscall_nr(s.name).is_none() {
         return Ok(None);
     }
@@ -316,23 +365,57 @@ fn syscall_cfgs(s: &Syscall) -> Result<Option<[(Format, SysCfg); 2]>, TraceError
         return Ok(None);
     };
     let field = |f: &Format, name: Option<&str>| name.map_or(Ok(0), |n| f.field(n));
-    let enter_cfg = SysCfg {
-        op: s.op,
-        role: ROLE_ENTER,
-        dfd_off: field(&enter, s.dfd)?,
-        path_off: field(&enter, s.path)?,
-        dfd2_off: field(&enter, s.dfd2)?,
-        path2_off: field(&enter, s.path2)?,
-        fd_off: field(&enter, s.fd)?,
-        ret_off: 0,
+    let ret_off = exit.field("ret")?;
+    if s.op == op::EXEC || s.op == op::CHDIR {
+        let enter_cfg = SysCfg {
+            op: s.op,
+            role: ROLE_ENTER,
+            dfd_off: field(&enter, s.dfd)?,
+            path_off: field(&enter, s.path)?,
+            dfd2_off: field(&enter, s.dfd2)?,
+            path2_off: field(&enter, s.path2)?,
+            fd_off: field(&enter, s.fd)?,
+            ret_off: 0,
+        };
+        let exit_cfg = SysCfg {
+            op: s.op,
+            role: ROLE_EXIT,
+            ret_off,
+            ..SysCfg::default()
+        };
+        return Ok(Some(vec![(enter, enter_cfg), (exit, exit_cfg)]));
+    }
+    // Arguments follow `__syscall_nr`, one 8-byte slot each.
+    let first = (enter.field("__syscall_nr")? + 4).next_multiple_of(8);
+    let reg = |name: Option<&str>| -> Result<u32, TraceError> {
+        let Some(name) = name else { return Ok(0) };
+        let off = enter.field(name)?;
+        let idx = off.checked_sub(first).map(|d| (d / 8, d % 8));
+        match idx {
+            Some((i, 0)) if (i as usize) < regs.len() => Ok(regs[i as usize]),
+            _ => Err(TraceError::Format {
+                path: enter.path.clone(),
+                detail: format!("field {name:?} at offset {off} is not a syscall argument slot"),
+            }),
+        }
     };
     let exit_cfg = SysCfg {
         op: s.op,
         role: ROLE_EXIT,
-        ret_off: exit.field("ret")?,
-        ..SysCfg::default()
+        dfd_off: reg(s.dfd)?,
+        path_off: reg(s.path)?,
+        dfd2_off: reg(s.dfd2)?,
+        path2_off: reg(s.path2)?,
+        fd_off: reg(s.fd)?,
+        ret_off,
     };
-    Ok(Some([(enter, enter_cfg), (exit, exit_cfg)]))
+    if !exit_cfg.has_args() {
+        return Err(TraceError::Format {
+            path: enter.path.clone(),
+            detail: format!("syscall {} has no path or fd argument to record", s.name),
+        });
+    }
+    Ok(Some(vec![(exit, exit_cfg)]))
 }
 
 fn tracepoint<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut TracePoint, TraceError> {
@@ -434,18 +517,29 @@ impl Tracer {
         // Which tracepoints exist here, and what their records hold.
         let mut hooks: Vec<(String, &'static str)> = Vec::new();
         {
-            let mut cfg_map: BpfHashMap<_, u32, SysCfg> =
-                BpfHashMap::try_from(ebpf.map_mut("SYS_CFG").expect("SYS_CFG is in the object"))
+            let regs = arg_registers(&btf)?;
+            let mut cfg_map: BpfArray<_, SysCfg> =
+                BpfArray::try_from(ebpf.map_mut("SYS_CFG").expect("SYS_CFG is in the object"))
                     .map_err(|e| aya_error("opening map", "SYS_CFG", &e))?;
             for s in SYSCALLS {
-                let Some(pair) = syscall_cfgs(s)? else {
+                let Some(pair) = syscall_cfgs(s, &regs)? else {
                     tracing::debug!("syscall {} has no tracepoints here; skipped", s.name);
                     continue;
                 };
                 let nr = syscall_nr(s.name).unwrap_or_default() as u32;
+                if nr >= SYS_NR_SLOTS {
+                    return Err(TraceError::Load {
+                        program: "SYS_CFG".into(),
+                        detail: format!(
+                            "syscall {} has number {nr}, beyond the {SYS_NR_SLOTS} slots",
+                            s.name
+                        ),
+                        verifier_log: String::new(),
+                    });
+                }
                 for (fmt, cfg) in pair {
                     cfg_map
-                        .insert(sys_cfg_key(cfg.role, nr), cfg, 0)
+                        .set(sys_cfg_key(cfg.role, nr), cfg, 0)
                         .map_err(|e| aya_error("filling map", "SYS_CFG", &e))?;
                     let tp_name = fmt
                         .path
@@ -487,7 +581,7 @@ impl Tracer {
         };
 
         // Scheduler events first so the process tree is complete, then exits before entries:
-        // an exit attached after its entry could leave the first syscall unpaired.
+        // an exit attached after its entry could leave the first exec/chdir unpaired.
         for (prog, name) in [
             ("sched_fork", "sched_process_fork"),
             ("sched_exit", "sched_process_exit"),

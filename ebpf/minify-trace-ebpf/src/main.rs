@@ -19,13 +19,13 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid,
         generated::{
-            bpf_get_current_ancestor_cgroup_id, bpf_get_current_task, bpf_get_smp_processor_id,
-            bpf_loop, bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user_str,
-            bpf_ringbuf_output,
+            bpf_get_current_ancestor_cgroup_id, bpf_get_current_task, bpf_get_current_task_btf,
+            bpf_get_smp_processor_id, bpf_loop, bpf_probe_read_kernel, bpf_probe_read_kernel_str,
+            bpf_probe_read_user_str, bpf_ringbuf_output, bpf_task_pt_regs,
         },
     },
     macros::{btf_tracepoint, fentry, kprobe, lsm, map, raw_tracepoint, tracepoint},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::{
         BtfTracePointContext, FEntryContext, LsmContext, ProbeContext, RawTracePointContext,
         TracePointContext,
@@ -33,10 +33,10 @@ use aya_ebpf::{
 };
 use minify_trace_common::{
     EV_ENTER, EV_EXEC, EV_EXIT, EV_FORK, EV_PROC_EXIT, EV_SYSCALL, EXIT_FLAG_CREATED, EventHeader,
-    FLAG_TRUNCATED, KernelConfig, NAME_MAX, PAYLOAD_CAP, ROLE_ENTER, ROLE_EXIT, SysCfg, TAG_ARGV0,
-    TAG_COMPONENT, TAG_DIR_DEF, TAG_DIR_REF, TAG_END_ERROR, TAG_END_ROOT, TAG_END_TRUNCATED,
-    TAG_END_UNREACHABLE, TAG_USER_PATH, TAG_USER_PATH2, TAG_WALK_BASE, TAG_WALK_BASE2,
-    TAG_WALK_EXE, TAG_WALK_FD, USER_PATH_MAX, WALK_MAX_STEPS, op, sys_cfg_key,
+    FLAG_TRUNCATED, KernelConfig, NAME_MAX, PAYLOAD_CAP, ROLE_ENTER, ROLE_EXIT, SYS_NR_SLOTS,
+    SysCfg, TAG_ARGV0, TAG_COMPONENT, TAG_DIR_DEF, TAG_DIR_REF, TAG_END_ERROR, TAG_END_ROOT,
+    TAG_END_TRUNCATED, TAG_END_UNREACHABLE, TAG_USER_PATH, TAG_USER_PATH2, TAG_WALK_BASE,
+    TAG_WALK_BASE2, TAG_WALK_EXE, TAG_WALK_FD, USER_PATH_MAX, WALK_MAX_STEPS, op, sys_cfg_key,
 };
 
 /// Kernel layout and the cgroup to trace. Overridden (and frozen) by the loader.
@@ -75,9 +75,10 @@ static CONFIG: KernelConfig = KernelConfig {
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
-/// `sys_cfg_key(role, syscall nr)` -> what the syscall's tracepoint record holds.
+/// `sys_cfg_key(role, syscall nr)` -> what the syscall's tracepoint record (or, for syscalls
+/// sent whole at their exit, its saved user registers) holds. All zeros (`role` 0): not traced.
 #[map]
-static SYS_CFG: HashMap<u32, SysCfg> = HashMap::with_max_entries(256, 0);
+static SYS_CFG: Array<SysCfg> = Array::with_max_entries(2 * SYS_NR_SLOTS, 0);
 
 /// Events that did not fit in the ring buffer, per `op` slot.
 #[map]
@@ -567,12 +568,6 @@ struct Args {
     fd: i64,
 }
 
-/// Thread (pid_tgid) -> arguments of the syscall it is in. Every entry is removed at its
-/// exit, which always comes for these syscalls (exec, the one that may not return, is not
-/// stashed); a full map counts the syscall as lost.
-#[map]
-static INFLIGHT: HashMap<u64, Args> = HashMap::with_max_entries(16384, 0);
-
 /// Append a requested path and, when it is relative, its base directory's walk.
 #[inline(always)]
 fn put_path_arg(
@@ -622,6 +617,40 @@ fn read_args(ctx: &TracePointContext, sc: &SysCfg) -> Args {
     }
 }
 
+/// Read the arguments `sc` describes from the current task's saved user registers, at the
+/// syscall's exit (`sc` holds `pt_regs` offsets). On the architectures we support a syscall
+/// leaves its argument registers as the caller set them (arm64 keeps the first in
+/// `orig_x0`, which is what the loader points at).
+#[inline(always)]
+fn read_args_regs(sc: &SysCfg) -> Args {
+    // SAFETY: helpers that take no pointer from us (the task pointer is the kernel's own).
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    // An `int` argument is the low half of its register.
+    let int = |off: u32, none: i64| -> i64 {
+        if off == 0 || regs == 0 {
+            none
+        } else {
+            kread::<u64>(regs, off).map_or(none, |v| i64::from(v as i32))
+        }
+    };
+    let ptr = |off: u32| -> u64 {
+        if off == 0 || regs == 0 {
+            0
+        } else {
+            kread::<u64>(regs, off).unwrap_or(0)
+        }
+    };
+    Args {
+        op: sc.op,
+        pad: 0,
+        path: ptr(sc.path_off),
+        dfd: int(sc.dfd_off, i64::from(AT_FDCWD)),
+        path2: ptr(sc.path2_off),
+        dfd2: int(sc.dfd2_off, i64::from(AT_FDCWD)),
+        fd: int(sc.fd_off, -1),
+    }
+}
+
 /// Append the requested paths (and the fd's path) of `a`.
 #[inline(always)]
 fn put_args(c: &KernelConfig, s: *mut Scratch, a: &Args) -> usize {
@@ -639,10 +668,11 @@ fn put_args(c: &KernelConfig, s: *mut Scratch, a: &Args) -> usize {
     off
 }
 
-/// Entry of every traced syscall. Most only stash their arguments: the exit reads the
-/// paths (still in the caller's memory) and sends one record with the result, half the
-/// records of sending both. `execve` and `chdir` are sent now: after a successful exec the
-/// old memory is gone, and after chdir a relative path would resolve against the new cwd.
+/// Entry of `execve`, `execveat` and `chdir`, the only syscalls with an entry program: after
+/// a successful exec the old memory is gone, and after chdir a relative path would resolve
+/// against the new cwd, so their paths are sent now. Every other traced syscall is sent
+/// whole at its exit, its arguments read back from the saved user registers: no entry
+/// tracepoint, no per-thread stash.
 #[tracepoint]
 pub fn sys_enter(ctx: TracePointContext) -> u32 {
     let c = cfg();
@@ -656,23 +686,14 @@ pub fn sys_enter(ctx: TracePointContext) -> u32 {
 fn try_enter(c: &KernelConfig, ctx: &TracePointContext) -> Option<()> {
     let nr = rec::<i32>(ctx, c.syscall_nr_off)?;
     // SAFETY: read-only lookup; the loader never changes entries while attached.
-    let sc = *unsafe { SYS_CFG.get(&sys_cfg_key(ROLE_ENTER, nr as u32)) }?;
+    if nr < 0 || nr as u32 >= SYS_NR_SLOTS {
+        return None;
+    }
+    let sc = *SYS_CFG.get(sys_cfg_key(ROLE_ENTER, nr as u32))?;
     if sc.role != ROLE_ENTER {
         return None;
     }
     let args = read_args(ctx, &sc);
-    if sc.op != op::EXEC && sc.op != op::CHDIR {
-        if INFLIGHT
-            .insert(&bpf_get_current_pid_tgid(), &args, 0)
-            .is_err()
-        {
-            if let Some(l) = LOST.get_ptr_mut(sc.op) {
-                // SAFETY: per-CPU counter.
-                unsafe { *l += 1 };
-            }
-        }
-        return Some(());
-    }
     let s = begin(EV_ENTER, sc.op)?;
     let off = put_args(c, s, &args);
     emit(s, off, sc.op);
@@ -693,18 +714,15 @@ pub fn sys_exit(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn try_exit(c: &KernelConfig, ctx: &TracePointContext) -> Option<()> {
     let nr = rec::<i32>(ctx, c.syscall_nr_off)?;
-    // SAFETY: read-only lookup.
-    let sc = *unsafe { SYS_CFG.get(&sys_cfg_key(ROLE_EXIT, nr as u32)) }?;
+    if nr < 0 || nr as u32 >= SYS_NR_SLOTS {
+        return None;
+    }
+    let sc = *SYS_CFG.get(sys_cfg_key(ROLE_EXIT, nr as u32))?;
     if sc.role != ROLE_EXIT {
         return None;
     }
     let ret = rec::<i64>(ctx, sc.ret_off)?;
-    let id = bpf_get_current_pid_tgid();
-    // SAFETY: a copy out of the map value, then the entry is removed.
-    let stashed = unsafe { INFLIGHT.get(&id) }.copied();
-    if stashed.is_some() {
-        let _ = INFLIGHT.remove(&id);
-    }
+    let stashed = sc.has_args().then(|| read_args_regs(&sc));
     if ret == 0 && (sc.op == op::RENAME || sc.op == op::DELETE) {
         // Paths of cached directories may have changed (or their dentries may be freed).
         if let Some(g) = GENERATION.get_ptr_mut(0) {
