@@ -57,6 +57,10 @@ struct Measured {
     events: usize,
     lost: u64,
     attach: Duration,
+    /// From `Tracer::finish` until the last tracepoint is detached (0 untraced).
+    detach: Duration,
+    /// Tracepoints attached (0 untraced).
+    hooks: usize,
 }
 
 /// Run `argv` once in a fresh cgroup, traced or not.
@@ -76,22 +80,31 @@ fn once(argv: &[&str], with_tracer: bool) -> anyhow::Result<Measured> {
     let wall = t1.elapsed();
     let cpu = children_cpu().saturating_sub(cpu0);
     anyhow::ensure!(status.success(), "{argv:?} failed: {status}");
-    let (events, lost) = match tracer {
+    let t2 = Instant::now();
+    let (events, lost, hooks) = match tracer {
         Some(t) => {
+            let hooks = t.attached().len();
             let trace = t.finish()?;
-            (trace.events.len(), trace.lost_total())
+            (trace.events.len(), trace.lost_total(), hooks)
         }
-        None => (0, 0),
+        None => (0, 0, 0),
     };
     // The next run must not overlap the kernel unregistering this one's tracepoints.
     drop(cgroup);
     minify_trace::wait_for_detach(Duration::from_secs(30));
+    let detach = if with_tracer {
+        t2.elapsed()
+    } else {
+        Duration::ZERO
+    };
     Ok(Measured {
         wall,
         cpu,
         events,
         lost,
         attach,
+        detach,
+        hooks,
     })
 }
 
@@ -128,10 +141,11 @@ struct Row {
 }
 
 /// Alternate untraced and traced runs (after one warm-up of each).
-fn overhead(name: &str, argv: &[&str]) -> anyhow::Result<(Row, Duration)> {
+fn overhead(name: &str, argv: &[&str]) -> anyhow::Result<(Row, Attach)> {
     once(argv, false)?;
     once(argv, true)?;
-    let (mut u, mut t, mut attach) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut u, mut t, mut attach, mut detach) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut hooks = 0;
     let (mut ucpu, mut tcpu) = (Vec::new(), Vec::new());
     let (mut events, mut lost) = (0, 0);
     for _ in 0..RUNS {
@@ -142,6 +156,8 @@ fn overhead(name: &str, argv: &[&str]) -> anyhow::Result<(Row, Duration)> {
         t.push(m.wall);
         tcpu.push(m.cpu);
         attach.push(m.attach);
+        detach.push(m.detach);
+        hooks = m.hooks;
         events = m.events;
         lost += m.lost;
     }
@@ -163,7 +179,19 @@ fn overhead(name: &str, argv: &[&str]) -> anyhow::Result<(Row, Duration)> {
         ratio(&row),
         cpu_ratio(&row)
     );
-    Ok((row, median(attach)))
+    let a = Attach {
+        attach: median(attach),
+        detach: median(detach),
+        hooks,
+    };
+    Ok((row, a))
+}
+
+/// Medians of the tracer's set-up and tear-down.
+struct Attach {
+    attach: Duration,
+    detach: Duration,
+    hooks: usize,
 }
 
 fn ratio(r: &Row) -> f64 {
@@ -251,10 +279,13 @@ pub fn run() -> anyhow::Result<()> {
     }
     let _ = writeln!(
         md,
-        "\nAttach (load, BTF offsets, ~65 tracepoints): {:.0} ms median. Detach is paid when the \
-         links close: each syscall tracepoint waits for an RCU grace period, about 3-4 s for all \
-         of them; `Tracer::finish` does it in the background once the traced cgroup is empty.\n",
-        attach.as_secs_f64() * 1e3
+        "\nAttach (load, BTF offsets, {} tracepoints): {:.0} ms median. Detach (from \
+         `Tracer::finish` until every link is closed; each syscall tracepoint waits for an RCU \
+         grace period, `Tracer::finish` does it in the background once the traced cgroup is \
+         empty): {:.2} s median.\n",
+        attach.hooks,
+        attach.attach.as_secs_f64() * 1e3,
+        attach.detach.as_secs_f64()
     );
     let _ = writeln!(
         md,
