@@ -32,9 +32,11 @@
 
 //!
 //! # How events flow
-//! Most syscalls stash their arguments at entry and send one record at exit (paths read from
-//! the caller's memory, relative ones made absolute in-kernel from the dirfd or cwd, the
-//! opened file's real path from the new fd); `execve` and `chdir` send their path at entry.
+//! Most syscalls are hooked at their exit only and send one record there: their arguments are
+//! read back from the task's saved user registers (`bpf_task_pt_regs`, register offsets from
+//! BTF), paths from the caller's memory, relative ones made absolute in-kernel from the dirfd
+//! or cwd, the opened file's real path from the new fd. `execve` and `chdir` also hook their
+//! entry and send their path there (after them the old memory or cwd is gone).
 //! Directories already sent are cached in-kernel (keyed by dentry, mount, root and a counter
 //! bumped by every rename/delete of the workload), so a stat storm in one directory walks it
 //! once. A reader thread only copies records out of the ring; decoding runs on its own thread.
@@ -46,8 +48,9 @@
 //!   reported under its old path (the in-kernel cache only hears of the workload's renames).
 //! - While attached, every syscall on the host pays for the syscall tracepoints and the
 //!   cgroup check (~25 % more system time for a stat loop here); traced syscalls cost about
-//!   2 us each (`cargo xtask bench trace`, bench/results/trace.md).
-//! - Detaching ~65 syscall tracepoints takes seconds (an RCU grace period each);
+//!   1.5 us each, about 1 us of it in the exit program (`cargo xtask bench trace`,
+//!   bench/results/trace.md).
+//! - Detaching the ~37 tracepoints takes 1-2 s (an RCU grace period each, overlapped);
 //!   [`Tracer::finish`] does it in the background once the traced cgroup is empty.
 
 mod btf;
