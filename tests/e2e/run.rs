@@ -451,9 +451,12 @@ fn no_probe_traces_until_the_entrypoint_exits() {
     let report_path = ctx.temp_dir().join("report.json");
     let o = run(minify()
         .args(["run", &image, "--cmd", "cat /etc/os-release", "--tag", &out])
-        .arg("--report")
+        .args(["--json", "--report"])
         .arg(&report_path));
     assert_eq!(o.status.code(), Some(0));
+    // --json: the same report on stdout, and nothing else there.
+    let stdout: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON on stdout");
+    assert_eq!(stdout["output"], out.as_str());
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
         stderr.contains("the entrypoint exited with code 0"),
