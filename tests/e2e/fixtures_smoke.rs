@@ -18,7 +18,10 @@ fn base_image_is_debian_bookworm() {
     ctx.track_container(&name);
     let out = minify_fixtures::docker(["run", "--name", &name, &base, "cat", "/etc/os-release"])
         .expect("run the base image");
-    assert!(out.contains("VERSION_CODENAME=bookworm"), "/etc/os-release: {out}");
+    assert!(
+        out.contains("VERSION_CODENAME=bookworm"),
+        "/etc/os-release: {out}"
+    );
 }
 
 #[test]
@@ -30,7 +33,11 @@ fn nginx_fixture_answers_http() {
     assert_eq!(image, "minify-fixture/nginx:1");
     let answer = docker_run_http_check(&image, 80).expect("nginx answers");
     assert_eq!(answer.status, 200, "body: {}", answer.body);
-    assert!(answer.body.contains("minify nginx fixture"), "body: {}", answer.body);
+    assert!(
+        answer.body.contains("minify nginx fixture"),
+        "body: {}",
+        answer.body
+    );
     // Built on the base, so at least as big as it.
     assert!(image_size(&image).unwrap() > image_size(BASE_IMAGE).unwrap());
 }
@@ -47,6 +54,8 @@ fn test_context_removes_its_containers() {
         assert!(ctx.container_running(&id));
         id
     };
-    let left = minify_fixtures::docker(["ps", "-aq", "--no-trunc", "--filter", &format!("id={id}")]).unwrap();
+    let left =
+        minify_fixtures::docker(["ps", "-aq", "--no-trunc", "--filter", &format!("id={id}")])
+            .unwrap();
     assert!(left.is_empty(), "container {id} survived its TestContext");
 }

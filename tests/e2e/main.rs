@@ -3,6 +3,7 @@
 //! (fixture images, skip guards, `TestContext`) come from the `minify-fixtures` crate.
 
 mod closure;
+mod common;
 mod fixtures_smoke;
 mod image;
 mod run;

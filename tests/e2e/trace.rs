@@ -7,30 +7,15 @@
 //! and the machine has two cores.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+
+use crate::common::{minify, run};
 use std::sync::Mutex;
 
 use minify_fixtures::{fixture, require_docker, require_ebpf, require_root};
 use serde_json::Value;
 
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn minify() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_minify"));
-    c.env_remove("RUST_LOG");
-    c
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("run minify");
-    eprintln!(
-        "--- {:?}: {}\n{}",
-        cmd.get_args().collect::<Vec<_>>(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 fn can_trace() -> bool {
     require_root() && require_ebpf()
