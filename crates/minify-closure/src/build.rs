@@ -241,7 +241,12 @@ impl<'a> Builder<'a> {
         }
         for dir in created_in {
             if !ok.contains_key(dir) {
-                self.keep_resolved(dir, true, Reason::Traced, "directory the workload created in");
+                self.keep_resolved(
+                    dir,
+                    true,
+                    Reason::Traced,
+                    "directory the workload created in",
+                );
             }
         }
         for (path, kinds) in ok {

@@ -78,7 +78,11 @@ fn trace_rules() {
         ev(AccessKind::Access, "/usr/share/data/b.txt", false),
         ev(AccessKind::Create, "/tmp/new", true),
         ev(AccessKind::Open, "/tmp/new", true),
-        ev(AccessKind::Create, "/usr/share/doc/pkg/made-at-run-time", true),
+        ev(
+            AccessKind::Create,
+            "/usr/share/doc/pkg/made-at-run-time",
+            true,
+        ),
         ev(AccessKind::Open, "/proc/self/maps", true),
         ev(AccessKind::Readlink, "/etc/alternatives/foo", true),
         ev(AccessKind::Stat, "/usr/share/dangling", true),

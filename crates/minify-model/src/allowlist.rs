@@ -101,10 +101,14 @@ pub enum AllowlistError {
         source: serde_json::Error,
     },
     /// A format version this build does not know.
-    #[error("{file}: allowlist format {found} is not supported (this minify reads {FORMAT_VERSION})")]
+    #[error(
+        "{file}: allowlist format {found} is not supported (this minify reads {FORMAT_VERSION})"
+    )]
     Version { file: String, found: u32 },
     /// Merging allowlists made from different images.
-    #[error("cannot merge allowlists of different images: {a} is from {a_digest}, {b} is from {b_digest}")]
+    #[error(
+        "cannot merge allowlists of different images: {a} is from {a_digest}, {b} is from {b_digest}"
+    )]
     DifferentImages {
         a: String,
         a_digest: String,

@@ -14,5 +14,5 @@ pub mod trace;
 
 pub use allowlist::{Allowlist, AllowlistEntry, Reason};
 pub use path::ImagePath;
-pub use rootfs::{Entry, EntryKind, Resolved, ResolveError, Rootfs, resolve};
+pub use rootfs::{Entry, EntryKind, ResolveError, Resolved, Rootfs, resolve};
 pub use trace::{AccessKind, Trace, TraceEvent};

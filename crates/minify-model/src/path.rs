@@ -177,10 +177,7 @@ mod tests {
         assert_eq!(ImagePath::new("/../../etc/passwd").as_str(), "/etc/passwd");
         assert_eq!(ImagePath::new("usr/lib/").as_str(), "/usr/lib");
         assert_eq!(ImagePath::new("").as_str(), "/");
-        assert_eq!(
-            ImagePath::new("/usr/lib").join("../../../x").as_str(),
-            "/x"
-        );
+        assert_eq!(ImagePath::new("/usr/lib").join("../../../x").as_str(), "/x");
         assert_eq!(ImagePath::new("/usr/lib").join("/etc").as_str(), "/etc");
     }
 
@@ -204,7 +201,10 @@ mod tests {
         assert!(!ImagePath::new("/usrx").starts_with(&ImagePath::new("/usr")));
         assert_eq!(p.parent().unwrap().as_str(), "/usr/lib");
         assert_eq!(
-            p.ancestors().iter().map(ImagePath::as_str).collect::<Vec<_>>(),
+            p.ancestors()
+                .iter()
+                .map(ImagePath::as_str)
+                .collect::<Vec<_>>(),
             ["/", "/usr", "/usr/lib"]
         );
         assert_eq!(p.file_name(), Some("x86_64-linux-gnu"));

@@ -241,10 +241,9 @@ pub mod memfs {
             self.entries.get(path)
         }
         fn read(&self, path: &ImagePath, limit: Option<u64>) -> std::io::Result<Vec<u8>> {
-            let d = self
-                .data
-                .get(path)
-                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, path.to_string()))?;
+            let d = self.data.get(path).ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::NotFound, path.to_string())
+            })?;
             let n = limit.map_or(d.len(), |l| d.len().min(l as usize));
             Ok(d[..n].to_vec())
         }
@@ -299,7 +298,10 @@ mod tests {
         assert_eq!(r.path.as_str(), "/usr/bin/sh");
         let r = resolve(&fs, "/usr/bin/up/x86_64-linux-gnu", true).unwrap();
         assert_eq!(r.path.as_str(), "/usr/lib/x86_64-linux-gnu");
-        assert_eq!(r.via, vec![ImagePath::new("/usr/bin/up"), ImagePath::new("/lib")]);
+        assert_eq!(
+            r.via,
+            vec![ImagePath::new("/usr/bin/up"), ImagePath::new("/lib")]
+        );
     }
 
     #[test]
