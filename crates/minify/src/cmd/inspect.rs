@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::build::image_err;
 use crate::cli::InspectArgs;
+use crate::report::human_bytes;
 
 /// How many directories the report lists.
 const TOP_DIRS: usize = 10;
@@ -65,8 +66,8 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<u8> {
     let _ = writeln!(
         s,
         "size     {} stored, {} of file content",
-        human(image.size()),
-        human(view.content_size())
+        human_bytes(image.size()),
+        human_bytes(view.content_size())
     );
     let _ = writeln!(
         s,
@@ -81,7 +82,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<u8> {
             "  {:>2}  {}  {:>10}  {:<8}  {} entries",
             l.index,
             l.digest,
-            human(l.size),
+            human_bytes(l.size),
             l.compression.to_string(),
             l.entries
         );
@@ -91,26 +92,11 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<u8> {
         let _ = writeln!(
             s,
             "  {:>10}  {:>7} files  {}",
-            human(d.bytes),
+            human_bytes(d.bytes),
             d.files,
             d.path
         );
     }
     print!("{s}");
     Ok(0)
-}
-
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
