@@ -319,3 +319,66 @@ fn flip_in_last_layer(src: &Path, dst: &Path) {
     bytes[pos] ^= 0x20;
     std::fs::write(dst, bytes).unwrap();
 }
+
+/// Ctrl-C while `minify build` exports and indexes an image from the daemon: exit 130, one
+/// line, and no temp dir left (the child's TMPDIR is a directory of this test, so other
+/// tests' temp dirs cannot hide or fake a leftover).
+#[test]
+fn ctrl_c_during_build_leaves_no_temp_dir() {
+    if !(require_root() && require_docker()) {
+        return;
+    }
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let image = fixture("fat").expect("fat fixture");
+    let ctx = TestContext::new().unwrap();
+    let tmp = ctx.temp_dir().join("tmp");
+    fs_err::create_dir_all(&tmp).unwrap();
+    let allowlist = ctx.temp_dir().join("allowlist.json");
+    fs_err::write(
+        &allowlist,
+        r#"{"minify_allowlist":1,"tool":"t","source":{"image":"","digest":""},"paths":[{"path":"/etc/hostname","reason":"include"}]}"#,
+    )
+    .unwrap();
+    let out = ctx.unique_image_ref("ctrl-c");
+    let child = Command::new(env!("CARGO_BIN_EXE_minify"))
+        .args(["build", &image, "--allowlist"])
+        .arg(&allowlist)
+        .args(["--tag", &out])
+        .env("TMPDIR", &tmp)
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the export has started writing into TMPDIR, then interrupt.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while fs_err::read_dir(&tmp).unwrap().next().is_none() {
+        assert!(std::time::Instant::now() < deadline, "no temp dir appeared");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert_eq!(
+        err.lines()
+            .filter(|l| l.starts_with("minify: error:"))
+            .count(),
+        1,
+        "{err}"
+    );
+    let left: Vec<_> = fs_err::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind in TMPDIR: {left:?}");
+    assert!(
+        !minify_fixtures::image_exists(&out),
+        "an interrupted build wrote {out}"
+    );
+}

@@ -7,6 +7,7 @@ use minify_image::{ImageError, ImageRef, PackOptions, RootfsView, SourceImage, p
 use minify_model::{Allowlist, Rootfs as _};
 
 use crate::cli::BuildArgs;
+use crate::pipeline::default_output;
 
 /// Turn a library error into the CLI's: daemon trouble is an environment error (exit 3).
 pub(crate) fn image_err(e: impl Into<ImageError>) -> anyhow::Error {
@@ -16,27 +17,6 @@ pub(crate) fn image_err(e: impl Into<ImageError>) -> anyhow::Error {
     } else {
         e.into()
     }
-}
-
-/// `NAME:TAG-min` for the source: from the daemon reference given, else from the first
-/// `name:tag` the image carries (docker-archive RepoTags).
-pub(crate) fn default_output(reference: &ImageRef, image: &SourceImage) -> Option<ImageRef> {
-    let from = |repo: &str, tag: Option<&str>| {
-        format!("{repo}:{}-min", tag.unwrap_or("latest"))
-            .parse()
-            .ok()
-    };
-    if let Some((repo, tag)) = reference.daemon_repo_tag()
-        && !repo.starts_with("sha256:")
-        && !(tag.is_none() && matches!(reference, ImageRef::Daemon(n) if n.contains('@')))
-    {
-        return from(repo, tag);
-    }
-    image.repo_tags().iter().find_map(|t| {
-        let r: ImageRef = format!("docker-daemon:{t}").parse().ok()?;
-        let (repo, tag) = r.daemon_repo_tag()?;
-        tag.and_then(|tag| from(repo, Some(tag)))
-    })
 }
 
 pub fn run(args: &BuildArgs) -> anyhow::Result<u8> {
@@ -49,11 +29,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<u8> {
     let text = fs_err::read_to_string(&args.allowlist)?;
     let allowlist = Allowlist::from_json(&al_name, &text)?;
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    rt.block_on(async {
+    crate::cmd::block_on_interruptible(async {
         let image = SourceImage::open(&source).await.map_err(image_err)?;
         if !allowlist.source.digest.is_empty() && allowlist.source.digest != image.id().as_str() {
             tracing::warn!(
@@ -65,7 +41,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<u8> {
         }
         let out = match out {
             Some(o) => o,
-            None => default_output(&source, &image).with_context(|| {
+            None => default_output(&source, image.repo_tags()).with_context(|| {
                 format!("image {source} has no name to derive NAME:TAG-min from; give --tag")
             })?,
         };

@@ -3,7 +3,6 @@
 
 use std::fmt::Write as _;
 
-use anyhow::Context as _;
 use minify_image::{ImageRef, RootfsView, SourceImage};
 use serde_json::json;
 
@@ -16,11 +15,7 @@ const TOP_DIRS: usize = 10;
 
 pub fn run(args: &InspectArgs) -> anyhow::Result<u8> {
     let reference: ImageRef = args.image.parse().map_err(image_err)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let (image, view) = rt.block_on(async {
+    let (image, view) = crate::cmd::block_on_interruptible(async {
         let image = SourceImage::open(&reference).await.map_err(image_err)?;
         let view = tokio::task::block_in_place(|| RootfsView::build(&image)).map_err(image_err)?;
         anyhow::Ok((image, view))

@@ -12,29 +12,11 @@ use minify_runtime::{ExecMode, Overrides, Probe, exec_mode};
 use crate::cli::{Cli, RunArgs};
 use crate::pipeline::progress::Progress;
 use crate::pipeline::{RunPlan, default_output, execute};
-use crate::with_code;
-
-/// Exit code after Ctrl-C (128 + SIGINT, what shells report).
-const INTERRUPTED: u8 = 130;
 
 pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let plan = plan(args)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
     let progress = Progress::new();
-    let outcome = rt.block_on(async {
-        tokio::select! {
-            r = execute(&plan, &progress) => r,
-            // Dropping the pipeline future runs every cleanup guard (container, tracer,
-            // cgroup, temp dirs) before we return.
-            _ = tokio::signal::ctrl_c() => Err(with_code(
-                anyhow::anyhow!("interrupted (Ctrl-C); the container, cgroup and temp files were removed"),
-                INTERRUPTED,
-            )),
-        }
-    });
+    let outcome = crate::cmd::block_on_interruptible(execute(&plan, &progress));
     drop(progress);
     let outcome = outcome?;
     let report = &outcome.report;
@@ -62,7 +44,7 @@ pub fn plan(args: &RunArgs) -> anyhow::Result<RunPlan> {
     };
     let output = match &args.tag {
         Some(t) => t.parse().with_context(|| format!("--tag {t}"))?,
-        None => default_output(&image).with_context(|| {
+        None => default_output(&image, &[]).with_context(|| {
             format!("image {name} has no name to derive NAME:TAG-min from; give --tag")
         })?,
     };

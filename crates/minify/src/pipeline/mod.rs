@@ -82,16 +82,28 @@ impl Timer {
     }
 }
 
-/// The default output for a daemon image: `NAME:TAG-min` (`NAME:latest-min` without a tag).
-pub fn default_output(image: &ImageRef) -> Option<ImageRef> {
-    let (repo, tag) = image.daemon_repo_tag()?;
-    if repo.starts_with("sha256:") || repo.is_empty() {
-        return None;
+/// The default output, `NAME:TAG-min` in the daemon (`NAME:latest-min` without a tag), named
+/// after the reference the user gave; for an id or `name@digest` reference, or a file source,
+/// after the first `name:tag` in `repo_tags` (the image's own tags, e.g. a docker-archive's
+/// RepoTags). `None` when the image has no name at all.
+pub fn default_output(reference: &ImageRef, repo_tags: &[String]) -> Option<ImageRef> {
+    let min = |repo: &str, tag: Option<&str>| {
+        format!("{repo}:{}-min", tag.unwrap_or("latest"))
+            .parse()
+            .ok()
+    };
+    if let Some((repo, tag)) = reference.daemon_repo_tag()
+        && !repo.starts_with("sha256:")
+        && !repo.is_empty()
+        && !(tag.is_none() && matches!(reference, ImageRef::Daemon(n) if n.contains('@')))
+    {
+        return min(repo, tag);
     }
-    Some(ImageRef::Daemon(format!(
-        "{repo}:{}-min",
-        tag.unwrap_or("latest")
-    )))
+    repo_tags.iter().find_map(|t| {
+        let r: ImageRef = format!("docker-daemon:{t}").parse().ok()?;
+        let (repo, tag) = r.daemon_repo_tag()?;
+        tag.and_then(|tag| min(repo, Some(tag)))
+    })
 }
 
 /// Run the pipeline.
