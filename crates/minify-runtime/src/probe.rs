@@ -348,14 +348,23 @@ impl Container {
             Ok(Err(e)) => return err(format!("docker exec in {}: {e}", self.name())),
             Err(_) => {
                 // Docker has no "kill exec" call; the exec'd process is a host process we
-                // can signal (we are root), found through its host pid.
-                if let Ok(ins) = docker.inspect_exec(&exec.id).await
-                    && let Some(pid) = ins.pid.filter(|p| *p > 0)
-                {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid as i32),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
+                // can signal (we are root), found through its host pid. On a loaded machine
+                // the timeout can fire before runc has started it (pid still 0): wait a
+                // little for the pid, or the process would start afterwards and outlive us.
+                for _ in 0..100 {
+                    match docker.inspect_exec(&exec.id).await {
+                        Ok(ins) if ins.pid.is_some_and(|p| p > 0) => {
+                            let pid = ins.pid.unwrap_or_default();
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(pid as i32),
+                                nix::sys::signal::Signal::SIGKILL,
+                            );
+                            break;
+                        }
+                        Ok(ins) if ins.running == Some(false) && ins.exit_code.is_some() => break,
+                        Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                        Err(_) => break,
+                    }
                 }
                 return (
                     ProbeOutcome::TimedOut {
