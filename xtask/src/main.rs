@@ -86,11 +86,11 @@ fn main() -> std::process::ExitCode {
 fn test(cargo_args: &[String]) -> anyhow::Result<()> {
     setup::run()?;
     fixtures::run(&[], false)?;
-    util::step("cargo test --workspace (CI=true: a skipped test is a failure)");
+    util::step("cargo test --workspace --no-fail-fast (CI=true: a skipped test is a failure)");
     let mut cmd = std::process::Command::new(util::cargo());
     cmd.current_dir(util::workspace_root())
         .env("CI", "true")
-        .args(["test", "--workspace"])
+        .args(["test", "--workspace", "--no-fail-fast"])
         .args(cargo_args);
     util::run_status(&mut cmd)?;
     // A short fuzz of the ELF parser and in-image path resolution (hostile-input code).
