@@ -86,9 +86,10 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<u8> {
     for d in &dirs {
         let _ = writeln!(
             s,
-            "  {:>10}  {:>7} files  {}",
+            "  {:>10}  {:>7} {}  {}",
             human_bytes(d.bytes),
             d.files,
+            if d.files == 1 { "file " } else { "files" },
             d.path
         );
     }
