@@ -141,7 +141,7 @@ struct Row {
 }
 
 /// Alternate untraced and traced runs (after one warm-up of each).
-fn overhead(name: &str, argv: &[&str]) -> anyhow::Result<(Row, Attach)> {
+fn overhead(name: &str, argv: &[&str]) -> anyhow::Result<(Row, AttachCost)> {
     once(argv, false)?;
     once(argv, true)?;
     let (mut u, mut t, mut attach, mut detach) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -179,7 +179,7 @@ fn overhead(name: &str, argv: &[&str]) -> anyhow::Result<(Row, Attach)> {
         ratio(&row),
         cpu_ratio(&row)
     );
-    let a = Attach {
+    let a = AttachCost {
         attach: median(attach),
         detach: median(detach),
         hooks,
@@ -188,7 +188,7 @@ fn overhead(name: &str, argv: &[&str]) -> anyhow::Result<(Row, Attach)> {
 }
 
 /// Medians of the tracer's set-up and tear-down.
-struct Attach {
+struct AttachCost {
     attach: Duration,
     detach: Duration,
     hooks: usize,
