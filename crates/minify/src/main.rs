@@ -18,6 +18,8 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// Environment: no daemon, no eBPF rights.
     pub const ENVIRONMENT: u8 = 3;
+    /// Interrupted by Ctrl-C (128 + SIGINT, what shells report).
+    pub const INTERRUPTED: u8 = 130;
 }
 
 /// Mark an error as an environment problem (exit 3): no daemon, no eBPF rights, no tracefs.
@@ -63,10 +65,9 @@ fn main() -> ExitCode {
         Err(err) => {
             // `chain()` yields anyhow's context wrappers, which a plain `dyn Error` downcast
             // does not see through; `anyhow::Error::downcast_ref` walks the context chain.
-            let marker = err.downcast_ref::<FailureMarker>().map(ToString::to_string);
-            let code = err
-                .downcast_ref::<FailureMarker>()
-                .map_or(exit::USAGE, |m| m.0);
+            let marker = err.downcast_ref::<FailureMarker>();
+            let code = marker.map_or(exit::USAGE, |m| m.0);
+            let marker = marker.map(ToString::to_string);
             // One line: the outermost context first, then its causes (without the marker,
             // and without a cause that only repeats the end of the line so far).
             let mut msg = String::new();

@@ -38,9 +38,6 @@ pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()>
     })
 }
 
-/// Exit code after Ctrl-C (128 + SIGINT, what shells report).
-pub const INTERRUPTED: u8 = 130;
-
 /// Run `work` on a fresh tokio runtime until it finishes or Ctrl-C arrives. On Ctrl-C the
 /// future is dropped, which runs every cleanup guard it holds (containers, the tracer and its
 /// cgroup, temp dirs with exported layers, half-written outputs) before the error returns.
@@ -59,7 +56,7 @@ pub fn block_on_interruptible<T>(
             r = work => r,
             _ = tokio::signal::ctrl_c() => Err(crate::with_code(
                 anyhow::anyhow!("interrupted (Ctrl-C); everything this run made was removed"),
-                INTERRUPTED,
+                crate::exit::INTERRUPTED,
             )),
         }
     })
