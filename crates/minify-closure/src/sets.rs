@@ -125,4 +125,16 @@ impl DefaultSets {
             DefaultSet::Locale => self.locale,
         }
     }
+
+    /// Turn `set` on or off.
+    pub fn set(&mut self, set: DefaultSet, on: bool) {
+        let flag = match set {
+            DefaultSet::CaCertificates => &mut self.ca_certificates,
+            DefaultSet::Nss => &mut self.nss,
+            DefaultSet::Passwd => &mut self.passwd,
+            DefaultSet::Zoneinfo => &mut self.zoneinfo,
+            DefaultSet::Locale => &mut self.locale,
+        };
+        *flag = on;
+    }
 }

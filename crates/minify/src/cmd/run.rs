@@ -138,24 +138,15 @@ fn default_sets(no: &[String], with: &[String]) -> anyhow::Result<DefaultSets> {
                 )
             })
     };
-    let set = |sets: &mut DefaultSets, s: DefaultSet, on: bool| match s {
-        DefaultSet::CaCertificates => sets.ca_certificates = on,
-        DefaultSet::Nss => sets.nss = on,
-        DefaultSet::Passwd => sets.passwd = on,
-        DefaultSet::Zoneinfo => sets.zoneinfo = on,
-        DefaultSet::Locale => sets.locale = on,
-    };
     for name in with {
-        let s = find("with-set", name)?;
-        set(&mut sets, s, true);
+        sets.set(find("with-set", name)?, true);
     }
     for name in no {
         if name == "all" {
             sets = DefaultSets::none();
             continue;
         }
-        let s = find("no-default-set", name)?;
-        set(&mut sets, s, false);
+        sets.set(find("no-default-set", name)?, false);
     }
     Ok(sets)
 }
