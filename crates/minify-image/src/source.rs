@@ -445,7 +445,7 @@ fn read_docker_archive(
         } else {
             None
         };
-        blobs.push((blob, digest, None));
+        blobs.push((blob, digest));
     }
     let tags = tags.unwrap_or_else(|| item.repo_tags.unwrap_or_default());
     finish(reference, c, id, config_bytes, config, blobs, tags)
@@ -609,7 +609,7 @@ fn read_oci(
     let mut blobs = Vec::new();
     for d in &manifest.layers {
         let (blob, digest) = descriptor_blob(c, d, "layer")?;
-        blobs.push((blob, Some(digest), Some(d.media_type.clone())));
+        blobs.push((blob, Some(digest)));
     }
     finish(
         reference,
@@ -628,7 +628,7 @@ fn finish(
     id: Digest,
     config_bytes: Vec<u8>,
     config: ImageConfig,
-    blobs: Vec<(Blob, Option<Digest>, Option<String>)>,
+    blobs: Vec<(Blob, Option<Digest>)>,
     repo_tags: Vec<String>,
 ) -> Result<SourceImage, SourceError> {
     if blobs.len() != config.diff_ids.len() {
@@ -639,7 +639,7 @@ fn finish(
         });
     }
     let mut layers = Vec::new();
-    for (index, ((blob, digest, _media), diff_id)) in
+    for (index, ((blob, digest), diff_id)) in
         blobs.into_iter().zip(config.diff_ids.iter()).enumerate()
     {
         let head = blob.head().map_err(io_err(c.location()))?;
