@@ -6,7 +6,7 @@ use aya::programs::{BtfTracePoint, FEntry, KProbe, Lsm, RawTracePoint, TracePoin
 use aya::{Ebpf, EbpfLoader};
 use minify_trace_common::KernelConfig;
 
-use crate::loader::{EBPF_OBJECT, aya_error};
+use crate::loader::{EBPF_OBJECT, aya_error, chain_message};
 use crate::{TraceError, btf, tracefs};
 
 /// Outcome of one check.
@@ -254,14 +254,7 @@ pub fn check_attach_types() -> Vec<Check> {
 }
 
 fn str_err(e: impl std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
+    chain_message(&e)
 }
 
 fn probe(

@@ -227,19 +227,25 @@ fn io_in_chain<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::
     None
 }
 
+/// An error and its sources, `outer: inner: ...` (aya's own messages omit the cause).
+pub(crate) fn chain_message(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 /// Turn an aya error into ours: EPERM/EACCES anywhere in the chain means "not permitted".
 pub(crate) fn aya_error(
     what: &str,
     program: &str,
     e: &(dyn std::error::Error + 'static),
 ) -> TraceError {
-    let mut detail = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        detail.push_str(": ");
-        detail.push_str(&s.to_string());
-        cur = s.source();
-    }
+    let detail = chain_message(e);
     if let Some(io) = io_in_chain(e)
         && crate::error::is_permission(io)
     {
