@@ -519,7 +519,8 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn add_parents(&mut self) {
+    /// Directories above a kept path that are not kept themselves.
+    fn missing_parents(&self) -> BTreeSet<ImagePath> {
         let mut parents = BTreeSet::new();
         for p in self.entries.keys() {
             for a in p.ancestors() {
@@ -528,7 +529,11 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        for a in parents {
+        parents
+    }
+
+    fn add_parents(&mut self) {
+        for a in self.missing_parents() {
             self.keep(&a, Reason::Parent, "");
         }
     }
@@ -550,14 +555,7 @@ impl<'a> Builder<'a> {
             self.entries.remove(p);
         }
         // Directories above a path that stays are never removed.
-        let mut restore = BTreeSet::new();
-        for p in self.entries.keys() {
-            for a in p.ancestors() {
-                if !self.entries.contains_key(&a) {
-                    restore.insert(a);
-                }
-            }
-        }
+        let restore = self.missing_parents();
         for a in &restore {
             self.keep(a, Reason::Parent, "");
         }
