@@ -275,11 +275,7 @@ impl Owned<'_> {
 }
 
 fn write_tar(path: &Path, members: &[(&str, Member<'_>)]) -> Result<(), SinkError> {
-    let err = io_at(path);
-    let file = fs_err::File::create(path).map_err(|e| SinkError::Io {
-        path: path.display().to_string(),
-        source: e,
-    })?;
+    let file = fs_err::File::create(path).map_err(io_at(path))?;
     let mut b = tar::Builder::new(io::BufWriter::with_capacity(1 << 20, file));
     let result = (|| -> io::Result<()> {
         for (name, m) in members {
@@ -314,7 +310,7 @@ fn write_tar(path: &Path, members: &[(&str, Member<'_>)]) -> Result<(), SinkErro
             .map_err(io::IntoInnerError::into_error)?
             .sync_all()
     })();
-    result.map_err(err)
+    result.map_err(io_at(path))
 }
 
 /// Removes a temporary output on drop unless it was renamed into place.
