@@ -153,7 +153,7 @@ fn remove_children(dir: &Path) {
 }
 
 /// Where the cgroup v2 hierarchy is mounted.
-struct Cgroup2Mount {
+pub(crate) struct Cgroup2Mount {
     mount_point: PathBuf,
     /// Depth of the mount's root inside the hierarchy (0 unless we are in a cgroup namespace
     /// or a bind mount of a sub-tree).
@@ -161,7 +161,7 @@ struct Cgroup2Mount {
 }
 
 impl Cgroup2Mount {
-    fn find() -> Result<Cgroup2Mount, TraceError> {
+    pub(crate) fn find() -> Result<Cgroup2Mount, TraceError> {
         let text = fs_err::read_to_string("/proc/self/mountinfo")?;
         parse_cgroup2_mount(&text).ok_or(TraceError::NoCgroup2)
     }

@@ -7,7 +7,7 @@ use aya::{Ebpf, EbpfLoader};
 use minify_trace_common::KernelConfig;
 
 use crate::loader::{EBPF_OBJECT, aya_error, chain_message};
-use crate::{TraceError, btf, tracefs};
+use crate::{TraceError, btf, cgroup, tracefs};
 
 /// Outcome of one check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -123,22 +123,16 @@ pub fn check_environment() -> Vec<Check> {
         )
     });
 
-    out.push(match std::fs::read_to_string("/proc/self/mountinfo") {
-        Ok(t)
-            if t.lines().any(|l| {
-                l.split(" - ")
-                    .nth(1)
-                    .is_some_and(|p| p.starts_with("cgroup2 "))
-            }) =>
-        {
-            Check::new("cgroup2", Status::Ok, "cgroup v2 hierarchy mounted", None)
-        }
-        _ => Check::new(
+    // The same lookup `TraceCgroup::create` makes.
+    out.push(if cgroup::Cgroup2Mount::find().is_ok() {
+        Check::new("cgroup2", Status::Ok, "cgroup v2 hierarchy mounted", None)
+    } else {
+        Check::new(
             "cgroup2",
             Status::Fail,
             "no cgroup v2 hierarchy mounted",
             Some("mount -t cgroup2 none /sys/fs/cgroup/unified"),
-        ),
+        )
     });
     out
 }
