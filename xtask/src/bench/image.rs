@@ -154,7 +154,7 @@ fn bench(bin: &Path, image: &str, image_size: u64, tmp: &Path) -> anyhow::Result
         let _ = writeln!(
             al,
             "{{\"path\":{},\"reason\":\"include\"}}{sep}",
-            json_str(p)
+            serde_json::Value::from(*p)
         );
     }
     al.push_str("]}\n");
@@ -215,20 +215,4 @@ fn bench(bin: &Path, image: &str, image_size: u64, tmp: &Path) -> anyhow::Result
         });
     }
     Ok(out)
-}
-
-fn json_str(s: &str) -> String {
-    let mut o = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(o, "\\u{:04x}", c as u32);
-            }
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
 }
