@@ -349,7 +349,7 @@ fn labelled_containers() -> Vec<String> {
         "-aq",
         "--no-trunc",
         "--filter",
-        "label=org.minify.run=1",
+        &format!("label={}=1", minify_runtime::LABEL),
     ])
     .unwrap()
     .lines()
