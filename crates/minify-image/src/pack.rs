@@ -181,12 +181,11 @@ pub fn pack(
                     h.set_entry_type(tar::EntryType::Regular);
                     h.set_size(size);
                     content_size += size;
-                    let reader = CheckedRead {
+                    let mut reader = CheckedRead {
                         inner: view.range(loc, size),
                         path,
                         err: None,
                     };
-                    let mut reader = reader;
                     let r = builder.append_data(&mut h, name, &mut reader);
                     if let Some(source) = reader.err.take() {
                         return Err(PackError::Read {
