@@ -3,8 +3,8 @@
 //! python3`, links to host-only paths, a minified image that really runs, and `minify merge`.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
+use crate::common::minify;
 use minify_closure::{ClosureOptions, DefaultSets, compute};
 use minify_fixtures::{TestContext, docker, fixture, require_docker, require_root};
 use minify_image::{ImageRef, PackOptions, RootfsView, SourceImage, pack};
@@ -286,7 +286,7 @@ fn merge_unions_allowlists_of_one_image_and_refuses_two_images() {
     let fo = ctx.temp_dir().join("out.json");
     fs_err::write(&fa, a.to_allowlist(source.clone(), "minify e2e").to_json()).unwrap();
     fs_err::write(&fb, b.to_allowlist(source.clone(), "minify e2e").to_json()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_minify"))
+    let out = minify()
         .arg("merge")
         .args([&fa, &fb])
         .arg("-o")
@@ -307,7 +307,7 @@ fn merge_unions_allowlists_of_one_image_and_refuses_two_images() {
     assert_eq!(merged.source.digest, source.digest);
     // The merge of the same inputs is byte-identical.
     let again = ctx.temp_dir().join("again.json");
-    let st = Command::new(env!("CARGO_BIN_EXE_minify"))
+    let st = minify()
         .arg("merge")
         .args([&fb, &fa])
         .arg("-o")
@@ -324,7 +324,7 @@ fn merge_unions_allowlists_of_one_image_and_refuses_two_images() {
     };
     let fx = ctx.temp_dir().join("other.json");
     fs_err::write(&fx, a.to_allowlist(other, "minify e2e").to_json()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_minify"))
+    let out = minify()
         .arg("merge")
         .args([&fa, &fx])
         .arg("-o")
