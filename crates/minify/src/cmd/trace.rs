@@ -4,7 +4,6 @@
 
 use std::fmt::Write as _;
 
-use minify_model::AccessKind;
 use minify_trace::{Recording, SpawnSpec, TraceCgroup, TraceError, TraceOptions, Tracer};
 
 use crate::cli::TraceArgs;
@@ -124,19 +123,10 @@ fn print_events(rec: &Recording) {
 }
 
 fn print_json(rec: &Recording, code: Option<i32>) -> anyhow::Result<()> {
-    let lost: serde_json::Map<String, serde_json::Value> = AccessKind::ALL
-        .iter()
-        .filter_map(|k| {
-            rec.trace
-                .lost
-                .get(k)
-                .map(|n| (k.name().to_owned(), (*n).into()))
-        })
-        .collect();
     let doc = serde_json::json!({
         "exit_code": code,
         "events": rec.trace.events,
-        "lost": lost,
+        "lost": rec.trace.lost,
         "lost_total": rec.trace.lost_total(),
         "processes": rec.processes,
         "records": rec.records,
