@@ -14,6 +14,8 @@ use minify_fixtures::{TestContext, docker_run_http_check, fixture, require_docke
 use minify_image::{ImageRef, PackOptions, RootfsView, SourceImage, pack};
 use minify_model::{Allowlist, AllowlistEntry, ImagePath, Reason, Rootfs, resolve};
 
+use crate::common;
+
 /// These tests keep both cores busy; running them one at a time keeps them fast enough.
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -83,18 +85,9 @@ fn entry(path: ImagePath, reason: Reason) -> AllowlistEntry {
     }
 }
 
+/// `minify ARGS`, echoed into the test log.
 fn minify(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_minify"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run minify");
-    eprintln!(
-        "--- minify {args:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    common::run(common::minify().args(args))
 }
 
 /// `minify build`, expected to succeed; returns the printed image id.
@@ -342,12 +335,11 @@ fn ctrl_c_during_build_leaves_no_temp_dir() {
     )
     .unwrap();
     let out = ctx.unique_image_ref("ctrl-c");
-    let child = Command::new(env!("CARGO_BIN_EXE_minify"))
+    let child = common::minify()
         .args(["build", &image, "--allowlist"])
         .arg(&allowlist)
         .args(["--tag", &out])
         .env("TMPDIR", &tmp)
-        .env_remove("RUST_LOG")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
