@@ -28,6 +28,36 @@ pub fn env_error(error: impl Into<anyhow::Error>) -> anyhow::Error {
     error.into().context(FailureMarker(exit::ENVIRONMENT))
 }
 
+/// A library error that can tell a machine problem (no daemon, no eBPF rights) from bad input.
+pub trait Classified: std::error::Error + Send + Sync + 'static {
+    fn is_environment(&self) -> bool;
+}
+
+impl Classified for minify_image::ImageError {
+    fn is_environment(&self) -> bool {
+        minify_image::ImageError::is_environment(self)
+    }
+}
+impl Classified for minify_trace::TraceError {
+    fn is_environment(&self) -> bool {
+        minify_trace::TraceError::is_environment(self)
+    }
+}
+impl Classified for minify_runtime::RuntimeError {
+    fn is_environment(&self) -> bool {
+        minify_runtime::RuntimeError::is_environment(self)
+    }
+}
+
+/// A library error as the CLI's: environment problems exit 3, everything else 2.
+pub fn lib_error(e: impl Classified) -> anyhow::Error {
+    if e.is_environment() {
+        env_error(e)
+    } else {
+        anyhow::Error::new(e)
+    }
+}
+
 /// Mark an error with an explicit exit code.
 pub fn with_code(error: impl Into<anyhow::Error>, code: u8) -> anyhow::Error {
     error.into().context(FailureMarker(code))

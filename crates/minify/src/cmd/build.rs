@@ -9,14 +9,9 @@ use minify_model::{Allowlist, Rootfs as _};
 use crate::cli::BuildArgs;
 use crate::pipeline::default_output;
 
-/// Turn a library error into the CLI's: daemon trouble is an environment error (exit 3).
+/// An image error (or one that converts to it, like a bad reference) as the CLI's.
 pub(crate) fn image_err(e: impl Into<ImageError>) -> anyhow::Error {
-    let e: ImageError = e.into();
-    if e.is_environment() {
-        crate::env_error(e)
-    } else {
-        e.into()
-    }
+    crate::lib_error(e.into())
 }
 
 pub fn run(args: &BuildArgs) -> anyhow::Result<u8> {

@@ -4,18 +4,9 @@
 
 use std::fmt::Write as _;
 
-use minify_trace::{Recording, SpawnSpec, TraceCgroup, TraceError, TraceOptions, Tracer};
+use minify_trace::{Recording, SpawnSpec, TraceCgroup, TraceOptions, Tracer};
 
 use crate::cli::TraceArgs;
-
-/// Map a tracer error to the exit-code contract: machine problems are exit 3.
-pub(crate) fn trace_error(e: TraceError) -> anyhow::Error {
-    if e.is_environment() {
-        crate::env_error(e)
-    } else {
-        anyhow::Error::new(e)
-    }
-}
 
 pub fn run(args: &TraceArgs) -> anyhow::Result<u8> {
     let mut spec = SpawnSpec::new(args.command.iter().cloned());
@@ -34,14 +25,14 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<u8> {
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
     })?;
 
-    let cgroup = TraceCgroup::create().map_err(trace_error)?;
+    let cgroup = TraceCgroup::create().map_err(crate::lib_error)?;
     let options = TraceOptions {
         ring_bytes: args.ring_bytes,
         ..TraceOptions::default()
     };
-    let tracer = Tracer::start(&cgroup, options).map_err(trace_error)?;
-    let status = spec.run(&cgroup).map_err(trace_error)?;
-    let rec = tracer.finish_recording().map_err(trace_error)?;
+    let tracer = Tracer::start(&cgroup, options).map_err(crate::lib_error)?;
+    let status = spec.run(&cgroup).map_err(crate::lib_error)?;
+    let rec = tracer.finish_recording().map_err(crate::lib_error)?;
     drop(sigint);
     drop(cgroup);
 

@@ -20,7 +20,7 @@ use minify_runtime::{Container, Overrides, Probe, ProbeResult, Readiness, RunSpe
 use minify_trace::{TraceCgroup, TraceOptions, Tracer};
 
 use crate::report::{FileSize, MainProcess, ProbeReport, Report, SetReport, VerifyStatus};
-use crate::{env_error, exit, with_code};
+use crate::{exit, with_code};
 use progress::Progress;
 
 /// Everything `minify run` was asked to do, already validated.
@@ -59,14 +59,6 @@ pub struct RunOutcome {
 /// Tool name written into allowlists and reports.
 pub fn tool_name() -> String {
     format!("minify {}", env!("CARGO_PKG_VERSION"))
-}
-
-fn runtime_err(e: minify_runtime::RuntimeError) -> anyhow::Error {
-    if e.is_environment() {
-        env_error(e)
-    } else {
-        anyhow::Error::new(e)
-    }
 }
 
 /// Times phases in order.
@@ -118,11 +110,11 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
 
     // --- open: the daemon, the image's run config, its layers as a rootfs view.
     progress.phase(format!("opening {}", plan.image));
-    let runtime = Runtime::connect().await.map_err(runtime_err)?;
+    let runtime = Runtime::connect().await.map_err(crate::lib_error)?;
     let info = runtime
         .inspect_image(&plan.image)
         .await
-        .map_err(runtime_err)?;
+        .map_err(crate::lib_error)?;
     if let ImageRef::Daemon(out) = &plan.output {
         if !plan.force && out != &plan.image && runtime.inspect_image(out).await.is_ok() {
             anyhow::bail!("output image {out} already exists (use --force to replace it)");
@@ -143,9 +135,8 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
     }
     let source_ref = ImageRef::Daemon(plan.image.clone());
     let source = SourceImage::open(&source_ref).await.map_err(|e| {
-        let env = e.is_environment();
-        let e = anyhow::Error::new(e).context(format!("opening {}", plan.image));
-        if env { env_error(e) } else { e }
+        crate::lib_error(minify_image::ImageError::from(e))
+            .context(format!("opening {}", plan.image))
     })?;
     progress.phase(format!("indexing the layers of {}", plan.image));
     let view = tokio::task::block_in_place(|| RootfsView::build(&source))
@@ -175,10 +166,10 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
         let mut samples = Vec::new();
         for round in 0..4 {
             let start = Instant::now();
-            let c = runtime.start(&spec).await.map_err(runtime_err)?;
+            let c = runtime.start(&spec).await.map_err(crate::lib_error)?;
             exercise(plan, &c, progress, false).await?;
             let ms = start.elapsed().as_millis() as u64;
-            c.remove().await.map_err(runtime_err)?;
+            c.remove().await.map_err(crate::lib_error)?;
             if round > 0 {
                 samples.push(ms);
             }
@@ -194,12 +185,12 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
         plan.image,
         plan.probes.len()
     ));
-    let cgroup = TraceCgroup::create().map_err(trace_err)?;
+    let cgroup = TraceCgroup::create().map_err(crate::lib_error)?;
     let mut topts = TraceOptions::default();
     if let Some(n) = plan.ring_bytes {
         topts.ring_bytes = n;
     }
-    let tracer = Tracer::start(&cgroup, topts).map_err(trace_err)?;
+    let tracer = Tracer::start(&cgroup, topts).map_err(crate::lib_error)?;
     let spec = RunSpec {
         image: info.id.clone(),
         overrides: plan.overrides.clone(),
@@ -207,7 +198,7 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
         stop_timeout: plan.stop_timeout,
     };
     let phase_start = Instant::now();
-    let container = runtime.start(&spec).await.map_err(runtime_err)?;
+    let container = runtime.start(&spec).await.map_err(crate::lib_error)?;
     let (readiness, originals, main) = exercise(plan, &container, progress, true).await?;
     report.probe_phase_ms = phase_start.elapsed().as_millis() as u64;
     if let Some(bad) = originals.iter().find(|r| !r.passed) {
@@ -226,9 +217,9 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
         ));
     }
     progress.phase(format!("stopping {}", container.name()));
-    container.stop().await.map_err(runtime_err)?;
-    container.remove().await.map_err(runtime_err)?;
-    let trace = tokio::task::block_in_place(|| tracer.finish()).map_err(trace_err)?;
+    container.stop().await.map_err(crate::lib_error)?;
+    container.remove().await.map_err(crate::lib_error)?;
+    let trace = tokio::task::block_in_place(|| tracer.finish()).map_err(crate::lib_error)?;
     drop(cgroup);
     report.readiness = Some(readiness);
     report.main_process = main;
@@ -341,13 +332,18 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
         .write_to(&plan.output, plan.force)
         .await
         .map_err(|e| {
-            let env = e.is_environment();
-            let e = anyhow::Error::new(e).context(format!("writing {}", plan.output));
-            if env { env_error(e) } else { e }
+            crate::lib_error(minify_image::ImageError::from(e))
+                .context(format!("writing {}", plan.output))
         })?;
     report.output_id = id.to_string();
     report.size_after = match &plan.output {
-        ImageRef::Daemon(name) => runtime.inspect_image(name).await.map_err(runtime_err)?.size,
+        ImageRef::Daemon(name) => {
+            runtime
+                .inspect_image(name)
+                .await
+                .map_err(crate::lib_error)?
+                .size
+        }
         _ => packed.layer_size(),
     };
     report.factor = if report.size_after == 0 {
@@ -375,11 +371,11 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
             cgroup_parent: None,
             stop_timeout: plan.stop_timeout,
         };
-        let c = runtime.start(&spec).await.map_err(runtime_err)?;
+        let c = runtime.start(&spec).await.map_err(crate::lib_error)?;
         let (_, results, main_min) = exercise(plan, &c, progress, false).await?;
         let logs = c.logs_tail(20).await;
-        c.stop().await.map_err(runtime_err)?;
-        c.remove().await.map_err(runtime_err)?;
+        c.stop().await.map_err(crate::lib_error)?;
+        c.remove().await.map_err(crate::lib_error)?;
         for (before, after) in originals.iter().zip(&results) {
             if before.passed && !after.passed {
                 report.verify_failures.push(format!(
@@ -489,7 +485,7 @@ async fn exercise(
                     .collect();
                 return Ok((Readiness::NoPorts, results, None));
             }
-            Err(e) => return Err(runtime_err(e)),
+            Err(e) => return Err(crate::lib_error(e)),
         }
     };
     if plan.probes.is_empty() {
@@ -498,7 +494,7 @@ async fn exercise(
             c.name(),
             plan.timeout.as_secs()
         ));
-        let main = match c.wait_exit(plan.timeout).await.map_err(runtime_err)? {
+        let main = match c.wait_exit(plan.timeout).await.map_err(crate::lib_error)? {
             Some(code) => MainProcess::Exited { code },
             None => MainProcess::StillRunning,
         };
@@ -530,14 +526,6 @@ async fn exercise(
         }
     }
     Ok((readiness, results, None))
-}
-
-fn trace_err(e: minify_trace::TraceError) -> anyhow::Error {
-    if e.is_environment() {
-        env_error(e)
-    } else {
-        anyhow::Error::new(e)
-    }
 }
 
 fn indent(s: &str) -> String {
