@@ -5,9 +5,10 @@
 //! - [`ElfInfo::parse`] reads the loader-relevant fields of one object (goblin, bounded,
 //!   never panics on hostile bytes).
 //! - [`Resolver`] applies the image's loader rules (RPATH/RUNPATH with `$ORIGIN`, `$LIB`,
-//!   `$PLATFORM`, `LD_LIBRARY_PATH`/`LD_PRELOAD` from the image env, `/etc/ld.so.conf` with
-//!   `include` globs, multiarch default directories, musl's `.path` file) transitively and
-//!   cycle-safely, caching parsed objects across programs of one image.
+//!   `$PLATFORM`, `LD_LIBRARY_PATH`/`LD_PRELOAD` from the image env, the image's
+//!   `/etc/ld.so.cache` ([`LdCache`]; `/etc/ld.so.conf` with `include` globs when it has
+//!   none), multiarch default directories, `glibc-hwcaps` subdirectories, musl's `.path`
+//!   file) transitively and cycle-safely, caching parsed objects across programs of one image.
 //! - [`resolve_deps`] is the one-call form for a single program.
 //!
 //! ```no_run
@@ -23,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cache;
 pub mod loader;
 pub mod parse;
 pub mod resolve;
@@ -30,6 +32,7 @@ pub mod resolve;
 #[doc(hidden)]
 pub mod testutil;
 
+pub use cache::{CacheEntry, CacheError, CacheFormat, LdCache};
 pub use loader::{Libc, LoaderConfig, env_var, glob_rootfs};
 pub use parse::{ElfClass, ElfInfo, ParseError, is_elf};
 pub use resolve::{Dep, DepClosure, DepKind, ElfError, Resolver, expand, resolve_deps};

@@ -1,11 +1,13 @@
 //! Where the dynamic loader of an image looks for libraries: libc flavour, architecture
-//! directories, `LD_LIBRARY_PATH`, `/etc/ld.so.conf` (with `include` globs) and musl's
-//! `/etc/ld-musl-<arch>.path`, all read from the image through [`Rootfs`], never the host.
+//! directories, `LD_LIBRARY_PATH`, `/etc/ld.so.cache`, `/etc/ld.so.conf` (with `include`
+//! globs) and musl's `/etc/ld-musl-<arch>.path`, all read from the image through [`Rootfs`],
+//! never the host.
 
 use std::collections::BTreeSet;
 
 use minify_model::{ImagePath, Rootfs, resolve};
 
+use crate::cache::{LD_SO_CACHE, LdCache, MAX_CACHE_BYTES};
 use crate::parse::{ElfClass, ElfInfo};
 
 /// `e_machine` values we know directory layouts for.
@@ -108,9 +110,13 @@ pub struct LoaderConfig {
     /// `LD_PRELOAD` from the image env plus `/etc/ld.so.preload` (glibc loads these into
     /// every dynamically linked program).
     pub preload: Vec<String>,
-    /// Directories from `/etc/ld.so.conf` and its includes, in order (glibc's cache is built
-    /// from them; searching them in order is what the cache lookup amounts to).
+    /// Directories from `/etc/ld.so.conf` and its includes, in order. ld.so never reads
+    /// them itself (ldconfig builds the cache from them), so they are searched only when the
+    /// image has no usable [`cache`](Self::cache), as the best guess of what it would hold.
     pub ld_so_conf_dirs: Vec<String>,
+    /// The image's `/etc/ld.so.cache`, when it has one that parses. A corrupt one is left
+    /// out with a warning (ld.so ignores it too).
+    pub cache: Option<LdCache>,
     /// Configuration files that exist in the image and were read (`/etc/ld.so.conf`,
     /// `/etc/ld.so.conf.d/*.conf`).
     pub conf_files: Vec<ImagePath>,
@@ -147,6 +153,7 @@ impl LoaderConfig {
         }
         let mut seen = BTreeSet::new();
         cfg.read_conf(fs, "/etc/ld.so.conf", 0, &mut seen);
+        cfg.cache = load_cache(fs, &mut cfg.warnings);
         cfg
     }
 
@@ -218,12 +225,16 @@ impl LoaderConfig {
     }
 
     /// The directories searched after RPATH/LD_LIBRARY_PATH/RUNPATH for an object of this
-    /// class and machine, loaded by `libc`'s loader. Existence is not checked.
+    /// class and machine, loaded by `libc`'s loader. Existence is not checked. For glibc
+    /// with a [`cache`](Self::cache) these are only the default directories, searched after
+    /// the cache; without one the `ld.so.conf` directories come first.
     pub fn system_dirs(&self, fs: &dyn Rootfs, libc: Libc, info: &ElfInfo) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         match libc {
             Libc::Glibc => {
-                out.extend(self.ld_so_conf_dirs.iter().cloned());
+                if self.cache.is_none() {
+                    out.extend(self.ld_so_conf_dirs.iter().cloned());
+                }
                 out.extend(glibc_default_dirs(info));
             }
             Libc::Musl => {
@@ -248,8 +259,40 @@ impl LoaderConfig {
     }
 }
 
+/// Read and parse the image's `/etc/ld.so.cache` (symlinks followed inside the image).
+/// Absent: `None` quietly; unreadable, too large or corrupt: `None` and a warning.
+fn load_cache(fs: &dyn Rootfs, warnings: &mut Vec<String>) -> Option<LdCache> {
+    let r = resolve(fs, LD_SO_CACHE, true).ok()?;
+    let entry = fs.entry(&r.path)?;
+    if !entry.is_file() {
+        return None;
+    }
+    let ignored = "ignored, the ld.so.conf directories are searched instead";
+    if entry.size > MAX_CACHE_BYTES {
+        warnings.push(format!(
+            "{LD_SO_CACHE}: {} bytes is larger than the {MAX_CACHE_BYTES}-byte limit; {ignored}",
+            entry.size
+        ));
+        return None;
+    }
+    let bytes = match fs.read(&r.path, Some(MAX_CACHE_BYTES)) {
+        Ok(b) => b,
+        Err(e) => {
+            warnings.push(format!("{LD_SO_CACHE}: cannot read: {e}; {ignored}"));
+            return None;
+        }
+    };
+    match LdCache::parse(bytes) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            warnings.push(format!("{LD_SO_CACHE}: {e}; {ignored}"));
+            None
+        }
+    }
+}
+
 /// glibc's built-in directories for Debian-style (multiarch) and other distributions.
-fn glibc_default_dirs(info: &ElfInfo) -> Vec<String> {
+pub(crate) fn glibc_default_dirs(info: &ElfInfo) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(t) = multiarch_triplet(info.class, info.machine, info.little_endian) {
         out.push(format!("/lib/{t}"));

@@ -3,10 +3,14 @@
 //!
 //! Search order follows glibc's `ld.so(8)`: `DT_RPATH` of the requester and of the objects
 //! that loaded it (only when the requester has no `DT_RUNPATH`), `LD_LIBRARY_PATH`,
-//! `DT_RUNPATH` of the requester, then the cache (`ld.so.conf` directories) and the default
-//! directories (skipped under `DF_1_NODEFLIB`). musl: `LD_LIBRARY_PATH`, RPATH/RUNPATH, then
-//! `/etc/ld-musl-<arch>.path` or its built-in list. Candidates whose class or machine differ
-//! from the requester's are skipped, as ld.so does, so 32-bit libraries never satisfy a
+//! `DT_RUNPATH` of the requester, then the image's `/etc/ld.so.cache` (entries whose flags
+//! match the requester's class and machine; the `ld.so.conf` directories instead when the
+//! image has no usable cache) and the default directories (the default directories and cache
+//! entries in them are skipped under `DF_1_NODEFLIB`). glibc 2.33+ looks in each directory's
+//! `glibc-hwcaps/<name>/` subdirectories first; every variant found there is kept next to the
+//! baseline library (see [`Resolver::closure_of`]). musl: `LD_LIBRARY_PATH`, RPATH/RUNPATH,
+//! then `/etc/ld-musl-<arch>.path` or its built-in list. Candidates whose class or machine
+//! differ from the requester's are skipped, as ld.so does, so 32-bit libraries never satisfy a
 //! 64-bit program.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -14,7 +18,8 @@ use std::rc::Rc;
 
 use minify_model::{ImagePath, ResolveError, Rootfs, resolve};
 
-use crate::loader::{Libc, LoaderConfig, multiarch_triplet, platform};
+use crate::cache::flags_match;
+use crate::loader::{Libc, LoaderConfig, glibc_default_dirs, multiarch_triplet, platform};
 use crate::parse::{ElfClass, ElfInfo, ParseError, is_elf};
 
 /// Largest ELF file read (bigger ones are skipped with a warning).
@@ -25,6 +30,9 @@ pub const MAX_NEEDED: usize = 1024;
 pub const MAX_DEPTH: usize = 64;
 /// Most objects in one program's closure.
 pub const MAX_OBJECTS: usize = 4096;
+/// Most `glibc-hwcaps/<name>` subdirectories looked at per directory (glibc knows at most
+/// four per architecture, e.g. `x86-64-v2` to `x86-64-v4`).
+pub const MAX_HWCAPS_SUBDIRS: usize = 64;
 
 /// Why one object could not be examined.
 #[derive(Debug, thiserror::Error)]
@@ -253,6 +261,11 @@ impl<'a> Resolver<'a> {
         // as glibc unless told otherwise (the far more common loader).
         let libc_eff = libc.unwrap_or(Libc::Glibc);
         out.libc = libc;
+        if libc_eff == Libc::Glibc {
+            // Problems with ld.so.conf, ld.so.preload or the cache change where glibc's
+            // loader looks, so every glibc program's closure reports them.
+            out.warnings.extend(self.config.warnings.iter().cloned());
+        }
 
         let origin_main = r
             .path
@@ -319,56 +332,65 @@ impl<'a> Resolver<'a> {
                     continue;
                 }
                 let detail = format!("{name} needed by {}", obj.name);
-                let Some(found) = self.find(&name, &obj, libc_eff, &mut out.warnings) else {
+                let Some(mut found) = self.find(&name, &obj, libc_eff, &mut out.warnings) else {
                     out.warnings.push(format!(
                         "{name} needed by {} not found in the image",
                         obj.name
                     ));
                     continue;
                 };
-                out.keep_via(&found.via, &detail);
-                out.keep(found.real.clone(), DepKind::Library, detail);
                 by_name.insert(name.clone(), found.real.clone());
                 if let Some(so) = &found.info.soname {
                     by_name
                         .entry(so.clone())
                         .or_insert_with(|| found.real.clone());
                 }
-                if !done.insert(found.real.clone()) {
-                    continue;
-                }
-                objects += 1;
-                if objects > MAX_OBJECTS {
-                    if !limit_warned {
-                        out.warnings.push(format!(
-                            "{}: more than {MAX_OBJECTS} libraries, the rest not followed",
-                            r.path
-                        ));
-                        limit_warned = true;
+                // The glibc-hwcaps variants are kept and followed like the library itself:
+                // which one ld.so maps depends on the CPU the minified image will run on,
+                // and that must work on every CPU the original image worked on.
+                let variants = std::mem::take(&mut found.variants);
+                let variant_detail = format!("{detail} (glibc-hwcaps variant)");
+                let all = std::iter::once((found, detail))
+                    .chain(variants.into_iter().map(|v| (v, variant_detail.clone())));
+                for (found, detail) in all {
+                    out.keep_via(&found.via, &detail);
+                    out.keep(found.real.clone(), DepKind::Library, detail);
+                    if !done.insert(found.real.clone()) {
+                        continue;
                     }
-                    continue;
+                    objects += 1;
+                    if objects > MAX_OBJECTS {
+                        if !limit_warned {
+                            out.warnings.push(format!(
+                                "{}: more than {MAX_OBJECTS} libraries, the rest not followed",
+                                r.path
+                            ));
+                            limit_warned = true;
+                        }
+                        continue;
+                    }
+                    // glibc: $ORIGIN of a library is the directory of the path it was opened
+                    // at, as a string (no symlinks resolved; the kernel resolves `..` later).
+                    let origin = match found.as_loaded.rfind('/') {
+                        Some(0) | None => "/".to_owned(),
+                        Some(i) => found.as_loaded[..i].to_owned(),
+                    };
+                    // The RPATH chain: this object's own DT_RPATH (ignored when it has a
+                    // DT_RUNPATH), then its loaders' all the way up to the program.
+                    let mut chain = Vec::with_capacity(obj.rpaths.len() + 1);
+                    if found.info.runpath.is_empty() && !found.info.rpath.is_empty() {
+                        chain.push(expand_all(&found.info.rpath, &origin, &found.info, self.fs));
+                    }
+                    chain.extend(obj.rpaths.iter().cloned());
+                    let rpaths = Rc::new(chain);
+                    queue.push_back(Loaded {
+                        origin,
+                        info: found.info.clone(),
+                        rpaths,
+                        depth: obj.depth + 1,
+                        name: found.real.to_string(),
+                    });
                 }
-                // glibc: $ORIGIN of a library is the directory of the path it was opened
-                // at, as a string (no symlinks resolved; the kernel resolves `..` later).
-                let origin = match found.as_loaded.rfind('/') {
-                    Some(0) | None => "/".to_owned(),
-                    Some(i) => found.as_loaded[..i].to_owned(),
-                };
-                // The RPATH chain: this object's own DT_RPATH (ignored when it has a
-                // DT_RUNPATH), then its loaders' all the way up to the program.
-                let mut chain = Vec::with_capacity(obj.rpaths.len() + 1);
-                if found.info.runpath.is_empty() && !found.info.rpath.is_empty() {
-                    chain.push(expand_all(&found.info.rpath, &origin, &found.info, self.fs));
-                }
-                chain.extend(obj.rpaths.iter().cloned());
-                let rpaths = Rc::new(chain);
-                queue.push_back(Loaded {
-                    origin,
-                    info: found.info.clone(),
-                    rpaths,
-                    depth: obj.depth + 1,
-                    name: found.real.to_string(),
-                });
             }
         }
 
@@ -404,8 +426,9 @@ impl<'a> Resolver<'a> {
     }
 
     /// Find a library by name as the loader would for a program like `like` (same class and
-    /// machine) with no RPATH/RUNPATH: `LD_LIBRARY_PATH`, `ld.so.conf`, default directories.
-    /// Returns the real path and the symlinks followed to it.
+    /// machine) with no RPATH/RUNPATH: `LD_LIBRARY_PATH`, `ld.so.cache` (or `ld.so.conf`),
+    /// default directories. Returns the real path and the symlinks followed to it; its
+    /// `glibc-hwcaps` variants are not returned.
     pub fn find_library(
         &mut self,
         name: &str,
@@ -428,7 +451,8 @@ impl<'a> Resolver<'a> {
             .map(|f| (f.real, f.via))
     }
 
-    /// Search one library name for `obj`, with the loader's rules.
+    /// Search one library name for `obj`, with the loader's rules. The result carries the
+    /// `glibc-hwcaps` variants met on the way in [`Found::variants`].
     fn find(
         &mut self,
         name: &str,
@@ -441,7 +465,6 @@ impl<'a> Resolver<'a> {
             // A name with a slash is a path (relative ones are from the cwd, `/` here).
             return self.try_candidate(&expanded, &obj.info, warnings);
         }
-        let mut dirs: Vec<String> = Vec::new();
         let ldlp: Vec<String> = self
             .config
             .ld_library_path
@@ -449,33 +472,170 @@ impl<'a> Resolver<'a> {
             .map(|d| expand(d, &obj.origin, &obj.info, self.fs))
             .collect();
         let runpath = expand_all(&obj.info.runpath, &obj.origin, &obj.info, self.fs);
+        let mut search = Search::default();
         match libc {
             Libc::Glibc => {
+                let mut dirs: Vec<String> = Vec::new();
                 if obj.info.runpath.is_empty() {
                     dirs.extend(obj.rpaths.iter().flatten().cloned());
                 }
                 dirs.extend(ldlp);
                 dirs.extend(runpath);
+                if let Some(f) =
+                    self.search_dirs(dirs, name, &obj.info, true, &mut search, warnings)
+                {
+                    return Some(f);
+                }
+                let found = if self.config.cache.is_some() {
+                    self.search_cache(name, &obj.info, &mut search, warnings)
+                } else {
+                    // No usable cache: the ld.so.conf directories it would have been built
+                    // from stand in for it (also under DF_1_NODEFLIB, as cache entries do).
+                    let conf = self.config.ld_so_conf_dirs.clone();
+                    self.search_dirs(conf, name, &obj.info, true, &mut search, warnings)
+                };
+                if found.is_some() {
+                    return found;
+                }
                 if !obj.info.nodeflib {
-                    dirs.extend(self.config.system_dirs(self.fs, libc, &obj.info));
+                    let dirs = glibc_default_dirs(&obj.info);
+                    if let Some(f) =
+                        self.search_dirs(dirs, name, &obj.info, true, &mut search, warnings)
+                    {
+                        return Some(f);
+                    }
                 }
             }
             Libc::Musl => {
+                let mut dirs: Vec<String> = Vec::new();
                 dirs.extend(ldlp);
                 dirs.extend(obj.rpaths.iter().flatten().cloned());
                 dirs.extend(runpath);
                 dirs.extend(self.config.system_dirs(self.fs, libc, &obj.info));
+                if let Some(f) =
+                    self.search_dirs(dirs, name, &obj.info, false, &mut search, warnings)
+                {
+                    return Some(f);
+                }
             }
         }
-        let mut tried = std::collections::HashSet::new();
+        // Only glibc-hwcaps variants exist: ld.so maps one on a CPU that has the feature and
+        // fails elsewhere, as the original image does.
+        let mut variants = search.variants.into_iter();
+        let mut first = variants.next()?;
+        first.variants = variants.collect();
+        Some(first)
+    }
+
+    /// Look for `name` in `dirs` in order (each once), the `glibc-hwcaps` subdirectories of
+    /// each first when `hwcaps`. Returns the first baseline library with the variants seen.
+    fn search_dirs(
+        &mut self,
+        dirs: Vec<String>,
+        name: &str,
+        want: &ElfInfo,
+        hwcaps: bool,
+        search: &mut Search,
+        warnings: &mut Vec<String>,
+    ) -> Option<Found> {
         for d in dirs {
-            if d.is_empty() || !tried.insert(d.clone()) {
+            if d.is_empty() || !search.tried.insert(d.clone()) {
                 continue;
             }
-            let cand = format!("{}/{name}", d.trim_end_matches('/'));
-            if let Some(f) = self.try_candidate(&cand, &obj.info, warnings) {
+            let d = d.trim_end_matches('/');
+            if hwcaps {
+                self.hwcaps_variants(d, name, want, search, warnings);
+            }
+            let cand = format!("{d}/{name}");
+            if let Some(mut f) = self.try_candidate(&cand, want, warnings) {
+                f.variants = std::mem::take(&mut search.variants);
+                f.variants.retain(|v| v.real != f.real);
                 return Some(f);
             }
+        }
+        None
+    }
+
+    /// glibc 2.33+ first tries `DIR/glibc-hwcaps/<name>/LIB` for the subdirectories the CPU
+    /// supports (`x86-64-v3`, `power10`, `z15`, ...), then `DIR/LIB`. Which one it maps
+    /// depends on the machine the image runs on, not the one it was traced on, so a
+    /// minified image must hold every variant that exists *and* the baseline library: keeping
+    /// only the one the trace saw would break the image on an older CPU, keeping only the
+    /// baseline would silently change which code runs on a newer one. This collects the
+    /// variants of `dir` into `search`.
+    fn hwcaps_variants(
+        &mut self,
+        dir: &str,
+        name: &str,
+        want: &ElfInfo,
+        search: &mut Search,
+        warnings: &mut Vec<String>,
+    ) {
+        let base = format!("{dir}/glibc-hwcaps");
+        let Ok(r) = resolve(self.fs, &base, true) else {
+            return;
+        };
+        let subdirs = self.fs.children(&r.path);
+        if subdirs.len() > MAX_HWCAPS_SUBDIRS {
+            warnings.push(format!(
+                "{base}: {} entries, only the first {MAX_HWCAPS_SUBDIRS} searched",
+                subdirs.len()
+            ));
+        }
+        for sub in subdirs.iter().take(MAX_HWCAPS_SUBDIRS) {
+            let Some(sub) = sub.file_name() else {
+                continue;
+            };
+            let cand = format!("{base}/{sub}/{name}");
+            if let Some(f) = self.try_candidate(&cand, want, warnings) {
+                search.add_variant(f);
+            }
+        }
+    }
+
+    /// The `/etc/ld.so.cache` step: the first entry for `name` whose flags fit the
+    /// requester and whose file is in the image with the right class and machine. Entries
+    /// for `glibc-hwcaps` subdirectories are variants (kept, see [`Self::hwcaps_variants`]).
+    /// Under `DF_1_NODEFLIB` entries in the default directories are skipped, as ld.so does.
+    /// Nothing when the image has no usable cache.
+    fn search_cache(
+        &mut self,
+        name: &str,
+        want: &ElfInfo,
+        search: &mut Search,
+        warnings: &mut Vec<String>,
+    ) -> Option<Found> {
+        let entries = self.config.cache.as_ref()?.lookup(name);
+        let default_dirs = if want.nodeflib {
+            glibc_default_dirs(want)
+        } else {
+            Vec::new()
+        };
+        for e in entries {
+            if !flags_match(e.flags, want)
+                || default_dirs.iter().any(|d| {
+                    e.path
+                        .strip_prefix(d.as_str())
+                        .is_some_and(|r| r.starts_with('/'))
+                })
+            {
+                continue;
+            }
+            // The path comes from the image's cache: it is resolved inside the image root
+            // like any other (an absolute link or `..` cannot leave it).
+            let Some(mut f) = self.try_candidate(&e.path, want, warnings) else {
+                continue;
+            };
+            if e.is_hwcaps_variant() {
+                search.add_variant(f);
+                continue;
+            }
+            if let Some(dir) = e.path.rsplit_once('/').map(|(d, _)| d) {
+                self.hwcaps_variants(dir, name, want, search, warnings);
+            }
+            f.variants = std::mem::take(&mut search.variants);
+            f.variants.retain(|v| v.real != f.real);
+            return Some(f);
         }
         None
     }
@@ -518,6 +678,7 @@ impl<'a> Resolver<'a> {
                 real: r.path,
                 via: r.via,
                 info,
+                variants: Vec::new(),
             }),
             Err(e) => {
                 warnings.push(format!("{e}; skipped as a candidate for {cand}"));
@@ -533,6 +694,23 @@ struct Found {
     real: ImagePath,
     via: Vec<ImagePath>,
     info: Rc<ElfInfo>,
+    /// `glibc-hwcaps` variants of the library the loader may map instead on another CPU.
+    variants: Vec<Found>,
+}
+
+/// State of one library search: directories already tried, variants met so far.
+#[derive(Default)]
+struct Search {
+    tried: std::collections::HashSet<String>,
+    variants: Vec<Found>,
+}
+
+impl Search {
+    fn add_variant(&mut self, f: Found) {
+        if !self.variants.iter().any(|v| v.real == f.real) {
+            self.variants.push(f);
+        }
+    }
 }
 
 /// The closure of one program with a fresh resolver (see [`Resolver::closure_of`]).

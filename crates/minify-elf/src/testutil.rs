@@ -18,6 +18,8 @@ pub struct FakeElf {
     pub rpath: Option<String>,
     pub runpath: Option<String>,
     pub soname: Option<String>,
+    /// Set `DF_1_NODEFLIB` in `DT_FLAGS_1`.
+    pub nodeflib: bool,
 }
 
 impl FakeElf {
@@ -63,6 +65,9 @@ impl FakeElf {
         }
         if let Some(s) = &self.runpath {
             dyns.push((29, add_str(s)));
+        }
+        if self.nodeflib {
+            dyns.push((0x6fff_fffb, 0x800)); // DT_FLAGS_1 = DF_1_NODEFLIB
         }
         let interp = self.interp.as_ref().map(|i| {
             let mut v = i.as_bytes().to_vec();
@@ -250,5 +255,142 @@ pub fn copy_host_program(fs: &mut MemFs, program: &str) {
         for e in rd.flatten() {
             copy_host(fs, &e.path().to_string_lossy());
         }
+    }
+}
+
+/// One entry of a [`FakeLdCache`].
+#[derive(Clone, Debug, Default)]
+pub struct FakeCacheEntry {
+    pub name: String,
+    /// Cache flags: `0x0303` is x86-64 libc6, `0x0003` i386, `0x0a03` aarch64.
+    pub flags: i32,
+    pub path: String,
+    /// `1 << 62` marks a `glibc-hwcaps` entry.
+    pub hwcap: u64,
+}
+
+impl FakeCacheEntry {
+    pub fn new(name: &str, flags: i32, path: &str) -> Self {
+        FakeCacheEntry {
+            name: name.to_owned(),
+            flags,
+            path: path.to_owned(),
+            hwcap: 0,
+        }
+    }
+}
+
+/// A synthetic `/etc/ld.so.cache` in any of glibc's three layouts, entries in the order given.
+#[derive(Clone, Debug, Default)]
+pub struct FakeLdCache {
+    pub entries: Vec<FakeCacheEntry>,
+    /// Write numbers big-endian (the flag in the new header says so unless `endian_flag`).
+    pub big_endian: bool,
+    /// The new header's endianness flag; `None`: 2 (little) or 3 (big) as written.
+    pub endian_flag: Option<u8>,
+    /// Add an extension directory with one generator section (glibc 2.33+ writes one).
+    pub extension: bool,
+}
+
+impl FakeLdCache {
+    /// `glibc-ld.so.cache1.1` alone, as ldconfig writes by default since glibc 2.32.
+    pub fn build_new(&self) -> Vec<u8> {
+        self.build(false, true)
+    }
+
+    /// `ld.so-1.7.0` alone.
+    pub fn build_old(&self) -> Vec<u8> {
+        self.build(true, false)
+    }
+
+    /// `ld.so-1.7.0` with the new table after its entries (`ldconfig -c compat`).
+    pub fn build_compat(&self) -> Vec<u8> {
+        self.build(true, true)
+    }
+
+    fn w32(&self, out: &mut Vec<u8>, v: u32) {
+        out.extend_from_slice(&if self.big_endian {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        });
+    }
+
+    fn build(&self, old: bool, new: bool) -> Vec<u8> {
+        let n = self.entries.len();
+        let old_len = if old { 16 + 12 * n } else { 0 };
+        let new_at = if old && new {
+            old_len.next_multiple_of(8)
+        } else {
+            old_len
+        };
+        let strings_at = new_at + if new { 48 + 24 * n } else { 0 };
+        let mut strings = Vec::new();
+        let mut offs = Vec::new();
+        for e in &self.entries {
+            let k = strings.len();
+            strings.extend_from_slice(e.name.as_bytes());
+            strings.push(0);
+            let v = strings.len();
+            strings.extend_from_slice(e.path.as_bytes());
+            strings.push(0);
+            offs.push((k, v));
+        }
+        let mut out = Vec::new();
+        if old {
+            out.extend_from_slice(b"ld.so-1.7.0\0");
+            self.w32(&mut out, n as u32);
+            // Old-format string offsets count from the end of the old entries.
+            let rel = strings_at - old_len;
+            for (e, (k, v)) in self.entries.iter().zip(&offs) {
+                self.w32(&mut out, e.flags as u32);
+                self.w32(&mut out, (rel + k) as u32);
+                self.w32(&mut out, (rel + v) as u32);
+            }
+            out.resize(new_at, 0);
+        }
+        if new {
+            out.extend_from_slice(b"glibc-ld.so.cache1.1");
+            self.w32(&mut out, n as u32);
+            self.w32(&mut out, strings.len() as u32);
+            out.push(
+                self.endian_flag
+                    .unwrap_or(if self.big_endian { 3 } else { 2 }),
+            );
+            out.extend_from_slice(&[0; 3]);
+            for _ in 0..4 {
+                self.w32(&mut out, 0); // extension_offset, unused[3]
+            }
+            // New-format string offsets count from the new header.
+            let rel = strings_at - new_at;
+            for (e, (k, v)) in self.entries.iter().zip(&offs) {
+                self.w32(&mut out, e.flags as u32);
+                self.w32(&mut out, (rel + k) as u32);
+                self.w32(&mut out, (rel + v) as u32);
+                self.w32(&mut out, 0);
+                out.extend_from_slice(&if self.big_endian {
+                    e.hwcap.to_be_bytes()
+                } else {
+                    e.hwcap.to_le_bytes()
+                });
+            }
+        }
+        assert_eq!(out.len(), strings_at);
+        out.extend_from_slice(&strings);
+        if new && self.extension {
+            out.resize(out.len().next_multiple_of(4), 0);
+            let ext = out.len() as u32;
+            let mut field = Vec::new();
+            self.w32(&mut field, ext);
+            out[new_at + 32..new_at + 36].copy_from_slice(&field);
+            self.w32(&mut out, 0xeaa4_2174);
+            self.w32(&mut out, 1);
+            let data = b"minify test";
+            for v in [0, 0, ext + 8 + 16, data.len() as u32] {
+                self.w32(&mut out, v); // tag generator, flags, offset, size
+            }
+            out.extend_from_slice(data);
+        }
+        out
     }
 }

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeSet;
 
-use minify_elf::testutil::{FakeElf, copy_host, copy_host_program, exe, host_ldd, parents};
+use minify_elf::testutil::{
+    FakeCacheEntry, FakeElf, FakeLdCache, copy_host, copy_host_program, exe, host_ldd, parents,
+};
 use minify_elf::{DepKind, ElfError, Resolver, resolve_deps};
 use minify_model::ImagePath;
 use minify_model::rootfs::memfs::MemFs;
@@ -470,4 +472,551 @@ fn broken_and_huge_files() {
     exe(&mut fs, "/script", b"#!/bin/sh\n");
     let err = resolve_deps(&fs, "/script", &[]).unwrap_err();
     assert!(err.to_string().contains("not an ELF file"), "{err}");
+}
+
+const X64: i32 = 0x0303;
+const I386: i32 = 0x0003;
+const HWCAP_EXTENSION: u64 = 1 << 62;
+
+fn cache(fs: &mut MemFs, entries: &[(&str, i32, &str)]) {
+    let c = FakeLdCache {
+        entries: entries
+            .iter()
+            .map(|(n, f, p)| FakeCacheEntry::new(n, *f, p))
+            .collect(),
+        ..FakeLdCache::default()
+    };
+    parents(fs, "/etc/ld.so.cache");
+    fs.file("/etc/ld.so.cache", &c.build_new());
+}
+
+fn has(c: &minify_elf::DepClosure, p: &str) -> bool {
+    c.kept.contains_key(&ImagePath::new(p))
+}
+
+#[test]
+fn ld_so_cache_is_searched_after_runpath_and_before_default_dirs() {
+    let mut fs = base();
+    fs.env = vec!["LD_LIBRARY_PATH=/opt/env".into()];
+    exe(
+        &mut fs,
+        "/app",
+        &program(
+            &["libenv.so.1", "librun.so.1", "libcached.so.1", "libc.so.6"],
+            Some("/opt/run"),
+            None,
+        )
+        .build(),
+    );
+    for l in ["libenv.so.1", "librun.so.1", "libcached.so.1"] {
+        // Every library is in the cache's directory and in a default directory too.
+        lib(&mut fs, &format!("/opt/cached/{l}"), &FakeElf::default());
+        lib(
+            &mut fs,
+            &format!("/usr/lib/x86_64-linux-gnu/{l}"),
+            &FakeElf::default(),
+        );
+    }
+    lib(&mut fs, "/opt/env/libenv.so.1", &FakeElf::default());
+    lib(&mut fs, "/opt/run/librun.so.1", &FakeElf::default());
+    // ld.so.conf names a directory the cache was not built from: with a cache, ld.so never
+    // looks there.
+    lib(&mut fs, "/opt/conf/libcached.so.1", &FakeElf::default());
+    parents(&mut fs, "/etc/ld.so.conf");
+    fs.file("/etc/ld.so.conf", b"/opt/conf\n");
+    cache(
+        &mut fs,
+        &[
+            ("libenv.so.1", X64, "/opt/cached/libenv.so.1"),
+            ("librun.so.1", X64, "/opt/cached/librun.so.1"),
+            ("libcached.so.1", X64, "/opt/cached/libcached.so.1"),
+            ("libc.so.6", X64, "/lib/x86_64-linux-gnu/libc.so.6"),
+        ],
+    );
+    let c = kept(&fs, "/app");
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    for p in [
+        "/opt/env/libenv.so.1",
+        "/opt/run/librun.so.1",
+        "/opt/cached/libcached.so.1",
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        "/lib",
+        "/etc/ld.so.cache",
+    ] {
+        assert!(has(&c, p), "{p} missing: {:?}", c.kept.keys());
+    }
+    for p in [
+        "/opt/cached/libenv.so.1",
+        "/opt/cached/librun.so.1",
+        "/usr/lib/x86_64-linux-gnu/libcached.so.1",
+        "/opt/conf/libcached.so.1",
+    ] {
+        assert!(!has(&c, p), "{p} kept: {:?}", c.kept.keys());
+    }
+    let r = Resolver::new(&fs, &fs.env);
+    assert_eq!(
+        r.config().cache.as_ref().map(minify_elf::LdCache::len),
+        Some(4)
+    );
+}
+
+#[test]
+fn ld_so_cache_entries_match_the_requesters_class() {
+    let mut fs = base();
+    let elf32 = FakeElf {
+        elf32: true,
+        ..FakeElf::default()
+    };
+    lib(&mut fs, "/usr/lib/i386-linux-gnu/ld-linux.so.2", &elf32);
+    lib(&mut fs, "/usr/lib/i386-linux-gnu/libfoo.so.1", &elf32);
+    lib(&mut fs, "/opt/64/libfoo.so.1", &FakeElf::default());
+    // A stale entry with x86-64 flags that points at a 32-bit file: the file's own header
+    // decides, and the next entry is tried.
+    lib(&mut fs, "/opt/stale/libfoo.so.1", &elf32);
+    cache(
+        &mut fs,
+        &[
+            ("libfoo.so.1", I386, "/usr/lib/i386-linux-gnu/libfoo.so.1"),
+            ("libfoo.so.1", X64, "/opt/stale/libfoo.so.1"),
+            ("libfoo.so.1", X64, "/opt/64/libfoo.so.1"),
+        ],
+    );
+    exe(
+        &mut fs,
+        "/app64",
+        &program(&["libfoo.so.1"], None, None).build(),
+    );
+    let p32 = FakeElf {
+        elf32: true,
+        interp: Some("/lib/i386-linux-gnu/ld-linux.so.2".into()),
+        needed: vec!["libfoo.so.1".into()],
+        ..FakeElf::default()
+    };
+    exe(&mut fs, "/app32", &p32.build());
+    let c = kept(&fs, "/app64");
+    assert!(has(&c, "/opt/64/libfoo.so.1"), "{:?}", c.kept.keys());
+    assert!(!has(&c, "/usr/lib/i386-linux-gnu/libfoo.so.1"));
+    assert!(!has(&c, "/opt/stale/libfoo.so.1"));
+    let c = kept(&fs, "/app32");
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert!(
+        has(&c, "/usr/lib/i386-linux-gnu/libfoo.so.1"),
+        "{:?}",
+        c.kept.keys()
+    );
+    assert!(!has(&c, "/opt/64/libfoo.so.1"));
+}
+
+#[test]
+fn ld_so_cache_nodeflib_skips_default_dir_entries() {
+    let mut fs = base();
+    lib(
+        &mut fs,
+        "/usr/lib/x86_64-linux-gnu/libdef.so",
+        &FakeElf::default(),
+    );
+    lib(&mut fs, "/opt/x/libopt.so", &FakeElf::default());
+    cache(
+        &mut fs,
+        &[
+            ("libdef.so", X64, "/usr/lib/x86_64-linux-gnu/libdef.so"),
+            ("libopt.so", X64, "/opt/x/libopt.so"),
+        ],
+    );
+    let p = FakeElf {
+        nodeflib: true,
+        ..program(&["libdef.so", "libopt.so"], None, None)
+    };
+    exe(&mut fs, "/app", &p.build());
+    let c = kept(&fs, "/app");
+    assert!(has(&c, "/opt/x/libopt.so"), "{:?}", c.kept.keys());
+    assert!(!has(&c, "/usr/lib/x86_64-linux-gnu/libdef.so"));
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.starts_with("libdef.so needed by")),
+        "{:?}",
+        c.warnings
+    );
+}
+
+#[test]
+fn ld_so_conf_is_the_fallback_without_a_usable_cache() {
+    let mut fs = base();
+    exe(
+        &mut fs,
+        "/app",
+        &program(&["libconf.so"], None, None).build(),
+    );
+    lib(&mut fs, "/opt/conf/libconf.so", &FakeElf::default());
+    parents(&mut fs, "/etc/ld.so.conf");
+    fs.file("/etc/ld.so.conf", b"/opt/conf\n");
+    // No cache at all.
+    let c = kept(&fs, "/app");
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert!(has(&c, "/opt/conf/libconf.so"));
+
+    // A corrupt cache: ignored with one clear warning, and the same result.
+    let mut bytes = FakeLdCache {
+        entries: vec![FakeCacheEntry::new(
+            "libconf.so",
+            X64,
+            "/nowhere/libconf.so",
+        )],
+        ..FakeLdCache::default()
+    }
+    .build_new();
+    bytes.truncate(60);
+    fs.file("/etc/ld.so.cache", &bytes);
+    let c = kept(&fs, "/app");
+    assert!(has(&c, "/opt/conf/libconf.so"), "{:?}", c.kept.keys());
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(
+        c.warnings[0].starts_with("/etc/ld.so.cache: 1 entries at offset 0x0 do not fit")
+            && c.warnings[0].ends_with("ignored, the ld.so.conf directories are searched instead"),
+        "{}",
+        c.warnings[0]
+    );
+    // Kept all the same: the loader reads it.
+    assert_eq!(
+        c.kept[&ImagePath::new("/etc/ld.so.cache")].kind,
+        DepKind::LoaderFile
+    );
+
+    // Garbage, and a directory where the file should be.
+    fs.file("/etc/ld.so.cache", b"\0\0\0garbage");
+    let c = kept(&fs, "/app");
+    assert!(has(&c, "/opt/conf/libconf.so"));
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("not a glibc ld.so.cache")),
+        "{:?}",
+        c.warnings
+    );
+    fs.dir("/etc/ld.so.cache");
+    let c = kept(&fs, "/app");
+    assert!(has(&c, "/opt/conf/libconf.so"));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+#[test]
+fn ld_so_cache_paths_stay_in_the_image() {
+    let mut fs = base();
+    exe(
+        &mut fs,
+        "/app",
+        &program(
+            &["libevil.so", "libdots.so", "librel.so", "libloop.so"],
+            None,
+            None,
+        )
+        .build(),
+    );
+    // Exists on every host, not in this image.
+    fs.symlink("/usr/lib/libevil.so", "/etc/shadow");
+    fs.symlink("/usr/lib/libloop.so", "libloop.so");
+    lib(
+        &mut fs,
+        "/usr/lib/x86_64-linux-gnu/libdots.so",
+        &FakeElf::default(),
+    );
+    lib(&mut fs, "/opt/rel/librel.so", &FakeElf::default());
+    cache(
+        &mut fs,
+        &[
+            ("libevil.so", X64, "/usr/lib/libevil.so"),
+            ("libevil.so", X64, "/../../../../etc/passwd"),
+            // `..` stops at the image root: this is /usr/lib/x86_64-linux-gnu/libdots.so.
+            (
+                "libdots.so",
+                X64,
+                "/../../usr/lib/x86_64-linux-gnu/libdots.so",
+            ),
+            // A relative path is taken from the image root.
+            ("librel.so", X64, "opt/rel/librel.so"),
+            ("libloop.so", X64, "/usr/lib/libloop.so"),
+        ],
+    );
+    let c = kept(&fs, "/app");
+    for p in c.kept.keys() {
+        assert!(
+            !p.as_str().starts_with("/etc/sh") && !p.as_str().starts_with("/etc/pa"),
+            "{p}"
+        );
+    }
+    assert!(
+        has(&c, "/usr/lib/x86_64-linux-gnu/libdots.so"),
+        "{:?}",
+        c.kept.keys()
+    );
+    assert!(has(&c, "/opt/rel/librel.so"), "{:?}", c.kept.keys());
+    for name in ["libevil.so", "libloop.so"] {
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.starts_with(&format!("{name} needed by /app not found"))),
+            "{name}: {:?}",
+            c.warnings
+        );
+    }
+}
+
+#[test]
+fn glibc_hwcaps_variants_are_kept_next_to_the_baseline() {
+    let dir = "/usr/lib/x86_64-linux-gnu";
+    for with_cache in [false, true] {
+        let mut fs = base();
+        exe(
+            &mut fs,
+            "/app",
+            &program(&["libfoo.so.1"], None, None).build(),
+        );
+        lib(&mut fs, &format!("{dir}/libfoo.so.1"), &FakeElf::default());
+        lib(
+            &mut fs,
+            &format!("{dir}/glibc-hwcaps/x86-64-v3/libfoo.so.1"),
+            &FakeElf::lib(&["libv3extra.so"]),
+        );
+        lib(
+            &mut fs,
+            &format!("{dir}/glibc-hwcaps/x86-64-v4/libfoo.so.1.2"),
+            &FakeElf::default(),
+        );
+        fs.symlink(
+            &format!("{dir}/glibc-hwcaps/x86-64-v4/libfoo.so.1"),
+            "libfoo.so.1.2",
+        );
+        // A variant of the wrong class is not one.
+        lib(
+            &mut fs,
+            &format!("{dir}/glibc-hwcaps/x86-64-v2/libfoo.so.1"),
+            &FakeElf {
+                elf32: true,
+                ..FakeElf::default()
+            },
+        );
+        // The v3 variant's own needs are followed too.
+        lib(
+            &mut fs,
+            &format!("{dir}/libv3extra.so"),
+            &FakeElf::default(),
+        );
+        if with_cache {
+            cache(
+                &mut fs,
+                &[("libfoo.so.1", X64, "/lib/x86_64-linux-gnu/libfoo.so.1")],
+            );
+        }
+        let c = kept(&fs, "/app");
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        for p in [
+            "/usr/lib/x86_64-linux-gnu/libfoo.so.1",
+            "/usr/lib/x86_64-linux-gnu/glibc-hwcaps/x86-64-v3/libfoo.so.1",
+            "/usr/lib/x86_64-linux-gnu/glibc-hwcaps/x86-64-v4/libfoo.so.1",
+            "/usr/lib/x86_64-linux-gnu/glibc-hwcaps/x86-64-v4/libfoo.so.1.2",
+            "/usr/lib/x86_64-linux-gnu/libv3extra.so",
+        ] {
+            assert!(
+                has(&c, p),
+                "cache {with_cache}: {p} missing: {:?}",
+                c.kept.keys()
+            );
+        }
+        assert!(!has(
+            &c,
+            "/usr/lib/x86_64-linux-gnu/glibc-hwcaps/x86-64-v2/libfoo.so.1"
+        ));
+        assert_eq!(
+            c.kept[&ImagePath::new("/usr/lib/x86_64-linux-gnu/glibc-hwcaps/x86-64-v3/libfoo.so.1")]
+                .detail,
+            "libfoo.so.1 needed by /app (glibc-hwcaps variant)"
+        );
+        assert_eq!(
+            c.kept[&ImagePath::new("/usr/lib/x86_64-linux-gnu/libfoo.so.1")].detail,
+            "libfoo.so.1 needed by /app"
+        );
+    }
+}
+
+#[test]
+fn glibc_hwcaps_variant_in_an_earlier_dir_than_the_baseline() {
+    // RUNPATH dir holds only an x86-64-v3 build, the default dir the baseline: a v3 CPU maps
+    // the first, any other CPU the second, so both stay.
+    let mut fs = base();
+    exe(
+        &mut fs,
+        "/app",
+        &program(&["libfoo.so.1"], Some("/opt/app/lib"), None).build(),
+    );
+    lib(
+        &mut fs,
+        "/opt/app/lib/glibc-hwcaps/x86-64-v3/libfoo.so.1",
+        &FakeElf::default(),
+    );
+    lib(
+        &mut fs,
+        "/usr/lib/x86_64-linux-gnu/libfoo.so.1",
+        &FakeElf::default(),
+    );
+    let c = kept(&fs, "/app");
+    assert!(has(&c, "/opt/app/lib/glibc-hwcaps/x86-64-v3/libfoo.so.1"));
+    assert!(has(&c, "/usr/lib/x86_64-linux-gnu/libfoo.so.1"));
+
+    // With no baseline anywhere, the variant alone is what the loader can map.
+    fs.entries
+        .remove(&ImagePath::new("/usr/lib/x86_64-linux-gnu/libfoo.so.1"));
+    let c = kept(&fs, "/app");
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert!(has(&c, "/opt/app/lib/glibc-hwcaps/x86-64-v3/libfoo.so.1"));
+
+    // musl has no glibc-hwcaps.
+    let mut fs = MemFs::default();
+    lib(&mut fs, "/lib/ld-musl-x86_64.so.1", &FakeElf::default());
+    let mut p = program(&["libz.so.1"], None, None);
+    p.interp = Some("/lib/ld-musl-x86_64.so.1".into());
+    exe(&mut fs, "/bin/app", &p.build());
+    lib(&mut fs, "/usr/lib/libz.so.1", &FakeElf::default());
+    lib(
+        &mut fs,
+        "/usr/lib/glibc-hwcaps/x86-64-v3/libz.so.1",
+        &FakeElf::default(),
+    );
+    let c = kept(&fs, "/bin/app");
+    assert!(has(&c, "/usr/lib/libz.so.1"));
+    assert!(!has(&c, "/usr/lib/glibc-hwcaps/x86-64-v3/libz.so.1"));
+}
+
+#[test]
+fn ld_so_cache_hwcaps_entries_are_kept() {
+    let mut fs = base();
+    exe(
+        &mut fs,
+        "/app",
+        &program(&["libfoo.so.1"], None, None).build(),
+    );
+    lib(&mut fs, "/opt/l/libfoo.so.1", &FakeElf::default());
+    lib(
+        &mut fs,
+        "/opt/l/glibc-hwcaps/power9/libfoo.so.1",
+        &FakeElf::default(),
+    );
+    let c = FakeLdCache {
+        entries: vec![
+            FakeCacheEntry {
+                hwcap: HWCAP_EXTENSION,
+                ..FakeCacheEntry::new("libfoo.so.1", X64, "/opt/l/hw/v3/libfoo.so.1")
+            },
+            FakeCacheEntry::new("libfoo.so.1", X64, "/opt/l/libfoo.so.1"),
+        ],
+        ..FakeLdCache::default()
+    };
+    lib(&mut fs, "/opt/l/hw/v3/libfoo.so.1", &FakeElf::default());
+    parents(&mut fs, "/etc/ld.so.cache");
+    fs.file("/etc/ld.so.cache", &c.build_new());
+    let c = kept(&fs, "/app");
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    for p in [
+        "/opt/l/libfoo.so.1",
+        "/opt/l/hw/v3/libfoo.so.1",
+        "/opt/l/glibc-hwcaps/power9/libfoo.so.1",
+    ] {
+        assert!(has(&c, p), "{p}: {:?}", c.kept.keys());
+    }
+}
+
+/// Caches written by the host's real ldconfig (new, compat and old formats) over a small
+/// image root of synthetic libraries, with a glibc-hwcaps subdirectory.
+#[test]
+fn ld_so_cache_from_the_real_ldconfig() {
+    let skip = |why: &str| {
+        assert!(std::env::var_os("CI").is_none(), "CI: {why}");
+        eprintln!("skipped: {why}");
+    };
+    if std::process::Command::new("ldconfig")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return skip("no ldconfig on the host");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let put = |p: &str, e: &FakeElf| {
+        let host = root.join(p.trim_start_matches('/'));
+        std::fs::create_dir_all(host.parent().unwrap()).unwrap();
+        std::fs::write(host, e.build()).unwrap();
+    };
+    let so = |name: &str| FakeElf {
+        soname: Some(name.into()),
+        ..FakeElf::default()
+    };
+    put(
+        "/usr/lib/x86_64-linux-gnu/libfoo.so.1.0",
+        &so("libfoo.so.1"),
+    );
+    put(
+        "/usr/lib/x86_64-linux-gnu/glibc-hwcaps/x86-64-v3/libfoo.so.1.0",
+        &so("libfoo.so.1"),
+    );
+    put("/opt/l/libbar.so.2.5", &so("libbar.so.2"));
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/ld.so.conf"), "/opt/l\n").unwrap();
+    for format in ["new", "compat", "old"] {
+        let out = std::process::Command::new("ldconfig")
+            .arg("-r")
+            .arg(root)
+            .args(["-c", format])
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            return skip(&format!(
+                "ldconfig -r -c {format} failed (needs root for chroot): {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let mut fs = base();
+        copy_tree(&mut fs, root, "/");
+        exe(
+            &mut fs,
+            "/app",
+            &program(&["libfoo.so.1", "libbar.so.2", "libc.so.6"], None, None).build(),
+        );
+        let r = Resolver::new(&fs, &fs.env);
+        let cache = r.config().cache.as_ref().expect(format);
+        assert!(cache.len() >= 3, "{format}: {:?}", cache.entries());
+        let c = kept(&fs, "/app");
+        assert!(c.warnings.is_empty(), "{format}: {:?}", c.warnings);
+        for p in [
+            // ldconfig made the soname links; the cache points at them.
+            "/usr/lib/x86_64-linux-gnu/libfoo.so.1",
+            "/usr/lib/x86_64-linux-gnu/libfoo.so.1.0",
+            "/usr/lib/x86_64-linux-gnu/glibc-hwcaps/x86-64-v3/libfoo.so.1.0",
+            "/opt/l/libbar.so.2",
+            "/opt/l/libbar.so.2.5",
+        ] {
+            assert!(has(&c, p), "{format}: {p} missing: {:?}", c.kept.keys());
+        }
+    }
+}
+
+/// Copy a host directory tree into `fs` at `at` (files, directories, symlinks as they are).
+fn copy_tree(fs: &mut MemFs, host: &std::path::Path, at: &str) {
+    for e in std::fs::read_dir(host).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let path = ImagePath::new(at).join(&name);
+        let ty = e.file_type().unwrap();
+        if ty.is_symlink() {
+            let t = std::fs::read_link(e.path()).unwrap();
+            fs.symlink(path.as_str(), &t.to_string_lossy());
+        } else if ty.is_dir() {
+            if !fs.entries.contains_key(&path) {
+                fs.dir(path.as_str());
+            }
+            copy_tree(fs, &e.path(), path.as_str());
+        } else {
+            fs.file(path.as_str(), &std::fs::read(e.path()).unwrap());
+        }
+    }
 }
