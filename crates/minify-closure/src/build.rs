@@ -30,6 +30,8 @@ pub(crate) struct Builder<'a> {
     /// The first ELF program seen (entrypoint preferred): the architecture default-set
     /// libraries are looked up for.
     main_elf: Option<(Rc<ElfInfo>, Libc)>,
+    /// The image's working directory, where the entrypoint runs (absolute, as configured).
+    workdir: ImagePath,
 }
 
 /// Lookup kinds: a successful one means the workload needed the path to exist.
@@ -38,7 +40,9 @@ fn is_lookup(k: AccessKind) -> bool {
 }
 
 impl<'a> Builder<'a> {
-    pub(crate) fn new(fs: &'a dyn Rootfs) -> Self {
+    /// `workdir`: the image config's `WorkingDir` (empty or relative ones are taken from `/`,
+    /// as Docker does).
+    pub(crate) fn new(fs: &'a dyn Rootfs, workdir: &str) -> Self {
         Builder {
             fs,
             resolver: Resolver::new(fs, fs.env()),
@@ -46,6 +50,7 @@ impl<'a> Builder<'a> {
             warnings: Vec::new(),
             programs_done: HashSet::new(),
             main_elf: None,
+            workdir: ImagePath::new(workdir),
         }
     }
 
@@ -284,13 +289,22 @@ impl<'a> Builder<'a> {
             return;
         };
         let env = self.fs.env().to_vec();
-        let Some(found) = which(self.fs, first, &env) else {
-            self.warnings.push(format!(
-                "entrypoint {first} is not in the image (nor on its PATH)"
-            ));
+        if !self.workdir.is_root() {
+            // The runtime starts the workload in it; a symlink on the way must survive or
+            // the runtime would create an empty directory in its place.
+            let wd = self.workdir.to_string();
+            self.keep_resolved(&wd, true, Reason::Traced, "image working directory");
+        }
+        let Some(found) = self.locate(first, &env) else {
+            let wd = &self.workdir;
+            self.warnings.push(if is_relative_path(first) {
+                format!("entrypoint {first} is not in the image (looked up from the working directory {wd})")
+            } else {
+                format!("entrypoint {first} is not in the image (nor on its PATH)")
+            });
             return;
         };
-        self.add_program(found.as_str(), Reason::Traced, "image entrypoint", 0);
+        self.add_program(&found, Reason::Traced, "image entrypoint", 0);
         // `sh -c "exec prog args"`: the program the shell runs is the workload too.
         let is_shell = first
             .rsplit('/')
@@ -307,16 +321,22 @@ impl<'a> Builder<'a> {
             }
             if let Some(w) =
                 w.filter(|w| !w.contains(['$', '`', '(', ';', '|', '&', '<', '>', '=']))
-                && let Some(p) = which(self.fs, w, &env)
+                && let Some(p) = self.locate(w, &env)
             {
-                self.add_program(
-                    p.as_str(),
-                    Reason::Traced,
-                    "run by the image entrypoint's shell",
-                    0,
-                );
+                self.add_program(&p, Reason::Traced, "run by the image entrypoint's shell", 0);
             }
         }
+    }
+
+    /// Where the runtime finds the program `prog` that the entrypoint names: a relative path
+    /// with a `/` from the working directory (as the string `resolve` then follows, so `..`
+    /// after a symlink goes where the kernel would), anything else as [`which`] does.
+    fn locate(&self, prog: &str, env: &[String]) -> Option<String> {
+        if !is_relative_path(prog) {
+            return which(self.fs, prog, env).map(|p| p.to_string());
+        }
+        let raw = format!("{}/{prog}", self.workdir.as_str().trim_end_matches('/'));
+        resolve(self.fs, &raw, true).ok().map(|_| raw)
     }
 
     /// Keep a program with the symlinks to it, its ELF closure and `#!` interpreter.
@@ -663,6 +683,12 @@ fn build_excludes(pats: &[String]) -> Result<Option<GlobSet>, ClosureError> {
         pattern: pats.join(" "),
         reason: e.to_string(),
     })
+}
+
+/// A program path the kernel takes from the working directory: it has a `/` (so it is not
+/// looked up on `PATH`) but does not start with one.
+fn is_relative_path(prog: &str) -> bool {
+    prog.contains('/') && !prog.starts_with('/')
 }
 
 pub(crate) fn which(fs: &dyn Rootfs, name: &str, env: &[String]) -> Option<ImagePath> {

@@ -13,7 +13,9 @@
 //!   opened ELF file (`elf`);
 //! - `#!` interpreters of kept scripts, `#!/usr/bin/env NAME` looked up on the image's `PATH`
 //!   (`interpreter`);
-//! - the image's entrypoint/cmd program with its closure (it is the workload);
+//! - the image's entrypoint/cmd program with its closure (it is the workload): a relative
+//!   path such as `./server` is taken from the image's working directory
+//!   ([`compute_with_workdir`]), a bare name is looked up on the image's `PATH`;
 //! - user rules: `include` paths/globs, `include_bin` programs with their closure (`include`);
 //! - the default support sets ([`DefaultSets`]; `default-set`);
 //! - parent directories of everything kept (`parent`);
@@ -145,18 +147,36 @@ pub enum ClosureError {
 }
 
 /// Compute the kept set. `entrypoint` is the image's effective argv (entrypoint + cmd); it
-/// may be empty.
+/// may be empty. A relative program path in it is taken from `/`; use
+/// [`compute_with_workdir`] to give the image's working directory.
 pub fn compute(
     fs: &dyn Rootfs,
     trace: &Trace,
     entrypoint: &[String],
     opts: &ClosureOptions,
 ) -> Result<Closure, ClosureError> {
-    build::Builder::new(fs).run(trace, entrypoint, opts)
+    compute_with_workdir(fs, trace, entrypoint, "/", opts)
+}
+
+/// [`compute`] for an entrypoint that runs in `workdir`, the image config's `WorkingDir`
+/// (empty means `/`, as in Docker). The runtime execs the program in that directory, so a
+/// program path with a `/` that is not absolute (`./server`, `bin/app`) is resolved from it,
+/// symlinks followed inside the image (those on the way, the working directory's included,
+/// are kept). A bare name (`nginx`) is still looked up on the image's `PATH`. The working
+/// directory itself is kept when it exists.
+pub fn compute_with_workdir(
+    fs: &dyn Rootfs,
+    trace: &Trace,
+    entrypoint: &[String],
+    workdir: &str,
+    opts: &ClosureOptions,
+) -> Result<Closure, ClosureError> {
+    build::Builder::new(fs, workdir).run(trace, entrypoint, opts)
 }
 
 /// Look `name` up like `execvp` on the image's `PATH` (from its env, or the usual default);
-/// names with a `/` are taken as they are. Returns the path as found (before symlinks).
+/// names with a `/` are taken as they are (relative ones from `/`). Returns the path as found
+/// (before symlinks).
 pub fn which(fs: &dyn Rootfs, name: &str, env: &[String]) -> Option<ImagePath> {
     build::which(fs, name, env)
 }

@@ -1,7 +1,9 @@
 //! The closure rules over an in-memory image made of real Debian files copied from the host
 //! (programs with their real libraries) plus small synthetic files.
 
-use minify_closure::{ClosureError, ClosureOptions, DefaultSet, DefaultSets, compute};
+use minify_closure::{
+    ClosureError, ClosureOptions, DefaultSet, DefaultSets, compute, compute_with_workdir,
+};
 use minify_elf::testutil::{copy_host, copy_host_program, exe, parents};
 use minify_model::allowlist::SourceImage;
 use minify_model::rootfs::memfs::MemFs;
@@ -271,6 +273,105 @@ fn entrypoint_is_kept_with_its_closure() {
         c.warnings.iter().any(|w| w.contains("entrypoint nope")),
         "{:?}",
         c.warnings
+    );
+}
+
+#[test]
+fn relative_entrypoint_runs_from_the_working_dir() {
+    let mut fs = image();
+    let ls = fs.data[&ImagePath::new("/usr/bin/ls")].clone();
+    exe(&mut fs, "/app/server", &ls);
+    exe(&mut fs, "/app/run.sh", b"#!/bin/sh\nexec ./server\n");
+    let argv = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let run = |fs: &MemFs, wd: &str, a: &[&str]| {
+        compute_with_workdir(fs, &Trace::default(), &argv(a), wd, &no_sets()).unwrap()
+    };
+
+    let c = run(&fs, "/app", &["./server", "--port", "80"]);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert_eq!(
+        c.entries[&ImagePath::new("/app/server")].reason,
+        Reason::Traced
+    );
+    assert_eq!(
+        c.entries[&ImagePath::new("/app/server")].detail,
+        "image entrypoint"
+    );
+    assert!(c.contains("/usr/lib/x86_64-linux-gnu/libpcre2-8.so.0"));
+    assert_eq!(
+        c.entries[&ImagePath::new("/app")].detail,
+        "image working directory"
+    );
+    // Without the working directory the same argv is looked up from `/`, and said so.
+    let c = compute(&fs, &Trace::default(), &argv(&["./server"]), &no_sets()).unwrap();
+    assert!(!c.contains("/app/server"));
+    assert!(
+        c.warnings.iter().any(|w| w
+            == "entrypoint ./server is not in the image (looked up from the working directory /)"),
+        "{:?}",
+        c.warnings
+    );
+    // Empty and relative WorkingDir values are from `/`, like Docker.
+    assert!(run(&fs, "app", &["./server"]).contains("/app/server"));
+    assert!(run(&fs, "", &["app/server"]).contains("/app/server"));
+    // A bare name is a PATH lookup, never the working directory.
+    let c = run(&fs, "/app", &["server"]);
+    assert!(!c.contains("/app/server"));
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("entrypoint server is not in the image (nor on its PATH)")),
+        "{:?}",
+        c.warnings
+    );
+    assert!(run(&fs, "/app", &["ls"]).contains("/usr/bin/ls"));
+    // A script, and a shell running the program.
+    let c = run(&fs, "/app", &["./run.sh"]);
+    assert!(
+        c.contains("/app/run.sh") && c.contains("/usr/bin/dash"),
+        "{:?}",
+        c.warnings
+    );
+    let c = run(&fs, "/app", &["/bin/sh", "-c", "exec ./server -x"]);
+    assert!(c.contains("/app/server"), "{:?}", c.warnings);
+    assert_eq!(
+        c.entries[&ImagePath::new("/app/server")].detail,
+        "run by the image entrypoint's shell"
+    );
+}
+
+#[test]
+fn relative_entrypoint_follows_symlinks_like_the_kernel() {
+    // WORKDIR /app is a link to /opt/app, whose `bin` is a link to /opt/tools/bin: the
+    // kernel resolves `./bin/../server` to /opt/tools/server (not the lexical
+    // /opt/app/server), and the links on the way must stay in the image.
+    let mut fs = image();
+    let ls = fs.data[&ImagePath::new("/usr/bin/ls")].clone();
+    parents(&mut fs, "/opt/app/x");
+    fs.symlink("/app", "opt/app");
+    fs.symlink("/opt/app/bin", "../tools/bin");
+    fs.dir("/opt/tools").dir("/opt/tools/bin");
+    exe(&mut fs, "/opt/tools/server", &ls);
+    exe(&mut fs, "/opt/app/server", b"decoy");
+    let c = compute_with_workdir(
+        &fs,
+        &Trace::default(),
+        &["./bin/../server".into()],
+        "/app",
+        &no_sets(),
+    )
+    .unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert!(c.contains("/opt/tools/server"));
+    assert!(!c.contains("/opt/app/server"));
+    assert_eq!(c.entries[&ImagePath::new("/app")].reason, Reason::Symlink);
+    assert_eq!(
+        c.entries[&ImagePath::new("/opt/app/bin")].reason,
+        Reason::Symlink
+    );
+    assert_eq!(
+        c.entries[&ImagePath::new("/opt/app")].reason,
+        Reason::Traced
     );
 }
 

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use minify_closure::{ClosureOptions, compute};
+use minify_closure::{ClosureOptions, compute, compute_with_workdir};
 use minify_image::{ImageRef, PackOptions, RootfsView, SourceImage, pack};
 use minify_model::allowlist::SourceImage as AllowlistSource;
 use minify_model::{ImagePath, Rootfs as _};
@@ -261,8 +261,13 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
 
     // --- closure and allowlist.
     progress.phase("computing the file closure");
-    let argv = plan.overrides.apply(&info).argv();
-    let closure = tokio::task::block_in_place(|| compute(&view, &trace, &argv, &plan.closure))?;
+    // The run config the container had: its argv and the working directory a relative
+    // program path in it is taken from.
+    let ran = plan.overrides.apply(&info);
+    let argv = ran.argv();
+    let closure = tokio::task::block_in_place(|| {
+        compute_with_workdir(&view, &trace, &argv, &ran.workdir, &plan.closure)
+    })?;
     let allowlist = closure.to_allowlist(
         AllowlistSource {
             image: plan.image.clone(),
