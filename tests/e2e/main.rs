@@ -5,6 +5,7 @@
 mod closure;
 mod common;
 mod fixtures_smoke;
+mod gc;
 mod image;
 mod run;
 mod trace;

@@ -15,7 +15,9 @@ use std::sync::Mutex;
 
 use minify_fixtures::{TestContext, fixture, require_docker, require_ebpf, require_root};
 
-static SERIAL: Mutex<()> = Mutex::new(());
+/// Held by every test here and in `gc.rs`: each keeps both cores busy, and the cleanup checks
+/// look for leftovers by name.
+pub(crate) static SERIAL: Mutex<()> = Mutex::new(());
 
 fn can_run() -> bool {
     require_root() && require_docker() && require_ebpf()
@@ -492,4 +494,188 @@ fn bad_include_fails_before_tracing() {
     // Nothing was run: no probe result was printed.
     assert!(!stderr.contains("passed"), "{stderr}");
     assert!(start.elapsed().as_secs() < 30);
+}
+
+/// The line a run prints when it verifies a file output on a copy in the daemon:
+/// `(copy name, copy id)`.
+fn verify_copy(stderr: &str) -> (String, String) {
+    let marker = "on a temporary copy in the Docker daemon, ";
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("no verify copy named in: {stderr}"));
+    let rest = &line[line.find(marker).unwrap() + marker.len()..];
+    let (name, id) = rest.split_once(" (").unwrap();
+    (name.to_owned(), id.trim_end_matches(')').to_owned())
+}
+
+/// Temporary verify images whose tag (their owner) starts with `pid-`.
+fn verify_images_of(pid: u32) -> Vec<String> {
+    minify_fixtures::docker(["images", "--format", "{{.Repository}}:{{.Tag}}"])
+        .unwrap()
+        .lines()
+        .filter(|r| {
+            r.starts_with(&format!("{}/", minify_runtime::VERIFY_REPO))
+                && r.rsplit_once(':')
+                    .is_some_and(|(_, tag)| tag.starts_with(&format!("{pid}-")))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `minify run` as a child, to learn its pid; waits for it and echoes like `run`.
+fn run_child(cmd: &mut Command) -> (u32, std::process::Output) {
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    eprintln!(
+        "--- {:?}: {}\n{}",
+        cmd.get_args().collect::<Vec<_>>(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (pid, out)
+}
+
+/// The config digest an oci-archive's only manifest names, checked against the config blob's
+/// own sha256.
+fn oci_archive_config_digest(archive: &Path, scratch: &Path) -> String {
+    fs_err::create_dir_all(scratch).unwrap();
+    let st = Command::new("tar")
+        .arg("-xf")
+        .arg(archive)
+        .arg("-C")
+        .arg(scratch)
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar -xf {}", archive.display());
+    let json = |p: std::path::PathBuf| -> serde_json::Value {
+        serde_json::from_str(&fs_err::read_to_string(p).unwrap()).unwrap()
+    };
+    let blob = |digest: &str| {
+        scratch
+            .join("blobs/sha256")
+            .join(&digest["sha256:".len()..])
+    };
+    let index = json(scratch.join("index.json"));
+    let manifests = index["manifests"].as_array().unwrap();
+    assert_eq!(manifests.len(), 1, "{index:#}");
+    let manifest = json(blob(manifests[0]["digest"].as_str().unwrap()));
+    let config = manifest["config"]["digest"].as_str().unwrap().to_owned();
+    let sum = Command::new("sha256sum")
+        .arg(blob(&config))
+        .output()
+        .unwrap();
+    let sum = String::from_utf8_lossy(&sum.stdout);
+    assert_eq!(
+        format!("sha256:{}", sum.split_whitespace().next().unwrap()),
+        config,
+        "the config blob does not hash to its digest"
+    );
+    config
+}
+
+#[test]
+fn file_output_is_verified_on_a_temporary_copy() {
+    if !can_run() {
+        return;
+    }
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let image = fixture("nginx").unwrap();
+    let ctx = TestContext::new().unwrap();
+    let archive = ctx.temp_dir().join("nginx-min.oci.tar");
+    let allowlist = ctx.temp_dir().join("allowlist.json");
+    let report_path = ctx.temp_dir().join("report.json");
+    let (pid, o) = run_child(
+        minify()
+            .args(["run", &image, "--probe-http", "/", "--tag"])
+            .arg(format!("oci-archive:{}", archive.display()))
+            .arg("--allowlist-out")
+            .arg(&allowlist)
+            .arg("--report")
+            .arg(&report_path),
+    );
+    assert_eq!(o.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("verify: passed"), "{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&fs_err::read_to_string(&report_path).unwrap()).unwrap();
+    assert_eq!(report["verify"], "passed", "{report:#}");
+    assert_eq!(
+        report["probes"][0]["minified"]["passed"], true,
+        "{report:#}"
+    );
+
+    // The copy ran was the file's image: the daemon's id for it is the archive's config
+    // digest, and the copy is gone.
+    let (copy, copy_id) = verify_copy(&stderr);
+    assert!(copy.starts_with("minify-verify/"), "{copy}");
+    let config = oci_archive_config_digest(&archive, &ctx.temp_dir().join("unpacked"));
+    assert_eq!(copy_id, config);
+    assert_eq!(report["output_id"], config.as_str());
+    assert!(!minify_fixtures::image_exists(&copy), "{copy} left behind");
+    assert!(
+        verify_images_of(pid).is_empty(),
+        "temporary images left: {:?}",
+        verify_images_of(pid)
+    );
+
+    // Byte for byte what it is without verify: `minify build` (which never verifies) from
+    // the same allowlist.
+    let unverified = ctx.temp_dir().join("built.oci.tar");
+    let o = run(minify()
+        .args(["build", &image, "--allowlist"])
+        .arg(&allowlist)
+        .arg("--tag")
+        .arg(format!("oci-archive:{}", unverified.display())));
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        fs_err::read(&archive).unwrap() == fs_err::read(&unverified).unwrap(),
+        "the verified run wrote another archive than minify build"
+    );
+}
+
+#[test]
+fn file_output_failing_verification_is_not_written() {
+    // As in probe_that_fails_only_on_the_minified_image_exits_1: a host-side read of a file
+    // the workload never touches passes on the original only.
+    if !can_run() {
+        return;
+    }
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let image = fixture("nginx").unwrap();
+    let ctx = TestContext::new().unwrap();
+    let archive = ctx.temp_dir().join("never.tar");
+    let probe = "docker cp \"$MINIFY_CONTAINER:/etc/debian_version\" - >/dev/null";
+    let (pid, o) = run_child(
+        minify()
+            .args(["run", &image, "--probe-cmd", probe, "--tag"])
+            .arg(format!("docker-archive:{}", archive.display())),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("verify: FAILED"), "{stderr}");
+    assert!(
+        stderr.contains("was not written, because verification failed"),
+        "{stderr}"
+    );
+    let (copy, _) = verify_copy(&stderr);
+    assert!(!archive.exists(), "{} written", archive.display());
+    // Nor a temporary sibling of it.
+    let names: Vec<String> = fs_err::read_dir(ctx.temp_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+    assert!(!minify_fixtures::image_exists(&copy), "{copy} left behind");
+    assert!(verify_images_of(pid).is_empty());
 }

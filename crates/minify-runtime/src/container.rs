@@ -256,7 +256,11 @@ impl Container {
     }
 }
 
-async fn remove_async(docker: &Docker, id: &str, name: &str) -> Result<(), RuntimeError> {
+pub(crate) async fn remove_async(
+    docker: &Docker,
+    id: &str,
+    name: &str,
+) -> Result<(), RuntimeError> {
     let opts = RemoveContainerOptionsBuilder::default()
         .force(true)
         .v(true)
@@ -288,41 +292,55 @@ impl Drop for Container {
         if self.removed {
             return;
         }
-        let docker = self.docker.clone();
         let id = self.id.clone();
         let name = self.name.clone();
-        let parent = self.cgroup_parent.clone();
-        let job = move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            match rt {
-                Ok(rt) => {
-                    // The caller's client is bound to its runtime's reactor; make a new one.
-                    let res = rt.block_on(async {
-                        let docker = Docker::connect_with_local_defaults()
-                            .map_or(docker, |d| d.with_timeout(Duration::from_mins(1)));
-                        let docker = docker
-                            .negotiate_version()
-                            .await
-                            .map_err(|source| RuntimeError::Connect { source })?;
-                        remove_async(&docker, &id, &name).await
-                    });
-                    if let Err(e) = res {
-                        tracing::warn!("cleanup: {e}");
-                    }
-                }
-                Err(e) => tracing::warn!("cleanup of container {name}: no runtime: {e}"),
-            }
-            if let Some(p) = parent
-                && let Err(e) = remove_v1_controller_dirs(&p)
-            {
-                tracing::warn!("cleanup: {e}");
-            }
-        };
-        if std::thread::spawn(job).join().is_err() {
-            tracing::warn!("cleanup of container {} panicked", self.name);
+        cleanup_blocking(
+            &format!("container {}", self.name),
+            self.docker.clone(),
+            move |docker| async move { remove_async(&docker, &id, &name).await },
+        );
+        if let Some(p) = &self.cgroup_parent
+            && let Err(e) = remove_v1_controller_dirs(p)
+        {
+            tracing::warn!("cleanup: {e}");
         }
+    }
+}
+
+/// Run an async cleanup `job` to its end from a `Drop`, which cannot await: on a fresh thread
+/// with its own small tokio runtime and its own Docker client (the caller's client is bound to
+/// its runtime's reactor, which may be shutting down), waiting for it, so the process does not
+/// exit before the cleanup is done.
+pub(crate) fn cleanup_blocking<F, Fut>(what: &str, fallback: Docker, job: F)
+where
+    F: FnOnce(Docker) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), RuntimeError>>,
+{
+    let label = what.to_owned();
+    let run = move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        match rt {
+            Ok(rt) => {
+                let res = rt.block_on(async {
+                    let docker = Docker::connect_with_local_defaults()
+                        .map_or(fallback, |d| d.with_timeout(Duration::from_mins(1)));
+                    let docker = docker
+                        .negotiate_version()
+                        .await
+                        .map_err(|source| RuntimeError::Connect { source })?;
+                    job(docker).await
+                });
+                if let Err(e) = res {
+                    tracing::warn!("cleanup: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("cleanup of {label}: no runtime: {e}"),
+        }
+    };
+    if std::thread::spawn(run).join().is_err() {
+        tracing::warn!("cleanup of {what} panicked");
     }
 }
 

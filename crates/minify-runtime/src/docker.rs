@@ -7,18 +7,18 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig};
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveImageOptionsBuilder,
-};
+use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveImageOptionsBuilder};
 use serde::Serialize;
 
 use crate::container::Container;
-use crate::{LABEL, RuntimeError, validate_cgroup_parent};
+use crate::{LABEL, OWNER_LABEL, Owner, RuntimeError, validate_cgroup_parent};
 
 /// A connection to the Docker daemon.
 #[derive(Clone, Debug)]
 pub struct Runtime {
     pub(crate) docker: Docker,
+    /// This process, recorded on everything it makes (see [`Owner`]).
+    pub(crate) owner: Owner,
 }
 
 /// One port an image declares with `EXPOSE`.
@@ -172,6 +172,7 @@ impl Runtime {
     /// Connect to the local daemon (`DOCKER_HOST` or `/var/run/docker.sock`) and agree on an
     /// API version (Docker 20.10 speaks 1.41, older than bollard's default).
     pub async fn connect() -> Result<Self, RuntimeError> {
+        let owner = Owner::current().map_err(|source| RuntimeError::Owner { source })?;
         let docker = Docker::connect_with_local_defaults()
             .map_err(|source| RuntimeError::Connect { source })?
             // Our own timeouts bound every wait; bollard's 2-minute default would cut long
@@ -185,7 +186,12 @@ impl Runtime {
             .ping()
             .await
             .map_err(|source| RuntimeError::Connect { source })?;
-        Ok(Runtime { docker })
+        Ok(Runtime { docker, owner })
+    }
+
+    /// This process, as recorded on the containers and images it makes.
+    pub fn owner(&self) -> &Owner {
+        &self.owner
     }
 
     /// The underlying bollard client, for callers that need another API.
@@ -252,7 +258,10 @@ impl Runtime {
             working_dir: o.workdir.clone(),
             user: o.user.clone(),
             stop_signal: image.stop_signal.clone(),
-            labels: Some(HashMap::from([(LABEL.to_owned(), "1".to_owned())])),
+            labels: Some(HashMap::from([
+                (LABEL.to_owned(), "1".to_owned()),
+                (OWNER_LABEL.to_owned(), self.owner.to_string()),
+            ])),
             host_config: Some(HostConfig {
                 cgroup_parent: spec.cgroup_parent.clone(),
                 privileged: Some(false),
@@ -293,35 +302,25 @@ impl Runtime {
         Ok(container)
     }
 
-    /// Containers left behind by killed runs (labelled [`LABEL`]), as ids.
-    pub async fn leftovers(&self) -> Result<Vec<String>, RuntimeError> {
-        let opts = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&HashMap::from([("label", vec![format!("{LABEL}=1")])]))
-            .build();
-        let list = self
-            .docker
-            .list_containers(Some(opts))
-            .await
-            .map_err(docker_err("listing minify containers"))?;
-        Ok(list.into_iter().filter_map(|c| c.id).collect())
-    }
-
-    /// Remove an image (e.g. a verify failure's output when asked to). Missing is fine.
+    /// Remove an image reference (e.g. a verify failure's output when asked to): a name is
+    /// untagged, and the image goes when nothing else names it. Missing is fine.
     pub async fn remove_image(&self, image: &str) -> Result<(), RuntimeError> {
-        match self
-            .docker
-            .remove_image(
-                image,
-                Some(RemoveImageOptionsBuilder::default().noprune(false).build()),
-                None,
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(docker_err(format!("removing image {image}"))(e)),
-        }
+        remove_image_async(&self.docker, image).await
+    }
+}
+
+pub(crate) async fn remove_image_async(docker: &Docker, image: &str) -> Result<(), RuntimeError> {
+    match docker
+        .remove_image(
+            image,
+            Some(RemoveImageOptionsBuilder::default().noprune(false).build()),
+            None,
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(docker_err(format!("removing image {image}"))(e)),
     }
 }
 

@@ -12,8 +12,11 @@
 //!   its very first exec. Docker's cgroupfs driver also makes v1 controller directories
 //!   `/sys/fs/cgroup/<ctrl>/<parent>`; [`Container::remove`] (and `Drop`) remove them once the
 //!   container is gone. The v2 directory belongs to whoever made it (the tracer).
-//! - Every container is named `minify-<random>` and labelled [`LABEL`]`=1`, so leftovers of a
-//!   killed run can be found ([`Runtime::leftovers`]).
+//! - Every container is named `minify-<random>`, labelled [`LABEL`]`=1` and carries the
+//!   process that made it in [`OWNER_LABEL`] ([`Owner`]), so leftovers of a killed run can
+//!   be told from runs in progress and removed ([`Runtime::gc_plan`], `minify gc`).
+//! - [`Runtime::temp_image`] names a temporary image (`minify-verify/<random>:<owner>`, e.g.
+//!   a copy of a file output to verify) and removes it when dropped.
 //! - Probes ([`Probe`]) run on the host (`sh -c`), inside the container (Docker exec, without
 //!   a shell when the command needs none) or as HTTP GETs on every exposed TCP port; each
 //!   gives a [`ProbeResult`] and never an error, so a failing probe is data, not a crash.
@@ -21,11 +24,20 @@
 mod cgroup;
 mod container;
 mod docker;
+mod gc;
+mod image;
+mod owner;
 mod probe;
 
-pub use cgroup::{CgroupError, remove_v1_controller_dirs, validate_cgroup_parent};
+pub use cgroup::{
+    CgroupError, CgroupLayout, TraceCgroupDirs, is_trace_cgroup_name, remove_v1_controller_dirs,
+    trace_cgroups, validate_cgroup_parent,
+};
 pub use container::{Container, Readiness};
 pub use docker::{ExposedPort, ImageInfo, Overrides, RunSpec, Runtime};
+pub use gc::{CGROUP_GRACE, CgroupPin, GcPlan, Kept, Leftover, VERIFY_REPO};
+pub use image::TempImage;
+pub use owner::{BadOwner, Liveness, OWNER_LABEL, Owner};
 pub use probe::{ExecMode, Probe, ProbeOutcome, ProbeResult, exec_mode, truncate_output};
 
 /// The label every container minify creates carries (value `1`).
@@ -76,16 +88,29 @@ pub enum RuntimeError {
         secs: u64,
         logs: String,
     },
-    /// The cgroup parent name is not usable.
+    /// The cgroup parent name is not usable, or a cgroup directory could not be removed.
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    /// This process's own pid and start time cannot be read (no `/proc`?); containers would
+    /// carry no owner, and `minify gc` could not tell them from leftovers.
+    #[error("cannot read this process's pid and start time from /proc: {source}")]
+    Owner {
+        #[source]
+        source: std::io::Error,
+    },
+    /// A cleanup task failed to run to its end.
+    #[error("cleanup task failed: {0}")]
+    Cleanup(String),
 }
 
 impl RuntimeError {
     /// Whether this is a problem with the machine (exit 3) rather than with the input.
     pub fn is_environment(&self) -> bool {
         match self {
-            RuntimeError::Connect { .. } | RuntimeError::Cgroup(_) => true,
+            RuntimeError::Connect { .. }
+            | RuntimeError::Cgroup(_)
+            | RuntimeError::Owner { .. }
+            | RuntimeError::Cleanup(_) => true,
             RuntimeError::Docker { source, .. } => !matches!(
                 source,
                 bollard::errors::Error::DockerResponseServerError {

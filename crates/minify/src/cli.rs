@@ -31,6 +31,8 @@ pub enum Command {
     Trace(TraceArgs),
     /// Check what this machine allows: eBPF attach types, BTF, tracefs, privileges, Docker.
     Doctor(DoctorArgs),
+    /// Remove what killed minify runs left behind: containers, temporary images, cgroups.
+    Gc(GcArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -186,6 +188,15 @@ pub struct TraceArgs {
     /// The command to trace, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<std::ffi::OsString>,
+}
+
+/// `minify gc`. Only resources whose minify process is gone are removed: a run in progress
+/// on this host is never touched.
+#[derive(Debug, clap::Args)]
+pub struct GcArgs {
+    /// List what would be removed, and remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `minify doctor`.

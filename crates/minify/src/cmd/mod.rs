@@ -2,6 +2,7 @@
 
 mod build;
 mod doctor;
+mod gc;
 mod inspect;
 mod merge;
 mod run;
@@ -17,6 +18,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Inspect(args) => inspect::run(&args),
         Command::Trace(args) => trace::run(&args),
         Command::Doctor(args) => doctor::run(&args),
+        Command::Gc(args) => gc::run(&args),
     }
 }
 

@@ -1,10 +1,17 @@
 //! The `minify run` pipeline: open -> trace a real run with probes -> closure -> allowlist ->
 //! pack -> write -> verify. One direction, each phase timed for the report.
 //!
-//! Cleanup is by ownership: the container, the tracer and its cgroup, and the source/pack
-//! temp dirs are guards declared in an order that drops the container first (its cgroup must
-//! be empty before the tracer's cgroup can be removed). Ctrl-C drops this whole future (see
-//! `cmd/run.rs`), which runs the same guards.
+//! Cleanup is by ownership: the container, the tracer and its cgroup, the temporary verify
+//! image and the source/pack temp dirs are guards declared in an order that drops each
+//! container first (its cgroup must be empty before the tracer's cgroup can be removed, and
+//! an image in use by a container cannot be removed). Ctrl-C drops this whole future (see
+//! `cmd/run.rs`), which runs the same guards. What a SIGKILL leaves, `minify gc` finds by the
+//! owner recorded on it.
+//!
+//! A file output (`docker-archive:`, `oci:`, `oci-archive:`) is verified on a copy loaded into
+//! the daemon under a temporary name ([`minify_runtime::TempImage`]): the same packed image,
+//! so the same id. The file is written only once verification passed, so a failed run never
+//! leaves it at the requested path.
 
 pub mod progress;
 
@@ -16,7 +23,9 @@ use minify_closure::{ClosureOptions, compute, compute_with_workdir};
 use minify_image::{ImageRef, PackOptions, RootfsView, SourceImage, pack};
 use minify_model::allowlist::SourceImage as AllowlistSource;
 use minify_model::{ImagePath, Rootfs as _};
-use minify_runtime::{Container, Overrides, Probe, ProbeResult, Readiness, RunSpec, Runtime};
+use minify_runtime::{
+    CgroupPin, Container, Overrides, Probe, ProbeResult, Readiness, RunSpec, Runtime,
+};
 use minify_trace::{TraceCgroup, TraceOptions, Tracer};
 
 use crate::report::{FileSize, MainProcess, ProbeReport, Report, SetReport, VerifyStatus};
@@ -186,6 +195,10 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
         plan.probes.len()
     ));
     let cgroup = TraceCgroup::create().map_err(crate::lib_error)?;
+    // Tells `minify gc` this cgroup is in use even while no process runs in it.
+    let pin = CgroupPin::open(cgroup.path())
+        .with_context(|| format!("opening the trace cgroup {}", cgroup.path().display()))
+        .map_err(crate::env_error)?;
     let mut topts = TraceOptions::default();
     if let Some(n) = plan.ring_bytes {
         topts.ring_bytes = n;
@@ -221,6 +234,7 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
     container.remove().await.map_err(crate::lib_error)?;
     let trace = tokio::task::block_in_place(|| tracer.finish()).map_err(crate::lib_error)?;
     drop(cgroup);
+    drop(pin);
     report.readiness = Some(readiness);
     report.main_process = main;
     report.events = trace.events.len() as u64;
@@ -332,15 +346,15 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
         tokio::task::block_in_place(|| pack(&view, &source, &paths, &PackOptions::default()))
             .context("packing the minified image")?;
     timer.lap("pack");
-    progress.phase(format!("writing {}", plan.output));
-    let id = packed
-        .write_to(&plan.output, plan.force)
-        .await
-        .map_err(|e| {
-            crate::lib_error(minify_image::ImageError::from(e))
-                .context(format!("writing {}", plan.output))
-        })?;
-    report.output_id = id.to_string();
+    report.output_id = packed.id().to_string();
+    // A file output to verify is written after verification (on a daemon copy): a failed run
+    // must not leave it at the requested path. Everything else is written now.
+    let verify_copy = (plan.verify && plan.output.is_file()).then(|| runtime.temp_image());
+    let write_after_verify = verify_copy.is_some();
+    if !write_after_verify {
+        write_output(plan, &packed, &mut report, progress).await?;
+        timer.lap("write");
+    }
     report.size_after = match &plan.output {
         ImageRef::Daemon(name) => {
             runtime
@@ -356,15 +370,30 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
     } else {
         report.size_before as f64 / report.size_after as f64
     };
-    drop(packed);
     drop(view);
     drop(source);
-    timer.lap("write");
 
     // --- verify: the same run, untraced, on the new image; every probe again.
     let mut code = 0;
-    let verify_image = match &plan.output {
-        ImageRef::Daemon(name) if plan.verify => Some(name.clone()),
+    let verify_image = match (&plan.output, &verify_copy) {
+        (_, Some(copy)) => {
+            let name = copy.reference().to_owned();
+            progress.phase(format!("loading {name} to verify {}", plan.output));
+            let id = packed
+                .write_to(&ImageRef::Daemon(name.clone()), false)
+                .await
+                .map_err(|e| {
+                    crate::lib_error(minify_image::ImageError::from(e))
+                        .context(format!("loading {name} to verify {}", plan.output))
+                })?;
+            // The sink checked that the daemon gives the copy this id: the file's own.
+            progress.println(&format!(
+                "minify: verifying {} on a temporary copy in the Docker daemon, {name} ({id})",
+                plan.output
+            ));
+            Some(name)
+        }
+        (ImageRef::Daemon(name), None) if plan.verify => Some(name.clone()),
         _ => None,
     };
     let mut minified: Vec<Option<ProbeResult>> = vec![None; originals.len()];
@@ -431,16 +460,33 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
             report.verify = Some(VerifyStatus::Failed);
             code = exit::VERIFY_FAILED;
         }
+        if let Some(copy) = verify_copy {
+            let name = copy.reference().to_owned();
+            if let Err(e) = copy.remove().await {
+                report
+                    .warnings
+                    .push(format!("could not remove the verify copy {name}: {e}"));
+            }
+        }
         timer.lap("verify");
+        if write_after_verify {
+            if code == 0 {
+                write_output(plan, &packed, &mut report, progress).await?;
+                timer.lap("write");
+            } else {
+                report.warnings.insert(
+                    0,
+                    format!(
+                        "{} was not written, because verification failed",
+                        plan.output
+                    ),
+                );
+            }
+        }
     } else {
         report.verify = Some(VerifyStatus::Skipped);
-        if plan.verify {
-            report.warnings.push(format!(
-                "verify skipped: {} is not in the Docker daemon",
-                plan.output
-            ));
-        }
     }
+    drop(packed);
     report.probes = originals
         .into_iter()
         .zip(minified)
@@ -452,6 +498,25 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
         .collect();
     report.timings_ms = timer.0;
     Ok(RunOutcome { report, code })
+}
+
+/// Write the packed image to the requested output.
+async fn write_output(
+    plan: &RunPlan,
+    packed: &minify_image::PackedImage,
+    report: &mut Report,
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    progress.phase(format!("writing {}", plan.output));
+    let id = packed
+        .write_to(&plan.output, plan.force)
+        .await
+        .map_err(|e| {
+            crate::lib_error(minify_image::ImageError::from(e))
+                .context(format!("writing {}", plan.output))
+        })?;
+    report.output_id = id.to_string();
+    Ok(())
 }
 
 /// Wait for readiness, then run every probe in order (stopping at the first failure when

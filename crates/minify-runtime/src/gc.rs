@@ -1,0 +1,535 @@
+//! `minify gc`: find what killed minify runs left behind, and remove it.
+//!
+//! A `minify` killed with SIGKILL runs no cleanup. What it can leave:
+//! - containers labelled [`LABEL`]`=1`, their owner in [`OWNER_LABEL`];
+//! - temporary images: `minify-verify/<random>:<owner>` (the copy of a file output that
+//!   verification runs) and `minify-load:<id>-<pid>` (minify-image loads an output under
+//!   that tag before giving it its real name);
+//! - the tracer's cgroups `minify-<12 hex>` in the v2 tree, and the directories Docker makes
+//!   under that name in every v1 hierarchy.
+//!
+//! Only what belongs to a process that is gone is removed, so a run in progress on the same
+//! host is never touched. Containers and images say who made them ([`Owner`]). Containers
+//! made before owners were recorded are removed only while no `minify` process runs at all.
+//! Cgroups carry no owner. One is a leftover when the container it was made for is one, or
+//! when all of these hold: no process is in it, no container of a running minify uses it,
+//! no process holds it open (a running `minify run` keeps a [`CgroupPin`] on its cgroup), and
+//! it is older than [`CGROUP_GRACE`] (other tools that make trace cgroups leave one empty for
+//! a moment between `mkdir` and starting their workload).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use bollard::query_parameters::{
+    InspectContainerOptions, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
+};
+
+use crate::cgroup::{CgroupLayout, TraceCgroupDirs, trace_cgroups};
+use crate::container::remove_async;
+use crate::docker::{docker_err, remove_image_async};
+use crate::owner::{Liveness, Owner, other_minify_processes};
+use crate::{
+    LABEL, OWNER_LABEL, Runtime, RuntimeError, is_trace_cgroup_name, remove_v1_controller_dirs,
+};
+
+/// The repository of temporary verification images (`minify-verify/<random>:<owner>`).
+pub const VERIFY_REPO: &str = "minify-verify";
+
+/// The repository minify-image loads an output under before tagging it
+/// (`minify-load:<short id>-<pid>`).
+const LOAD_REPO: &str = "minify-load";
+
+/// An empty trace cgroup younger than this is left alone: its run may still be starting.
+pub const CGROUP_GRACE: Duration = Duration::from_mins(1);
+
+/// Something a killed run left behind.
+#[derive(Clone, Debug)]
+pub enum Leftover {
+    Container {
+        id: String,
+        name: String,
+        /// Its `HostConfig.CgroupParent`.
+        cgroup_parent: Option<String>,
+        why: String,
+    },
+    Image {
+        reference: String,
+        why: String,
+    },
+    Cgroup {
+        name: String,
+        dirs: TraceCgroupDirs,
+        why: String,
+    },
+}
+
+impl Leftover {
+    /// Why it is a leftover.
+    pub fn why(&self) -> &str {
+        match self {
+            Leftover::Container { why, .. }
+            | Leftover::Image { why, .. }
+            | Leftover::Cgroup { why, .. } => why,
+        }
+    }
+}
+
+impl std::fmt::Display for Leftover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Leftover::Container { id, name, .. } => {
+                write!(f, "container {name} ({})", &id[..id.len().min(12)])
+            }
+            Leftover::Image { reference, .. } => write!(f, "image {reference}"),
+            Leftover::Cgroup { name, dirs, .. } => {
+                let n = dirs.all().count();
+                write!(
+                    f,
+                    "cgroup {name} ({n} director{})",
+                    if n == 1 { "y" } else { "ies" }
+                )
+            }
+        }
+    }
+}
+
+/// Something of minify's that stays, and why.
+#[derive(Clone, Debug)]
+pub struct Kept {
+    /// `container minify-..`, `image ..`, `cgroup ..`.
+    pub what: String,
+    pub why: String,
+}
+
+/// What `minify gc` would remove (in this order: containers, images, cgroups) and keep.
+#[derive(Clone, Debug, Default)]
+pub struct GcPlan {
+    pub remove: Vec<Leftover>,
+    pub kept: Vec<Kept>,
+}
+
+/// An open handle on a trace cgroup directory: while a process holds one, `minify gc` knows
+/// the cgroup is in use even when no process runs in it (before its container starts, or
+/// after the workload exited). It does not keep the directory from being removed.
+#[derive(Debug)]
+pub struct CgroupPin {
+    _dir: fs_err::File,
+}
+
+impl CgroupPin {
+    /// Open `dir` (the trace cgroup's v2 directory) and hold it until dropped.
+    pub fn open(dir: &Path) -> std::io::Result<CgroupPin> {
+        Ok(CgroupPin {
+            _dir: fs_err::File::open(dir)?,
+        })
+    }
+}
+
+/// Keep or remove, with the reason.
+enum Verdict {
+    Keep(String),
+    Remove(String),
+}
+
+/// Judge a resource by its recorded owner. `others` lists the running minify processes, for
+/// resources made before owners were recorded.
+fn judge(owner: Option<&str>, others: &[(u32, String)]) -> Verdict {
+    match owner.map(str::parse::<Owner>) {
+        Some(Ok(o)) => match o.liveness() {
+            Liveness::Alive => Verdict::Keep(format!("its minify (pid {}) is running", o.pid)),
+            Liveness::Unknown(why) => Verdict::Keep(why),
+            Liveness::Gone(why) => Verdict::Remove(why),
+        },
+        _ => match others.first() {
+            Some((pid, exe)) => Verdict::Keep(format!(
+                "it records no owner (an older minify made it) and minify pid {pid} ({exe}) is running"
+            )),
+            None => Verdict::Remove(
+                "it records no owner (an older minify made it) and no minify is running".into(),
+            ),
+        },
+    }
+}
+
+impl Runtime {
+    /// Look for leftovers (nothing is changed).
+    pub async fn gc_plan(&self) -> Result<GcPlan, RuntimeError> {
+        let mut plan = GcPlan::default();
+        let others = other_minify_processes();
+
+        // Containers.
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&HashMap::from([("label", vec![format!("{LABEL}=1")])]))
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(docker_err("listing minify containers"))?;
+        // Cgroup parent -> the container using it (dead: being removed; live: why kept).
+        let mut dead_parents: BTreeMap<String, String> = BTreeMap::new();
+        let mut live_parents: BTreeMap<String, String> = BTreeMap::new();
+        for c in list {
+            let Some(id) = c.id else { continue };
+            let name = c
+                .names
+                .and_then(|n| n.into_iter().next())
+                .map_or_else(|| id.clone(), |n| n.trim_start_matches('/').to_owned());
+            let labels = c.labels.unwrap_or_default();
+            let cgroup_parent = match self
+                .docker
+                .inspect_container(&id, None::<InspectContainerOptions>)
+                .await
+            {
+                Ok(ins) => ins
+                    .host_config
+                    .and_then(|h| h.cgroup_parent)
+                    .filter(|p| !p.is_empty()),
+                // Removed meanwhile (its run just finished): nothing to do.
+                Err(e) if crate::docker::is_not_found(&e) => continue,
+                Err(e) => return Err(docker_err(format!("inspecting container {name}"))(e)),
+            };
+            match judge(labels.get(OWNER_LABEL).map(String::as_str), &others) {
+                Verdict::Keep(why) => {
+                    if let Some(p) = &cgroup_parent {
+                        live_parents.insert(p.clone(), format!("container {name} uses it; {why}"));
+                    }
+                    plan.kept.push(Kept {
+                        what: format!("container {name}"),
+                        why,
+                    });
+                }
+                Verdict::Remove(why) => {
+                    if let Some(p) = &cgroup_parent {
+                        dead_parents.insert(p.clone(), name.clone());
+                    }
+                    plan.remove.push(Leftover::Container {
+                        id,
+                        name,
+                        cgroup_parent,
+                        why,
+                    });
+                }
+            }
+        }
+
+        // Temporary images.
+        let images = self
+            .docker
+            .list_images(Some(ListImagesOptionsBuilder::default().all(false).build()))
+            .await
+            .map_err(docker_err("listing images"))?;
+        let mut tags: Vec<String> = images.into_iter().flat_map(|i| i.repo_tags).collect();
+        tags.sort();
+        for reference in tags {
+            let Some((repo, tag)) = reference.rsplit_once(':') else {
+                continue;
+            };
+            let verdict = if repo
+                .strip_prefix(VERIFY_REPO)
+                .is_some_and(|r| r.starts_with('/'))
+            {
+                if tag.parse::<Owner>().is_err() {
+                    continue;
+                }
+                judge(Some(tag), &others)
+            } else if repo == LOAD_REPO {
+                let Some(pid) = tag
+                    .rsplit_once('-')
+                    .and_then(|(_, p)| p.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                // Only a pid here; a reused pid keeps the tag, which is the safe mistake.
+                if Path::new("/proc").join(pid.to_string()).exists() {
+                    Verdict::Keep(format!(
+                        "process {pid}, which may be its minify, is running"
+                    ))
+                } else {
+                    Verdict::Remove(format!("its minify (pid {pid}) is gone"))
+                }
+            } else {
+                continue;
+            };
+            match verdict {
+                Verdict::Keep(why) => plan.kept.push(Kept {
+                    what: format!("image {reference}"),
+                    why,
+                }),
+                Verdict::Remove(why) => plan.remove.push(Leftover::Image { reference, why }),
+            }
+        }
+
+        // Trace cgroups.
+        let layout = CgroupLayout::detect();
+        let found = trace_cgroups(&layout);
+        let pinned = pinned_cgroups(&layout);
+        plan_cgroups(
+            found,
+            &dead_parents,
+            &live_parents,
+            &pinned,
+            SystemTime::now(),
+            &mut plan,
+        );
+        Ok(plan)
+    }
+
+    /// Remove one leftover of [`Runtime::gc_plan`]. A container goes with its v1 cgroup
+    /// directories (as [`crate::Container::remove`] does); an image reference is untagged
+    /// (the image itself goes when nothing else names it); a cgroup is removed only if it is
+    /// empty.
+    pub async fn gc_remove(&self, item: &Leftover) -> Result<(), RuntimeError> {
+        match item {
+            Leftover::Container {
+                id,
+                name,
+                cgroup_parent,
+                ..
+            } => {
+                remove_async(&self.docker, id, name).await?;
+                // A trace cgroup's directories are an item of their own.
+                if let Some(p) = cgroup_parent
+                    && !is_trace_cgroup_name(p)
+                {
+                    let p = p.clone();
+                    tokio::task::spawn_blocking(move || remove_v1_controller_dirs(&p))
+                        .await
+                        .map_err(|e| RuntimeError::Cleanup(e.to_string()))??;
+                }
+                Ok(())
+            }
+            Leftover::Image { reference, .. } => remove_image_async(&self.docker, reference).await,
+            Leftover::Cgroup { dirs, .. } => {
+                let dirs = dirs.clone();
+                tokio::task::spawn_blocking(move || dirs.remove())
+                    .await
+                    .map_err(|e| RuntimeError::Cleanup(e.to_string()))??;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Decide on each trace cgroup found (see the module docs).
+fn plan_cgroups(
+    found: BTreeMap<String, TraceCgroupDirs>,
+    dead_parents: &BTreeMap<String, String>,
+    live_parents: &BTreeMap<String, String>,
+    pinned: &BTreeMap<String, u32>,
+    now: SystemTime,
+    plan: &mut GcPlan,
+) {
+    for (name, dirs) in found {
+        let keep = |plan: &mut GcPlan, why: String| {
+            plan.kept.push(Kept {
+                what: format!("cgroup {name}"),
+                why,
+            });
+        };
+        if let Some(why) = live_parents.get(&name) {
+            keep(plan, why.clone());
+        } else if let Some(pid) = pinned.get(&name) {
+            keep(plan, format!("process {pid} holds it open (a minify run)"));
+        } else if let Some(container) = dead_parents.get(&name) {
+            let why = format!("it was made for the leftover container {container}");
+            plan.remove.push(Leftover::Cgroup { name, dirs, why });
+        } else if dirs.is_populated() {
+            keep(plan, "processes run in it".into());
+        } else {
+            let age = dirs
+                .modified()
+                .and_then(|m| now.duration_since(m).ok())
+                .unwrap_or_default();
+            if age < CGROUP_GRACE {
+                keep(
+                    plan,
+                    format!(
+                        "empty, but made or changed {} s ago: its run may still be starting",
+                        age.as_secs()
+                    ),
+                );
+            } else {
+                let why = format!(
+                    "empty for at least {} s, and no container or running minify uses it",
+                    age.as_secs()
+                );
+                plan.remove.push(Leftover::Cgroup { name, dirs, why });
+            }
+        }
+    }
+}
+
+/// Trace cgroups some process holds open (a [`CgroupPin`], or a shell whose working
+/// directory is there), by name, with one such pid.
+fn pinned_cgroups(layout: &CgroupLayout) -> BTreeMap<String, u32> {
+    let mut out = BTreeMap::new();
+    let me = std::process::id();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let mut links: Vec<PathBuf> = std::fs::read_dir(p.path().join("fd"))
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| std::fs::read_link(e.path()).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        links.extend(std::fs::read_link(p.path().join("cwd")));
+        for link in links {
+            for root in layout.roots() {
+                if let Ok(rest) = link.strip_prefix(root)
+                    && let Some(first) = rest.components().next()
+                    && let Some(name) = first.as_os_str().to_str()
+                    && is_trace_cgroup_name(name)
+                {
+                    out.entry(name.to_owned()).or_insert(pid);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A temp dir removed on drop (no tempfile dependency for the few tests that need one).
+    pub(crate) struct TempDir(PathBuf);
+    impl TempDir {
+        pub(crate) fn new(what: &str) -> TempDir {
+            let p = std::env::temp_dir().join(format!(
+                "minify-runtime-{what}-{}-{}",
+                std::process::id(),
+                crate::docker::random_hex()
+            ));
+            std::fs::create_dir_all(&p).unwrap();
+            TempDir(p)
+        }
+        pub(crate) fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn set_mtime(dir: &Path, t: SystemTime) {
+        std::fs::File::open(dir)
+            .unwrap()
+            .set_times(std::fs::FileTimes::new().set_modified(t))
+            .unwrap();
+    }
+
+    #[test]
+    fn cgroup_verdicts() {
+        let tmp = TempDir::new("gc-plan");
+        let layout = CgroupLayout {
+            v2: Some(tmp.path().join("unified")),
+            v1: vec![],
+        };
+        let now = SystemTime::now();
+        let old = now - Duration::from_hours(2);
+        // name -> (populated, old)
+        let cases = [
+            ("minify-000000000001", false, true),  // orphan: removed
+            ("minify-000000000002", false, false), // too new
+            ("minify-000000000003", true, true),   // has processes
+            ("minify-000000000004", false, true),  // a running run's container uses it
+            ("minify-000000000005", false, true),  // pinned
+            ("minify-000000000006", true, false),  // a leftover container's: removed
+        ];
+        for (name, populated, is_old) in cases {
+            let d = tmp.path().join("unified").join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(
+                d.join("cgroup.events"),
+                format!("populated {}\nfrozen 0\n", u8::from(populated)),
+            )
+            .unwrap();
+            set_mtime(&d, if is_old { old } else { now });
+        }
+        let dead = BTreeMap::from([("minify-000000000006".to_owned(), "minify-c6".to_owned())]);
+        let live = BTreeMap::from([(
+            "minify-000000000004".to_owned(),
+            "container minify-c4 uses it".to_owned(),
+        )]);
+        let pinned = BTreeMap::from([("minify-000000000005".to_owned(), 4242)]);
+        let mut plan = GcPlan::default();
+        plan_cgroups(
+            trace_cgroups(&layout),
+            &dead,
+            &live,
+            &pinned,
+            now,
+            &mut plan,
+        );
+        let removed: Vec<String> = plan.remove.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            removed,
+            [
+                "cgroup minify-000000000001 (1 directory)",
+                "cgroup minify-000000000006 (1 directory)"
+            ]
+        );
+        assert!(plan.remove[1].why().contains("minify-c6"));
+        let kept: Vec<(&str, &str)> = plan
+            .kept
+            .iter()
+            .map(|k| (k.what.as_str(), k.why.as_str()))
+            .collect();
+        assert_eq!(kept.len(), 4, "{kept:?}");
+        assert!(kept[0].1.contains("s ago"), "{kept:?}");
+        assert!(kept[1].1.contains("processes run"), "{kept:?}");
+        assert!(kept[2].1.contains("minify-c4"), "{kept:?}");
+        assert!(kept[3].1.contains("4242"), "{kept:?}");
+    }
+
+    #[test]
+    fn judging_owners() {
+        let me = Owner::current().unwrap().to_string();
+        assert!(matches!(judge(Some(&me), &[]), Verdict::Keep(w) if w.contains("is running")));
+        let mut gone = Owner::current().unwrap();
+        gone.start += 1;
+        assert!(matches!(
+            judge(Some(&gone.to_string()), &[]),
+            Verdict::Remove(_)
+        ));
+        let others = [(7, "/usr/bin/minify".to_owned())];
+        assert!(matches!(judge(None, &others), Verdict::Keep(w) if w.contains("pid 7")));
+        assert!(matches!(judge(Some("garbage"), &[]), Verdict::Remove(_)));
+    }
+
+    #[test]
+    fn pins_are_seen() {
+        let tmp = TempDir::new("gc-pin");
+        let layout = CgroupLayout {
+            v2: Some(tmp.path().to_owned()),
+            v1: vec![],
+        };
+        let d = tmp.path().join("minify-00000000000a");
+        std::fs::create_dir_all(&d).unwrap();
+        // Our own pins do not count (gc never holds one); a child's do.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .current_dir(&d)
+            .spawn()
+            .unwrap();
+        let pins = pinned_cgroups(&layout);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(pins.get("minify-00000000000a"), Some(&child.id()));
+    }
+}
