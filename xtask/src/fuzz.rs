@@ -1,5 +1,6 @@
 //! `cargo xtask fuzz`: run each cargo-fuzz target in `fuzz/` for a short time (nightly,
-//! libFuzzer), so CI exercises the ELF parser and in-image path resolution on hostile input.
+//! libFuzzer), so CI exercises the ELF and ld.so.cache parsers and in-image path resolution on
+//! hostile input.
 
 use std::process::Command;
 
@@ -8,7 +9,7 @@ use anyhow::{Context, bail};
 use crate::util;
 
 /// Every target in `fuzz/fuzz_targets/`.
-pub const TARGETS: &[&str] = &["elf_parse", "resolve_path"];
+pub const TARGETS: &[&str] = &["elf_parse", "resolve_path", "ld_cache"];
 
 /// Run `targets` (all when empty) for `seconds` each; a crash fails with the reproducer path.
 pub fn run(targets: &[String], seconds: u64) -> anyhow::Result<()> {
@@ -51,4 +52,26 @@ fn ensure_cargo_fuzz() -> anyhow::Result<()> {
     let mut cmd = Command::new(util::cargo());
     cmd.args(["install", "cargo-fuzz", "--locked"]);
     util::run_status(&mut cmd)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::TARGETS;
+    use crate::util;
+
+    /// A target added to `fuzz/` but not to `TARGETS` would never run in CI.
+    #[test]
+    fn targets_list_every_fuzz_target() {
+        let dir = util::workspace_root().join("fuzz").join("fuzz_targets");
+        let on_disk: BTreeSet<String> = fs_err::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+            .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+            .collect();
+        let listed: BTreeSet<String> = TARGETS.iter().map(|t| (*t).to_owned()).collect();
+        assert_eq!(listed, on_disk, "TARGETS vs {}", dir.display());
+    }
 }

@@ -48,7 +48,7 @@ enum Task {
     Demo,
     /// Run the cargo-fuzz targets (fuzz/, nightly) for a short time each.
     Fuzz {
-        /// Targets (elf_parse, resolve_path); all when none is given.
+        /// Targets (elf_parse, resolve_path, ld_cache); all when none is given.
         targets: Vec<String>,
         /// Seconds per target.
         #[arg(long, default_value_t = 30)]
