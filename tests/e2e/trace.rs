@@ -504,3 +504,89 @@ fn doctor_reports_what_this_kernel_allows() {
         }
     }
 }
+
+/// The live stream (`Tracer::subscribe`, a tokio stream fed from the ring buffer) delivers
+/// the same events as the finished trace, while the workload runs; `minify trace --follow`
+/// prints them as they happen.
+#[test]
+fn live_stream_matches_the_trace_and_follow_prints_it() {
+    if !can_trace() {
+        return;
+    }
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let cgroup = minify_trace::TraceCgroup::create().unwrap();
+    let tracer =
+        minify_trace::Tracer::start(&cgroup, minify_trace::TraceOptions::default()).unwrap();
+    let mut live = tracer.subscribe();
+    let marker = format!("/tmp/minify-live-{}", std::process::id());
+    // The first stat arrives on the stream while the workload still sleeps: live, not at
+    // the end.
+    let script = format!("test -e {marker}.a; sleep 2; test -e {marker}.b; cd /usr; cd lib");
+    let spec = minify_trace::SpawnSpec::new(["sh", "-c", script.as_str()]);
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut got = Vec::new();
+            while let Some(e) = live.recv().await {
+                let _ = seen_tx.send(e.path.clone());
+                got.push(e);
+            }
+            got
+        })
+    });
+    let started = std::time::Instant::now();
+    let handle = std::thread::scope(|s| {
+        let h = s.spawn(|| spec.run(&cgroup).unwrap());
+        // Bounded: the stream only ends after `finish`, below.
+        let want = format!("{marker}.a");
+        let when = loop {
+            match seen_rx.recv_timeout(std::time::Duration::from_secs(10)) {
+                Ok(p) if p == want => break started.elapsed(),
+                Ok(_) => {}
+                Err(e) => panic!("no {want} on the live stream: {e}"),
+            }
+        };
+        (h.join().unwrap(), when)
+    });
+    let (status, when) = handle;
+    assert!(status.success());
+    assert!(
+        when < std::time::Duration::from_millis(1900),
+        "the first event came only after {when:?}, not while the workload ran"
+    );
+    let trace = tracer.finish().unwrap();
+    let streamed = reader.join().unwrap();
+    assert_eq!(
+        streamed, trace.events,
+        "the live stream and the trace differ"
+    );
+    let ev: Vec<(String, String, bool)> = trace
+        .events
+        .iter()
+        .map(|e| (e.kind.name().to_owned(), e.path.clone(), e.ok))
+        .collect();
+    assert_has(&ev, "stat", &format!("{marker}.b"), false);
+    // Chdir, absolute then relative: the relative one is where it led (the new cwd).
+    assert_has(&ev, "chdir", "/usr", true);
+    assert_has(&ev, "chdir", "/usr/lib", true);
+    drop(cgroup);
+
+    let out = run(minify().args(["trace", "--follow", "--", "cat", "/etc/hostname"]));
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let live_line = stderr
+        .lines()
+        .position(|l| l.contains(" open ") && l.ends_with("/etc/hostname"))
+        .expect("--follow printed the open of /etc/hostname");
+    let summary = stderr
+        .lines()
+        .position(|l| l.starts_with("minify: traced"))
+        .expect("summary line");
+    assert!(live_line < summary, "{stderr}");
+}

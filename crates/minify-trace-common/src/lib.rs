@@ -26,26 +26,23 @@ pub const NAME_MAX: usize = 256;
 /// Upper bound on loop iterations of one path walk (components plus mount crossings).
 pub const WALK_MAX_STEPS: u32 = 512;
 
-/// [`EventHeader::kind`]: a syscall entry (`op` says which family), payload = requested paths.
-/// Only exec and chdir are sent this way (their paths cannot wait for the exit); everything
-/// else comes as one [`EV_SYSCALL`].
-pub const EV_ENTER: u32 = 1;
-/// [`EventHeader::kind`]: the exit of a syscall sent as [`EV_ENTER`], `ret` = return value;
-/// for opens (and [`EV_SYSCALL`] opens), the payload has the opened file's path and `flags`
-/// has [`EXIT_FLAG_CREATED`] when the open created the file.
-pub const EV_EXIT: u32 = 2;
-/// [`EventHeader::kind`]: `sched_process_exec`; payload = exe path walk + argv\[0\].
+/// [`EventHeader::kind`]: `sched_process_exec`; `ret` = the pid before the exec (a thread
+/// that execs takes its leader's pid); payload = exe path walk, argv\[0\], and the path as
+/// requested ([`TAG_USER_PATH`], with a [`TAG_WALK_BASE`] walk of the cwd when relative).
 pub const EV_EXEC: u32 = 3;
 /// [`EventHeader::kind`]: `sched_process_fork`; `ret` = child pid (thread-group id of the child).
 pub const EV_FORK: u32 = 4;
 /// [`EventHeader::kind`]: `sched_process_exit` of a thread; `ret` = exit code (wait status).
 pub const EV_PROC_EXIT: u32 = 5;
-/// [`EventHeader::kind`]: a whole syscall, sent at its exit: `ret`, the requested paths (as
-/// for [`EV_ENTER`]) and, for opens, the opened file (as for [`EV_EXIT`]). Every traced
-/// syscall but exec and chdir comes this way.
+/// [`EventHeader::kind`]: a whole syscall, sent at its exit: `ret`, the requested paths
+/// ([`TAG_USER_PATH`], [`TAG_USER_PATH2`], each with a walk of the directory it is relative
+/// to), and a [`TAG_WALK_FD`] walk: for opens the opened file (`flags` has
+/// [`EXIT_FLAG_CREATED`] when the open created it), for getdents64 the listed directory, for
+/// a successful chdir the new cwd (its requested path then has no base walk: the cwd it was
+/// relative to is gone). A successful exec is not sent this way (see [`EV_EXEC`]).
 pub const EV_SYSCALL: u32 = 6;
 
-/// Set in an exit's `flags` when the opened file was created by this open (`FMODE_CREATED`).
+/// Set in a syscall's `flags` when the opened file was created by this open (`FMODE_CREATED`).
 pub const EXIT_FLAG_CREATED: u64 = 1;
 /// Set in an event's `flags` when the payload ran out of room (a path is incomplete).
 pub const FLAG_TRUNCATED: u64 = 1 << 63;
@@ -112,23 +109,10 @@ pub mod op {
     pub const SCHED: u32 = 15;
 }
 
-/// Role of a tracepoint in [`SysCfg::role`].
-pub const ROLE_ENTER: u32 = 1;
-/// Role of a tracepoint in [`SysCfg::role`].
-pub const ROLE_EXIT: u32 = 2;
-
-/// Syscall numbers below this have a slot in the `SYS_CFG` array (every syscall we trace on
-/// x86_64 and arm64 is far below it).
+/// Syscall numbers below this have a slot in the `SYS_CFG` array, indexed by number (an
+/// array lookup is inlined by the verifier, a hash lookup is a helper call on every syscall;
+/// every syscall we trace on x86_64 and arm64 is far below it).
 pub const SYS_NR_SLOTS: u32 = 1024;
-
-/// Index of a syscall's entry in the `SYS_CFG` array (`2 * SYS_NR_SLOTS` entries): an array
-/// lookup is inlined by the verifier, a hash lookup is a helper call on every syscall.
-/// `syscall_nr` must be below [`SYS_NR_SLOTS`].
-#[inline]
-pub const fn sys_cfg_key(role: u32, syscall_nr: u32) -> u32 {
-    let base = if role == ROLE_EXIT { SYS_NR_SLOTS } else { 0 };
-    base + (syscall_nr & (SYS_NR_SLOTS - 1))
-}
 
 /// Fixed part of every ring-buffer record.
 #[repr(C)]
@@ -146,7 +130,8 @@ pub struct EventHeader {
     pub ret: i64,
     /// `EXIT_FLAG_*`, `FLAG_TRUNCATED`; for entries of 2-path syscalls nothing else.
     pub flags: u64,
-    /// `comm` of the current task, NUL-padded.
+    /// `comm` of the current task, NUL-padded; scheduler events only (zeros in syscall
+    /// events: the reader keeps it per process).
     pub comm: [u8; 16],
     /// Bytes of payload following this header.
     pub payload_len: u32,
@@ -157,45 +142,37 @@ pub struct EventHeader {
 /// Size of [`EventHeader`] on the wire.
 pub const HEADER_LEN: usize = core::mem::size_of::<EventHeader>();
 
-/// Per-tracepoint configuration, at [`sys_cfg_key`] of the syscall number and role in the
-/// `SYS_CFG` array. (Not by the tracepoint's event id: for BPF programs on syscall
-/// tracepoints the kernel overwrites the record's `common_type` with a `pt_regs` pointer, see
-/// `perf_call_bpf_enter` in kernel/trace/trace_syscalls.c; `__syscall_nr` is kept.)
-///
-/// For `ROLE_ENTER` entries (exec, chdir) the argument offsets are of fields inside the
-/// tracepoint record, read from the `format` file of the running kernel. For `ROLE_EXIT`
-/// entries of syscalls sent whole at their exit ([`EV_SYSCALL`]), they are byte offsets inside
-/// the task's user `struct pt_regs` (from BTF) of the register that carried the argument:
-/// those syscalls have no entry program at all, their arguments are read back from the
-/// saved registers at exit. 0 means "no such argument" (no argument register sits at
-/// offset 0 on the architectures we support; the loader checks).
+/// Per-syscall configuration, at the syscall's number in the `SYS_CFG` array: which of its
+/// arguments (1-based, 0 = none) hold what. The syscall program is a BTF tracepoint on the
+/// raw `sys_exit` tracepoint (one program for every syscall); it reads the arguments from
+/// the task's saved user registers (`struct pt_regs`, offsets of the argument registers in
+/// [`KernelConfig::regs_arg`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SysCfg {
     /// `op::*`.
     pub op: u32,
-    /// `ROLE_ENTER` or `ROLE_EXIT`.
-    pub role: u32,
+    /// Explicit padding (always 0).
+    pub pad0: u32,
     /// Directory fd of path 1 (`AT_FDCWD` when 0).
-    pub dfd_off: u32,
+    pub dfd_arg: u32,
     /// User pointer to path 1.
-    pub path_off: u32,
+    pub path_arg: u32,
     /// Directory fd of path 2.
-    pub dfd2_off: u32,
+    pub dfd2_arg: u32,
     /// User pointer to path 2.
-    pub path2_off: u32,
+    pub path2_arg: u32,
     /// A file descriptor whose file is the subject (getdents64).
-    pub fd_off: u32,
-    /// Exit: the `ret` field.
-    pub ret_off: u32,
+    pub fd_arg: u32,
+    /// Explicit padding (always 0).
+    pub pad: u32,
 }
 
 impl SysCfg {
-    /// Whether this exit entry carries its arguments (as `pt_regs` offsets): the syscall is
-    /// sent whole at its exit.
+    /// Whether this entry carries arguments to send.
     #[inline]
     pub const fn has_args(&self) -> bool {
-        self.path_off != 0 || self.path2_off != 0 || self.fd_off != 0
+        self.path_arg != 0 || self.path2_arg != 0 || self.fd_arg != 0
     }
 }
 
@@ -236,10 +213,28 @@ pub struct KernelConfig {
     pub mm_arg_start: u32,
     /// `sched_process_fork` record: `child_pid` field.
     pub fork_child_pid_off: u32,
-    /// `sched_process_exec` record: `old_pid` field.
-    pub exec_old_pid_off: u32,
-    /// Syscall tracepoint records: `__syscall_nr` field.
-    pub syscall_nr_off: u32,
+    /// `linux_binprm.filename`.
+    pub bprm_filename: u32,
+    /// `task_struct.pid` (the thread id).
+    pub task_pid: u32,
+    /// `task_struct.tgid` (the process id).
+    pub task_tgid: u32,
+    /// `pt_regs`: where the syscall number is kept (`orig_ax`, arm64 `syscallno`); its low
+    /// 32 bits are read.
+    pub regs_nr: u32,
+    /// `pt_regs`: the registers that carry syscall arguments 1..=6, as they are at exit.
+    pub regs_arg: [u32; 6],
+    /// `task_struct`: the 32-bit word that says whether the current syscall is a 32-bit
+    /// compat one (x86 `thread_info.status`, arm64 `thread_info.flags`); 0: no check.
+    /// Compat syscalls have other numbers and are skipped, as syscall tracepoints do.
+    pub compat_off: u32,
+    /// The bit(s) of that word that mean compat (x86 `TS_COMPAT`, arm64 `TIF_32BIT`).
+    pub compat_mask: u32,
+    /// The reader is woken when a CPU's count of records sent has these bits all zero (a
+    /// power of two minus one).
+    pub wakeup_mask: u32,
+    /// Explicit padding (always 0).
+    pub pad: u32,
 }
 
 #[cfg(feature = "user")]
@@ -261,6 +256,6 @@ mod tests {
     fn no_hidden_padding() {
         assert_eq!(HEADER_LEN, 4 * 4 + 8 + 8 + 16 + 4 + 4);
         assert_eq!(core::mem::size_of::<SysCfg>(), 8 * 4);
-        assert_eq!(core::mem::size_of::<KernelConfig>(), 8 + 26 * 4);
+        assert_eq!(core::mem::size_of::<KernelConfig>(), 8 + 38 * 4);
     }
 }

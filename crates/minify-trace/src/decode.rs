@@ -1,15 +1,16 @@
 //! Ring-buffer records -> [`minify_model::TraceEvent`]s: parse the wire format of
-//! `minify-trace-common`, turn leaf-first path walks into absolute paths, resolve relative
-//! requested paths against their walked base directory, and pair each syscall entry with its
-//! exit (same thread, nothing in between) to know whether it succeeded.
+//! `minify-trace-common`, turn leaf-first path walks into absolute paths, and resolve
+//! relative requested paths against their walked base directory. Each syscall comes whole in
+//! one record (sent at its exit, with its result); a successful exec comes from the
+//! scheduler's exec event.
 
 use std::collections::{BTreeMap, HashMap};
 
 use minify_model::trace::Special;
 use minify_model::{AccessKind, ImagePath, Trace, TraceEvent};
 use minify_trace_common::{
-    EV_ENTER, EV_EXEC, EV_EXIT, EV_FORK, EV_PROC_EXIT, EV_SYSCALL, EXIT_FLAG_CREATED, EventHeader,
-    HEADER_LEN, TAG_ARGV0, TAG_COMPONENT, TAG_DIR_DEF, TAG_DIR_REF, TAG_END_ERROR, TAG_END_ROOT,
+    EV_EXEC, EV_FORK, EV_PROC_EXIT, EV_SYSCALL, EXIT_FLAG_CREATED, EventHeader, HEADER_LEN,
+    TAG_ARGV0, TAG_COMPONENT, TAG_DIR_DEF, TAG_DIR_REF, TAG_END_ERROR, TAG_END_ROOT,
     TAG_END_TRUNCATED, TAG_END_UNREACHABLE, TAG_USER_PATH, TAG_USER_PATH2, TAG_WALK_BASE,
     TAG_WALK_BASE2, TAG_WALK_EXE, TAG_WALK_FD, op,
 };
@@ -117,7 +118,7 @@ fn parse_pieces(mut p: &[u8]) -> Pieces {
     out
 }
 
-/// An entry waiting for its exit.
+/// The paths a syscall asked for.
 struct Pending {
     op: u32,
     /// Absolute requested path(s); `None` when a relative path's base was unreachable.
@@ -131,7 +132,6 @@ struct Pending {
 #[derive(Default)]
 pub(crate) struct Decoder {
     events: Vec<TraceEvent>,
-    pending: HashMap<u32, Pending>,
     /// Process (tgid) -> info, plus arrival order.
     procs: HashMap<u32, ProcessInfo>,
     order: Vec<u32>,
@@ -238,6 +238,16 @@ impl Decoder {
         }
     }
 
+    /// Events decoded so far.
+    pub(crate) fn event_count(&self) -> usize {
+        self.events.len()
+    }
+
+    /// The events decoded after the first `n`.
+    pub(crate) fn events_since(&self, n: usize) -> &[TraceEvent] {
+        self.events.get(n..).unwrap_or_default()
+    }
+
     /// Feed one ring-buffer record.
     pub(crate) fn feed(&mut self, rec: &[u8]) {
         self.records += 1;
@@ -250,11 +260,15 @@ impl Decoder {
         let h: EventHeader = unsafe { std::ptr::read_unaligned(rec.as_ptr().cast()) };
         let end = (HEADER_LEN + h.payload_len as usize).min(rec.len());
         let pieces = parse_pieces(&rec[HEADER_LEN..end]);
+        // Only scheduler events carry `comm`; syscalls take their process's.
         let comm = comm_of(&h);
         self.see_process(h.pid, &comm);
+        let comm = if comm.is_empty() {
+            self.comm(h.pid)
+        } else {
+            comm
+        };
         match h.kind {
-            EV_ENTER => self.enter(&h, &pieces),
-            EV_EXIT => self.exit(&h, &pieces, &comm),
             EV_SYSCALL => self.syscall(&h, &pieces, &comm),
             EV_EXEC => self.exec(&h, &pieces, &comm),
             EV_FORK => {
@@ -294,12 +308,17 @@ impl Decoder {
         }
     }
 
-    /// The requested paths of an entry (or whole-syscall) record.
+    /// The requested paths of a syscall record.
     fn requested(&mut self, op: u32, pc: &Pieces) -> Pending {
         let base = self.resolve(pc.base.as_ref());
         let base2 = self.resolve(pc.base2.as_ref());
         let fd_path = self.resolve(pc.fd.as_ref());
-        let path = absolute(pc.user.as_ref(), base);
+        let mut path = absolute(pc.user.as_ref(), base);
+        if op == op::CHDIR && path.is_none() && pc.base.is_none() {
+            // A successful chdir to a relative path: the cwd it was relative to is gone, the
+            // walk is of where it led (the new cwd, symlinks resolved).
+            path.clone_from(&fd_path);
+        }
         let path2 = absolute(pc.user2.as_ref(), base2);
         if (pc.user.is_some() && path.is_none())
             || (pc.user2.is_some() && path2.is_none())
@@ -324,28 +343,6 @@ impl Decoder {
         } else {
             None
         };
-        self.complete(h.pid, comm, &p, h.ret, h.flags, opened);
-    }
-
-    fn enter(&mut self, h: &EventHeader, pc: &Pieces) {
-        let pending = self.requested(h.op, pc);
-        let old = self.pending.insert(h.tid, pending);
-        if let Some(old) = old {
-            // Its exit was lost (counted by the kernel side): we cannot know if it succeeded.
-            let comm = self.comm(h.pid);
-            self.complete(h.pid, &comm, &old, -1, 0, None);
-        }
-    }
-
-    fn exit(&mut self, h: &EventHeader, pc: &Pieces, comm: &str) {
-        let Some(p) = self.pending.remove(&h.tid) else {
-            // Entry lost or started before we attached.
-            return;
-        };
-        let opened = self.resolve(pc.fd.as_ref());
-        if pc.fd.is_some() && opened.is_none() {
-            self.unreachable += 1;
-        }
         self.complete(h.pid, comm, &p, h.ret, h.flags, opened);
     }
 
@@ -441,36 +438,40 @@ impl Decoder {
     }
 
     fn exec(&mut self, h: &EventHeader, pc: &Pieces, comm: &str) {
-        // A non-leader thread that execs takes over the leader's pid: its pending execve
-        // moves with it.
-        let old = h.ret as u32;
-        if old != 0
-            && old != h.tid
-            && let Some(p) = self.pending.remove(&old)
-        {
-            self.pending.insert(h.tid, p);
-        }
         self.started.insert(h.pid);
-        let Some(exe) = self.resolve(pc.exe.as_ref()) else {
-            self.unreachable += 1;
-            return;
-        };
-        if let Some(p) = self.procs.get_mut(&h.pid) {
-            p.execs.push(exe.clone());
+        // Resolve both walks before anything else: a walk may define a directory the other
+        // refers to.
+        let exe = self.resolve(pc.exe.as_ref());
+        let base = self.resolve(pc.base.as_ref());
+        match exe {
+            Some(exe) => {
+                if let Some(p) = self.procs.get_mut(&h.pid) {
+                    p.execs.push(exe.clone());
+                }
+                let argv0 = pc.argv0.clone().unwrap_or_default();
+                self.push(h.pid, comm, AccessKind::ExecBinary, exe, true, argv0);
+            }
+            None => self.unreachable += 1,
         }
-        let argv0 = pc.argv0.clone().unwrap_or_default();
-        self.push(h.pid, comm, AccessKind::ExecBinary, exe, true, argv0);
+        // The path as the caller asked for it (the binary, or a symlink to it). `execveat`
+        // on a descriptor gives `/dev/fd/N[/name]`, which names no file of the image: the
+        // exe walk above is what it ran.
+        if let Some(requested) = absolute(pc.user.as_ref(), base)
+            && !requested.starts_with("/dev/fd/")
+        {
+            self.push(
+                h.pid,
+                comm,
+                AccessKind::Exec,
+                requested,
+                true,
+                String::new(),
+            );
+        }
     }
 
-    /// Finish: flush unpaired entries, attach the loss counters.
+    /// Finish: attach the loss counters and the process tree.
     pub(crate) fn finish(mut self, lost_by_op: &BTreeMap<u32, u64>) -> Recording {
-        let pending: Vec<(u32, Pending)> = self.pending.drain().collect();
-        for (tid, p) in pending {
-            // Still inside the syscall when tracing stopped (or its exit was lost): unknown
-            // outcome, recorded as not ok.
-            let comm = self.comm(tid);
-            self.complete(tid, &comm, &p, -1, 0, None);
-        }
         let mut lost: BTreeMap<AccessKind, u64> = BTreeMap::new();
         for (&o, &n) in lost_by_op {
             if n == 0 {
@@ -550,6 +551,16 @@ mod tests {
         v
     }
 
+    /// One whole-syscall record: the requested paths and then what the exit adds.
+    fn sys(o: u32, tid: u32, ret: i64, flags: u64, requested: &[u8], exit: &[u8]) -> Vec<u8> {
+        let mut payload = requested.to_vec();
+        payload.extend_from_slice(exit);
+        let mut rec = record(EV_SYSCALL, o, tid, ret, flags, &payload);
+        // Syscall records carry no comm; the process's comes from scheduler events.
+        rec[32..48].fill(0);
+        rec
+    }
+
     fn walk(tag: u8, leaf_first: &[&str], end: u8) -> Vec<u8> {
         let mut v = vec![tag];
         for c in leaf_first {
@@ -569,17 +580,24 @@ mod tests {
     }
 
     #[test]
-    fn relative_open_is_resolved_and_paired() {
+    fn relative_open_is_resolved() {
         let mut d = Decoder::default();
         let mut enter = user(TAG_USER_PATH, "../lib/libc.so.6");
         enter.extend(walk(TAG_WALK_BASE, &["bin", "usr"], TAG_END_ROOT));
-        d.feed(&record(EV_ENTER, op::OPEN, 7, 0, 0, &enter));
+        d.feed(&record(
+            EV_EXEC,
+            0,
+            7,
+            7,
+            0,
+            &walk(TAG_WALK_EXE, &["sh"], TAG_END_ROOT),
+        ));
         let exit = walk(
             TAG_WALK_FD,
             &["libc.so.6", "x86_64-linux-gnu", "lib", "usr"],
             TAG_END_ROOT,
         );
-        d.feed(&record(EV_EXIT, op::OPEN, 7, 3, 0, &exit));
+        d.feed(&sys(op::OPEN, 7, 3, 0, &enter, &exit));
         let r = d.finish(&BTreeMap::new());
         let got: Vec<(AccessKind, &str, bool)> = r
             .trace
@@ -590,6 +608,7 @@ mod tests {
         assert_eq!(
             got,
             [
+                (AccessKind::ExecBinary, "/sh", true),
                 (
                     AccessKind::Open,
                     "/usr/lib/x86_64-linux-gnu/libc.so.6",
@@ -604,49 +623,24 @@ mod tests {
     #[test]
     fn failed_stat_created_file_rename_and_special() {
         let mut d = Decoder::default();
-        d.feed(&record(
-            EV_ENTER,
-            op::STAT,
-            1,
-            0,
-            0,
-            &user(TAG_USER_PATH, "/nope"),
-        ));
-        d.feed(&record(EV_EXIT, op::STAT, 1, -2, 0, &[]));
-        d.feed(&record(
-            EV_ENTER,
-            op::OPEN,
-            1,
-            0,
-            0,
-            &user(TAG_USER_PATH, "/tmp/new"),
-        ));
-        d.feed(&record(
-            EV_EXIT,
+        d.feed(&sys(op::STAT, 1, -2, 0, &user(TAG_USER_PATH, "/nope"), &[]));
+        d.feed(&sys(
             op::OPEN,
             1,
             4,
             EXIT_FLAG_CREATED,
+            &user(TAG_USER_PATH, "/tmp/new"),
             &walk(TAG_WALK_FD, &["new", "tmp"], TAG_END_ROOT),
         ));
         let mut ren = user(TAG_USER_PATH, "/tmp/a");
         ren.extend(user(TAG_USER_PATH2, "/tmp/b"));
-        d.feed(&record(EV_ENTER, op::RENAME, 1, 0, 0, &ren));
-        d.feed(&record(EV_EXIT, op::RENAME, 1, 0, 0, &[]));
-        d.feed(&record(
-            EV_ENTER,
-            op::OPEN,
-            1,
-            0,
-            0,
-            &user(TAG_USER_PATH, "/proc/self/maps"),
-        ));
-        d.feed(&record(
-            EV_EXIT,
+        d.feed(&sys(op::RENAME, 1, 0, 0, &ren, &[]));
+        d.feed(&sys(
             op::OPEN,
             1,
             5,
             0,
+            &user(TAG_USER_PATH, "/proc/self/maps"),
             &walk(TAG_WALK_FD, &["maps", "1", "proc"], TAG_END_ROOT),
         ));
         let mut lost = BTreeMap::new();
@@ -678,36 +672,20 @@ mod tests {
     #[test]
     fn mkdir_of_an_existing_path_is_a_successful_lookup() {
         let mut d = Decoder::default();
-        d.feed(&record(
-            EV_ENTER,
-            op::CREATE,
-            1,
-            0,
-            0,
-            &user(TAG_USER_PATH, "/var/lib/nginx/body"),
-        ));
-        d.feed(&record(
-            EV_EXIT,
+        d.feed(&sys(
             op::CREATE,
             1,
             -i64::from(libc::EEXIST),
             0,
+            &user(TAG_USER_PATH, "/var/lib/nginx/body"),
             &[],
         ));
-        d.feed(&record(
-            EV_ENTER,
-            op::CREATE,
-            1,
-            0,
-            0,
-            &user(TAG_USER_PATH, "/nope/x"),
-        ));
-        d.feed(&record(
-            EV_EXIT,
+        d.feed(&sys(
             op::CREATE,
             1,
             -i64::from(libc::ENOENT),
             0,
+            &user(TAG_USER_PATH, "/nope/x"),
             &[],
         ));
         let r = d.finish(&BTreeMap::new());
@@ -745,34 +723,31 @@ mod tests {
             exit.push(0);
         }
         exit.push(TAG_END_ROOT);
-        d.feed(&record(
-            EV_ENTER,
+        d.feed(&sys(
             op::OPEN,
             1,
-            0,
+            3,
             0,
             &user(TAG_USER_PATH, "/usr/lib/python3/x.py"),
+            &exit,
         ));
-        d.feed(&record(EV_EXIT, op::OPEN, 1, 3, 0, &exit));
         // A relative stat in that directory: its base is just a reference.
         let mut enter = user(TAG_USER_PATH, "y.py");
         enter.push(TAG_WALK_BASE);
         enter = with_id(enter, TAG_DIR_REF, 7);
-        d.feed(&record(EV_ENTER, op::STAT, 1, 0, 0, &enter));
-        d.feed(&record(EV_EXIT, op::STAT, 1, 0, 0, &[]));
+        d.feed(&sys(op::STAT, 1, 0, 0, &enter, &[]));
         // An open of a file in a subdirectory of it: leaf, subdir, then the reference.
         let mut exit2 = walk(TAG_WALK_FD, &["z.py", "sub"], 0);
         exit2.pop();
         exit2 = with_id(exit2, TAG_DIR_REF, 7);
-        d.feed(&record(
-            EV_ENTER,
+        d.feed(&sys(
             op::OPEN,
             1,
-            0,
+            4,
             0,
             &user(TAG_USER_PATH, "sub/z.py"),
+            &exit2,
         ));
-        d.feed(&record(EV_EXIT, op::OPEN, 1, 4, 0, &exit2));
         let r = d.finish(&BTreeMap::new());
         let got: Vec<(AccessKind, &str)> = r
             .trace
@@ -863,10 +838,9 @@ mod tests {
         let mut d = Decoder::default();
         let mut enter = user(TAG_USER_PATH, "x");
         enter.extend(walk(TAG_WALK_BASE, &["outside"], TAG_END_UNREACHABLE));
-        d.feed(&record(EV_ENTER, op::STAT, 3, 0, 0, &enter));
-        d.feed(&record(EV_EXIT, op::STAT, 3, 0, 0, &[]));
+        d.feed(&sys(op::STAT, 3, 0, 0, &enter, &[]));
         d.feed(&[1, 2, 3]);
-        d.feed(&record(EV_ENTER, op::STAT, 3, 0, 0, &[0xff, b'a', b'b']));
+        d.feed(&sys(op::STAT, 3, 0, 0, &[0xff, b'a', b'b'], &[]));
         let r = d.finish(&BTreeMap::new());
         assert!(r.trace.events.is_empty(), "{:?}", r.trace.events);
         assert_eq!(r.unreachable, 1);
@@ -876,42 +850,26 @@ mod tests {
     fn runtime_setup_before_first_exec_is_dropped() {
         let mut d = Decoder::new(true);
         // runc init, before pivot_root: host paths.
-        d.feed(&record(
-            EV_ENTER,
+        d.feed(&sys(
             op::STAT,
             5,
             0,
             0,
             &user(TAG_USER_PATH, "/var/lib/docker/x/merged/proc"),
+            &[],
         ));
-        d.feed(&record(EV_EXIT, op::STAT, 5, 0, 0, &[]));
-        d.feed(&record(
-            EV_ENTER,
-            op::EXEC,
-            5,
-            0,
-            0,
-            &user(TAG_USER_PATH, "/bin/cat"),
-        ));
-        d.feed(&record(
-            EV_EXEC,
-            0,
-            5,
-            5,
-            0,
-            &walk(TAG_WALK_EXE, &["cat", "bin", "usr"], TAG_END_ROOT),
-        ));
-        d.feed(&record(EV_EXIT, op::EXEC, 5, 0, 0, &[]));
+        let mut ex = walk(TAG_WALK_EXE, &["cat", "bin", "usr"], TAG_END_ROOT);
+        ex.extend(user(TAG_USER_PATH, "/bin/cat"));
+        d.feed(&record(EV_EXEC, 0, 5, 5, 0, &ex));
         d.feed(&record(EV_FORK, 0, 5, 6, 0, &[]));
-        d.feed(&record(
-            EV_ENTER,
+        d.feed(&sys(
             op::STAT,
             6,
             0,
             0,
             &user(TAG_USER_PATH, "/etc/hosts"),
+            &[],
         ));
-        d.feed(&record(EV_EXIT, op::STAT, 6, 0, 0, &[]));
         let r = d.finish(&BTreeMap::new());
         let paths: Vec<&str> = r.trace.events.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["/usr/bin/cat", "/bin/cat", "/etc/hosts"]);
@@ -924,18 +882,10 @@ mod tests {
     #[test]
     fn exec_records_binary_and_argv0() {
         let mut d = Decoder::default();
-        d.feed(&record(
-            EV_ENTER,
-            op::EXEC,
-            9,
-            0,
-            0,
-            &user(TAG_USER_PATH, "/bin/ls"),
-        ));
         let mut ex = walk(TAG_WALK_EXE, &["ls", "bin", "usr"], TAG_END_ROOT);
         ex.extend(user(TAG_ARGV0, "ls"));
+        ex.extend(user(TAG_USER_PATH, "/bin/ls"));
         d.feed(&record(EV_EXEC, 0, 9, 9, 0, &ex));
-        d.feed(&record(EV_EXIT, op::EXEC, 9, 0, 0, &[]));
         d.feed(&record(EV_PROC_EXIT, 0, 9, 256, 0, &[]));
         let r = d.finish(&BTreeMap::new());
         let ev = &r.trace.events;
@@ -949,5 +899,99 @@ mod tests {
         );
         assert_eq!(r.processes[0].exit_code, Some(1));
         assert_eq!(r.processes[0].execs, ["/usr/bin/ls"]);
+    }
+
+    #[test]
+    fn exec_paths_relative_via_fd_and_failed() {
+        let mut d = Decoder::default();
+        // `./run.sh` from /app: the requested path comes with the cwd's walk.
+        let mut ex = walk(TAG_WALK_EXE, &["dash", "bin", "usr"], TAG_END_ROOT);
+        ex.extend(user(TAG_USER_PATH, "./run.sh"));
+        ex.extend(walk(TAG_WALK_BASE, &["app"], TAG_END_ROOT));
+        d.feed(&record(EV_EXEC, 0, 4, 4, 0, &ex));
+        // fexecve: `/dev/fd/3` names no image file; only the binary is recorded.
+        let mut ex = walk(TAG_WALK_EXE, &["true", "bin", "usr"], TAG_END_ROOT);
+        ex.extend(user(TAG_USER_PATH, "/dev/fd/3"));
+        d.feed(&record(EV_EXEC, 0, 4, 4, 0, &ex));
+        // A failed exec comes as a syscall, its path still in memory.
+        d.feed(&sys(
+            op::EXEC,
+            4,
+            -i64::from(libc::ENOENT),
+            0,
+            &user(TAG_USER_PATH, "/usr/local/bin/x"),
+            &[],
+        ));
+        let r = d.finish(&BTreeMap::new());
+        let got: Vec<(AccessKind, &str, bool)> = r
+            .trace
+            .events
+            .iter()
+            .map(|e| (e.kind, e.path.as_str(), e.ok))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (AccessKind::ExecBinary, "/usr/bin/dash", true),
+                (AccessKind::Exec, "/app/run.sh", true),
+                (AccessKind::ExecBinary, "/usr/bin/true", true),
+                (AccessKind::Exec, "/usr/local/bin/x", false),
+            ]
+        );
+        assert_eq!(r.unreachable, 0);
+    }
+
+    #[test]
+    fn chdir_success_and_failure() {
+        let mut d = Decoder::default();
+        d.feed(&record(
+            EV_EXEC,
+            0,
+            2,
+            2,
+            0,
+            &walk(TAG_WALK_EXE, &["sh"], TAG_END_ROOT),
+        ));
+        // Relative and successful: the cwd it was relative to is gone; the new cwd's walk
+        // (symlinks resolved) is what it led to.
+        d.feed(&sys(
+            op::CHDIR,
+            2,
+            0,
+            0,
+            &user(TAG_USER_PATH, "lib"),
+            &walk(TAG_WALK_FD, &["lib", "usr"], TAG_END_ROOT),
+        ));
+        // Absolute and successful: the path as given (it may go through a symlink).
+        d.feed(&sys(
+            op::CHDIR,
+            2,
+            0,
+            0,
+            &user(TAG_USER_PATH, "/var/run"),
+            &walk(TAG_WALK_FD, &["run"], TAG_END_ROOT),
+        ));
+        // Failed: resolved against the unchanged cwd.
+        let mut req = user(TAG_USER_PATH, "nope");
+        req.extend(walk(TAG_WALK_BASE, &["run"], TAG_END_ROOT));
+        d.feed(&sys(op::CHDIR, 2, -i64::from(libc::ENOENT), 0, &req, &[]));
+        let r = d.finish(&BTreeMap::new());
+        let got: Vec<(AccessKind, &str, bool)> = r
+            .trace
+            .events
+            .iter()
+            .map(|e| (e.kind, e.path.as_str(), e.ok))
+            .collect();
+        assert_eq!(
+            got[1..],
+            [
+                (AccessKind::Chdir, "/usr/lib", true),
+                (AccessKind::Chdir, "/var/run", true),
+                (AccessKind::Chdir, "/run/nope", false),
+            ]
+        );
+        assert_eq!(r.unreachable, 0);
+        // The comm of the exec event is carried to syscall records, which have none.
+        assert!(r.trace.events.iter().all(|e| e.comm == "test"));
     }
 }

@@ -59,12 +59,13 @@ mod decode;
 pub mod doctor;
 mod error;
 mod loader;
+mod ring;
 mod spawn;
 mod tracefs;
 
 pub use cgroup::TraceCgroup;
 pub use error::TraceError;
-pub use loader::{Backend, Tracer, wait_for_detach};
+pub use loader::{Backend, TraceEvents, Tracer, wait_for_detach};
 pub use minify_model::Trace;
 pub use spawn::{Sandbox, SpawnSpec};
 

@@ -2,22 +2,22 @@
 //! scheduler tracepoints, and drain the ring buffer on a background thread.
 
 use std::collections::BTreeMap;
-use std::os::fd::AsRawFd as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use aya::maps::{Array as BpfArray, MapData, PerCpuArray, RingBuf};
-use aya::programs::TracePoint;
+use aya::programs::tp_btf::BtfTracePointLink;
 use aya::programs::trace_point::TracePointLink;
+use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
-use minify_trace_common::{
-    KernelConfig, ROLE_ENTER, ROLE_EXIT, SYS_NR_SLOTS, SysCfg, op, sys_cfg_key,
-};
+use minify_model::TraceEvent;
+use minify_trace_common::{KernelConfig, SYS_NR_SLOTS, SysCfg, op};
 
-use crate::btf::Btf;
+use crate::btf::{self, Btf};
 use crate::decode::Decoder;
+use crate::ring::Ring;
 use crate::tracefs::{self, Format};
 use crate::{Recording, TraceCgroup, TraceError, TraceOptions};
 
@@ -194,11 +194,13 @@ const SYSCALLS: &[Syscall] = &[
 /// and returns what was recorded. Dropping it detaches too (and discards the events).
 pub struct Tracer {
     /// Owned links: dropped in parallel on finish (each detach waits for an RCU grace
-    /// period, ~70 ms; one after the other that is seconds for ~65 tracepoints).
-    links: Vec<TracePointLink>,
+    /// period, ~70 ms).
+    links: Vec<Link>,
     ebpf: Option<Ebpf>,
     lost: PerCpuArray<MapData, u64>,
-    stop: Arc<AtomicBool>,
+    stop: Arc<Stop>,
+    /// Where the decoder sends live events, once someone subscribes.
+    live: Arc<std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<TraceEvent>>>>,
     reader: Option<JoinHandle<Decoder>>,
     attached: Vec<String>,
     started: Instant,
@@ -246,20 +248,22 @@ pub(crate) fn aya_error(
     e: &(dyn std::error::Error + 'static),
 ) -> TraceError {
     let detail = chain_message(e);
-    if let Some(io) = io_in_chain(e)
-        && crate::error::is_permission(io)
-    {
-        return TraceError::NotPermitted {
-            what: format!("{what} {program}"),
-            source: std::io::Error::from_raw_os_error(io.raw_os_error().unwrap_or(libc::EPERM)),
-        };
-    }
     let verifier_log = match e.downcast_ref::<aya::programs::ProgramError>() {
         Some(aya::programs::ProgramError::LoadError { verifier_log, .. }) => {
             verifier_log.to_string()
         }
         _ => String::new(),
     };
+    // The verifier rejects a program with EACCES too; with a log that is not about rights.
+    if let Some(io) = io_in_chain(e)
+        && crate::error::is_permission(io)
+        && verifier_log.trim().is_empty()
+    {
+        return TraceError::NotPermitted {
+            what: format!("{what} {program}"),
+            source: std::io::Error::from_raw_os_error(io.raw_os_error().unwrap_or(libc::EPERM)),
+        };
+    }
     TraceError::Load {
         program: program.to_owned(),
         detail,
@@ -268,20 +272,26 @@ pub(crate) fn aya_error(
 }
 
 /// Kernel offsets from BTF plus the scheduler tracepoint layouts.
-fn kernel_config(btf: &Btf, cgroup: &TraceCgroup) -> Result<KernelConfig, TraceError> {
+fn kernel_config(
+    btf: &Btf,
+    cgroup: &TraceCgroup,
+    ring_bytes: u32,
+) -> Result<KernelConfig, TraceError> {
     let fork = Format::read("sched", "sched_process_fork")?.ok_or_else(|| TraceError::Format {
         path: "sched/sched_process_fork".into(),
         detail: "tracepoint missing".into(),
     })?;
-    let exec = Format::read("sched", "sched_process_exec")?.ok_or_else(|| TraceError::Format {
-        path: "sched/sched_process_exec".into(),
-        detail: "tracepoint missing".into(),
-    })?;
-    let openat =
-        Format::read("syscalls", "sys_enter_openat")?.ok_or_else(|| TraceError::Format {
-            path: "syscalls/sys_enter_openat".into(),
-            detail: "tracepoint missing (kernel without CONFIG_FTRACE_SYSCALLS?)".into(),
-        })?;
+    let (path_mnt, path_dentry) = (btf.offset("path", "mnt")?, btf.offset("path", "dentry")?);
+    if path_dentry != path_mnt + 8 {
+        // The programs read both pointers of a `struct path` in one go.
+        return Err(TraceError::Btf {
+            path: btf::VMLINUX.into(),
+            detail: format!(
+                "struct path: dentry at {path_dentry}, mnt at {path_mnt}; expected dentry right after mnt"
+            ),
+        });
+    }
+    let (compat_off, compat_mask) = compat_check(btf)?;
     Ok(KernelConfig {
         cgroup_id: cgroup.id(),
         cgroup_level: cgroup.level(),
@@ -297,8 +307,8 @@ fn kernel_config(btf: &Btf, cgroup: &TraceCgroup) -> Result<KernelConfig, TraceE
         fdt_fd: btf.offset("fdtable", "fd")?,
         file_f_path: btf.offset("file", "f_path")?,
         file_f_mode: btf.offset("file", "f_mode")?,
-        path_mnt: btf.offset("path", "mnt")?,
-        path_dentry: btf.offset("path", "dentry")?,
+        path_mnt,
+        path_dentry,
         dentry_d_parent: btf.offset("dentry", "d_parent")?,
         dentry_d_name_name: btf.offset("dentry", "d_name.name")?,
         vfsmount_mnt_root: btf.offset("vfsmount", "mnt_root")?,
@@ -308,9 +318,63 @@ fn kernel_config(btf: &Btf, cgroup: &TraceCgroup) -> Result<KernelConfig, TraceE
         mm_exe_file: btf.offset("mm_struct", "exe_file")?,
         mm_arg_start: btf.offset("mm_struct", "arg_start")?,
         fork_child_pid_off: fork.field("child_pid")?,
-        exec_old_pid_off: exec.field("old_pid")?,
-        syscall_nr_off: openat.field("__syscall_nr")?,
+        bprm_filename: btf.offset("linux_binprm", "filename")?,
+        task_pid: btf.offset("task_struct", "pid")?,
+        task_tgid: btf.offset("task_struct", "tgid")?,
+        regs_nr: syscall_nr_register(btf)?,
+        regs_arg: arg_registers(btf)?,
+        compat_off,
+        compat_mask,
+        wakeup_mask: wakeup_every(ring_bytes) - 1,
+        pad: 0,
     })
+}
+
+/// How many records each CPU sends between two wake-ups of the reader: about an eighth of
+/// the ring in all (at ~128 bytes a record), a power of two between 16 and 65536. The reader
+/// also looks every [`POLL_INTERVAL`] without being woken.
+fn wakeup_every(ring_bytes: u32) -> u32 {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) as u32;
+    let records = ring_bytes / 8 / 128 / cpus.max(1);
+    let pow2 = if records == 0 {
+        1
+    } else {
+        1 << records.ilog2()
+    };
+    pow2.clamp(16, 65536)
+}
+
+/// Byte offset inside `struct pt_regs` of the syscall number (what `syscall_get_nr` reads).
+fn syscall_nr_register(btf: &Btf) -> Result<u32, TraceError> {
+    #[cfg(target_arch = "x86_64")]
+    return btf.offset("pt_regs", "orig_ax");
+    #[cfg(target_arch = "aarch64")]
+    return btf.offset("pt_regs", "syscallno");
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        let _ = btf;
+        Err(TraceError::Btf {
+            path: btf::VMLINUX.into(),
+            detail: "the syscall number in pt_regs is only known for x86_64 and aarch64".into(),
+        })
+    }
+}
+
+/// Where in `task_struct` the programs find whether the current syscall is a 32-bit compat
+/// one, and which bit says so. The raw `sys_enter`/`sys_exit` tracepoints fire for those too,
+/// with numbers from the compat table (32-bit `open` is 5, which is `fstat` on x86_64).
+/// `TS_COMPAT` (x86) and `TIF_32BIT` (arm64) are `#define`s, not in BTF; both have had these
+/// values since compat support began.
+fn compat_check(btf: &Btf) -> Result<(u32, u32), TraceError> {
+    #[cfg(target_arch = "x86_64")]
+    return Ok((btf.offset("task_struct", "thread_info.status")?, 0x0002));
+    #[cfg(target_arch = "aarch64")]
+    return Ok((btf.offset("task_struct", "thread_info.flags")?, 1 << 22));
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        let _ = btf;
+        Ok((0, 0))
+    }
 }
 
 /// Byte offsets inside the kernel's `struct pt_regs` of the registers holding syscall
@@ -346,82 +410,49 @@ fn arg_registers(btf: &Btf) -> Result<[u32; 6], TraceError> {
                 .into(),
         });
     };
-    if offs.contains(&0) {
-        return Err(TraceError::Btf {
-            path: "/sys/kernel/btf/vmlinux".into(),
-            detail: format!(
-                "pt_regs argument registers at {offs:?}: offset 0 is reserved for 'no argument'"
-            ),
-        });
-    }
     Ok(offs)
 }
 
-/// The tracepoints to attach for one syscall and their `SysCfg`s, or `None` when this kernel
-/// lacks it. Exec and chdir get both tracepoints (their paths are read at entry); every
-/// other syscall gets only its exit, whose `SysCfg` points at the saved user registers that
-/// held the arguments (which argument is which comes from the entry tracepoint's format).
-fn syscall_cfgs(s: &Syscall, regs: &[u32; 6]) -> Result<Option<Vec<(Format, SysCfg)>>, TraceError> {
+/// The `SysCfg` of one syscall, or `None` when this kernel lacks it. Which argument is which
+/// comes from the syscall's entry tracepoint format in tracefs (`SYSCALL_DEFINE` names), so a
+/// missing syscall is skipped, not guessed.
+fn syscall_cfg(s: &Syscall) -> Result<Option<SysCfg>, TraceError> {
     if syscall_nr(s.name).is_none() {
         return Ok(None);
     }
-    let enter = Format::read("syscalls", &format!("sys_enter_{}", s.name))?;
-    let exit = Format::read("syscalls", &format!("sys_exit_{}", s.name))?;
-    let (Some(enter), Some(exit)) = (enter, exit) else {
+    let Some(enter) = Format::read("syscalls", &format!("sys_enter_{}", s.name))? else {
         return Ok(None);
     };
-    let field = |f: &Format, name: Option<&str>| name.map_or(Ok(0), |n| f.field(n));
-    let ret_off = exit.field("ret")?;
-    if s.op == op::EXEC || s.op == op::CHDIR {
-        let enter_cfg = SysCfg {
-            op: s.op,
-            role: ROLE_ENTER,
-            dfd_off: field(&enter, s.dfd)?,
-            path_off: field(&enter, s.path)?,
-            dfd2_off: field(&enter, s.dfd2)?,
-            path2_off: field(&enter, s.path2)?,
-            fd_off: field(&enter, s.fd)?,
-            ret_off: 0,
-        };
-        let exit_cfg = SysCfg {
-            op: s.op,
-            role: ROLE_EXIT,
-            ret_off,
-            ..SysCfg::default()
-        };
-        return Ok(Some(vec![(enter, enter_cfg), (exit, exit_cfg)]));
-    }
     // Arguments follow `__syscall_nr`, one 8-byte slot each.
     let first = (enter.field("__syscall_nr")? + 4).next_multiple_of(8);
-    let reg = |name: Option<&str>| -> Result<u32, TraceError> {
+    let arg = |name: Option<&str>| -> Result<u32, TraceError> {
         let Some(name) = name else { return Ok(0) };
         let off = enter.field(name)?;
-        let idx = off.checked_sub(first).map(|d| (d / 8, d % 8));
-        match idx {
-            Some((i, 0)) if (i as usize) < regs.len() => Ok(regs[i as usize]),
+        match off.checked_sub(first).map(|d| (d / 8, d % 8)) {
+            Some((i, 0)) if i < 6 => Ok(i + 1),
             _ => Err(TraceError::Format {
                 path: enter.path.clone(),
                 detail: format!("field {name:?} at offset {off} is not a syscall argument slot"),
             }),
         }
     };
-    let exit_cfg = SysCfg {
+    let cfg = SysCfg {
         op: s.op,
-        role: ROLE_EXIT,
-        dfd_off: reg(s.dfd)?,
-        path_off: reg(s.path)?,
-        dfd2_off: reg(s.dfd2)?,
-        path2_off: reg(s.path2)?,
-        fd_off: reg(s.fd)?,
-        ret_off,
+        pad0: 0,
+        dfd_arg: arg(s.dfd)?,
+        path_arg: arg(s.path)?,
+        dfd2_arg: arg(s.dfd2)?,
+        path2_arg: arg(s.path2)?,
+        fd_arg: arg(s.fd)?,
+        pad: 0,
     };
-    if !exit_cfg.has_args() {
+    if !cfg.has_args() {
         return Err(TraceError::Format {
             path: enter.path.clone(),
             detail: format!("syscall {} has no path or fd argument to record", s.name),
         });
     }
-    Ok(Some(vec![(exit, exit_cfg)]))
+    Ok(Some(cfg))
 }
 
 fn tracepoint<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut TracePoint, TraceError> {
@@ -458,6 +489,71 @@ fn attach(
         .map_err(|e| aya_error("attaching", program, &e))
 }
 
+/// An attached program; dropping it detaches.
+enum Link {
+    /// The scheduler tracepoints.
+    Tracepoint(#[allow(dead_code)] TracePointLink),
+    /// `sys_exit`, `sched_process_exec`.
+    TpBtf(#[allow(dead_code)] BtfTracePointLink),
+}
+
+/// Load the BTF tracepoint program `prog` for the raw tracepoint `name` and attach it.
+fn attach_tp_btf(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    prog: &str,
+    name: &str,
+) -> Result<Link, TraceError> {
+    let program = prog;
+    let prog = ebpf.program_mut(program).ok_or_else(|| TraceError::Load {
+        program: program.into(),
+        detail: "not in the eBPF object".into(),
+        verifier_log: String::new(),
+    })?;
+    let tp: &mut BtfTracePoint = prog
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| aya_error("loading", program, &e))?;
+    tp.load(name, btf)
+        .map_err(|e| aya_error("loading", program, &e))?;
+    let id = tp
+        .attach()
+        .map_err(|e| match aya_error("attaching", program, &e) {
+            TraceError::Load { detail, .. } => TraceError::Attach {
+                program: program.into(),
+                hook: format!("tp_btf/{name}"),
+                detail,
+            },
+            other => other,
+        })?;
+    let link = tp
+        .take_link(id)
+        .map_err(|e| aya_error("attaching", program, &e))?;
+    Ok(Link::TpBtf(link))
+}
+
+/// Live trace events (see [`Tracer::subscribe`]): a `futures` `Stream`, or
+/// [`TraceEvents::recv`] in async code.
+#[derive(Debug)]
+pub struct TraceEvents(tokio::sync::mpsc::UnboundedReceiver<TraceEvent>);
+
+impl TraceEvents {
+    /// The next event; `None` once the tracer has finished and everything was delivered.
+    pub async fn recv(&mut self) -> Option<TraceEvent> {
+        self.0.recv().await
+    }
+}
+
+impl futures_core::Stream for TraceEvents {
+    type Item = TraceEvent;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<TraceEvent>> {
+        self.0.poll_recv(cx)
+    }
+}
+
 /// Background detaches still running (see [`Tracer::finish_recording`]).
 static PENDING_DETACH: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -476,7 +572,7 @@ pub fn wait_for_detach(timeout: Duration) -> bool {
 }
 
 /// Detach links concurrently: the grace periods they wait for overlap.
-fn detach_all(links: Vec<TracePointLink>) {
+fn detach_all(links: Vec<Link>) {
     const THREADS: usize = 16;
     if links.is_empty() {
         return;
@@ -485,7 +581,7 @@ fn detach_all(links: Vec<TracePointLink>) {
     let mut links = links;
     std::thread::scope(|s| {
         while !links.is_empty() {
-            let chunk: Vec<TracePointLink> = links.drain(..per.min(links.len())).collect();
+            let chunk: Vec<Link> = links.drain(..per.min(links.len())).collect();
             s.spawn(move || drop(chunk));
         }
     });
@@ -511,7 +607,7 @@ impl Tracer {
         let t0 = Instant::now();
         tracefs::ensure_mounted(options.mount_tracefs)?;
         let btf = Btf::from_sys()?;
-        let config = kernel_config(&btf, cgroup)?;
+        let config = kernel_config(&btf, cgroup, ring)?;
         tracing::debug!(?config, "kernel layout");
 
         let mut ebpf = EbpfLoader::new()
@@ -520,16 +616,14 @@ impl Tracer {
             .load(EBPF_OBJECT)
             .map_err(|e| aya_error("loading", "eBPF object", &e))?;
 
-        // Which tracepoints exist here, and what their records hold.
-        let mut hooks: Vec<(String, &'static str)> = Vec::new();
+        // Which syscalls exist here, and which of their arguments to send.
         {
-            let regs = arg_registers(&btf)?;
             let mut cfg_map: BpfArray<_, SysCfg> =
                 BpfArray::try_from(ebpf.map_mut("SYS_CFG").expect("SYS_CFG is in the object"))
                     .map_err(|e| aya_error("opening map", "SYS_CFG", &e))?;
             for s in SYSCALLS {
-                let Some(pair) = syscall_cfgs(s, &regs)? else {
-                    tracing::debug!("syscall {} has no tracepoints here; skipped", s.name);
+                let Some(cfg) = syscall_cfg(s)? else {
+                    tracing::debug!("syscall {} does not exist here; skipped", s.name);
                     continue;
                 };
                 let nr = syscall_nr(s.name).unwrap_or_default() as u32;
@@ -543,68 +637,65 @@ impl Tracer {
                         verifier_log: String::new(),
                     });
                 }
-                for (fmt, cfg) in pair {
-                    cfg_map
-                        .set(sys_cfg_key(cfg.role, nr), cfg, 0)
-                        .map_err(|e| aya_error("filling map", "SYS_CFG", &e))?;
-                    let tp_name = fmt
-                        .path
-                        .parent()
-                        .and_then(|p| p.file_name())
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    let prog = if cfg.role == ROLE_ENTER {
-                        "sys_enter"
-                    } else {
-                        "sys_exit"
-                    };
-                    hooks.push((tp_name, prog));
-                }
+                cfg_map
+                    .set(nr, cfg, 0)
+                    .map_err(|e| aya_error("filling map", "SYS_CFG", &e))?;
             }
         }
         let lost = PerCpuArray::try_from(ebpf.take_map("LOST").expect("LOST is in the object"))
             .map_err(|e| aya_error("opening map", "LOST", &e))?;
         let events = RingBuf::try_from(ebpf.take_map("EVENTS").expect("EVENTS is in the object"))
             .map_err(|e| aya_error("opening map", "EVENTS", &e))?;
+        let events = Ring::new(events, ring)
+            .map_err(|e| TraceError::from_io("mapping the ring buffer", e))?;
 
         // The reader runs before the first attach so that nothing queues up unread.
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(Stop::default());
+        let live = Arc::new(std::sync::Mutex::new(None));
         let reader = {
             let stop = Arc::clone(&stop);
             std::thread::Builder::new()
                 .name("minify-trace-reader".into())
-                .spawn(move || read_loop(events, &stop, options.from_first_exec))?
+                .spawn({
+                    let live = Arc::clone(&live);
+                    move || read_loop(events, &stop, options.from_first_exec, live)
+                })?
         };
         let mut tracer = Tracer {
             links: Vec::new(),
             ebpf: None,
             lost,
             stop,
+            live,
             reader: Some(reader),
             attached: Vec::new(),
             started: t0,
             cgroup_events: cgroup.path().join("cgroup.events"),
         };
 
-        // Scheduler events first so the process tree is complete, then exits before entries:
-        // an exit attached after its entry could leave the first exec/chdir unpaired.
+        // Scheduler events first so the process tree is complete.
         for (prog, name) in [
             ("sched_fork", "sched_process_fork"),
             ("sched_exit", "sched_process_exit"),
-            ("sched_exec", "sched_process_exec"),
         ] {
             let tp = tracepoint(&mut ebpf, prog)?;
-            tracer.links.push(attach(tp, prog, "sched", name)?);
+            tracer
+                .links
+                .push(Link::Tracepoint(attach(tp, prog, "sched", name)?));
             tracer.attached.push(format!("sched/{name}"));
         }
-        for role in ["sys_exit", "sys_enter"] {
-            let tp = tracepoint(&mut ebpf, role)?;
-            for (name, prog) in &hooks {
-                if *prog == role {
-                    tracer.links.push(attach(tp, role, "syscalls", name)?);
-                    tracer.attached.push(format!("syscalls/{name}"));
-                }
-            }
+        let aya_btf = aya::Btf::from_sys_fs().map_err(|e| TraceError::Btf {
+            path: btf::VMLINUX.into(),
+            detail: chain_message(&e),
+        })?;
+        for (prog, name) in [
+            ("sched_exec", "sched_process_exec"),
+            ("sys_exit", "sys_exit"),
+        ] {
+            tracer
+                .links
+                .push(attach_tp_btf(&mut ebpf, &aya_btf, prog, name)?);
+            tracer.attached.push(format!("tp_btf/{name}"));
         }
         tracer.ebpf = Some(ebpf);
         tracing::debug!(
@@ -613,6 +704,19 @@ impl Tracer {
             t0.elapsed()
         );
         Ok(tracer)
+    }
+
+    /// A live stream of the events decoded from now on, for watching a trace as it runs
+    /// (`minify trace --follow`, progress displays). The complete trace is still what
+    /// [`Tracer::finish`] returns; the stream ends when the tracer finishes or is dropped.
+    /// Subscribing again replaces the earlier stream.
+    pub fn subscribe(&self) -> TraceEvents {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        *self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tx);
+        TraceEvents(rx)
     }
 
     /// Which backend is recording.
@@ -666,7 +770,7 @@ impl Tracer {
             drop(ebpf);
         }
         let detach = t0.elapsed();
-        self.stop.store(true, Ordering::Release);
+        self.stop.now();
         let decoder = self
             .reader
             .take()
@@ -691,33 +795,83 @@ impl Drop for Tracer {
     fn drop(&mut self) {
         detach_all(std::mem::take(&mut self.links));
         drop(self.ebpf.take());
-        self.stop.store(true, Ordering::Release);
+        self.stop.now();
         if let Some(r) = self.reader.take() {
             let _ = r.join();
         }
     }
 }
 
-/// How often the reader looks at the ring without being woken: the eBPF side only wakes it
-/// once 256 KiB are waiting (a wake-up per record would cost an irq_work per syscall).
-const POLL_INTERVAL: Duration = Duration::from_millis(5);
+/// How often the reader looks at the ring without being woken: the eBPF side wakes it only
+/// every few thousand records (see `wakeup_every`).
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// How many bytes of raw records the reader batches before handing them to the decoder.
 const BATCH_BYTES: usize = 1 << 20;
 
-/// Drain the ring buffer until told to stop, then drain what is left.
+/// Tells the reader to take what is left and stop, at once (not at its next poll).
+#[derive(Default)]
+struct Stop {
+    flag: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Stop {
+    fn now(&self) {
+        self.flag.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+}
+
+/// Run the calling thread only when a CPU would otherwise be idle (`SCHED_IDLE`). The
+/// decoder has no deadline (records wait in memory, nothing is lost), and on a small machine
+/// a decoder at normal priority takes CPU time from the very workload being traced.
+fn idle_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain syscall on the calling thread with a valid parameter.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &raw const param) };
+    if r != 0 {
+        tracing::debug!(
+            "could not lower the trace decoder's priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// The ring buffer's fd, for tokio's `AsyncFd` (the ring itself stays with the reader).
+struct RingFd(std::os::fd::RawFd);
+
+impl std::os::fd::AsRawFd for RingFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0
+    }
+}
+
+/// Drain the ring buffer until told to stop, then drain what is left; returns the decoder
+/// with everything decoded.
 ///
-/// This thread only copies records out (length-prefixed, in batches): the kernel side drops
-/// events when the ring is full, so emptying it must be as cheap as possible. Decoding runs
-/// on its own thread and may lag behind under a burst without losing anything.
-fn read_loop(mut ring: RingBuf<MapData>, stop: &AtomicBool, from_first_exec: bool) -> Decoder {
+/// The reader is a tokio task on a current-thread runtime of its own thread, woken by the
+/// ring buffer's fd becoming readable (epoll through `AsyncFd`), by a timer, or by
+/// [`Stop`]. It only copies records out (length-prefixed, in batches): the kernel side drops
+/// events when the ring is full, so emptying it must not wait on anything. Decoding runs on
+/// its own thread at idle priority and may lag behind under a burst without losing
+/// anything; it also feeds live subscribers (see `Tracer::subscribe`).
+fn read_loop(
+    mut ring: Ring,
+    stop: &Stop,
+    from_first_exec: bool,
+    live: Arc<std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<TraceEvent>>>>,
+) -> Decoder {
     let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
     let decoder = std::thread::Builder::new()
         .name("minify-trace-decode".into())
         .spawn(move || {
+            idle_priority();
             let mut decoder = Decoder::new(from_first_exec);
             for batch in rx {
                 let mut rest = batch.as_slice();
+                let before = decoder.event_count();
                 while let Some((len, tail)) = rest.split_first_chunk::<4>() {
                     let len = u32::from_le_bytes(*len) as usize;
                     let Some((rec, tail)) = tail.split_at_checked(len) else {
@@ -726,42 +880,81 @@ fn read_loop(mut ring: RingBuf<MapData>, stop: &AtomicBool, from_first_exec: boo
                     decoder.feed(rec);
                     rest = tail;
                 }
+                let live = live
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(sender) = live.as_ref() {
+                    for e in decoder.events_since(before) {
+                        let _ = sender.send(e.clone());
+                    }
+                }
             }
             decoder
         });
-    let fd = ring.as_raw_fd();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build();
     let mut batch: Vec<u8> = Vec::with_capacity(BATCH_BYTES + 64 * 1024);
-    loop {
-        let stopping = stop.load(Ordering::Acquire);
-        while let Some(item) = ring.next() {
-            batch.extend_from_slice(&(item.len() as u32).to_le_bytes());
-            batch.extend_from_slice(&item);
-            if batch.len() >= BATCH_BYTES {
-                let full =
-                    std::mem::replace(&mut batch, Vec::with_capacity(BATCH_BYTES + 64 * 1024));
-                let _ = tx.send(full);
+    let keep_back = ring.keep_back();
+    let drain = |ring: &mut Ring, keep_back: u64, batch: &mut Vec<u8>| {
+        ring.drain_into(batch, keep_back);
+        if !batch.is_empty() {
+            let _ = tx.send(std::mem::replace(
+                batch,
+                Vec::with_capacity(BATCH_BYTES + 64 * 1024),
+            ));
+        }
+    };
+    match runtime {
+        Ok(rt) => rt.block_on(async {
+            // SAFETY: the fd belongs to `ring`, which outlives this `AsyncFd` (dropped at the
+            // end of this block) and keeps it open and unchanged.
+            #[allow(unsafe_code)]
+            let fd = unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(
+                    RingFd(std::os::fd::AsRawFd::as_raw_fd(&ring)),
+                    tokio::io::Interest::READABLE,
+                )
+            };
+            // After a wake-up from the kernel (the producer is busy) the newest records are
+            // left alone; after a quiet timer tick everything is taken, so a live subscriber
+            // never waits longer than that for an event.
+            let mut keep = keep_back;
+            loop {
+                if stop.flag.load(Ordering::Acquire) {
+                    break;
+                }
+                drain(&mut ring, keep, &mut batch);
+                keep = if let Ok(fd) = &fd {
+                    tokio::select! {
+                        r = fd.readable() => {
+                            if let Ok(mut g) = r {
+                                g.clear_ready();
+                            }
+                            keep_back
+                        }
+                        () = tokio::time::sleep(POLL_INTERVAL) => 0,
+                        () = stop.notify.notified() => 0,
+                    }
+                } else {
+                    tokio::select! {
+                        () = tokio::time::sleep(POLL_INTERVAL) => 0,
+                        () = stop.notify.notified() => 0,
+                    }
+                };
+            }
+        }),
+        Err(e) => {
+            tracing::warn!("no tokio runtime for the trace reader ({e}); polling instead");
+            while !stop.flag.load(Ordering::Acquire) {
+                drain(&mut ring, 0, &mut batch);
+                std::thread::sleep(POLL_INTERVAL);
             }
         }
-        if stopping {
-            break;
-        }
-        if !batch.is_empty() {
-            let _ = tx.send(std::mem::take(&mut batch));
-        }
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd; the ring buffer fd lives as long as `ring`.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::poll(&raw mut pfd, 1, POLL_INTERVAL.as_millis() as i32);
-        }
     }
-    if !batch.is_empty() {
-        let _ = tx.send(batch);
-    }
+    // Stopped: everything, including the newest records.
+    drain(&mut ring, 0, &mut batch);
     drop(tx);
     match decoder {
         Ok(h) => h.join().unwrap_or_else(|_| {

@@ -16,12 +16,13 @@ use core::ffi::c_void;
 use core::ptr;
 
 use aya_ebpf::{
+    EbpfContext as _,
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_comm,
         generated::{
-            bpf_get_current_ancestor_cgroup_id, bpf_get_current_task, bpf_get_current_task_btf,
-            bpf_get_smp_processor_id, bpf_loop, bpf_probe_read_kernel, bpf_probe_read_kernel_str,
-            bpf_probe_read_user_str, bpf_ringbuf_output, bpf_task_pt_regs,
+            bpf_get_current_ancestor_cgroup_id, bpf_get_current_task_btf, bpf_get_smp_processor_id,
+            bpf_loop, bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user_str,
+            bpf_ringbuf_output,
         },
     },
     macros::{btf_tracepoint, fentry, kprobe, lsm, map, raw_tracepoint, tracepoint},
@@ -32,11 +33,11 @@ use aya_ebpf::{
     },
 };
 use minify_trace_common::{
-    EV_ENTER, EV_EXEC, EV_EXIT, EV_FORK, EV_PROC_EXIT, EV_SYSCALL, EXIT_FLAG_CREATED, EventHeader,
-    FLAG_TRUNCATED, KernelConfig, NAME_MAX, PAYLOAD_CAP, ROLE_ENTER, ROLE_EXIT, SYS_NR_SLOTS,
-    SysCfg, TAG_ARGV0, TAG_COMPONENT, TAG_DIR_DEF, TAG_DIR_REF, TAG_END_ERROR, TAG_END_ROOT,
-    TAG_END_TRUNCATED, TAG_END_UNREACHABLE, TAG_USER_PATH, TAG_USER_PATH2, TAG_WALK_BASE,
-    TAG_WALK_BASE2, TAG_WALK_EXE, TAG_WALK_FD, USER_PATH_MAX, WALK_MAX_STEPS, op, sys_cfg_key,
+    EV_EXEC, EV_FORK, EV_PROC_EXIT, EV_SYSCALL, EXIT_FLAG_CREATED, EventHeader, FLAG_TRUNCATED,
+    KernelConfig, NAME_MAX, PAYLOAD_CAP, SYS_NR_SLOTS, SysCfg, TAG_ARGV0, TAG_COMPONENT,
+    TAG_DIR_DEF, TAG_DIR_REF, TAG_END_ERROR, TAG_END_ROOT, TAG_END_TRUNCATED, TAG_END_UNREACHABLE,
+    TAG_USER_PATH, TAG_USER_PATH2, TAG_WALK_BASE, TAG_WALK_BASE2, TAG_WALK_EXE, TAG_WALK_FD,
+    USER_PATH_MAX, WALK_MAX_STEPS, op,
 };
 
 /// Kernel layout and the cgroup to trace. Overridden (and frozen) by the loader.
@@ -67,18 +68,25 @@ static CONFIG: KernelConfig = KernelConfig {
     mm_exe_file: 0,
     mm_arg_start: 0,
     fork_child_pid_off: 0,
-    exec_old_pid_off: 0,
-    syscall_nr_off: 0,
+    bprm_filename: 0,
+    task_pid: 0,
+    task_tgid: 0,
+    regs_nr: 0,
+    regs_arg: [0; 6],
+    compat_off: 0,
+    compat_mask: 0,
+    wakeup_mask: 0,
+    pad: 0,
 };
 
 /// Events to userspace. The loader sets the size (`TraceOptions::ring_bytes`).
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
-/// `sys_cfg_key(role, syscall nr)` -> what the syscall's tracepoint record (or, for syscalls
-/// sent whole at their exit, its saved user registers) holds. All zeros (`role` 0): not traced.
+/// Syscall number -> which arguments of the syscall to send (see `SysCfg`). All zeros
+/// (`op` 0): not traced.
 #[map]
-static SYS_CFG: Array<SysCfg> = Array::with_max_entries(2 * SYS_NR_SLOTS, 0);
+static SYS_CFG: Array<SysCfg> = Array::with_max_entries(SYS_NR_SLOTS, 0);
 
 /// Events that did not fit in the ring buffer, per `op` slot.
 #[map]
@@ -157,16 +165,29 @@ static WALK: PerCpuArray<Walk> = PerCpuArray::with_max_entries(1, 0);
 
 const AT_FDCWD: i32 = -100;
 
-#[inline(always)]
-fn cfg() -> KernelConfig {
-    // SAFETY: a frozen global; volatile so the compiler does not fold the zeros above.
-    unsafe { ptr::read_volatile(&raw const CONFIG) }
+/// One field of [`CONFIG`], read where it is used (a load from the frozen map value, which
+/// the verifier knows as a constant). Volatile so the compiler does not fold the zeros above;
+/// field by field because a copy of the whole struct costs ~80 instructions on every event.
+macro_rules! cf {
+    ($field:ident) => {{
+        // SAFETY: a field of a frozen global.
+        #[allow(unused_unsafe)]
+        let v = unsafe { ptr::read_volatile(&raw const CONFIG.$field) };
+        v
+    }};
 }
 
+/// Whether the current task is in the traced cgroup subtree. Checked before anything else
+/// (and before [`cfg`] copies the whole configuration): `sys_exit` runs on every syscall of
+/// every process on the machine, and nearly all of them are not ours.
 #[inline(always)]
-fn in_scope(c: &KernelConfig) -> bool {
-    // SAFETY: helper call without pointers.
-    unsafe { bpf_get_current_ancestor_cgroup_id(c.cgroup_level as i32) == c.cgroup_id }
+fn in_scope() -> bool {
+    // SAFETY: volatile reads of two fields of a frozen global; helper call without pointers.
+    unsafe {
+        let level = ptr::read_volatile(&raw const CONFIG.cgroup_level);
+        let id = ptr::read_volatile(&raw const CONFIG.cgroup_id);
+        bpf_get_current_ancestor_cgroup_id(level as i32) == id
+    }
 }
 
 /// Read a `T` at `base + off` in kernel memory; `None` when it faults.
@@ -185,46 +206,87 @@ fn kread<T: Copy>(base: u64, off: u32) -> Option<T> {
     (r == 0).then(|| unsafe { v.assume_init() })
 }
 
-/// Start an event in the scratch buffer.
+/// Load a `T` at `base + off` where `base` is a BTF-typed kernel pointer the verifier knows
+/// (`bpf_get_current_task_btf()`, a tp_btf argument, or a pointer member loaded from one)
+/// and `off` one of the frozen [`CONFIG`] offsets (a constant to the verifier): a plain load
+/// that the verifier checks against the kernel's BTF and the JIT guards against faults, with
+/// no helper call (what `bpf_probe_read_kernel` costs on every step is most of an event's
+/// price). A faulting load reads 0. Pointers loaded this way keep their BTF type, so chains
+/// (`task->fs->root.dentry`) stay direct; pointers to pointers and anything that went
+/// through a map are plain numbers to the verifier and need [`kread`].
 #[inline(always)]
-fn begin(kind: u32, op: u32) -> Option<*mut Scratch> {
+fn bload<T: Copy>(base: u64, off: u32) -> T {
+    // SAFETY: see above; the verifier rejects the program if `base + off` is not a member
+    // of `base`'s type of this size.
+    unsafe { ptr::read_volatile((base + u64::from(off)) as *const T) }
+}
+
+/// The current task as a BTF pointer (for [`bload`]).
+#[inline(always)]
+fn task_btf() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_get_current_task_btf() as u64 }
+}
+
+/// Start an event in the scratch buffer. Thread and process ids come from the task with
+/// direct loads (not `bpf_get_current_pid_tgid`: every helper call counts on the hot path);
+/// `comm` only for scheduler events (`with_comm`), userspace keeps it per process.
+#[inline(always)]
+fn begin(task: u64, kind: u32, op: u32, with_comm: bool) -> Option<*mut Scratch> {
     let s = SCRATCH.get_ptr_mut(0)?;
-    let id = bpf_get_current_pid_tgid();
     // SAFETY: `s` is this CPU's scratch value; programs do not nest on one CPU for these hooks.
+    // Field by field with volatile stores: a struct assignment becomes a call to a
+    // byte-at-a-time `memset` for the zeroed fields.
     unsafe {
-        (*s).header = EventHeader {
-            kind,
-            op,
-            pid: (id >> 32) as u32,
-            tid: id as u32,
-            ret: 0,
-            flags: 0,
-            comm: bpf_get_current_comm().unwrap_or([0; 16]),
-            payload_len: 0,
-            pad: 0,
-        };
-        (*s).n_pending = 0;
+        let h = &raw mut (*s).header;
+        ptr::write_volatile(&raw mut (*h).kind, kind);
+        ptr::write_volatile(&raw mut (*h).op, op);
+        ptr::write_volatile(&raw mut (*h).pid, bload(task, cf!(task_tgid)));
+        ptr::write_volatile(&raw mut (*h).tid, bload(task, cf!(task_pid)));
+        ptr::write_volatile(&raw mut (*h).ret, 0);
+        ptr::write_volatile(&raw mut (*h).flags, 0);
+        let comm = (&raw mut (*h).comm).cast::<[u64; 2]>();
+        if with_comm {
+            let name = bpf_get_current_comm().unwrap_or([0; 16]);
+            ptr::write_volatile(comm, core::mem::transmute::<[u8; 16], [u64; 2]>(name));
+        } else {
+            ptr::write_volatile(&raw mut (*comm)[0], 0);
+            ptr::write_volatile(&raw mut (*comm)[1], 0);
+        }
+        ptr::write_volatile(&raw mut (*h).payload_len, 0);
+        ptr::write_volatile(&raw mut (*h).pad, 0);
+        ptr::write_volatile(&raw mut (*s).n_pending, 0);
     }
     Some(s)
 }
 
-/// Wake the reader only once this much is waiting: a wake-up per record (the default) costs
-/// an irq_work per syscall; the reader also polls every few milliseconds, so nothing waits
-/// longer than that.
-const WAKEUP_BYTES: u64 = 256 * 1024;
-const BPF_RB_AVAIL_DATA: u64 = 0;
+// Wake-ups: the reader is woken once every `CONFIG.wakeup_mask + 1` records per CPU (the
+// loader sizes it to about an eighth of the ring). A wake-up per record (the default) costs
+// an irq_work per syscall, asking the ring how full it is costs a helper call per record,
+// and, measured here, a reader that drains as records arrive slows every record down: it
+// keeps pulling the ring's head cache lines (positions, the record being written) over to
+// its own core. Woken rarely, it drains a big batch at once and sleeps again.
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
+
+/// Records sent on this CPU (for the wake-ups).
+#[map]
+static SENT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Send the event; count it as lost under `slot` if the ring buffer is full.
 #[inline(always)]
 fn emit(s: *mut Scratch, off: usize, slot: u32) {
     let off = if off > PAYLOAD_CAP { PAYLOAD_CAP } else { off };
-    let wake = if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    };
+    let mut wake = BPF_RB_NO_WAKEUP;
+    if let Some(n) = SENT.get_ptr_mut(0) {
+        // SAFETY: this CPU's counter.
+        unsafe {
+            *n += 1;
+            if *n & u64::from(ptr::read_volatile(&raw const CONFIG.wakeup_mask)) == 0 {
+                wake = BPF_RB_FORCE_WAKEUP;
+            }
+        }
+    }
     // SAFETY: `s` points to a live map value of `HEADER_LEN + 2 * PAYLOAD_CAP` bytes.
     let r = unsafe {
         (*s).header.payload_len = off as u32;
@@ -268,6 +330,12 @@ fn put_tag(s: *mut Scratch, off: usize, tag: u8) -> usize {
 /// Append a tagged NUL-terminated string from user memory.
 #[inline(always)]
 fn put_user_str(s: *mut Scratch, off: usize, tag: u8, user: u64) -> usize {
+    put_str(s, off, tag, user, false)
+}
+
+/// Append a tagged NUL-terminated string from user (or, with `kernel`, kernel) memory.
+#[inline(always)]
+fn put_str(s: *mut Scratch, off: usize, tag: u8, user: u64, kernel: bool) -> usize {
     if user == 0 {
         return off;
     }
@@ -279,11 +347,12 @@ fn put_user_str(s: *mut Scratch, off: usize, tag: u8, user: u64) -> usize {
     let start = put_tag(s, off, tag);
     // SAFETY: destination masked below PAYLOAD_CAP, size USER_PATH_MAX <= PAYLOAD_CAP slack.
     let n = unsafe {
-        bpf_probe_read_user_str(
-            (&raw mut (*s).payload[start & MASK]).cast(),
-            USER_PATH_MAX as u32,
-            user as *const c_void,
-        )
+        let dst = (&raw mut (*s).payload[start & MASK]).cast();
+        if kernel {
+            bpf_probe_read_kernel_str(dst, USER_PATH_MAX as u32, user as *const c_void)
+        } else {
+            bpf_probe_read_user_str(dst, USER_PATH_MAX as u32, user as *const c_void)
+        }
     };
     if n <= 0 {
         // Unreadable pointer: drop the tag again.
@@ -292,42 +361,63 @@ fn put_user_str(s: *mut Scratch, off: usize, tag: u8, user: u64) -> usize {
     start + n as usize
 }
 
-/// The `struct file *` behind `fd` in the current task.
+// Pointers here are returned as plain values with 0 for "none", not as `Option`s: LLVM
+// moves the undefined payload of a `None` between registers and stack, which is legal for it
+// and rejected by the verifier ("R5 !read_ok").
+
+/// The `struct file *` behind `fd` in the current task (a plain number: it comes out of
+/// the fd array, a pointer to pointers); 0 when `fd` is not open.
 #[inline(always)]
-fn fd_file(c: &KernelConfig, fd: i64) -> Option<u64> {
+fn fd_file(task: u64, fd: i64) -> u64 {
     if fd < 0 {
-        return None;
+        return 0;
     }
-    // SAFETY: helper without arguments.
-    let task = unsafe { bpf_get_current_task() };
-    let files: u64 = kread(task, c.task_files)?;
-    let fdt: u64 = kread(files, c.files_fdt)?;
-    let max: u32 = kread(fdt, c.fdt_max_fds)?;
+    let files: u64 = bload(task, cf!(task_files));
+    let fdt: u64 = bload(files, cf!(files_fdt));
+    let max: u32 = bload(fdt, cf!(fdt_max_fds));
     if fd as u64 >= u64::from(max) {
-        return None;
+        return 0;
     }
-    let arr: u64 = kread(fdt, c.fdt_fd)?;
-    let file: u64 = kread(arr, (fd as u32).wrapping_mul(8))?;
-    (file != 0).then_some(file)
+    let arr: u64 = bload(fdt, cf!(fdt_fd));
+    kread(arr, (fd as u32).wrapping_mul(8)).unwrap_or(0)
 }
 
-/// `(vfsmount, dentry)` of a `struct path` at `base + off`.
+/// `(vfsmount, dentry)` of the `struct path` at `base + off`, `base` a plain number (0:
+/// none): one probe read of both pointers (the loader checks that `dentry` follows `mnt`).
 #[inline(always)]
-fn read_path(c: &KernelConfig, base: u64, off: u32) -> Option<(u64, u64)> {
-    let mnt: u64 = kread(base, off + c.path_mnt)?;
-    let dentry: u64 = kread(base, off + c.path_dentry)?;
-    Some((mnt, dentry))
+fn read_path(base: u64, off: u32) -> (u64, u64) {
+    if base == 0 {
+        return (0, 0);
+    }
+    let [mnt, dentry]: [u64; 2] = kread(base, off + cf!(path_mnt)).unwrap_or([0; 2]);
+    (mnt, dentry)
+}
+
+/// `(vfsmount, dentry)` of the `struct path` at `base + off`, `base` a BTF pointer.
+#[inline(always)]
+fn bload_path(base: u64, off: u32) -> (u64, u64) {
+    (
+        bload(base, off + cf!(path_mnt)),
+        bload(base, off + cf!(path_dentry)),
+    )
+}
+
+/// The current task's root directory.
+#[inline(always)]
+fn task_root(task: u64) -> (u64, u64) {
+    let fs: u64 = bload(task, cf!(task_fs));
+    bload_path(fs, cf!(fs_root))
 }
 
 /// Append a walk of `(vfsmnt, dentry)` up to the current task's root: start tag, components
 /// leaf first, end tag.
 #[inline(always)]
 fn put_walk(
-    c: &KernelConfig,
+    task: u64,
     s: *mut Scratch,
     off: usize,
     tag: u8,
-    target: Option<(u64, u64)>,
+    (mnt, dentry): (u64, u64),
     cache_at: u64,
 ) -> usize {
     if off + 2 > PAYLOAD_CAP {
@@ -336,12 +426,10 @@ fn put_walk(
         return off;
     }
     let off = put_tag(s, off, tag);
-    // SAFETY: helper without arguments.
-    let task = unsafe { bpf_get_current_task() };
-    let root = kread::<u64>(task, c.task_fs).and_then(|fs| read_path(c, fs, c.fs_root));
-    let (Some((mnt, dentry)), Some((root_mnt, root_dentry))) = (target, root) else {
+    let (root_mnt, root_dentry) = task_root(task);
+    if mnt == 0 || dentry == 0 || root_mnt == 0 || root_dentry == 0 {
         return put_tag(s, off, TAG_END_ERROR);
-    };
+    }
     // The common case of a relative lookup, its directory already sent: answer it here,
     // without setting up a loop.
     if cache_at == 0 {
@@ -437,7 +525,6 @@ fn generation() -> u64 {
 
 /// One step of the path walk (a `bpf_loop` callback): returns 1 to stop.
 extern "C" fn walk_step(_index: u64, _ctx: *mut c_void) -> i64 {
-    let c = cfg();
     let (Some(w), Some(s)) = (WALK.get_ptr_mut(0), SCRATCH.get_ptr_mut(0)) else {
         return 1;
     };
@@ -481,13 +568,13 @@ extern "C" fn walk_step(_index: u64, _ctx: *mut c_void) -> i64 {
             // Go on with this same directory in the next iteration (the check is done).
             return 0;
         }
-        let Some(mnt_root) = kread::<u64>(vfsmnt, c.vfsmount_mnt_root) else {
+        let Some(mnt_root) = kread::<u64>(vfsmnt, cf!(vfsmount_mnt_root)) else {
             return walk_end(w, s, off, TAG_END_ERROR);
         };
         if dentry == mnt_root {
             // At the root of a mount: continue from where it is mounted.
-            let mount = vfsmnt - u64::from(c.mount_mnt);
-            let Some(parent) = kread::<u64>(mount, c.mount_mnt_parent) else {
+            let mount = vfsmnt - u64::from(cf!(mount_mnt));
+            let Some(parent) = kread::<u64>(mount, cf!(mount_mnt_parent)) else {
                 return walk_end(w, s, off, TAG_END_ERROR);
             };
             if parent == mount {
@@ -495,20 +582,20 @@ extern "C" fn walk_step(_index: u64, _ctx: *mut c_void) -> i64 {
                 // (a chroot escapee or an internal mount such as pipefs).
                 return walk_end(w, s, off, TAG_END_UNREACHABLE);
             }
-            let Some(mp) = kread::<u64>(mount, c.mount_mnt_mountpoint) else {
+            let Some(mp) = kread::<u64>(mount, cf!(mount_mnt_mountpoint)) else {
                 return walk_end(w, s, off, TAG_END_ERROR);
             };
             (*w).dentry = mp;
-            (*w).vfsmnt = parent + u64::from(c.mount_mnt);
+            (*w).vfsmnt = parent + u64::from(cf!(mount_mnt));
             return 0;
         }
-        let Some(parent) = kread::<u64>(dentry, c.dentry_d_parent) else {
+        let Some(parent) = kread::<u64>(dentry, cf!(dentry_d_parent)) else {
             return walk_end(w, s, off, TAG_END_ERROR);
         };
         if parent == dentry {
             return walk_end(w, s, off, TAG_END_UNREACHABLE);
         }
-        let Some(name) = kread::<u64>(dentry, c.dentry_d_name_name) else {
+        let Some(name) = kread::<u64>(dentry, cf!(dentry_d_name_name)) else {
             return walk_end(w, s, off, TAG_END_ERROR);
         };
         (*s).payload[off & MASK] = TAG_COMPONENT;
@@ -527,13 +614,6 @@ extern "C" fn walk_step(_index: u64, _ctx: *mut c_void) -> i64 {
     }
 }
 
-/// Read a field of the tracepoint record.
-#[inline(always)]
-fn rec<T>(ctx: &TracePointContext, off: u32) -> Option<T> {
-    // SAFETY: bounded probe read of the record.
-    unsafe { ctx.read_at::<T>(off as usize).ok() }
-}
-
 /// Whether the first byte of the user string at `payload[start]` is not `/`.
 #[inline(always)]
 fn is_relative(s: *mut Scratch, start: usize) -> bool {
@@ -543,24 +623,18 @@ fn is_relative(s: *mut Scratch, start: usize) -> bool {
 
 /// The directory a relative path is resolved against: `dfd`'s file or the cwd.
 #[inline(always)]
-fn base_dir(c: &KernelConfig, dfd: i32) -> Option<(u64, u64)> {
+fn base_dir(task: u64, dfd: i32) -> (u64, u64) {
     if dfd == AT_FDCWD {
-        // SAFETY: helper without arguments.
-        let task = unsafe { bpf_get_current_task() };
-        let fs: u64 = kread(task, c.task_fs)?;
-        read_path(c, fs, c.fs_pwd)
+        let fs: u64 = bload(task, cf!(task_fs));
+        bload_path(fs, cf!(fs_pwd))
     } else {
-        let file = fd_file(c, i64::from(dfd))?;
-        read_path(c, file, c.file_f_path)
+        read_path(fd_file(task, i64::from(dfd)), cf!(file_f_path))
     }
 }
 
-/// A syscall's arguments, kept from its entry to its exit (see `sys_enter`).
-#[repr(C)]
+/// A syscall's arguments as `SysCfg` selects them.
 #[derive(Clone, Copy)]
 struct Args {
-    op: u32,
-    pad: u32,
     path: u64,
     dfd: i64,
     path2: u64,
@@ -571,7 +645,7 @@ struct Args {
 /// Append a requested path and, when it is relative, its base directory's walk.
 #[inline(always)]
 fn put_path_arg(
-    c: &KernelConfig,
+    task: u64,
     s: *mut Scratch,
     off: usize,
     (tag, walk_tag): (u8, u8),
@@ -582,147 +656,116 @@ fn put_path_arg(
     if new == off || !is_relative(s, off + 1) {
         return new;
     }
-    put_walk(c, s, new, walk_tag, base_dir(c, dfd as i32), 0)
+    put_walk(task, s, new, walk_tag, base_dir(task, dfd as i32), 0)
 }
 
-/// Read the arguments `sc` describes from a syscall entry record.
+/// Syscall argument `n` (1-based; 0 or out of range: `None`) from the saved user registers
+/// `regs` (a BTF `struct pt_regs *`). Each arm loads at a constant offset, which direct loads
+/// need. On the architectures we support a syscall leaves its argument registers as the
+/// caller set them (arm64 keeps the first in `orig_x0`, which is what the loader points at).
 #[inline(always)]
-fn read_args(ctx: &TracePointContext, sc: &SysCfg) -> Args {
-    let at = |off: u32| -> i64 {
-        if off == 0 {
-            i64::from(AT_FDCWD)
-        } else {
-            rec::<i64>(ctx, off).unwrap_or(i64::from(AT_FDCWD))
-        }
-    };
-    let ptr = |off: u32| -> u64 {
-        if off == 0 {
-            0
-        } else {
-            rec::<u64>(ctx, off).unwrap_or(0)
-        }
-    };
-    Args {
-        op: sc.op,
-        pad: 0,
-        path: ptr(sc.path_off),
-        dfd: at(sc.dfd_off),
-        path2: ptr(sc.path2_off),
-        dfd2: at(sc.dfd2_off),
-        fd: if sc.fd_off == 0 {
-            -1
-        } else {
-            rec::<i64>(ctx, sc.fd_off).unwrap_or(-1)
-        },
-    }
+fn reg_arg(regs: u64, n: u32) -> Option<u64> {
+    Some(match n {
+        1 => bload(regs, cf!(regs_arg)[0]),
+        2 => bload(regs, cf!(regs_arg)[1]),
+        3 => bload(regs, cf!(regs_arg)[2]),
+        4 => bload(regs, cf!(regs_arg)[3]),
+        5 => bload(regs, cf!(regs_arg)[4]),
+        6 => bload(regs, cf!(regs_arg)[5]),
+        _ => return None,
+    })
 }
 
-/// Read the arguments `sc` describes from the current task's saved user registers, at the
-/// syscall's exit (`sc` holds `pt_regs` offsets). On the architectures we support a syscall
-/// leaves its argument registers as the caller set them (arm64 keeps the first in
-/// `orig_x0`, which is what the loader points at).
+/// Read the arguments `sc` selects. An `int` argument is the low half of its register.
 #[inline(always)]
-fn read_args_regs(sc: &SysCfg) -> Args {
-    // SAFETY: helpers that take no pointer from us (the task pointer is the kernel's own).
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
-    // An `int` argument is the low half of its register.
-    let int = |off: u32, none: i64| -> i64 {
-        if off == 0 || regs == 0 {
-            none
-        } else {
-            kread::<u64>(regs, off).map_or(none, |v| i64::from(v as i32))
-        }
-    };
-    let ptr = |off: u32| -> u64 {
-        if off == 0 || regs == 0 {
-            0
-        } else {
-            kread::<u64>(regs, off).unwrap_or(0)
-        }
-    };
+fn read_args(regs: u64, sc: &SysCfg) -> Args {
+    let int = |n: u32, none: i64| reg_arg(regs, n).map_or(none, |v| i64::from(v as i32));
     Args {
-        op: sc.op,
-        pad: 0,
-        path: ptr(sc.path_off),
-        dfd: int(sc.dfd_off, i64::from(AT_FDCWD)),
-        path2: ptr(sc.path2_off),
-        dfd2: int(sc.dfd2_off, i64::from(AT_FDCWD)),
-        fd: int(sc.fd_off, -1),
+        path: reg_arg(regs, sc.path_arg).unwrap_or(0),
+        dfd: int(sc.dfd_arg, i64::from(AT_FDCWD)),
+        path2: reg_arg(regs, sc.path2_arg).unwrap_or(0),
+        dfd2: int(sc.dfd2_arg, i64::from(AT_FDCWD)),
+        fd: int(sc.fd_arg, -1),
     }
 }
 
 /// Append the requested paths (and the fd's path) of `a`.
 #[inline(always)]
-fn put_args(c: &KernelConfig, s: *mut Scratch, a: &Args) -> usize {
+fn put_args(task: u64, s: *mut Scratch, a: &Args) -> usize {
     let mut off = 0;
     if a.path != 0 {
-        off = put_path_arg(c, s, off, (TAG_USER_PATH, TAG_WALK_BASE), a.path, a.dfd);
+        off = put_path_arg(task, s, off, (TAG_USER_PATH, TAG_WALK_BASE), a.path, a.dfd);
     }
     if a.path2 != 0 {
-        off = put_path_arg(c, s, off, (TAG_USER_PATH2, TAG_WALK_BASE2), a.path2, a.dfd2);
+        off = put_path_arg(
+            task,
+            s,
+            off,
+            (TAG_USER_PATH2, TAG_WALK_BASE2),
+            a.path2,
+            a.dfd2,
+        );
     }
     if a.fd >= 0 {
-        let target = fd_file(c, a.fd).and_then(|f| read_path(c, f, c.file_f_path));
-        off = put_walk(c, s, off, TAG_WALK_FD, target, 0);
+        let target = read_path(fd_file(task, a.fd), cf!(file_f_path));
+        off = put_walk(task, s, off, TAG_WALK_FD, target, 0);
     }
     off
 }
 
-/// Entry of `execve`, `execveat` and `chdir`, the only syscalls with an entry program: after
-/// a successful exec the old memory is gone, and after chdir a relative path would resolve
-/// against the new cwd, so their paths are sent now. Every other traced syscall is sent
-/// whole at its exit, its arguments read back from the saved user registers: no entry
-/// tracepoint, no per-thread stash.
-#[tracepoint]
-pub fn sys_enter(ctx: TracePointContext) -> u32 {
-    let c = cfg();
-    if in_scope(&c) {
-        let _ = try_enter(&c, &ctx);
+/// Whether the current syscall is a 32-bit compat one: its number means another syscall
+/// (syscall tracepoints skip these too).
+#[inline(always)]
+fn is_compat(task: u64) -> bool {
+    cf!(compat_off) != 0 && bload::<u32>(task, cf!(compat_off)) & cf!(compat_mask) != 0
+}
+
+/// The `SysCfg` of syscall `nr`, if it is traced.
+#[inline(always)]
+fn sys_cfg(nr: i64) -> Option<SysCfg> {
+    if nr < 0 || nr >= i64::from(SYS_NR_SLOTS) {
+        return None;
+    }
+    let sc = *SYS_CFG.get(nr as u32)?;
+    (sc.op != 0).then_some(sc)
+}
+
+/// The `n`th argument of a BTF tracepoint (a direct context load).
+#[inline(always)]
+fn tp_arg(ctx: &BtfTracePointContext, n: usize) -> u64 {
+    // SAFETY: the context is an array of the tracepoint's u64 arguments; `n` is a constant.
+    unsafe { *ctx.as_ptr().cast::<u64>().add(n) }
+}
+
+/// Exit of every syscall (the raw `sys_exit` tracepoint: `regs`, result). A traced syscall
+/// is sent whole: its result, its requested paths (read back from the saved user registers,
+/// which still hold the arguments, and from user memory, which is still there), and for
+/// opens the opened file's real path (after symlinks) and whether this open created it.
+///
+/// There is no program on `sys_enter`: it would run on every syscall of every process, and
+/// nothing needs it. The two syscalls whose paths cannot be read at exit are handled
+/// otherwise: a successful exec has replaced the memory its path was in, so
+/// `sched_exec` sends the path as the kernel kept it (`bprm->filename`); a successful chdir
+/// has moved the cwd a relative path was resolved against, so the new cwd is sent as a walk.
+#[btf_tracepoint(function = "sys_exit")]
+pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
+    if in_scope() {
+        let _ = try_exit(&ctx);
     }
     0
 }
 
 #[inline(always)]
-fn try_enter(c: &KernelConfig, ctx: &TracePointContext) -> Option<()> {
-    let nr = rec::<i32>(ctx, c.syscall_nr_off)?;
-    // SAFETY: read-only lookup; the loader never changes entries while attached.
-    if nr < 0 || nr as u32 >= SYS_NR_SLOTS {
+fn try_exit(ctx: &BtfTracePointContext) -> Option<()> {
+    let regs = tp_arg(ctx, 0);
+    let ret = tp_arg(ctx, 1) as i64;
+    let nr = bload::<u32>(regs, cf!(regs_nr)) as i32;
+    let sc = sys_cfg(i64::from(nr))?;
+    let task = task_btf();
+    if is_compat(task) || (sc.op == op::EXEC && ret == 0) {
         return None;
     }
-    let sc = *SYS_CFG.get(sys_cfg_key(ROLE_ENTER, nr as u32))?;
-    if sc.role != ROLE_ENTER {
-        return None;
-    }
-    let args = read_args(ctx, &sc);
-    let s = begin(EV_ENTER, sc.op)?;
-    let off = put_args(c, s, &args);
-    emit(s, off, sc.op);
-    Some(())
-}
-
-/// Exit of every traced syscall: the result; for opens also the opened file's real path
-/// (after symlinks) and whether this open created it.
-#[tracepoint]
-pub fn sys_exit(ctx: TracePointContext) -> u32 {
-    let c = cfg();
-    if in_scope(&c) {
-        let _ = try_exit(&c, &ctx);
-    }
-    0
-}
-
-#[inline(always)]
-fn try_exit(c: &KernelConfig, ctx: &TracePointContext) -> Option<()> {
-    let nr = rec::<i32>(ctx, c.syscall_nr_off)?;
-    if nr < 0 || nr as u32 >= SYS_NR_SLOTS {
-        return None;
-    }
-    let sc = *SYS_CFG.get(sys_cfg_key(ROLE_EXIT, nr as u32))?;
-    if sc.role != ROLE_EXIT {
-        return None;
-    }
-    let ret = rec::<i64>(ctx, sc.ret_off)?;
-    let stashed = sc.has_args().then(|| read_args_regs(&sc));
+    let args = read_args(regs, &sc);
     if ret == 0 && (sc.op == op::RENAME || sc.op == op::DELETE) {
         // Paths of cached directories may have changed (or their dentries may be freed).
         if let Some(g) = GENERATION.get_ptr_mut(0) {
@@ -730,36 +773,33 @@ fn try_exit(c: &KernelConfig, ctx: &TracePointContext) -> Option<()> {
             unsafe { *g += 1 };
         }
     }
-    let s = begin(
-        if stashed.is_some() {
-            EV_SYSCALL
-        } else {
-            EV_EXIT
-        },
-        sc.op,
-    )?;
+    let s = begin(task, EV_SYSCALL, sc.op, false)?;
     // SAFETY: header of a live map value.
     unsafe { (*s).header.ret = ret };
-    let mut off = match &stashed {
-        Some(a) => put_args(c, s, a),
-        None => 0,
-    };
+    if sc.op == op::CHDIR && ret == 0 {
+        // The requested path as given, and where it led (the new cwd, after symlinks).
+        let off = put_user_str(s, 0, TAG_USER_PATH, args.path);
+        let fs: u64 = bload(task, cf!(task_fs));
+        let off = put_walk(task, s, off, TAG_WALK_FD, bload_path(fs, cf!(fs_pwd)), 1);
+        emit(s, off, sc.op);
+        return Some(());
+    }
+    let mut off = put_args(task, s, &args);
     if sc.op == op::OPEN && ret >= 0 {
-        let file = fd_file(c, ret);
-        if let Some(f) = file {
-            if let Some(mode) = kread::<u32>(f, c.file_f_mode) {
-                if mode & c.fmode_created != 0 {
-                    // SAFETY: as above.
-                    unsafe { (*s).header.flags |= EXIT_FLAG_CREATED };
-                }
-            }
+        let file = fd_file(task, ret);
+        if file != 0
+            && let Some(mode) = kread::<u32>(file, cf!(file_f_mode))
+            && mode & cf!(fmode_created) != 0
+        {
+            // SAFETY: as above.
+            unsafe { (*s).header.flags |= EXIT_FLAG_CREATED };
         }
         off = put_walk(
-            c,
+            task,
             s,
             off,
             TAG_WALK_FD,
-            file.and_then(|f| read_path(c, f, c.file_f_path)),
+            read_path(file, cf!(file_f_path)),
             1,
         );
     }
@@ -767,32 +807,44 @@ fn try_exit(c: &KernelConfig, ctx: &TracePointContext) -> Option<()> {
     Some(())
 }
 
-/// A successful exec: the binary really run (`mm->exe_file`, after symlinks) and argv\[0\].
-#[tracepoint]
-pub fn sched_exec(ctx: TracePointContext) -> u32 {
-    let c = cfg();
-    if in_scope(&c) {
-        let _ = try_exec(&c, &ctx);
+/// Read a field of a (scheduler) tracepoint record.
+#[inline(always)]
+fn rec<T>(ctx: &TracePointContext, off: u32) -> Option<T> {
+    // SAFETY: bounded probe read of the record.
+    unsafe { ctx.read_at::<T>(off as usize).ok() }
+}
+
+/// A successful exec (`sched_process_exec(task, old_pid, bprm)`): the binary really run
+/// (`mm->exe_file`, after symlinks), the path as the caller asked for it (`bprm->filename`,
+/// with the cwd's walk when it is relative: exec does not change the cwd) and argv\[0\].
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn sched_exec(ctx: BtfTracePointContext) -> i32 {
+    if in_scope() {
+        let _ = try_exec(&ctx);
     }
     0
 }
 
 #[inline(always)]
-fn try_exec(c: &KernelConfig, ctx: &TracePointContext) -> Option<()> {
-    let s = begin(EV_EXEC, 0)?;
-    let old_pid = rec::<i32>(ctx, c.exec_old_pid_off).unwrap_or(0);
-    // SAFETY: header of a live map value; helper without arguments.
-    let task = unsafe {
-        (*s).header.ret = i64::from(old_pid);
-        bpf_get_current_task()
-    };
-    let mm: Option<u64> = kread(task, c.task_mm);
-    let exe = mm
-        .and_then(|mm| kread::<u64>(mm, c.mm_exe_file))
-        .and_then(|f| read_path(c, f, c.file_f_path));
-    let mut off = put_walk(c, s, 0, TAG_WALK_EXE, exe, 1);
-    if let Some(arg_start) = mm.and_then(|mm| kread::<u64>(mm, c.mm_arg_start)) {
-        off = put_user_str(s, off, TAG_ARGV0, arg_start);
+fn try_exec(ctx: &BtfTracePointContext) -> Option<()> {
+    let task = task_btf();
+    let s = begin(task, EV_EXEC, 0, true)?;
+    let old_pid = tp_arg(ctx, 1) as i32;
+    let bprm = tp_arg(ctx, 2);
+    // SAFETY: header of a live map value.
+    unsafe { (*s).header.ret = i64::from(old_pid) };
+    let mm: u64 = bload(task, cf!(task_mm));
+    let exe_file: u64 = bload(mm, cf!(mm_exe_file));
+    let exe = bload_path(exe_file, cf!(file_f_path));
+    let mut off = put_walk(task, s, 0, TAG_WALK_EXE, exe, 1);
+    let arg_start: u64 = bload(mm, cf!(mm_arg_start));
+    off = put_user_str(s, off, TAG_ARGV0, arg_start);
+    let filename: u64 = bload(bprm, cf!(bprm_filename));
+    let new = put_str(s, off, TAG_USER_PATH, filename, true);
+    if new != off && is_relative(s, off + 1) {
+        off = put_walk(task, s, new, TAG_WALK_BASE, base_dir(task, AT_FDCWD), 0);
+    } else {
+        off = new;
     }
     emit(s, off, op::SCHED);
     Some(())
@@ -801,10 +853,9 @@ fn try_exec(c: &KernelConfig, ctx: &TracePointContext) -> Option<()> {
 /// A fork (or thread creation) by a traced task: `ret` is the child's pid.
 #[tracepoint]
 pub fn sched_fork(ctx: TracePointContext) -> u32 {
-    let c = cfg();
-    if in_scope(&c) {
-        if let Some(s) = begin(EV_FORK, 0) {
-            let child = rec::<i32>(&ctx, c.fork_child_pid_off).unwrap_or(0);
+    if in_scope() {
+        if let Some(s) = begin(task_btf(), EV_FORK, 0, true) {
+            let child = rec::<i32>(&ctx, cf!(fork_child_pid_off)).unwrap_or(0);
             // SAFETY: header of a live map value.
             unsafe { (*s).header.ret = i64::from(child) };
             emit(s, 0, op::SCHED);
@@ -816,14 +867,12 @@ pub fn sched_fork(ctx: TracePointContext) -> u32 {
 /// A traced task exits: `ret` is its exit code (wait status).
 #[tracepoint]
 pub fn sched_exit(_ctx: TracePointContext) -> u32 {
-    let c = cfg();
-    if in_scope(&c) {
-        if let Some(s) = begin(EV_PROC_EXIT, 0) {
-            // SAFETY: helper without arguments; header of a live map value.
-            unsafe {
-                let task = bpf_get_current_task();
-                (*s).header.ret = i64::from(kread::<i32>(task, c.task_exit_code).unwrap_or(0));
-            }
+    if in_scope() {
+        let task = task_btf();
+        if let Some(s) = begin(task, EV_PROC_EXIT, 0, true) {
+            let code: i32 = bload(task, cf!(task_exit_code));
+            // SAFETY: header of a live map value.
+            unsafe { (*s).header.ret = i64::from(code) };
             emit(s, 0, op::SCHED);
         }
     }

@@ -1,6 +1,7 @@
-//! `minify trace [--root DIR] [--json] [--ring-bytes N] -- CMD...`: run one command under the
-//! eBPF tracer (in a fresh cgroup, optionally chrooted into an image rootfs) and print every
-//! path it touched. For debugging what `minify run` would keep, and for tests.
+//! `minify trace [--root DIR] [--json|--events] [--follow] [--ring-bytes N] -- CMD...`: run
+//! one command under the eBPF tracer (in a fresh cgroup, optionally chrooted into an image
+//! rootfs) and print every path it touched. For debugging what `minify run` would keep, and
+//! for tests.
 
 use std::fmt::Write as _;
 
@@ -31,8 +32,28 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<u8> {
         ..TraceOptions::default()
     };
     let tracer = Tracer::start(&cgroup, options).map_err(crate::lib_error)?;
+    // --follow: the tracer's live stream, printed by a task of its own while the command
+    // runs here; the stream ends when the tracer finishes.
+    let printer = if args.follow {
+        let mut events = tracer.subscribe();
+        Some(std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().build()?;
+            rt.block_on(async {
+                while let Some(e) = events.recv().await {
+                    eprintln!("{}", event_line(&e));
+                }
+            });
+            anyhow::Ok(())
+        }))
+    } else {
+        None
+    };
     let status = spec.run(&cgroup).map_err(crate::lib_error)?;
     let rec = tracer.finish_recording().map_err(crate::lib_error)?;
+    if let Some(p) = printer {
+        p.join()
+            .map_err(|_| anyhow::anyhow!("the --follow printer panicked"))??;
+    }
     drop(sigint);
     drop(cgroup);
 
@@ -96,21 +117,26 @@ fn print_paths(rec: &Recording) {
 fn print_events(rec: &Recording) {
     let mut out = String::new();
     for e in &rec.trace.events {
-        let _ = write!(
-            out,
-            "{:>7} {:<15} {:<14} {:<6} {}",
-            e.pid,
-            e.comm,
-            e.kind.name(),
-            if e.ok { "ok" } else { "failed" },
-            e.path
-        );
-        if !e.detail.is_empty() {
-            let _ = write!(out, "  [{}]", e.detail);
-        }
+        out.push_str(&event_line(e));
         out.push('\n');
     }
     print!("{out}");
+}
+
+/// One event: pid, comm, kind, ok/failed, path, and the detail (argv\[0\] of an exec).
+fn event_line(e: &minify_model::TraceEvent) -> String {
+    let mut line = format!(
+        "{:>7} {:<15} {:<14} {:<6} {}",
+        e.pid,
+        e.comm,
+        e.kind.name(),
+        if e.ok { "ok" } else { "failed" },
+        e.path
+    );
+    if !e.detail.is_empty() {
+        let _ = write!(line, "  [{}]", e.detail);
+    }
+    line
 }
 
 fn print_json(rec: &Recording, code: Option<i32>) -> anyhow::Result<()> {
