@@ -79,6 +79,14 @@ fn minify_fixture(name: &str, probes: &[&str], max_ratio: f64) {
     let report: serde_json::Value =
         serde_json::from_str(&fs_err::read_to_string(&report_path).unwrap()).unwrap();
     assert_eq!(report["verify"], "passed", "{report:#}");
+    // A daemon output is verified in place.
+    assert_eq!(report["output_written"], true, "{report:#}");
+    assert_eq!(report["verified_image"], out.as_str(), "{report:#}");
+    assert_eq!(
+        report["verified_image_id"],
+        image_id(&out).as_str(),
+        "{report:#}"
+    );
     assert_eq!(report["events_lost_total"], 0);
     assert!(
         report["events"].as_u64().unwrap() > 0,
@@ -619,6 +627,14 @@ fn file_output_is_verified_on_a_temporary_copy() {
     let config = oci_archive_config_digest(&archive, &ctx.temp_dir().join("unpacked"));
     assert_eq!(copy_id, config);
     assert_eq!(report["output_id"], config.as_str());
+    // The report says the same for CI: written, and verified on that copy with that id.
+    assert_eq!(report["output_written"], true, "{report:#}");
+    assert_eq!(report["verified_image"], copy.as_str(), "{report:#}");
+    assert_eq!(report["verified_image_id"], config.as_str(), "{report:#}");
+    assert!(
+        stderr.contains(&format!("verify: passed (on a temporary copy, {copy})")),
+        "{stderr}"
+    );
     assert!(!minify_fixtures::image_exists(&copy), "{copy} left behind");
     assert!(
         verify_images_of(pid).is_empty(),
@@ -654,11 +670,16 @@ fn file_output_failing_verification_is_not_written() {
     let image = fixture("nginx").unwrap();
     let ctx = TestContext::new().unwrap();
     let archive = ctx.temp_dir().join("never.tar");
+    // The report goes elsewhere: the output's directory must stay empty.
+    let report_dir = TestContext::new().unwrap();
+    let report_path = report_dir.temp_dir().join("report.json");
     let probe = "docker cp \"$MINIFY_CONTAINER:/etc/debian_version\" - >/dev/null";
     let (pid, o) = run_child(
         minify()
             .args(["run", &image, "--probe-cmd", probe, "--tag"])
-            .arg(format!("docker-archive:{}", archive.display())),
+            .arg(format!("docker-archive:{}", archive.display()))
+            .arg("--report")
+            .arg(&report_path),
     );
     assert_eq!(o.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -667,8 +688,15 @@ fn file_output_failing_verification_is_not_written() {
         stderr.contains("was not written, because verification failed"),
         "{stderr}"
     );
-    let (copy, _) = verify_copy(&stderr);
+    let (copy, copy_id) = verify_copy(&stderr);
     assert!(!archive.exists(), "{} written", archive.display());
+    let report: serde_json::Value =
+        serde_json::from_str(&fs_err::read_to_string(&report_path).unwrap()).unwrap();
+    assert_eq!(report["verify"], "failed", "{report:#}");
+    assert_eq!(report["output_written"], false, "{report:#}");
+    assert_eq!(report["verified_image"], copy.as_str(), "{report:#}");
+    assert_eq!(report["verified_image_id"], copy_id.as_str(), "{report:#}");
+    assert_eq!(report["output_id"], copy_id.as_str(), "{report:#}");
     // Nor a temporary sibling of it.
     let names: Vec<String> = fs_err::read_dir(ctx.temp_dir())
         .unwrap()

@@ -13,7 +13,8 @@ use serde::Serialize;
 pub enum VerifyStatus {
     Passed,
     Failed,
-    /// `--no-verify`, or the output is not in the Docker daemon.
+    /// `--no-verify`. (A file output is verified too, on a temporary copy in the daemon:
+    /// see [`Report::verified_image`].)
     #[default]
     Skipped,
 }
@@ -62,7 +63,20 @@ pub struct Report {
     pub image: String,
     pub image_id: String,
     pub output: String,
+    /// The minified image's id (`sha256:` of its config), also when it was not written.
     pub output_id: String,
+    /// Whether this run wrote `output`. A daemon output is written before verification and
+    /// stays when verification fails; a file output (`docker-archive:`, `oci:`,
+    /// `oci-archive:`) is written only once verification passed (or with `--no-verify`), so
+    /// `false` means nothing was written at its path.
+    pub output_written: bool,
+    /// The image verification ran: the output tag for a daemon output; for a file output
+    /// the temporary copy loaded into the daemon (`minify-verify/<random>:<owner>`, removed
+    /// afterwards). `None` when verification was skipped.
+    pub verified_image: Option<String>,
+    /// The id of [`verified_image`](Self::verified_image) as the daemon gave it; equal to
+    /// `output_id` when the image verified is the one written. `None` when skipped.
+    pub verified_image_id: Option<String>,
     /// Bytes as the Docker daemon reports them (uncompressed layers).
     pub size_before: u64,
     pub size_after: u64,
@@ -164,10 +178,10 @@ impl Report {
         }
         match &self.verify {
             Some(VerifyStatus::Passed) => {
-                let _ = writeln!(s, "  verify: passed");
+                let _ = writeln!(s, "  verify: passed{}", self.verified_on());
             }
             Some(VerifyStatus::Failed) => {
-                let _ = writeln!(s, "  verify: FAILED");
+                let _ = writeln!(s, "  verify: FAILED{}", self.verified_on());
                 for f in &self.verify_failures {
                     let _ = writeln!(s, "    {f}");
                 }
@@ -180,6 +194,14 @@ impl Report {
             let _ = writeln!(s, "  allowlist: {a} ({} entries)", self.allowlist_entries);
         }
         s
+    }
+
+    /// ` (on a temporary copy, NAME)` when verification ran on another image than the output.
+    fn verified_on(&self) -> String {
+        match &self.verified_image {
+            Some(v) if *v != self.output => format!(" (on a temporary copy, {v})"),
+            _ => String::new(),
+        }
     }
 }
 
@@ -226,5 +248,42 @@ mod tests {
         assert!(s.contains("verify: FAILED\n    --probe-http"), "{s}");
         let j = r.to_json();
         assert!(j.contains("\"verify\": \"failed\""), "{j}");
+        // Stable keys for scripts: present (null/false) even when nothing was verified or
+        // written.
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        assert_eq!(v["output_written"], false, "{j}");
+        assert!(v["verified_image"].is_null(), "{j}");
+        assert!(v["verified_image_id"].is_null(), "{j}");
+    }
+
+    #[test]
+    fn summary_names_a_temporary_verify_copy() {
+        let copy = "minify-verify/0123abcd:1-2-3-4";
+        let r = Report {
+            output: "oci-archive:/tmp/a.tar".into(),
+            output_id: "sha256:aa".into(),
+            output_written: true,
+            verify: Some(VerifyStatus::Passed),
+            verified_image: Some(copy.into()),
+            verified_image_id: Some("sha256:aa".into()),
+            ..Default::default()
+        };
+        let s = r.summary();
+        assert!(
+            s.contains(&format!("verify: passed (on a temporary copy, {copy})")),
+            "{s}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["output_written"], true);
+        assert_eq!(v["verified_image"], copy);
+        assert_eq!(v["verified_image_id"], v["output_id"]);
+        // A daemon output verified in place says nothing more.
+        let r = Report {
+            output: "a:1-min".into(),
+            verify: Some(VerifyStatus::Passed),
+            verified_image: Some("a:1-min".into()),
+            ..Default::default()
+        };
+        assert!(r.summary().contains("verify: passed\n"), "{}", r.summary());
     }
 }

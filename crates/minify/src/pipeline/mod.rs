@@ -355,13 +355,16 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
         write_output(plan, &packed, &mut report, progress).await?;
         timer.lap("write");
     }
+    // The written daemon output's id as the daemon gives it: what a verification of it runs.
+    let mut daemon_output_id = None;
     report.size_after = match &plan.output {
         ImageRef::Daemon(name) => {
-            runtime
+            let out = runtime
                 .inspect_image(name)
                 .await
-                .map_err(crate::lib_error)?
-                .size
+                .map_err(crate::lib_error)?;
+            daemon_output_id = Some(out.id);
+            out.size
         }
         _ => packed.layer_size(),
     };
@@ -391,14 +394,18 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
                 "minify: verifying {} on a temporary copy in the Docker daemon, {name} ({id})",
                 plan.output
             ));
-            Some(name)
+            Some((name, id.to_string()))
         }
-        (ImageRef::Daemon(name), None) if plan.verify => Some(name.clone()),
+        (ImageRef::Daemon(name), None) if plan.verify => {
+            Some((name.clone(), daemon_output_id.unwrap_or_default()))
+        }
         _ => None,
     };
     let mut minified: Vec<Option<ProbeResult>> = vec![None; originals.len()];
-    if let Some(image) = verify_image {
+    if let Some((image, id)) = verify_image {
         progress.phase(format!("verifying {image}"));
+        report.verified_image = Some(image.clone());
+        report.verified_image_id = Some(id);
         let spec = RunSpec {
             image,
             overrides: plan.overrides.clone(),
@@ -516,6 +523,7 @@ async fn write_output(
                 .context(format!("writing {}", plan.output))
         })?;
     report.output_id = id.to_string();
+    report.output_written = true;
     Ok(())
 }
 
