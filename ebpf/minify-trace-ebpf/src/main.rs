@@ -26,7 +26,7 @@ use aya_ebpf::{
         },
     },
     macros::{btf_tracepoint, fentry, kprobe, lsm, map, raw_tracepoint, tracepoint},
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, PerCpuArray, RingBuf},
     programs::{
         BtfTracePointContext, FEntryContext, LsmContext, ProbeContext, RawTracePointContext,
         TracePointContext,
@@ -121,9 +121,52 @@ struct DirKey {
     generation: u64,
 }
 
-/// Directories already sent to userspace -> their id (see `TAG_DIR_DEF`).
+/// Directories already sent to userspace (see `TAG_DIR_DEF`), per CPU: a direct-mapped
+/// cache, slot chosen by a hash of the key. A lookup is an inlined array access and four
+/// compares (an LRU hash map costs a hash function call and its bookkeeping on every
+/// event); a collision only evicts, and the next walk of that directory defines it again.
+/// Per CPU because a slot is written in several stores: another CPU could read it half
+/// written. An event's definitions are remembered on the CPU that delivered it.
 #[map]
-static DIRS: LruHashMap<DirKey, u64> = LruHashMap::with_max_entries(65536, 0);
+static DIRS: PerCpuArray<DirSlot> = PerCpuArray::with_max_entries(DIR_SLOTS, 0);
+
+const DIR_SLOTS: u32 = 4096;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct DirSlot {
+    key: DirKey,
+    id: u64,
+}
+
+#[inline(always)]
+fn dir_index(k: &DirKey) -> u32 {
+    // Dentries are allocated from a slab: the low bits are alignment, the rest varies.
+    let h = (k.dentry >> 6) ^ (k.dentry >> 18) ^ (k.mnt >> 6) ^ k.generation;
+    (h as u32) & (DIR_SLOTS - 1)
+}
+
+/// The id under which directory `k` was sent, if this CPU remembers it.
+#[inline(always)]
+fn dir_get(k: &DirKey) -> Option<u64> {
+    let slot = DIRS.get_ptr(dir_index(k))?;
+    // SAFETY: this CPU's slot; no concurrent writer.
+    let slot = unsafe { &*slot };
+    (slot.key.dentry == k.dentry
+        && slot.key.mnt == k.mnt
+        && slot.key.root_dentry == k.root_dentry
+        && slot.key.generation == k.generation)
+        .then_some(slot.id)
+}
+
+/// Remember that directory `k` was sent as `id`.
+#[inline(always)]
+fn dir_put(k: &DirKey, id: u64) {
+    if let Some(slot) = DIRS.get_ptr_mut(dir_index(k)) {
+        // SAFETY: as above.
+        unsafe { *slot = DirSlot { key: *k, id } };
+    }
+}
 
 /// Bumped by every successful rename or delete in the workload: cached directory paths
 /// made before it are not reused.
@@ -310,7 +353,7 @@ fn emit(s: *mut Scratch, off: usize, slot: u32) {
         let n = (*s).n_pending as usize;
         for i in 0..MAX_PENDING {
             if i < n {
-                let _ = DIRS.insert(&(*s).pending[i], &(*s).pending_id[i], 0);
+                dir_put(&(*s).pending[i], (*s).pending_id[i]);
             }
         }
     }
@@ -442,8 +485,7 @@ fn put_walk(
             root_dentry,
             generation: generation(),
         };
-        // SAFETY: a copy of the value is taken at once.
-        if let Some(id) = unsafe { DIRS.get(&key) }.copied() {
+        if let Some(id) = dir_get(&key) {
             // SAFETY: this CPU's scratch value.
             return unsafe { put_tag_id(s, off, TAG_DIR_REF, id) };
         }
@@ -549,8 +591,7 @@ extern "C" fn walk_step(_index: u64, _ctx: *mut c_void) -> i64 {
                 root_dentry: (*w).root_dentry,
                 generation: generation(),
             };
-            if let Some(id) = DIRS.get(&key) {
-                let id = *id;
+            if let Some(id) = dir_get(&key) {
                 (*w).off = put_tag_id(s, off, TAG_DIR_REF, id) as u64;
                 (*w).done = 1;
                 (*w).end_tag = u64::from(TAG_DIR_REF);
@@ -625,8 +666,10 @@ fn is_relative(s: *mut Scratch, start: usize) -> bool {
 #[inline(always)]
 fn base_dir(task: u64, dfd: i32) -> (u64, u64) {
     if dfd == AT_FDCWD {
+        // A probe read, not `bload_path`: the walk hashes these pointers for the directory
+        // cache, and the verifier allows no arithmetic on BTF pointers.
         let fs: u64 = bload(task, cf!(task_fs));
-        bload_path(fs, cf!(fs_pwd))
+        read_path(fs, cf!(fs_pwd))
     } else {
         read_path(fd_file(task, i64::from(dfd)), cf!(file_f_path))
     }
