@@ -517,8 +517,11 @@ fn live_stream_matches_the_trace_and_follow_prints_it() {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let cgroup = minify_trace::TraceCgroup::create().unwrap();
-    let tracer =
-        minify_trace::Tracer::start(&cgroup, minify_trace::TraceOptions::default()).unwrap();
+    let options = minify_trace::TraceOptions {
+        live: true,
+        ..minify_trace::TraceOptions::default()
+    };
+    let tracer = minify_trace::Tracer::start(&cgroup, options).unwrap();
     let mut live = tracer.subscribe();
     let marker = format!("/tmp/minify-live-{}", std::process::id());
     // The first stat arrives on the stream while the workload still sleeps: live, not at

@@ -6,7 +6,11 @@
 //! because the same bytes are read on both sides of the kernel boundary.
 //!
 //! # Event wire format
-//! Each ring-buffer record is an [`EventHeader`] followed by `payload_len` bytes of payload.
+//! Each ring-buffer record is a *batch*: a sequence of frames, each an 8-byte frame header
+//! (`u32` record length, little-endian, then 4 zero bytes), the record, and zero padding to a
+//! multiple of 8 ([`frame_len`]). The programs collect a task's consecutive events in a
+//! per-CPU [`Batch`] and send it in one ring-buffer write (see the eBPF crate for when).
+//! Each record is an [`EventHeader`] followed by `payload_len` bytes of payload.
 //! The payload is a sequence of *pieces*, each one tag byte; string pieces
 //! ([`TAG_USER_PATH`], [`TAG_USER_PATH2`], [`TAG_COMPONENT`], [`TAG_ARGV0`]) are followed by a
 //! NUL-terminated string. A kernel-side path walk starts with a `TAG_WALK_*` piece, then gives
@@ -135,8 +139,39 @@ pub struct EventHeader {
     pub comm: [u8; 16],
     /// Bytes of payload following this header.
     pub payload_len: u32,
-    /// Explicit padding (always 0).
-    pub pad: u32,
+    /// The task's `self_exec_id` (how many execs it has done, inherited over fork) when the
+    /// event happened: batches of different CPUs can reach userspace out of order, and this
+    /// tells an event from before a task's exec from one after it.
+    pub exec_id: u32,
+}
+
+/// Bytes a batch collects before it is sent (it may end up to one frame longer).
+pub const BATCH_LIMIT: usize = 16 * 1024;
+/// Size of a frame header in a batch.
+pub const FRAME_HEADER: usize = 8;
+/// Room in a batch: the limit plus one more frame of the largest record, so that appending
+/// a frame at any offset below the limit stays inside.
+pub const BATCH_BUF: usize = BATCH_LIMIT + FRAME_HEADER + HEADER_LEN + PAYLOAD_CAP + 8;
+
+/// Length of a frame holding a record of `record_len` bytes.
+#[inline]
+pub const fn frame_len(record_len: usize) -> usize {
+    (FRAME_HEADER + record_len + 7) & !7
+}
+
+/// A per-CPU batch of frames not yet sent (the `BATCH` map). Userspace reads what is left in
+/// them after the programs are detached.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Batch {
+    /// Bytes of frames in `buf`.
+    pub len: u64,
+    /// Thread id of the task whose events are in it (a batch holds one task's events).
+    pub tid: u64,
+    /// Events in it per `op` slot, counted as lost if sending it fails.
+    pub n_by_op: [u32; op::OP_SLOTS as usize],
+    /// The frames.
+    pub buf: [u8; BATCH_BUF],
 }
 
 /// Size of [`EventHeader`] on the wire.
@@ -230,9 +265,13 @@ pub struct KernelConfig {
     pub compat_off: u32,
     /// The bit(s) of that word that mean compat (x86 `TS_COMPAT`, arm64 `TIF_32BIT`).
     pub compat_mask: u32,
-    /// The reader is woken when a CPU's count of records sent has these bits all zero (a
+    /// The reader is woken when a CPU's count of batches sent has these bits all zero (a
     /// power of two minus one).
     pub wakeup_mask: u32,
+    /// 1: send every event at once (a live subscriber is watching); 0: batch.
+    pub no_batching: u32,
+    /// `task_struct.self_exec_id`.
+    pub task_self_exec_id: u32,
     /// Explicit padding (always 0).
     pub pad: u32,
 }
@@ -246,6 +285,8 @@ mod pod {
     unsafe impl aya::Pod for super::SysCfg {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::KernelConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Batch {}
 }
 
 #[cfg(test)]
@@ -256,6 +297,8 @@ mod tests {
     fn no_hidden_padding() {
         assert_eq!(HEADER_LEN, 4 * 4 + 8 + 8 + 16 + 4 + 4);
         assert_eq!(core::mem::size_of::<SysCfg>(), 8 * 4);
-        assert_eq!(core::mem::size_of::<KernelConfig>(), 8 + 38 * 4);
+        assert_eq!(core::mem::size_of::<KernelConfig>(), 8 + 40 * 4);
+        assert_eq!(core::mem::size_of::<Batch>(), 16 + 64 + BATCH_BUF);
+        assert_eq!(BATCH_BUF % 8, 0);
     }
 }

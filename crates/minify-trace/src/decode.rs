@@ -138,7 +138,11 @@ pub(crate) struct Decoder {
     /// child tid -> parent tgid, from forks.
     parents: HashMap<u32, u32>,
     /// Processes that have exec'd inside the cgroup, or descend from one that had.
-    started: std::collections::HashSet<u32>,
+    /// pid -> the `exec_id` from which its events count: its first exec inside the cgroup
+    /// (0 for a child forked by a started process).
+    started: HashMap<u32, u32>,
+    /// `exec_id` of the record being decoded.
+    cur_exec_id: u32,
     /// Drop events of processes not yet `started` (see [`crate::TraceOptions::from_first_exec`]).
     gate: bool,
     before_exec: u64,
@@ -248,7 +252,29 @@ impl Decoder {
         self.events.get(n..).unwrap_or_default()
     }
 
-    /// Feed one ring-buffer record.
+    /// Whether events of `pid` at `exec_id` belong to the workload (see `started`).
+    fn is_started(&self, pid: u32, exec_id: u32) -> bool {
+        self.started.get(&pid).is_some_and(|&from| exec_id >= from)
+    }
+
+    /// Feed a sequence of frames (one ring-buffer record, or what was left in a batch):
+    /// each a `u32` record length, 4 zero bytes, the record, padding to 8 bytes.
+    pub(crate) fn feed_frames(&mut self, mut frames: &[u8]) {
+        while let Some((len, _)) = frames.split_first_chunk::<4>() {
+            let len = u32::from_le_bytes(*len) as usize;
+            let start = minify_trace_common::FRAME_HEADER;
+            let Some(rec) = frames.get(start..start + len) else {
+                self.malformed += 1;
+                break;
+            };
+            self.feed(rec);
+            frames = frames
+                .get(minify_trace_common::frame_len(len)..)
+                .unwrap_or_default();
+        }
+    }
+
+    /// Feed one record.
     pub(crate) fn feed(&mut self, rec: &[u8]) {
         self.records += 1;
         if rec.len() < HEADER_LEN {
@@ -258,6 +284,7 @@ impl Decoder {
         // SAFETY: `EventHeader` is plain old data; the read is unaligned-safe.
         #[allow(unsafe_code)]
         let h: EventHeader = unsafe { std::ptr::read_unaligned(rec.as_ptr().cast()) };
+        self.cur_exec_id = h.exec_id;
         let end = (HEADER_LEN + h.payload_len as usize).min(rec.len());
         let pieces = parse_pieces(&rec[HEADER_LEN..end]);
         // Only scheduler events carry `comm`; syscalls take their process's.
@@ -274,8 +301,8 @@ impl Decoder {
             EV_FORK => {
                 let child = h.ret as u32;
                 self.parents.insert(child, h.pid);
-                if self.started.contains(&h.pid) {
-                    self.started.insert(child);
+                if self.is_started(h.pid, h.exec_id) {
+                    self.started.insert(child, 0);
                 }
             }
             EV_PROC_EXIT => {
@@ -355,7 +382,7 @@ impl Decoder {
         ok: bool,
         detail: String,
     ) {
-        if self.gate && !self.started.contains(&pid) {
+        if self.gate && !self.is_started(pid, self.cur_exec_id) {
             self.before_exec += 1;
             return;
         }
@@ -438,7 +465,7 @@ impl Decoder {
     }
 
     fn exec(&mut self, h: &EventHeader, pc: &Pieces, comm: &str) {
-        self.started.insert(h.pid);
+        self.started.entry(h.pid).or_insert(h.exec_id);
         // Resolve both walks before anything else: a walk may define a directory the other
         // refers to.
         let exe = self.resolve(pc.exe.as_ref());
@@ -541,7 +568,7 @@ mod tests {
             flags,
             comm: *b"test\0\0\0\0\0\0\0\0\0\0\0\0",
             payload_len: payload.len() as u32,
-            pad: 0,
+            exec_id: 1,
         };
         // SAFETY: plain old data, viewed as bytes.
         #[allow(unsafe_code)]
@@ -993,5 +1020,57 @@ mod tests {
         assert_eq!(r.unreachable, 0);
         // The comm of the exec event is carried to syscall records, which have none.
         assert!(r.trace.events.iter().all(|e| e.comm == "test"));
+    }
+
+    /// Frames as the programs send them: `u32` length, 4 zero bytes, record, padding.
+    fn frames(records: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for r in records {
+            out.extend_from_slice(&(r.len() as u32).to_le_bytes());
+            out.extend_from_slice(&[0; 4]);
+            out.extend_from_slice(r);
+            out.resize(out.len().next_multiple_of(8), 0);
+        }
+        out
+    }
+
+    fn with_exec_id(mut rec: Vec<u8>, exec_id: u32) -> Vec<u8> {
+        rec[52..56].copy_from_slice(&exec_id.to_le_bytes());
+        rec
+    }
+
+    #[test]
+    fn batches_of_frames_and_late_events_from_before_an_exec() {
+        let mut d = Decoder::new(true);
+        // runc init (pid 5, exec id 3) execs the workload (exec id 4 afterwards); the
+        // batch with its last set-up stat was sent from another CPU and arrives after the
+        // exec: it is still set-up, not workload.
+        let mut ex = walk(TAG_WALK_EXE, &["cat", "bin", "usr"], TAG_END_ROOT);
+        ex.extend(user(TAG_USER_PATH, "/bin/cat"));
+        let exec = with_exec_id(record(EV_EXEC, 0, 5, 5, 0, &ex), 4);
+        let late = with_exec_id(
+            sys(
+                op::STAT,
+                5,
+                0,
+                0,
+                &user(TAG_USER_PATH, "/proc/self/fd"),
+                &[],
+            ),
+            3,
+        );
+        let after = with_exec_id(
+            sys(op::STAT, 5, 0, 0, &user(TAG_USER_PATH, "/etc/hosts"), &[]),
+            4,
+        );
+        d.feed_frames(&frames(&[exec]));
+        d.feed_frames(&frames(&[late, after]));
+        // A truncated frame is counted, not trusted.
+        let mut bad = frames(&[sys(op::STAT, 5, 0, 0, &user(TAG_USER_PATH, "/x"), &[])]);
+        bad.truncate(bad.len() - 12);
+        d.feed_frames(&bad);
+        let r = d.finish(&BTreeMap::new());
+        let paths: Vec<&str> = r.trace.events.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["/usr/bin/cat", "/bin/cat", "/etc/hosts"]);
     }
 }

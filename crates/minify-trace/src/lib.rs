@@ -87,6 +87,10 @@ pub struct TraceOptions {
     /// mounting `/proc` and `/dev` under `/var/lib/docker/...`, before `pivot_root`): those
     /// are host paths, not the workload. The workload starts at its first exec. Default on.
     pub from_first_exec: bool,
+    /// Deliver each event at once, for a live subscriber ([`Tracer::subscribe`]). Off, the
+    /// programs collect a task's events in per-CPU batches (much cheaper for the workload),
+    /// and a quiet CPU's last events may wait in its batch until the trace ends.
+    pub live: bool,
 }
 
 impl Default for TraceOptions {
@@ -95,6 +99,7 @@ impl Default for TraceOptions {
             ring_bytes: DEFAULT_RING_BYTES,
             mount_tracefs: true,
             from_first_exec: true,
+            live: false,
         }
     }
 }

@@ -13,7 +13,7 @@ use aya::programs::trace_point::TracePointLink;
 use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use minify_model::TraceEvent;
-use minify_trace_common::{KernelConfig, SYS_NR_SLOTS, SysCfg, op};
+use minify_trace_common::{Batch, KernelConfig, SYS_NR_SLOTS, SysCfg, op};
 
 use crate::btf::{self, Btf};
 use crate::decode::Decoder;
@@ -198,6 +198,8 @@ pub struct Tracer {
     links: Vec<Link>,
     ebpf: Option<Ebpf>,
     lost: PerCpuArray<MapData, u64>,
+    /// The per-CPU batches: what is left in them is read once the programs are detached.
+    batches: PerCpuArray<MapData, Batch>,
     stop: Arc<Stop>,
     /// Where the decoder sends live events, once someone subscribes.
     live: Arc<std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<TraceEvent>>>>,
@@ -275,7 +277,7 @@ pub(crate) fn aya_error(
 fn kernel_config(
     btf: &Btf,
     cgroup: &TraceCgroup,
-    ring_bytes: u32,
+    options: &TraceOptions,
 ) -> Result<KernelConfig, TraceError> {
     let fork = Format::read("sched", "sched_process_fork")?.ok_or_else(|| TraceError::Format {
         path: "sched/sched_process_fork".into(),
@@ -325,23 +327,22 @@ fn kernel_config(
         regs_arg: arg_registers(btf)?,
         compat_off,
         compat_mask,
-        wakeup_mask: wakeup_every(ring_bytes) - 1,
+        wakeup_mask: wakeup_every(options.ring_bytes) - 1,
+        no_batching: u32::from(options.live),
+        task_self_exec_id: btf.offset("task_struct", "self_exec_id")?,
         pad: 0,
     })
 }
 
-/// How many records each CPU sends between two wake-ups of the reader: about an eighth of
-/// the ring in all (at ~128 bytes a record), a power of two between 16 and 65536. The reader
-/// also looks every [`POLL_INTERVAL`] without being woken.
+/// How many ring-buffer writes (batches of up to `BATCH_LIMIT` bytes, or single events when
+/// batching is off) each CPU makes between two wake-ups of the reader: about an eighth of the
+/// ring in all, a power of two between 1 and 65536. The reader also looks every
+/// [`POLL_INTERVAL`] without being woken.
 fn wakeup_every(ring_bytes: u32) -> u32 {
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) as u32;
-    let records = ring_bytes / 8 / 128 / cpus.max(1);
-    let pow2 = if records == 0 {
-        1
-    } else {
-        1 << records.ilog2()
-    };
-    pow2.clamp(16, 65536)
+    let writes = ring_bytes / 8 / minify_trace_common::BATCH_LIMIT as u32 / cpus.max(1);
+    let pow2 = if writes == 0 { 1 } else { 1 << writes.ilog2() };
+    pow2.clamp(1, 65536)
 }
 
 /// Byte offset inside `struct pt_regs` of the syscall number (what `syscall_get_nr` reads).
@@ -607,7 +608,7 @@ impl Tracer {
         let t0 = Instant::now();
         tracefs::ensure_mounted(options.mount_tracefs)?;
         let btf = Btf::from_sys()?;
-        let config = kernel_config(&btf, cgroup, ring)?;
+        let config = kernel_config(&btf, cgroup, &options)?;
         tracing::debug!(?config, "kernel layout");
 
         let mut ebpf = EbpfLoader::new()
@@ -646,6 +647,9 @@ impl Tracer {
             .map_err(|e| aya_error("opening map", "LOST", &e))?;
         let events = RingBuf::try_from(ebpf.take_map("EVENTS").expect("EVENTS is in the object"))
             .map_err(|e| aya_error("opening map", "EVENTS", &e))?;
+        let batches =
+            PerCpuArray::try_from(ebpf.take_map("BATCH").expect("BATCH is in the object"))
+                .map_err(|e| aya_error("opening map", "BATCH", &e))?;
         let events = Ring::new(events, ring)
             .map_err(|e| TraceError::from_io("mapping the ring buffer", e))?;
 
@@ -665,6 +669,7 @@ impl Tracer {
             links: Vec::new(),
             ebpf: None,
             lost,
+            batches,
             stop,
             live,
             reader: Some(reader),
@@ -709,7 +714,9 @@ impl Tracer {
     /// A live stream of the events decoded from now on, for watching a trace as it runs
     /// (`minify trace --follow`, progress displays). The complete trace is still what
     /// [`Tracer::finish`] returns; the stream ends when the tracer finishes or is dropped.
-    /// Subscribing again replaces the earlier stream.
+    /// Subscribing again replaces the earlier stream. Start the tracer with
+    /// [`TraceOptions::live`](crate::TraceOptions::live) for events as they happen; without
+    /// it they come in per-CPU batches.
     pub fn subscribe(&self) -> TraceEvents {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         *self
@@ -770,6 +777,21 @@ impl Tracer {
             drop(ebpf);
         }
         let detach = t0.elapsed();
+        // The last events of each CPU are still in its batch. Nothing adds to them any more:
+        // the programs are detached, or the cgroup is empty (every program starts with the
+        // cgroup check).
+        let mut tail = Vec::new();
+        if let Ok(per_cpu) = self.batches.get(&0, 0) {
+            for b in per_cpu.iter() {
+                let len = (b.len as usize).min(b.buf.len());
+                tail.extend_from_slice(&b.buf[..len]);
+            }
+        }
+        *self
+            .stop
+            .tail
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = tail;
         self.stop.now();
         let decoder = self
             .reader
@@ -818,6 +840,8 @@ const BATCH_BYTES: usize = 1 << 20;
 struct Stop {
     flag: AtomicBool,
     notify: tokio::sync::Notify,
+    /// What was left in the per-CPU batches, decoded after the ring.
+    tail: std::sync::Mutex<Vec<u8>>,
 }
 
 impl Stop {
@@ -882,15 +906,7 @@ fn read_loop(
             let decode = |decoder: &mut Decoder, batches: &mut Vec<Vec<u8>>| {
                 let before = decoder.event_count();
                 for batch in batches.drain(..) {
-                    let mut rest = batch.as_slice();
-                    while let Some((len, tail)) = rest.split_first_chunk::<4>() {
-                        let len = u32::from_le_bytes(*len) as usize;
-                        let Some((rec, tail)) = tail.split_at_checked(len) else {
-                            break;
-                        };
-                        decoder.feed(rec);
-                        rest = tail;
-                    }
+                    decoder.feed_frames(&batch);
                 }
                 let live = live
                     .lock()
@@ -978,8 +994,17 @@ fn read_loop(
             }
         }
     }
-    // Stopped: everything, including the newest records.
+    // Stopped: everything, including the newest records, then what was never sent.
     drain(&mut ring, 0, &mut batch);
+    let tail = std::mem::take(
+        &mut *stop
+            .tail
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    if !tail.is_empty() {
+        let _ = tx.send(tail);
+    }
     drop(tx);
     match decoder {
         Ok(h) => h.join().unwrap_or_else(|_| {

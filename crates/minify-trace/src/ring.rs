@@ -98,8 +98,8 @@ impl Ring {
         (64 * 1024).min(self.size / 8)
     }
 
-    /// Copy committed records out, oldest first, as `u32` length (little-endian) + bytes
-    /// appended to `out`, stopping `keep_back` bytes short of the producer (0: take all) or
+    /// Copy committed records out, oldest first, appended to `out` (each record is a batch
+    /// of frames, see `minify_trace_common`), stopping `keep_back` bytes short of the producer (0: take all) or
     /// at a record still being written. Frees their space in the ring. Returns how many.
     pub(crate) fn drain_into(&mut self, out: &mut Vec<u8>, keep_back: u64) -> usize {
         let producer = self.producer_pos().load(Ordering::Acquire);
@@ -137,7 +137,6 @@ impl Ring {
                         len as usize,
                     )
                 };
-                out.extend_from_slice(&(len as u32).to_le_bytes());
                 out.extend_from_slice(rec);
                 n += 1;
             }

@@ -33,11 +33,12 @@ use aya_ebpf::{
     },
 };
 use minify_trace_common::{
-    EV_EXEC, EV_FORK, EV_PROC_EXIT, EV_SYSCALL, EXIT_FLAG_CREATED, EventHeader, FLAG_TRUNCATED,
-    KernelConfig, NAME_MAX, PAYLOAD_CAP, SYS_NR_SLOTS, SysCfg, TAG_ARGV0, TAG_COMPONENT,
-    TAG_DIR_DEF, TAG_DIR_REF, TAG_END_ERROR, TAG_END_ROOT, TAG_END_TRUNCATED, TAG_END_UNREACHABLE,
-    TAG_USER_PATH, TAG_USER_PATH2, TAG_WALK_BASE, TAG_WALK_BASE2, TAG_WALK_EXE, TAG_WALK_FD,
-    USER_PATH_MAX, WALK_MAX_STEPS, op,
+    BATCH_BUF, BATCH_LIMIT, Batch, EV_EXEC, EV_FORK, EV_PROC_EXIT, EV_SYSCALL, EXIT_FLAG_CREATED,
+    EventHeader, FLAG_TRUNCATED, FRAME_HEADER, HEADER_LEN, KernelConfig, NAME_MAX, PAYLOAD_CAP,
+    SYS_NR_SLOTS, SysCfg, TAG_ARGV0, TAG_COMPONENT, TAG_DIR_DEF, TAG_DIR_REF, TAG_END_ERROR,
+    TAG_END_ROOT, TAG_END_TRUNCATED, TAG_END_UNREACHABLE, TAG_USER_PATH, TAG_USER_PATH2,
+    TAG_WALK_BASE, TAG_WALK_BASE2, TAG_WALK_EXE, TAG_WALK_FD, USER_PATH_MAX, WALK_MAX_STEPS,
+    frame_len, op,
 };
 
 /// Kernel layout and the cgroup to trace. Overridden (and frozen) by the loader.
@@ -76,6 +77,8 @@ static CONFIG: KernelConfig = KernelConfig {
     compat_off: 0,
     compat_mask: 0,
     wakeup_mask: 0,
+    no_batching: 0,
+    task_self_exec_id: 0,
     pad: 0,
 };
 
@@ -297,7 +300,7 @@ fn begin(task: u64, kind: u32, op: u32, with_comm: bool) -> Option<*mut Scratch>
             ptr::write_volatile(&raw mut (*comm)[1], 0);
         }
         ptr::write_volatile(&raw mut (*h).payload_len, 0);
-        ptr::write_volatile(&raw mut (*h).pad, 0);
+        ptr::write_volatile(&raw mut (*h).exec_id, bload(task, cf!(task_self_exec_id)));
         ptr::write_volatile(&raw mut (*s).n_pending, 0);
     }
     Some(s)
@@ -316,46 +319,105 @@ const BPF_RB_FORCE_WAKEUP: u64 = 2;
 #[map]
 static SENT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// Send the event; count it as lost under `slot` if the ring buffer is full.
+/// This CPU's batch of frames not yet sent (see `minify_trace_common::Batch`).
+#[map]
+static BATCH: PerCpuArray<Batch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Add the event to this CPU's batch, and send the batch when it is full, when `now` (a
+/// scheduler event: the process tree must reach userspace before what the new process
+/// does), when the event defined directories (a later event may refer to them only once
+/// they are delivered), or when batching is off. A batch holds consecutive events of one
+/// task: an event of another task sends it first.
+///
+/// Why batches: one ring-buffer write costs as much as the rest of a stat event together
+/// (a lock, the reservation, the commit); one write per batch of a few hundred events is
+/// nearly free per event. Batches of different CPUs reach userspace out of order; the
+/// events that must keep their order are all sent at once (above), and `exec_id` in each
+/// header tells userspace on which side of an exec a late event of a task falls.
 #[inline(always)]
-fn emit(s: *mut Scratch, off: usize, slot: u32) {
+fn emit(s: *mut Scratch, off: usize, slot: u32, now: bool) {
     let off = if off > PAYLOAD_CAP { PAYLOAD_CAP } else { off };
-    let mut wake = BPF_RB_NO_WAKEUP;
-    if let Some(n) = SENT.get_ptr_mut(0) {
-        // SAFETY: this CPU's counter.
-        unsafe {
+    let Some(b) = BATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: `s` and `b` are this CPU's map values; no program nests on one CPU.
+    unsafe {
+        (*s).header.payload_len = off as u32;
+        let tid = u64::from((*s).header.tid);
+        if (*b).len != 0 && (*b).tid != tid {
+            flush(b);
+        }
+        let mut len = (*b).len as usize;
+        if len > BATCH_LIMIT {
+            flush(b);
+            len = 0;
+        }
+        let rec = HEADER_LEN + off;
+        let frame = (&raw mut (*b).buf[len]).cast::<u32>();
+        ptr::write_volatile(frame, rec as u32);
+        ptr::write_volatile(frame.add(1), 0);
+        let r = bpf_probe_read_kernel(
+            (&raw mut (*b).buf[len + FRAME_HEADER]).cast(),
+            rec as u32,
+            s.cast::<c_void>(),
+        );
+        if r != 0 {
+            return;
+        }
+        (*b).len = frame_len(rec) as u64 + len as u64;
+        (*b).tid = tid;
+        let counted = &raw mut (*b).n_by_op[(slot & (op::OP_SLOTS - 1)) as usize];
+        *counted += 1;
+        let n = (*s).n_pending as usize;
+        if now || n != 0 || (*b).len as usize > BATCH_LIMIT || cf!(no_batching) != 0 {
+            // Delivered: the directories it defined may now be referred to.
+            if flush(b) {
+                for i in 0..MAX_PENDING {
+                    if i < n {
+                        dir_put(&(*s).pending[i], (*s).pending_id[i]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Send this CPU's batch; count its events as lost if the ring buffer is full. Returns
+/// whether it was delivered.
+#[inline(always)]
+fn flush(b: *mut Batch) -> bool {
+    // SAFETY: this CPU's batch.
+    unsafe {
+        let len = (*b).len as usize;
+        if len == 0 {
+            return true;
+        }
+        let mut wake = BPF_RB_NO_WAKEUP;
+        if let Some(n) = SENT.get_ptr_mut(0) {
             *n += 1;
-            if *n & u64::from(ptr::read_volatile(&raw const CONFIG.wakeup_mask)) == 0 {
+            if *n & u64::from(cf!(wakeup_mask)) == 0 {
                 wake = BPF_RB_FORCE_WAKEUP;
             }
         }
-    }
-    // SAFETY: `s` points to a live map value of `HEADER_LEN + 2 * PAYLOAD_CAP` bytes.
-    let r = unsafe {
-        (*s).header.payload_len = off as u32;
-        bpf_ringbuf_output(
+        let len = if len > BATCH_BUF { BATCH_BUF } else { len };
+        let r = bpf_ringbuf_output(
             (&raw const EVENTS).cast_mut().cast(),
-            s.cast(),
-            (minify_trace_common::HEADER_LEN + off) as u64,
+            (&raw mut (*b).buf).cast(),
+            len as u64,
             wake,
-        )
-    };
-    if r != 0 {
-        if let Some(c) = LOST.get_ptr_mut(slot) {
-            // SAFETY: per-CPU counter, no concurrent writer.
-            unsafe { *c += 1 };
-        }
-        return;
-    }
-    // Delivered: the directories it defined may now be referred to.
-    // SAFETY: this CPU's scratch value.
-    unsafe {
-        let n = (*s).n_pending as usize;
-        for i in 0..MAX_PENDING {
-            if i < n {
-                dir_put(&(*s).pending[i], (*s).pending_id[i]);
+        );
+        for i in 0..op::OP_SLOTS {
+            let counted = &raw mut (*b).n_by_op[i as usize];
+            if r != 0
+                && *counted != 0
+                && let Some(c) = LOST.get_ptr_mut(i)
+            {
+                *c += u64::from(*counted);
             }
+            *counted = 0;
         }
+        (*b).len = 0;
+        r == 0
     }
 }
 
@@ -824,7 +886,7 @@ fn try_exit(ctx: &BtfTracePointContext) -> Option<()> {
         let off = put_user_str(s, 0, TAG_USER_PATH, args.path);
         let fs: u64 = bload(task, cf!(task_fs));
         let off = put_walk(task, s, off, TAG_WALK_FD, bload_path(fs, cf!(fs_pwd)), 1);
-        emit(s, off, sc.op);
+        emit(s, off, sc.op, false);
         return Some(());
     }
     let mut off = put_args(task, s, &args);
@@ -846,7 +908,7 @@ fn try_exit(ctx: &BtfTracePointContext) -> Option<()> {
             1,
         );
     }
-    emit(s, off, sc.op);
+    emit(s, off, sc.op, false);
     Some(())
 }
 
@@ -889,7 +951,7 @@ fn try_exec(ctx: &BtfTracePointContext) -> Option<()> {
     } else {
         off = new;
     }
-    emit(s, off, op::SCHED);
+    emit(s, off, op::SCHED, true);
     Some(())
 }
 
@@ -901,7 +963,7 @@ pub fn sched_fork(ctx: TracePointContext) -> u32 {
             let child = rec::<i32>(&ctx, cf!(fork_child_pid_off)).unwrap_or(0);
             // SAFETY: header of a live map value.
             unsafe { (*s).header.ret = i64::from(child) };
-            emit(s, 0, op::SCHED);
+            emit(s, 0, op::SCHED, true);
         }
     }
     0
@@ -916,7 +978,7 @@ pub fn sched_exit(_ctx: TracePointContext) -> u32 {
             let code: i32 = bload(task, cf!(task_exit_code));
             // SAFETY: header of a live map value.
             unsafe { (*s).header.ret = i64::from(code) };
-            emit(s, 0, op::SCHED);
+            emit(s, 0, op::SCHED, true);
         }
     }
     0

@@ -29,6 +29,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<u8> {
     let cgroup = TraceCgroup::create().map_err(crate::lib_error)?;
     let options = TraceOptions {
         ring_bytes: args.ring_bytes,
+        live: args.follow,
         ..TraceOptions::default()
     };
     let tracer = Tracer::start(&cgroup, options).map_err(crate::lib_error)?;
