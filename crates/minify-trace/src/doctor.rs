@@ -263,9 +263,13 @@ fn probe(
             None,
         ),
         Err(e) => {
-            let required = name == "tracepoint";
-            let fix = if required {
+            // The tracer needs tracepoints (scheduler fork/exit) and tp_btf (sys_exit,
+            // sched_process_exec).
+            let required = matches!(name, "tracepoint" | "tp_btf");
+            let fix = if name == "tracepoint" {
                 Some("run as root on a kernel with CONFIG_FTRACE_SYSCALLS=y and tracefs mounted")
+            } else if name == "tp_btf" {
+                Some("run as root on a kernel with BTF (CONFIG_DEBUG_INFO_BTF=y), 5.17 or newer")
             } else if name == "kprobe" {
                 Some("kernel built without CONFIG_KPROBES; not needed")
             } else if matches!(name, "fentry" | "lsm") {
@@ -274,7 +278,7 @@ fn probe(
                 )
             } else {
                 Some(
-                    "not needed (syscall tracepoints are used); needs a kernel with BTF and CONFIG_BPF_EVENTS",
+                    "not needed (BTF tracepoints are used); needs a kernel with BTF and CONFIG_BPF_EVENTS",
                 )
             };
             Check::new(

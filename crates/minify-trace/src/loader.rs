@@ -41,8 +41,8 @@ const FMODE_CREATED: u32 = 1 << 20;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Backend {
-    /// Syscall enter/exit tracepoints plus `sched_process_{exec,fork,exit}`; paths rebuilt
-    /// in eBPF from dentries and mounts.
+    /// A BTF tracepoint on raw `sys_exit` and on `sched_process_exec`, tracepoints on
+    /// `sched_process_{fork,exit}`; paths rebuilt in eBPF from dentries and mounts.
     Tracepoints,
 }
 
@@ -277,7 +277,7 @@ pub(crate) fn aya_error(
 fn kernel_config(
     btf: &Btf,
     cgroup: &TraceCgroup,
-    options: &TraceOptions,
+    options: TraceOptions,
 ) -> Result<KernelConfig, TraceError> {
     let fork = Format::read("sched", "sched_process_fork")?.ok_or_else(|| TraceError::Format {
         path: "sched/sched_process_fork".into(),
@@ -608,7 +608,7 @@ impl Tracer {
         let t0 = Instant::now();
         tracefs::ensure_mounted(options.mount_tracefs)?;
         let btf = Btf::from_sys()?;
-        let config = kernel_config(&btf, cgroup, &options)?;
+        let config = kernel_config(&btf, cgroup, options)?;
         tracing::debug!(?config, "kernel layout");
 
         let mut ebpf = EbpfLoader::new()

@@ -21,7 +21,7 @@ use minify_trace::{SpawnSpec, TraceCgroup, TraceOptions, Tracer};
 const TREE: &str = "/var/tmp/minify-bench-tree";
 const DIRS: usize = 200;
 const FILES_PER_DIR: usize = 250;
-const RUNS: usize = 7;
+const RUNS: usize = 11;
 const FIND_PASSES: usize = 10;
 
 const PY_IMPORTS: &str = "import json, email.mime.multipart, http.client, xml.etree.ElementTree, \
@@ -242,7 +242,8 @@ pub fn run() -> anyhow::Result<()> {
     let _ = writeln!(md, "# Trace benchmark (`cargo xtask bench trace`)\n");
     let _ = writeln!(
         md,
-        "Machine: {} cores, kernel {}. Backend: syscall tracepoints, paths rebuilt in eBPF. \
+        "Machine: {} cores, kernel {}. Backend: one BTF tracepoint on raw `sys_exit` plus the \
+         scheduler's exec/fork/exit, paths rebuilt in eBPF, events sent in per-CPU batches. \
          Medians of {RUNS} alternating runs after one warm-up each; the untraced runs take the \
          same fork/cgroup/exec path. Default ring buffer ({} MiB).\n",
         std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
@@ -279,10 +280,10 @@ pub fn run() -> anyhow::Result<()> {
     }
     let _ = writeln!(
         md,
-        "\nAttach (load, BTF offsets, {} tracepoints): {:.0} ms median. Detach (from \
-         `Tracer::finish` until every link is closed; each syscall tracepoint waits for an RCU \
-         grace period, `Tracer::finish` does it in the background once the traced cgroup is \
-         empty): {:.2} s median.\n",
+        "\nAttach (load, BTF offsets, {} hooks): {:.0} ms median. Detach (from \
+         `Tracer::finish` until every link is closed; each waits for an RCU grace period, \
+         `Tracer::finish` does it in the background once the traced cgroup is empty): {:.2} s \
+         median.\n",
         attach.hooks,
         attach.attach.as_secs_f64() * 1e3,
         attach.detach.as_secs_f64()
