@@ -185,6 +185,10 @@ pub struct TraceArgs {
     /// Ring buffer size in bytes (a power of two). Bigger loses fewer events under bursts.
     #[arg(long, value_name = "N", default_value_t = minify_trace::DEFAULT_RING_BYTES)]
     pub ring_bytes: u32,
+    /// Also print each event on stderr as it happens (like --events, live), while the
+    /// command runs.
+    #[arg(long)]
+    pub follow: bool,
     /// The command to trace, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<std::ffi::OsString>,
