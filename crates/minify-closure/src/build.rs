@@ -591,28 +591,19 @@ impl<'a> Builder<'a> {
 }
 
 fn host_like() -> ElfInfo {
-    ElfInfo {
-        class: if cfg!(target_pointer_width = "64") {
+    ElfInfo::bare(
+        if cfg!(target_pointer_width = "64") {
             ElfClass::Elf64
         } else {
             ElfClass::Elf32
         },
-        little_endian: cfg!(target_endian = "little"),
-        machine: if cfg!(target_arch = "aarch64") {
+        cfg!(target_endian = "little"),
+        if cfg!(target_arch = "aarch64") {
             minify_elf::loader::EM_AARCH64
         } else {
             minify_elf::loader::EM_X86_64
         },
-        osabi: 0,
-        elf_type: 3,
-        interpreter: None,
-        needed: Vec::new(),
-        rpath: Vec::new(),
-        runpath: Vec::new(),
-        soname: None,
-        nodeflib: false,
-        dynamic: true,
-    }
+    )
 }
 
 fn has_glob_meta(p: &str) -> bool {

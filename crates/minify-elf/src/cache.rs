@@ -500,20 +500,7 @@ mod tests {
     use crate::testutil::{FakeCacheEntry, FakeLdCache};
 
     fn info(class: ElfClass, machine: u16) -> ElfInfo {
-        ElfInfo {
-            class,
-            little_endian: true,
-            machine,
-            osabi: 0,
-            elf_type: 3,
-            interpreter: None,
-            needed: Vec::new(),
-            rpath: Vec::new(),
-            runpath: Vec::new(),
-            soname: None,
-            nodeflib: false,
-            dynamic: true,
-        }
+        ElfInfo::bare(class, true, machine)
     }
 
     fn sample() -> FakeLdCache {

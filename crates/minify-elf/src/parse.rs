@@ -99,6 +99,26 @@ pub fn is_elf(bytes: &[u8]) -> bool {
 }
 
 impl ElfInfo {
+    /// A dynamically linked shared object (`ET_DYN`) of this class, byte order and machine
+    /// that needs nothing: what the closure asks the resolver on behalf of when it has no
+    /// file to parse (the default sets' NSS libraries), and a start for tests.
+    pub fn bare(class: ElfClass, little_endian: bool, machine: u16) -> ElfInfo {
+        ElfInfo {
+            class,
+            little_endian,
+            machine,
+            osabi: 0,
+            elf_type: 3,
+            interpreter: None,
+            needed: Vec::new(),
+            rpath: Vec::new(),
+            runpath: Vec::new(),
+            soname: None,
+            nodeflib: false,
+            dynamic: true,
+        }
+    }
+
     /// Parse the loader-relevant parts of an ELF object held entirely in `bytes`.
     pub fn parse(bytes: &[u8]) -> Result<ElfInfo, ParseError> {
         if !is_elf(bytes) {
@@ -151,18 +171,10 @@ impl ElfInfo {
         };
 
         let mut info = ElfInfo {
-            class,
-            little_endian: endian.is_little(),
-            machine: header.e_machine,
             osabi: header.e_ident[EI_OSABI],
             elf_type: header.e_type,
-            interpreter: None,
-            needed: Vec::new(),
-            rpath: Vec::new(),
-            runpath: Vec::new(),
-            soname: None,
-            nodeflib: false,
             dynamic: false,
+            ..ElfInfo::bare(class, endian.is_little(), header.e_machine)
         };
 
         if let Some(ph) = phdrs.iter().find(|p| p.p_type == PT_INTERP) {

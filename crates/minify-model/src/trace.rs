@@ -123,6 +123,26 @@ pub struct TraceEvent {
     pub detail: String,
 }
 
+/// One line for humans: pid, comm, kind, `ok`/`failed`, path, and the detail in brackets
+/// (what `minify trace --events` prints).
+impl std::fmt::Display for TraceEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:>7} {:<15} {:<14} {:<6} {}",
+            self.pid,
+            self.comm,
+            self.kind.name(),
+            if self.ok { "ok" } else { "failed" },
+            self.path
+        )?;
+        if !self.detail.is_empty() {
+            write!(f, "  [{}]", self.detail)?;
+        }
+        Ok(())
+    }
+}
+
 /// A whole recording.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trace {

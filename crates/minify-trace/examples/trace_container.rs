@@ -17,14 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .status()?;
     let rec = tracer.finish_recording()?;
     for e in &rec.trace.events {
-        println!(
-            "{:>7} {:<15} {:<14} {:<6} {}",
-            e.pid,
-            e.comm,
-            e.kind.name(),
-            if e.ok { "ok" } else { "failed" },
-            e.path
-        );
+        println!("{e}");
     }
     eprintln!(
         "docker: {status}; {} events, {} lost, {} processes",

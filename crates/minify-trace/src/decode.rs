@@ -578,6 +578,15 @@ mod tests {
         v
     }
 
+    /// Each event of a recording as (kind, path, ok).
+    fn kind_path_ok(r: &Recording) -> Vec<(AccessKind, &str, bool)> {
+        r.trace
+            .events
+            .iter()
+            .map(|e| (e.kind, e.path.as_str(), e.ok))
+            .collect()
+    }
+
     /// One whole-syscall record: the requested paths and then what the exit adds.
     fn sys(o: u32, tid: u32, ret: i64, flags: u64, requested: &[u8], exit: &[u8]) -> Vec<u8> {
         let mut payload = requested.to_vec();
@@ -626,12 +635,7 @@ mod tests {
         );
         d.feed(&sys(op::OPEN, 7, 3, 0, &enter, &exit));
         let r = d.finish(&BTreeMap::new());
-        let got: Vec<(AccessKind, &str, bool)> = r
-            .trace
-            .events
-            .iter()
-            .map(|e| (e.kind, e.path.as_str(), e.ok))
-            .collect();
+        let got = kind_path_ok(&r);
         assert_eq!(
             got,
             [
@@ -716,12 +720,7 @@ mod tests {
             &[],
         ));
         let r = d.finish(&BTreeMap::new());
-        let got: Vec<(AccessKind, &str, bool)> = r
-            .trace
-            .events
-            .iter()
-            .map(|e| (e.kind, e.path.as_str(), e.ok))
-            .collect();
+        let got = kind_path_ok(&r);
         assert_eq!(
             got,
             [
@@ -776,11 +775,9 @@ mod tests {
             &exit2,
         ));
         let r = d.finish(&BTreeMap::new());
-        let got: Vec<(AccessKind, &str)> = r
-            .trace
-            .events
-            .iter()
-            .map(|e| (e.kind, e.path.as_str()))
+        let got: Vec<(AccessKind, &str)> = kind_path_ok(&r)
+            .into_iter()
+            .map(|(k, p, _)| (k, p))
             .collect();
         assert!(
             got.contains(&(AccessKind::Open, "/usr/lib/python3/x.py")),
@@ -843,12 +840,7 @@ mod tests {
             &walk(TAG_WALK_FD, &["etc"], TAG_END_ROOT),
         ));
         let r = d.finish(&BTreeMap::new());
-        let got: Vec<(AccessKind, &str, bool)> = r
-            .trace
-            .events
-            .iter()
-            .map(|e| (e.kind, e.path.as_str(), e.ok))
-            .collect();
+        let got = kind_path_ok(&r);
         assert_eq!(
             got,
             [
@@ -950,12 +942,7 @@ mod tests {
             &[],
         ));
         let r = d.finish(&BTreeMap::new());
-        let got: Vec<(AccessKind, &str, bool)> = r
-            .trace
-            .events
-            .iter()
-            .map(|e| (e.kind, e.path.as_str(), e.ok))
-            .collect();
+        let got = kind_path_ok(&r);
         assert_eq!(
             got,
             [
@@ -1003,12 +990,7 @@ mod tests {
         req.extend(walk(TAG_WALK_BASE, &["run"], TAG_END_ROOT));
         d.feed(&sys(op::CHDIR, 2, -i64::from(libc::ENOENT), 0, &req, &[]));
         let r = d.finish(&BTreeMap::new());
-        let got: Vec<(AccessKind, &str, bool)> = r
-            .trace
-            .events
-            .iter()
-            .map(|e| (e.kind, e.path.as_str(), e.ok))
-            .collect();
+        let got = kind_path_ok(&r);
         assert_eq!(
             got[1..],
             [

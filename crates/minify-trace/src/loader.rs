@@ -456,15 +456,22 @@ fn syscall_cfg(s: &Syscall) -> Result<Option<SysCfg>, TraceError> {
     Ok(Some(cfg))
 }
 
-fn tracepoint<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut TracePoint, TraceError> {
+/// The program `name` of the object, as its program type `T`.
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, TraceError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
     let prog = ebpf.program_mut(name).ok_or_else(|| TraceError::Load {
         program: name.into(),
         detail: "not in the eBPF object".into(),
         verifier_log: String::new(),
     })?;
-    let tp: &mut TracePoint = prog
-        .try_into()
-        .map_err(|e: aya::programs::ProgramError| aya_error("loading", name, &e))?;
+    prog.try_into()
+        .map_err(|e: aya::programs::ProgramError| aya_error("loading", name, &e))
+}
+
+fn tracepoint<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut TracePoint, TraceError> {
+    let tp: &mut TracePoint = program(ebpf, name)?;
     tp.load().map_err(|e| aya_error("loading", name, &e))?;
     Ok(tp)
 }
@@ -506,14 +513,7 @@ fn attach_tp_btf(
     name: &str,
 ) -> Result<Link, TraceError> {
     let program = prog;
-    let prog = ebpf.program_mut(program).ok_or_else(|| TraceError::Load {
-        program: program.into(),
-        detail: "not in the eBPF object".into(),
-        verifier_log: String::new(),
-    })?;
-    let tp: &mut BtfTracePoint = prog
-        .try_into()
-        .map_err(|e: aya::programs::ProgramError| aya_error("loading", program, &e))?;
+    let tp: &mut BtfTracePoint = self::program(ebpf, program)?;
     tp.load(name, btf)
         .map_err(|e| aya_error("loading", program, &e))?;
     let id = tp

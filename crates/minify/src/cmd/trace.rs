@@ -41,7 +41,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<u8> {
             let rt = tokio::runtime::Builder::new_current_thread().build()?;
             rt.block_on(async {
                 while let Some(e) = events.recv().await {
-                    eprintln!("{}", event_line(&e));
+                    eprintln!("{e}");
                 }
             });
             anyhow::Ok(())
@@ -118,26 +118,9 @@ fn print_paths(rec: &Recording) {
 fn print_events(rec: &Recording) {
     let mut out = String::new();
     for e in &rec.trace.events {
-        out.push_str(&event_line(e));
-        out.push('\n');
+        let _ = writeln!(out, "{e}");
     }
     print!("{out}");
-}
-
-/// One event: pid, comm, kind, ok/failed, path, and the detail (argv\[0\] of an exec).
-fn event_line(e: &minify_model::TraceEvent) -> String {
-    let mut line = format!(
-        "{:>7} {:<15} {:<14} {:<6} {}",
-        e.pid,
-        e.comm,
-        e.kind.name(),
-        if e.ok { "ok" } else { "failed" },
-        e.path
-    );
-    if !e.detail.is_empty() {
-        let _ = write!(line, "  [{}]", e.detail);
-    }
-    line
 }
 
 fn print_json(rec: &Recording, code: Option<i32>) -> anyhow::Result<()> {
