@@ -380,7 +380,7 @@ fn ctrl_c_leaves_nothing_behind() {
     let out = ctx.unique_image_ref("ctrl-c");
     let before = labelled_containers();
     let child = minify()
-        .args(["run", &image, "--probe-cmd", "sleep 300", "--tag", &out])
+        .args(["run", &image, "--probe-cmd", "sleep 3923", "--tag", &out])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -425,7 +425,7 @@ fn ctrl_c_leaves_nothing_behind() {
         assert!(!d.exists(), "cgroup directory {} left behind", d.display());
     }
     let sleeps = Command::new("pgrep")
-        .args(["-f", "^sleep 300$"])
+        .args(["-f", "^sleep 3923$"]) // an odd length: nobody else's sleep matches
         .output()
         .unwrap();
     assert!(sleeps.stdout.is_empty(), "the probe's process survived");

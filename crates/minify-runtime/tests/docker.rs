@@ -121,18 +121,20 @@ fn nginx_lifecycle_probes_and_cleanup() -> anyhow::Result<()> {
         assert!(host.passed, "{}: {}", host.summary(), host.output);
         assert_eq!(host.output.trim(), format!("host={}", c.ip().unwrap()));
 
-        // A hanging probe is killed at its timeout, with everything it started.
+        // A hanging probe is killed at its timeout, with everything it started. The sleeps
+        // have odd lengths: the leftover check looks host-wide, and a `sleep 300` of anyone
+        // else on the machine must not fail it.
         let start = Instant::now();
         let hang = c
             .run_probe(
-                &Probe::Cmd("sleep 300 & sleep 301".into()),
+                &Probe::Cmd("sleep 3917 & sleep 3919".into()),
                 Duration::from_secs(1),
             )
             .await;
         assert_eq!(hang.outcome, ProbeOutcome::TimedOut { secs: 1 });
         assert!(start.elapsed() < Duration::from_secs(5));
         let hang = c
-            .run_probe(&Probe::Exec("sleep 300".into()), Duration::from_secs(1))
+            .run_probe(&Probe::Exec("sleep 3917".into()), Duration::from_secs(1))
             .await;
         assert_eq!(hang.outcome, ProbeOutcome::TimedOut { secs: 1 });
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -141,7 +143,7 @@ fn nginx_lifecycle_probes_and_cleanup() -> anyhow::Result<()> {
             .await;
         assert!(ps.passed);
         let pgrep = std::process::Command::new("pgrep")
-            .args(["-f", "sleep 30[01]"])
+            .args(["-f", "sleep 391[79]"])
             .output()?;
         assert!(
             pgrep.stdout.is_empty(),
