@@ -272,6 +272,14 @@ pub struct KernelConfig {
     pub no_batching: u32,
     /// `task_struct.self_exec_id`.
     pub task_self_exec_id: u32,
+    /// `task_struct.cgroups` (the task's `css_set`).
+    pub task_cgroups: u32,
+    /// `css_set.dfl_cgrp` (its cgroup v2).
+    pub css_set_dfl_cgrp: u32,
+    /// `cgroup.kn`.
+    pub cgroup_kn: u32,
+    /// `kernfs_node.id` (the cgroup v2 id).
+    pub kernfs_node_id: u32,
     /// Explicit padding (always 0).
     pub pad: u32,
 }
@@ -297,7 +305,7 @@ mod tests {
     fn no_hidden_padding() {
         assert_eq!(HEADER_LEN, 4 * 4 + 8 + 8 + 16 + 4 + 4);
         assert_eq!(core::mem::size_of::<SysCfg>(), 8 * 4);
-        assert_eq!(core::mem::size_of::<KernelConfig>(), 8 + 40 * 4);
+        assert_eq!(core::mem::size_of::<KernelConfig>(), 8 + 44 * 4);
         assert_eq!(core::mem::size_of::<Batch>(), 16 + 64 + BATCH_BUF);
         assert_eq!(BATCH_BUF % 8, 0);
     }

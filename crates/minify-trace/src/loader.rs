@@ -330,6 +330,10 @@ fn kernel_config(
         wakeup_mask: wakeup_every(options.ring_bytes) - 1,
         no_batching: u32::from(options.live),
         task_self_exec_id: btf.offset("task_struct", "self_exec_id")?,
+        task_cgroups: btf.offset("task_struct", "cgroups")?,
+        css_set_dfl_cgrp: btf.offset("css_set", "dfl_cgrp")?,
+        cgroup_kn: btf.offset("cgroup", "kn")?,
+        kernfs_node_id: btf.offset("kernfs_node", "id")?,
         pad: 0,
     })
 }

@@ -79,6 +79,10 @@ static CONFIG: KernelConfig = KernelConfig {
     wakeup_mask: 0,
     no_batching: 0,
     task_self_exec_id: 0,
+    task_cgroups: 0,
+    css_set_dfl_cgrp: 0,
+    cgroup_kn: 0,
+    kernfs_node_id: 0,
     pad: 0,
 };
 
@@ -223,16 +227,44 @@ macro_rules! cf {
     }};
 }
 
-/// Whether the current task is in the traced cgroup subtree. Checked before anything else
-/// (and before [`cfg`] copies the whole configuration): `sys_exit` runs on every syscall of
-/// every process on the machine, and nearly all of them are not ours.
+/// The last answer of [`in_scope`] on this CPU: for which cgroup (v2 id), and whether it is
+/// in the traced subtree.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Verdict {
+    cgroup: u64,
+    inside: u64,
+}
+
+#[map]
+static VERDICT: PerCpuArray<Verdict> = PerCpuArray::with_max_entries(1, 0);
+
+/// Whether `task` (the current one) is in the traced cgroup subtree. Checked before
+/// anything else: `sys_exit` runs on every syscall of every process on the machine, and
+/// nearly all of them are not ours. The answer for a cgroup never changes (a cgroup cannot
+/// move, and ids are not reused), so the last one is kept per CPU, keyed by the task's
+/// cgroup id (`task->cgroups->dfl_cgrp->kn->id`, four direct loads): a workload busy on a
+/// CPU then pays no helper call for it.
 #[inline(always)]
-fn in_scope() -> bool {
-    // SAFETY: volatile reads of two fields of a frozen global; helper call without pointers.
+fn in_scope(task: u64) -> bool {
+    let css_set: u64 = bload(task, cf!(task_cgroups));
+    let cgrp: u64 = bload(css_set, cf!(css_set_dfl_cgrp));
+    let kn: u64 = bload(cgrp, cf!(cgroup_kn));
+    let id: u64 = bload(kn, cf!(kernfs_node_id));
+    let Some(v) = VERDICT.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's value; no program nests on one CPU.
     unsafe {
-        let level = ptr::read_volatile(&raw const CONFIG.cgroup_level);
-        let id = ptr::read_volatile(&raw const CONFIG.cgroup_id);
-        bpf_get_current_ancestor_cgroup_id(level as i32) == id
+        if id != 0 && (*v).cgroup == id {
+            return (*v).inside != 0;
+        }
+        let inside = bpf_get_current_ancestor_cgroup_id(cf!(cgroup_level) as i32) == cf!(cgroup_id);
+        *v = Verdict {
+            cgroup: id,
+            inside: u64::from(inside),
+        };
+        inside
     }
 }
 
@@ -854,19 +886,19 @@ fn tp_arg(ctx: &BtfTracePointContext, n: usize) -> u64 {
 /// has moved the cwd a relative path was resolved against, so the new cwd is sent as a walk.
 #[btf_tracepoint(function = "sys_exit")]
 pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
-    if in_scope() {
-        let _ = try_exit(&ctx);
+    let task = task_btf();
+    if in_scope(task) {
+        let _ = try_exit(&ctx, task);
     }
     0
 }
 
 #[inline(always)]
-fn try_exit(ctx: &BtfTracePointContext) -> Option<()> {
+fn try_exit(ctx: &BtfTracePointContext, task: u64) -> Option<()> {
     let regs = tp_arg(ctx, 0);
     let ret = tp_arg(ctx, 1) as i64;
     let nr = bload::<u32>(regs, cf!(regs_nr)) as i32;
     let sc = sys_cfg(i64::from(nr))?;
-    let task = task_btf();
     if is_compat(task) || (sc.op == op::EXEC && ret == 0) {
         return None;
     }
@@ -924,15 +956,15 @@ fn rec<T>(ctx: &TracePointContext, off: u32) -> Option<T> {
 /// with the cwd's walk when it is relative: exec does not change the cwd) and argv\[0\].
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn sched_exec(ctx: BtfTracePointContext) -> i32 {
-    if in_scope() {
-        let _ = try_exec(&ctx);
+    let task = task_btf();
+    if in_scope(task) {
+        let _ = try_exec(&ctx, task);
     }
     0
 }
 
 #[inline(always)]
-fn try_exec(ctx: &BtfTracePointContext) -> Option<()> {
-    let task = task_btf();
+fn try_exec(ctx: &BtfTracePointContext, task: u64) -> Option<()> {
     let s = begin(task, EV_EXEC, 0, true)?;
     let old_pid = tp_arg(ctx, 1) as i32;
     let bprm = tp_arg(ctx, 2);
@@ -958,8 +990,9 @@ fn try_exec(ctx: &BtfTracePointContext) -> Option<()> {
 /// A fork (or thread creation) by a traced task: `ret` is the child's pid.
 #[tracepoint]
 pub fn sched_fork(ctx: TracePointContext) -> u32 {
-    if in_scope() {
-        if let Some(s) = begin(task_btf(), EV_FORK, 0, true) {
+    let task = task_btf();
+    if in_scope(task) {
+        if let Some(s) = begin(task, EV_FORK, 0, true) {
             let child = rec::<i32>(&ctx, cf!(fork_child_pid_off)).unwrap_or(0);
             // SAFETY: header of a live map value.
             unsafe { (*s).header.ret = i64::from(child) };
@@ -972,8 +1005,8 @@ pub fn sched_fork(ctx: TracePointContext) -> u32 {
 /// A traced task exits: `ret` is its exit code (wait status).
 #[tracepoint]
 pub fn sched_exit(_ctx: TracePointContext) -> u32 {
-    if in_scope() {
-        let task = task_btf();
+    let task = task_btf();
+    if in_scope(task) {
         if let Some(s) = begin(task, EV_PROC_EXIT, 0, true) {
             let code: i32 = bload(task, cf!(task_exit_code));
             // SAFETY: header of a live map value.
