@@ -39,6 +39,8 @@
 //!   real path from the new fd. Kernel structs are read with BTF-checked direct loads (task,
 //!   `pt_regs`), offsets from the running kernel's BTF; `bpf_probe_read_kernel` only where
 //!   the verifier has no type (an fd array slot, a `struct file` from it).
+//! - The cgroup check's answer is kept per CPU for the last cgroup id seen (read with direct
+//!   loads from the task), so a busy workload pays no helper call for it.
 //! - There is no `sys_enter` program: it would run on every syscall of the host for two
 //!   syscalls' sake. A successful exec comes from `sched_process_exec` (the path the kernel
 //!   kept in `bprm->filename`); a successful chdir sends where it led.
@@ -60,9 +62,9 @@
 //! - A successful `chdir` to a relative path is recorded as where it led (symlinks
 //!   resolved): the cwd it was relative to is gone by the exit.
 //! - While attached, every syscall on the host runs the exit program up to the cgroup check;
-//!   a traced stat costs about 0.4 us in the program (`bpftool prog` with
-//!   `kernel.bpf_stats_enabled=1`), and the stat storm runs ~1.15x slower
-//!   (`cargo xtask bench trace`, bench/results/trace.md).
+//!   a traced stat costs about 0.3-0.4 us in the program (`bpftool prog` with
+//!   `kernel.bpf_stats_enabled=1`), and the stat storm runs 1.13-1.26x slower across runs
+//!   on our 2-core VM (`cargo xtask bench trace`, bench/results/trace.md).
 //! - Detaching takes ~0.15 s (5 links, an RCU grace period each, overlapped);
 //!   [`Tracer::finish`] does it in the background once the traced cgroup is empty.
 
