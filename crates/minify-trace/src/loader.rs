@@ -1,5 +1,5 @@
-//! [`Tracer`]: load the eBPF object with this kernel's offsets, attach it to the syscall and
-//! scheduler tracepoints, and drain the ring buffer on a background thread.
+//! [`Tracer`]: load the eBPF object with this kernel's offsets, attach it to `sys_exit` and
+//! the scheduler's exec/fork/exit, and drain the ring buffer with a tokio task of its own.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -486,19 +486,23 @@ fn attach(
     category: &str,
     name: &str,
 ) -> Result<TracePointLink, TraceError> {
-    let id = tp.attach(category, name).map_err(|e| {
-        let err = aya_error("attaching", program, &e);
-        match err {
-            TraceError::Load { detail, .. } => TraceError::Attach {
-                program: program.into(),
-                hook: format!("{category}/{name}"),
-                detail,
-            },
-            other => other,
-        }
-    })?;
+    let id = tp
+        .attach(category, name)
+        .map_err(|e| attach_error(program, &format!("{category}/{name}"), &e))?;
     tp.take_link(id)
         .map_err(|e| aya_error("attaching", program, &e))
+}
+
+/// An attach that failed: the hook named, unless it was a matter of rights.
+fn attach_error(program: &str, hook: &str, e: &(dyn std::error::Error + 'static)) -> TraceError {
+    match aya_error("attaching", program, e) {
+        TraceError::Load { detail, .. } => TraceError::Attach {
+            program: program.into(),
+            hook: hook.into(),
+            detail,
+        },
+        other => other,
+    }
 }
 
 /// An attached program; dropping it detaches.
@@ -516,23 +520,15 @@ fn attach_tp_btf(
     prog: &str,
     name: &str,
 ) -> Result<Link, TraceError> {
-    let program = prog;
-    let tp: &mut BtfTracePoint = self::program(ebpf, program)?;
+    let tp: &mut BtfTracePoint = program(ebpf, prog)?;
     tp.load(name, btf)
-        .map_err(|e| aya_error("loading", program, &e))?;
+        .map_err(|e| aya_error("loading", prog, &e))?;
     let id = tp
         .attach()
-        .map_err(|e| match aya_error("attaching", program, &e) {
-            TraceError::Load { detail, .. } => TraceError::Attach {
-                program: program.into(),
-                hook: format!("tp_btf/{name}"),
-                detail,
-            },
-            other => other,
-        })?;
+        .map_err(|e| attach_error(prog, &format!("tp_btf/{name}"), &e))?;
     let link = tp
         .take_link(id)
-        .map_err(|e| aya_error("attaching", program, &e))?;
+        .map_err(|e| aya_error("attaching", prog, &e))?;
     Ok(Link::TpBtf(link))
 }
 
@@ -656,6 +652,24 @@ impl Tracer {
                 .map_err(|e| aya_error("opening map", "BATCH", &e))?;
         let events = Ring::new(events, ring)
             .map_err(|e| TraceError::from_io("mapping the ring buffer", e))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|e| TraceError::from_io("starting the trace reader's runtime", e))?;
+        let readable = {
+            let _in_runtime = runtime.enter();
+            // SAFETY: the fd belongs to `events`, which `read_loop` keeps open and unchanged
+            // until after it has dropped this `AsyncFd`.
+            #[allow(unsafe_code)]
+            unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(
+                    RingFd(std::os::fd::AsRawFd::as_raw_fd(&events)),
+                    tokio::io::Interest::READABLE,
+                )
+            }
+            .map_err(|e| TraceError::from_io("watching the ring buffer", e.into_parts().1))?
+        };
 
         // The reader runs before the first attach so that nothing queues up unread.
         let stop = Arc::new(Stop::default());
@@ -666,7 +680,16 @@ impl Tracer {
                 .name("minify-trace-reader".into())
                 .spawn({
                     let live = Arc::clone(&live);
-                    move || read_loop(events, &stop, options.from_first_exec, live)
+                    move || {
+                        read_loop(
+                            events,
+                            &runtime,
+                            readable,
+                            &stop,
+                            options.from_first_exec,
+                            live,
+                        )
+                    }
                 })?
         };
         let mut tracer = Tracer {
@@ -836,9 +859,6 @@ const POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// subscriber is watching): about half a million records.
 const DECODE_BACKLOG_BYTES: usize = 64 << 20;
 
-/// How many bytes of raw records the reader batches before handing them to the decoder.
-const BATCH_BYTES: usize = 1 << 20;
-
 /// Tells the reader to take what is left and stop, at once (not at its next poll).
 #[derive(Default)]
 struct Stop {
@@ -884,13 +904,15 @@ impl std::os::fd::AsRawFd for RingFd {
 /// with everything decoded.
 ///
 /// The reader is a tokio task on a current-thread runtime of its own thread, woken by the
-/// ring buffer's fd becoming readable (epoll through `AsyncFd`), by a timer, or by
-/// [`Stop`]. It only copies records out (length-prefixed, in batches): the kernel side drops
+/// ring buffer's fd becoming readable (epoll through `AsyncFd`, `readable`), by a timer, or
+/// by [`Stop`]. It only copies records out: the kernel side drops
 /// events when the ring is full, so emptying it must not wait on anything. Decoding runs on
 /// its own thread at idle priority and may lag behind under a burst without losing
 /// anything; it also feeds live subscribers (see `Tracer::subscribe`).
 fn read_loop(
     mut ring: Ring,
+    runtime: &tokio::runtime::Runtime,
+    readable: tokio::io::unix::AsyncFd<RingFd>,
     stop: &Stop,
     from_first_exec: bool,
     live: Arc<std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<TraceEvent>>>>,
@@ -936,70 +958,36 @@ fn read_loop(
             decode(&mut decoder, &mut backlog);
             decoder
         });
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build();
-    let mut batch: Vec<u8> = Vec::with_capacity(BATCH_BYTES + 64 * 1024);
-    let keep_back = ring.keep_back();
-    let drain = |ring: &mut Ring, keep_back: u64, batch: &mut Vec<u8>| {
-        ring.drain_into(batch, keep_back);
+    let drain = |ring: &mut Ring, keep_back: u64| {
+        let mut batch = Vec::new();
+        ring.drain_into(&mut batch, keep_back);
         if !batch.is_empty() {
-            let _ = tx.send(std::mem::replace(
-                batch,
-                Vec::with_capacity(BATCH_BYTES + 64 * 1024),
-            ));
+            let _ = tx.send(batch);
         }
     };
-    match runtime {
-        Ok(rt) => rt.block_on(async {
-            // SAFETY: the fd belongs to `ring`, which outlives this `AsyncFd` (dropped at the
-            // end of this block) and keeps it open and unchanged.
-            #[allow(unsafe_code)]
-            let fd = unsafe {
-                tokio::io::unix::AsyncFd::register_with_interest(
-                    RingFd(std::os::fd::AsRawFd::as_raw_fd(&ring)),
-                    tokio::io::Interest::READABLE,
-                )
-            };
-            // After a wake-up from the kernel (the producer is busy) the newest records are
-            // left alone; after a quiet timer tick everything is taken, so a live subscriber
-            // never waits longer than that for an event.
-            let mut keep = keep_back;
-            loop {
-                if stop.flag.load(Ordering::Acquire) {
-                    break;
+    let keep_back = ring.keep_back();
+    runtime.block_on(async {
+        // After a wake-up from the kernel (the producer is busy) the newest records are left
+        // alone; after a quiet timer tick everything is taken, so a live subscriber never
+        // waits longer than that for an event.
+        let mut keep = keep_back;
+        while !stop.flag.load(Ordering::Acquire) {
+            drain(&mut ring, keep);
+            keep = tokio::select! {
+                r = readable.readable() => {
+                    if let Ok(mut g) = r {
+                        g.clear_ready();
+                    }
+                    keep_back
                 }
-                drain(&mut ring, keep, &mut batch);
-                keep = if let Ok(fd) = &fd {
-                    tokio::select! {
-                        r = fd.readable() => {
-                            if let Ok(mut g) = r {
-                                g.clear_ready();
-                            }
-                            keep_back
-                        }
-                        () = tokio::time::sleep(POLL_INTERVAL) => 0,
-                        () = stop.notify.notified() => 0,
-                    }
-                } else {
-                    tokio::select! {
-                        () = tokio::time::sleep(POLL_INTERVAL) => 0,
-                        () = stop.notify.notified() => 0,
-                    }
-                };
-            }
-        }),
-        Err(e) => {
-            tracing::warn!("no tokio runtime for the trace reader ({e}); polling instead");
-            while !stop.flag.load(Ordering::Acquire) {
-                drain(&mut ring, 0, &mut batch);
-                std::thread::sleep(POLL_INTERVAL);
-            }
+                () = tokio::time::sleep(POLL_INTERVAL) => 0,
+                () = stop.notify.notified() => 0,
+            };
         }
-    }
+    });
+    drop(readable);
     // Stopped: everything, including the newest records, then what was never sent.
-    drain(&mut ring, 0, &mut batch);
+    drain(&mut ring, 0);
     let tail = std::mem::take(
         &mut *stop
             .tail

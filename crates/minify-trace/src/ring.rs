@@ -100,13 +100,12 @@ impl Ring {
 
     /// Copy committed records out, oldest first, appended to `out` (each record is a batch
     /// of frames, see `minify_trace_common`), stopping `keep_back` bytes short of the producer (0: take all) or
-    /// at a record still being written. Frees their space in the ring. Returns how many.
-    pub(crate) fn drain_into(&mut self, out: &mut Vec<u8>, keep_back: u64) -> usize {
+    /// at a record still being written. Frees their space in the ring.
+    pub(crate) fn drain_into(&mut self, out: &mut Vec<u8>, keep_back: u64) {
         let producer = self.producer_pos().load(Ordering::Acquire);
         let limit = producer.saturating_sub(keep_back);
         let mask = self.size - 1;
         let data = self.page;
-        let mut n = 0;
         while self.pos < limit {
             let off = (self.pos & mask) as usize;
             // SAFETY: `off` < size and the data area is mapped twice, so the header and a
@@ -138,12 +137,10 @@ impl Ring {
                     )
                 };
                 out.extend_from_slice(rec);
-                n += 1;
             }
             self.pos += (HEADER + len).next_multiple_of(8);
         }
         self.consumer_pos().store(self.pos, Ordering::Release);
-        n
     }
 }
 
