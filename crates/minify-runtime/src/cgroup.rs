@@ -158,16 +158,7 @@ impl CgroupLayout {
     }
 }
 
-/// Whether `name` is one minify-trace's `TraceCgroup` makes: `minify-` and 12 lowercase hex
-/// digits. Nothing else at the top of a hierarchy is ever touched by `minify gc`.
-pub fn is_trace_cgroup_name(name: &str) -> bool {
-    name.strip_prefix("minify-").is_some_and(|hex| {
-        hex.len() == 12
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
-}
+pub use minify_model::trace::is_trace_cgroup_name;
 
 /// One trace cgroup as found on the host: its directories in every hierarchy.
 #[derive(Clone, Debug)]

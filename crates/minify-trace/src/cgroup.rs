@@ -30,7 +30,7 @@ impl TraceCgroup {
     /// hybrid ones). Needs root (or write access to the hierarchy's root).
     pub fn create() -> Result<TraceCgroup, TraceError> {
         let mount = Cgroup2Mount::find()?;
-        let name = format!("minify-{}", random_hex(6)?);
+        let name = minify_model::trace::trace_cgroup_name(&random_hex(6)?);
         let path = mount.mount_point.join(&name);
         fs_err::create_dir(&path)
             .map_err(|e| TraceError::from_io(format!("creating cgroup {}", path.display()), e))?;

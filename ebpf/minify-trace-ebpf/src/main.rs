@@ -1,5 +1,6 @@
-//! The minify tracer's eBPF programs: syscall tracepoints that record the paths a workload
-//! looks up, opens, lists, creates and removes, filtered to one cgroup v2 subtree.
+//! The minify tracer's eBPF programs: a BTF tracepoint on `sys_exit` (every syscall) and the
+//! scheduler's exec/fork/exit, recording the paths a workload looks up, opens, lists, creates
+//! and removes, filtered to one cgroup v2 subtree.
 //!
 //! Rust eBPF has no CO-RE, so nothing about kernel struct layout is compiled in: the loader
 //! reads every offset from the running kernel's BTF and tracefs and hands them over in the
