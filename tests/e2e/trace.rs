@@ -173,6 +173,71 @@ fn python_import_json_in_chroot() {
     assert!(!doc["processes"].as_array().unwrap().is_empty());
 }
 
+/// Kernels before 6.2 have no `bpf_rdonly_cast`: there the programs read files with probe
+/// reads. This kernel has it, so that path is forced (`--probe-reads-only`) and must give
+/// the same trace: opened files (through a symlink), a lookup relative to a directory fd, a
+/// listed directory, a created file.
+#[test]
+fn probe_reads_give_the_same_trace_as_direct_loads() {
+    if !can_trace() || !require_docker() {
+        return;
+    }
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let root = python_rootfs();
+    let made = format!("/tmp/minify-probe-reads-{}", std::process::id());
+    let script = format!(
+        "ls /etc >/dev/null; python3 -c \"import os; os.stat('os-release', \
+         dir_fd=os.open('/usr/lib', os.O_RDONLY)); open('{made}', 'w').close(); \
+         os.unlink('{made}')\""
+    );
+    let trace = |probe_reads: bool| {
+        let mut cmd = minify();
+        cmd.env("RUST_LOG", "minify_trace=debug")
+            .args(["trace", "--json", "--root"])
+            .arg(&root);
+        if probe_reads {
+            cmd.arg("--probe-reads-only");
+        }
+        let out = run(cmd.args(["--", "sh", "-c", &script]));
+        assert_eq!(out.status.code(), Some(0), "minify trace failed");
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        let doc: Value = serde_json::from_slice(&out.stdout).expect("trace JSON");
+        assert_eq!(doc["lost_total"], 0);
+        let mut ev: Vec<_> = events(&doc)
+            .into_iter()
+            .filter(|(_, p, _)| !p.starts_with("/proc/"))
+            .collect();
+        ev.sort();
+        ev.dedup();
+        (ev, log)
+    };
+    let (direct, direct_log) = trace(false);
+    let (probed, probed_log) = trace(true);
+    assert!(
+        probed_log.contains("files read with probe reads"),
+        "{probed_log}"
+    );
+    if direct_log.contains("files read with direct loads") {
+        assert_eq!(direct, probed);
+    } else {
+        eprintln!("note: this kernel has no bpf_rdonly_cast; both runs used probe reads");
+    }
+    for ev in [&direct, &probed] {
+        assert_has(ev, "stat", "/usr/lib/os-release", true);
+        assert_has(ev, "list-dir", "/etc", true);
+        assert_has(
+            ev,
+            "open",
+            "/usr/lib/x86_64-linux-gnu/libselinux.so.1",
+            true,
+        );
+        assert_has(ev, "create", &made, true);
+        assert_has(ev, "delete", &made, true);
+    }
+}
+
 #[test]
 fn ls_etc_lists_and_follows_symlinks() {
     if !can_trace() || !require_docker() {

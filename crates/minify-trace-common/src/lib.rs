@@ -280,9 +280,24 @@ pub struct KernelConfig {
     pub cgroup_kn: u32,
     /// `kernfs_node.id` (the cgroup v2 id).
     pub kernfs_node_id: u32,
+    /// 1: the `bpf_rdonly_cast` kfunc is there (Linux 6.2+) and the loader turned the
+    /// programs' [`KFUNC_RDONLY_CAST`] calls into calls of it; the programs then read a file
+    /// and its path with direct loads. 0: the loader made those calls dead code, and the
+    /// programs use `bpf_probe_read_kernel` instead.
+    pub rdonly_cast: u32,
+    /// BTF id (vmlinux) of a struct whose first member is a `struct file *` (`kiocb`): an
+    /// entry of a task's fd array, cast to it, reads as a typed `struct file` pointer.
+    pub fd_slot_btf_id: u32,
     /// Explicit padding (always 0).
     pub pad: u32,
 }
+
+/// The helper number the programs call for the `bpf_rdonly_cast` kfunc. aya cannot link
+/// kfunc calls, so the programs make an ordinary helper call to this made-up number and the
+/// loader rewrites each such instruction in the object before loading it: into a kfunc call
+/// (`BPF_PSEUDO_KFUNC_CALL` with the kfunc's vmlinux BTF id) where the kernel has it, or into
+/// a plain move (the call is then unreachable: [`KernelConfig::rdonly_cast`] is 0).
+pub const KFUNC_RDONLY_CAST: u32 = 0x6d6b_6601;
 
 #[cfg(feature = "user")]
 #[allow(unsafe_code)]

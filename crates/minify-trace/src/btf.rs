@@ -12,12 +12,14 @@ use crate::TraceError;
 /// Where the running kernel exposes its BTF.
 pub(crate) const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
+const KIND_PTR: u32 = 2;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_TYPEDEF: u32 = 8;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC: u32 = 12;
 const KIND_TYPE_TAG: u32 = 18;
 
 /// One type; members only for structs and unions.
@@ -216,6 +218,37 @@ impl Btf {
         }
         Ok(bits / 8)
     }
+
+    /// Id of the function named `name` (kfuncs are functions in the kernel's BTF).
+    pub(crate) fn func_id(&self, name: &str) -> Option<u32> {
+        self.types
+            .iter()
+            .position(|t| t.kind == KIND_FUNC && self.name(t.name_off) == name.as_bytes())
+            .map(|i| i as u32)
+    }
+
+    /// Id of a struct whose member at offset 0 is a `struct file *`: `kiocb` (`ki_filp`,
+    /// first since Linux 2.6) when it is so, else the first such struct. An entry of a fd
+    /// array cast to it reads as a typed file pointer.
+    pub(crate) fn file_slot_struct(&self) -> Option<u32> {
+        let file = self.struct_id("file")?;
+        let slot = |id: u32| {
+            let t = &self.types[id as usize];
+            let Some(&(_, ty, 0)) = t.members.first() else {
+                return false;
+            };
+            let ty = self.resolve(ty);
+            let t = &self.types[ty as usize];
+            t.kind == KIND_PTR && self.resolve(t.referenced) == file
+        };
+        if let Some(id) = self.struct_id("kiocb")
+            && slot(id)
+        {
+            return Some(id);
+        }
+        (1..self.types.len() as u32)
+            .find(|&id| self.types[id as usize].kind == KIND_STRUCT && slot(id))
+    }
 }
 
 #[cfg(test)]
@@ -245,6 +278,23 @@ mod tests {
         assert!(btf.offset("task_struct", "fs").unwrap() > 0);
         assert!(btf.offset("task_struct", "no_such_member").is_err());
         assert!(btf.offset("no_such_struct", "x").is_err());
+    }
+
+    #[test]
+    fn kfunc_and_file_slot() {
+        let Some(btf) = vmlinux() else {
+            eprintln!("SKIP: no {VMLINUX}");
+            return;
+        };
+        assert!(btf.func_id("no_such_function_here").is_none());
+        // Both are there on every kernel with `bpf_rdonly_cast` (6.2+); older ones fall back.
+        if let Some(id) = btf.func_id("bpf_rdonly_cast") {
+            assert!(id > 0);
+            let slot = btf
+                .file_slot_struct()
+                .expect("a struct starting with a struct file *");
+            assert_eq!(btf.types[slot as usize].members[0].2, 0);
+        }
     }
 
     #[test]

@@ -74,6 +74,7 @@ mod decode;
 pub mod doctor;
 mod error;
 mod loader;
+mod patch;
 mod ring;
 mod spawn;
 mod tracefs;
@@ -106,6 +107,10 @@ pub struct TraceOptions {
     /// programs collect a task's events in per-CPU batches (much cheaper for the workload),
     /// and a quiet CPU's last events may wait in its batch until the trace ends.
     pub live: bool,
+    /// Read files with `bpf_probe_read_kernel` even where the kernel has the
+    /// `bpf_rdonly_cast` kfunc (Linux 6.2+), as the programs do on older kernels. For tests
+    /// and comparisons; off by default.
+    pub probe_reads_only: bool,
 }
 
 impl Default for TraceOptions {
@@ -115,6 +120,7 @@ impl Default for TraceOptions {
             mount_tracefs: true,
             from_first_exec: true,
             live: false,
+            probe_reads_only: false,
         }
     }
 }

@@ -274,10 +274,32 @@ pub(crate) fn aya_error(
 }
 
 /// Kernel offsets from BTF plus the scheduler tracepoint layouts.
+/// What the programs need to call `bpf_rdonly_cast` (see `patch`).
+#[derive(Clone, Copy, Debug)]
+struct RdonlyCast {
+    /// The kfunc's id in the kernel's BTF.
+    func: u32,
+    /// A struct whose first member is a `struct file *`.
+    fd_slot: u32,
+}
+
+impl RdonlyCast {
+    fn find(btf: &Btf, options: TraceOptions) -> Option<RdonlyCast> {
+        if options.probe_reads_only {
+            return None;
+        }
+        Some(RdonlyCast {
+            func: btf.func_id("bpf_rdonly_cast")?,
+            fd_slot: btf.file_slot_struct()?,
+        })
+    }
+}
+
 fn kernel_config(
     btf: &Btf,
     cgroup: &TraceCgroup,
     options: TraceOptions,
+    kfunc: Option<RdonlyCast>,
 ) -> Result<KernelConfig, TraceError> {
     let fork = Format::read("sched", "sched_process_fork")?.ok_or_else(|| TraceError::Format {
         path: "sched/sched_process_fork".into(),
@@ -334,6 +356,8 @@ fn kernel_config(
         css_set_dfl_cgrp: btf.offset("css_set", "dfl_cgrp")?,
         cgroup_kn: btf.offset("cgroup", "kn")?,
         kernfs_node_id: btf.offset("kernfs_node", "id")?,
+        rdonly_cast: u32::from(kfunc.is_some()),
+        fd_slot_btf_id: kfunc.map_or(0, |k| k.fd_slot),
         pad: 0,
     })
 }
@@ -608,13 +632,29 @@ impl Tracer {
         let t0 = Instant::now();
         tracefs::ensure_mounted(options.mount_tracefs)?;
         let btf = Btf::from_sys()?;
-        let config = kernel_config(&btf, cgroup, options)?;
-        tracing::debug!(?config, "kernel layout");
+        let kfunc = RdonlyCast::find(&btf, options);
+        let config = kernel_config(&btf, cgroup, options, kfunc)?;
+        tracing::debug!(?config, ?kfunc, "kernel layout");
+        let (object, calls) = crate::patch::rewrite_kfunc_calls(EBPF_OBJECT, kfunc.map(|k| k.func))
+            .map_err(|detail| TraceError::Load {
+                program: "minify-trace-ebpf".into(),
+                detail,
+                verifier_log: String::new(),
+            })?;
+        tracing::debug!(
+            calls,
+            "files read with {}",
+            if kfunc.is_some() {
+                "direct loads (bpf_rdonly_cast)"
+            } else {
+                "probe reads"
+            }
+        );
 
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
             .map_max_entries("EVENTS", ring)
-            .load(EBPF_OBJECT)
+            .load(object.bytes())
             .map_err(|e| aya_error("loading", "eBPF object", &e))?;
 
         // Which syscalls exist here, and which of their arguments to send.

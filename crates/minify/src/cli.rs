@@ -189,6 +189,10 @@ pub struct TraceArgs {
     /// command runs.
     #[arg(long)]
     pub follow: bool,
+    /// Read files in eBPF with probe reads even where the kernel has `bpf_rdonly_cast`, as on
+    /// kernels before 6.2 (for comparisons and debugging).
+    #[arg(long, hide = true)]
+    pub probe_reads_only: bool,
     /// The command to trace, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<std::ffi::OsString>,

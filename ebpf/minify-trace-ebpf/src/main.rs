@@ -35,7 +35,8 @@ use aya_ebpf::{
 };
 use minify_trace_common::{
     BATCH_BUF, BATCH_LIMIT, Batch, EV_EXEC, EV_FORK, EV_PROC_EXIT, EV_SYSCALL, EXIT_FLAG_CREATED,
-    EventHeader, FLAG_TRUNCATED, FRAME_HEADER, HEADER_LEN, KernelConfig, NAME_MAX, PAYLOAD_CAP,
+    EventHeader, FLAG_TRUNCATED, FRAME_HEADER, HEADER_LEN, KFUNC_RDONLY_CAST, KernelConfig,
+    NAME_MAX, PAYLOAD_CAP,
     SYS_NR_SLOTS, SysCfg, TAG_ARGV0, TAG_COMPONENT, TAG_DIR_DEF, TAG_DIR_REF, TAG_END_ERROR,
     TAG_END_ROOT, TAG_END_TRUNCATED, TAG_END_UNREACHABLE, TAG_USER_PATH, TAG_USER_PATH2,
     TAG_WALK_BASE, TAG_WALK_BASE2, TAG_WALK_EXE, TAG_WALK_FD, USER_PATH_MAX, WALK_MAX_STEPS,
@@ -84,6 +85,8 @@ static CONFIG: KernelConfig = KernelConfig {
     css_set_dfl_cgrp: 0,
     cgroup_kn: 0,
     kernfs_node_id: 0,
+    rdonly_cast: 0,
+    fd_slot_btf_id: 0,
     pad: 0,
 };
 
@@ -503,8 +506,31 @@ fn put_str(s: *mut Scratch, off: usize, tag: u8, user: u64, kernel: bool) -> usi
 // moves the undefined payload of a `None` between registers and stack, which is legal for it
 // and rejected by the verifier ("R5 !read_ok").
 
-/// The `struct file *` behind `fd` in the current task (a plain number: it comes out of
-/// the fd array, a pointer to pointers); 0 when `fd` is not open.
+/// `bpf_rdonly_cast(p, btf_id)`: `p` as a read-only pointer to the vmlinux struct
+/// `btf_id` (a constant to the verifier: a frozen [`CONFIG`] field), so that what it points
+/// to can be read with [`bload`]. The verifier turns the call into a register move. Only
+/// reachable when `CONFIG.rdonly_cast` is 1 (see `KFUNC_RDONLY_CAST`).
+#[inline(always)]
+fn rdonly_cast(p: u64, btf_id: u32) -> u64 {
+    // SAFETY: an ordinary helper call to a made-up number that the loader rewrites into the
+    // kfunc call before loading (or into a move on a path the verifier never takes).
+    unsafe {
+        let f: unsafe extern "C" fn(u64, u32) -> u64 =
+            core::mem::transmute(KFUNC_RDONLY_CAST as usize);
+        f(p, btf_id)
+    }
+}
+
+/// Whether files are read through [`rdonly_cast`] (the kernel has the kfunc).
+#[inline(always)]
+fn direct_files() -> bool {
+    cf!(rdonly_cast) != 0
+}
+
+/// The `struct file *` behind `fd` in the current task; 0 when `fd` is not open. With
+/// [`direct_files`] a BTF pointer: the fd array's entry (a pointer to pointers, which the
+/// verifier types as a number) is cast to a struct whose first member is a `struct file *`,
+/// and read with a direct load. Otherwise a plain number, read with a probe read.
 #[inline(always)]
 fn fd_file(task: u64, fd: i64) -> u64 {
     if fd < 0 {
@@ -517,7 +543,32 @@ fn fd_file(task: u64, fd: i64) -> u64 {
         return 0;
     }
     let arr: u64 = bload(fdt, cf!(fdt_fd));
+    if direct_files() {
+        let slot = rdonly_cast(arr + ((fd as u64) << 3), cf!(fd_slot_btf_id));
+        return bload(slot, 0);
+    }
     kread(arr, (fd as u32).wrapping_mul(8)).unwrap_or(0)
+}
+
+/// `(vfsmount, dentry)` of a file's `f_path` (`file` from [`fd_file`]; 0: none).
+#[inline(always)]
+fn file_path(file: u64) -> (u64, u64) {
+    if direct_files() {
+        if file == 0 {
+            return (0, 0);
+        }
+        return bload_path(file, cf!(file_f_path));
+    }
+    read_path(file, cf!(file_f_path))
+}
+
+/// `file->f_mode` (`file` from [`fd_file`], not 0).
+#[inline(always)]
+fn file_mode(file: u64) -> u32 {
+    if direct_files() {
+        return bload(file, cf!(file_f_mode));
+    }
+    kread::<u32>(file, cf!(file_f_mode)).unwrap_or(0)
 }
 
 /// `(vfsmount, dentry)` of the `struct path` at `base + off`, `base` a plain number (0:
@@ -564,7 +615,19 @@ fn put_walk(
         return off;
     }
     let off = put_tag(s, off, tag);
+    let Some(w) = WALK.get_ptr_mut(0) else {
+        return put_tag(s, off, TAG_END_ERROR);
+    };
     let (root_mnt, root_dentry) = task_root(task);
+    // The pointers may be BTF pointers (direct loads), on which the verifier allows no
+    // arithmetic; written to a map value and read back they are numbers, which the
+    // directory cache can hash.
+    // SAFETY: this CPU's walk state.
+    let [dentry, mnt, root_dentry, root_mnt] = unsafe {
+        let p = (&raw mut (*w).dentry).cast::<[u64; 4]>();
+        ptr::write_volatile(p, [dentry, mnt, root_dentry, root_mnt]);
+        ptr::read_volatile(p)
+    };
     if mnt == 0 || dentry == 0 || root_mnt == 0 || root_dentry == 0 {
         return put_tag(s, off, TAG_END_ERROR);
     }
@@ -585,9 +648,6 @@ fn put_walk(
             return unsafe { put_tag_id(s, off, TAG_DIR_REF, id) };
         }
     }
-    let Some(w) = WALK.get_ptr_mut(0) else {
-        return put_tag(s, off, TAG_END_ERROR);
-    };
     // SAFETY: this CPU's walk state.
     unsafe {
         *w = Walk {
@@ -761,12 +821,10 @@ fn is_relative(s: *mut Scratch, start: usize) -> bool {
 #[inline(always)]
 fn base_dir(task: u64, dfd: i32) -> (u64, u64) {
     if dfd == AT_FDCWD {
-        // A probe read, not `bload_path`: the walk hashes these pointers for the directory
-        // cache, and the verifier allows no arithmetic on BTF pointers.
         let fs: u64 = bload(task, cf!(task_fs));
-        read_path(fs, cf!(fs_pwd))
+        bload_path(fs, cf!(fs_pwd))
     } else {
-        read_path(fd_file(task, i64::from(dfd)), cf!(file_f_path))
+        file_path(fd_file(task, i64::from(dfd)))
     }
 }
 
@@ -845,7 +903,7 @@ fn put_args(task: u64, s: *mut Scratch, a: &Args) -> usize {
         );
     }
     if a.fd >= 0 {
-        let target = read_path(fd_file(task, a.fd), cf!(file_f_path));
+        let target = file_path(fd_file(task, a.fd));
         off = put_walk(task, s, off, TAG_WALK_FD, target, 0);
     }
     off
@@ -925,21 +983,11 @@ fn try_exit(ctx: &BtfTracePointContext, task: u64) -> Option<()> {
     let mut off = put_args(task, s, &args);
     if sc.op == op::OPEN && ret >= 0 {
         let file = fd_file(task, ret);
-        if file != 0
-            && let Some(mode) = kread::<u32>(file, cf!(file_f_mode))
-            && mode & cf!(fmode_created) != 0
-        {
+        if file != 0 && file_mode(file) & cf!(fmode_created) != 0 {
             // SAFETY: as above.
             unsafe { (*s).header.flags |= EXIT_FLAG_CREATED };
         }
-        off = put_walk(
-            task,
-            s,
-            off,
-            TAG_WALK_FD,
-            read_path(file, cf!(file_f_path)),
-            1,
-        );
+        off = put_walk(task, s, off, TAG_WALK_FD, file_path(file), 1);
     }
     emit(s, off, sc.op, false);
     Some(())

@@ -64,13 +64,13 @@ struct Measured {
 }
 
 /// Run `argv` once in a fresh cgroup, traced or not.
-fn once(argv: &[&str], with_tracer: bool) -> anyhow::Result<Measured> {
+fn once(argv: &[&str], tracer: Option<TraceOptions>) -> anyhow::Result<Measured> {
+    let with_tracer = tracer.is_some();
     let cgroup = TraceCgroup::create()?;
     let t0 = Instant::now();
-    let tracer = if with_tracer {
-        Some(Tracer::start(&cgroup, TraceOptions::default())?)
-    } else {
-        None
+    let tracer = match tracer {
+        Some(options) => Some(Tracer::start(&cgroup, options)?),
+        None => None,
     };
     let attach = t0.elapsed();
     let spec = SpawnSpec::new(argv.iter().copied());
@@ -141,18 +141,18 @@ struct Row {
 }
 
 /// Alternate untraced and traced runs (after one warm-up of each).
-fn overhead(name: &str, argv: &[&str]) -> anyhow::Result<(Row, AttachCost)> {
-    once(argv, false)?;
-    once(argv, true)?;
+fn overhead(name: &str, argv: &[&str], options: TraceOptions) -> anyhow::Result<(Row, AttachCost)> {
+    once(argv, None)?;
+    once(argv, Some(options))?;
     let (mut u, mut t, mut attach, mut detach) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut hooks = 0;
     let (mut ucpu, mut tcpu) = (Vec::new(), Vec::new());
     let (mut events, mut lost) = (0, 0);
     for _ in 0..RUNS {
-        let m = once(argv, false)?;
+        let m = once(argv, None)?;
         u.push(m.wall);
         ucpu.push(m.cpu);
-        let m = once(argv, true)?;
+        let m = once(argv, Some(options))?;
         t.push(m.wall);
         tcpu.push(m.cpu);
         attach.push(m.attach);
@@ -216,13 +216,26 @@ pub fn run() -> anyhow::Result<()> {
     };
 
     let mut rows = Vec::new();
+    let default = TraceOptions::default();
     let (py, attach) = overhead(
         "python: import 30 stdlib modules",
         &[python, "-I", "-c", PY_IMPORTS],
+        default,
     )?;
     rows.push(py);
     let du_cmd = format!("du -s {tree_s} >/dev/null");
-    let (du, _) = overhead("stat storm: du over 50,000 files", &["sh", "-c", &du_cmd])?;
+    let du_argv = ["sh", "-c", du_cmd.as_str()];
+    let (du, _) = overhead("stat storm: du over 50,000 files", &du_argv, default)?;
+    rows.push(du);
+    // What kernels before 6.2 (no `bpf_rdonly_cast`) run: files read with probe reads.
+    let (du, _) = overhead(
+        "stat storm, files read with probe reads (as on kernels before 6.2)",
+        &du_argv,
+        TraceOptions {
+            probe_reads_only: true,
+            ..default
+        },
+    )?;
     rows.push(du);
 
     // Loss: two workers at once, ~1M file operations at the default ring size.
@@ -230,8 +243,8 @@ pub fn run() -> anyhow::Result<()> {
         "w() {{ i=0; while [ $i -lt {FIND_PASSES} ]; do find {tree_s} -printf '%s\\n' >/dev/null; i=$((i+1)); done; }}; w & w & wait"
     );
     let loss_argv = ["sh", "-c", script.as_str()];
-    let untraced = once(&loss_argv, false)?;
-    let traced = once(&loss_argv, true)?;
+    let untraced = once(&loss_argv, None)?;
+    let traced = once(&loss_argv, Some(default))?;
     let ops = 2 * FIND_PASSES * (DIRS * FILES_PER_DIR + DIRS + 1);
     eprintln!(
         "    loss: {} events from ~{ops} file ops by 2 workers in {:?} (untraced {:?}), {} lost",

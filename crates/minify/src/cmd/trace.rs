@@ -30,6 +30,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<u8> {
     let options = TraceOptions {
         ring_bytes: args.ring_bytes,
         live: args.follow,
+        probe_reads_only: args.probe_reads_only,
         ..TraceOptions::default()
     };
     let tracer = Tracer::start(&cgroup, options).map_err(crate::lib_error)?;
