@@ -91,6 +91,7 @@ pub const DEFAULT_RING_BYTES: u32 = 16 << 20;
 
 /// How to trace.
 #[derive(Clone, Copy, Debug)]
+#[allow(clippy::struct_excessive_bools)] // independent switches, not a state machine
 pub struct TraceOptions {
     /// Ring buffer size in bytes: a power of two, at least one page. Bigger rings lose fewer
     /// events under bursts at the cost of locked kernel memory.

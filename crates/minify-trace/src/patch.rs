@@ -95,16 +95,13 @@ pub(crate) fn rewrite_kfunc_calls(
             if insn[0] != BPF_CALL || insn[1] != 0 || imm != KFUNC_RDONLY_CAST {
                 continue;
             }
-            match kfunc {
-                Some(id) => {
-                    insn[1] = BPF_PSEUDO_KFUNC_CALL << 4;
-                    insn[4..8].copy_from_slice(&id.to_le_bytes());
-                }
-                None => {
-                    insn[0] = BPF_MOV64_REG;
-                    insn[1] = 1 << 4;
-                    insn[4..8].copy_from_slice(&[0; 4]);
-                }
+            if let Some(id) = kfunc {
+                insn[1] = BPF_PSEUDO_KFUNC_CALL << 4;
+                insn[4..8].copy_from_slice(&id.to_le_bytes());
+            } else {
+                insn[0] = BPF_MOV64_REG;
+                insn[1] = 1 << 4;
+                insn[4..8].copy_from_slice(&[0; 4]);
             }
             patched += 1;
         }

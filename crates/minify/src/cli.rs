@@ -171,6 +171,7 @@ pub struct RunArgs {
 
 /// `minify trace`.
 #[derive(Debug, clap::Args)]
+#[allow(clippy::struct_excessive_bools)] // independent flags
 pub struct TraceArgs {
     /// Run CMD chrooted in DIR (an image's root filesystem) with its own mount and pid
     /// namespaces; paths are printed as seen inside DIR.
