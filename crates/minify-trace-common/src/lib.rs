@@ -149,9 +149,14 @@ pub struct EventHeader {
 pub const BATCH_LIMIT: usize = 16 * 1024;
 /// Size of a frame header in a batch.
 pub const FRAME_HEADER: usize = 8;
-/// Room in a batch: the limit plus one more frame of the largest record, so that appending
-/// a frame at any offset below the limit stays inside.
-pub const BATCH_BUF: usize = BATCH_LIMIT + FRAME_HEADER + HEADER_LEN + PAYLOAD_CAP + 8;
+/// Room in a batch: the limit plus one more frame of the largest record, so that a frame
+/// started at any offset up to the limit stays inside. The programs build each event in
+/// place there and write payload bytes at offsets masked below `PAYLOAD_CAP`, strings of up
+/// to `USER_PATH_MAX` bytes at the last of them: hence that much more room (what the
+/// verifier checks). A per-CPU map value may not exceed 32 KiB.
+pub const BATCH_BUF: usize = BATCH_LIMIT + FRAME_HEADER + HEADER_LEN + PAYLOAD_CAP + USER_PATH_MAX;
+
+const _: () = assert!(core::mem::size_of::<Batch>() <= 32 * 1024);
 
 /// Length of a frame holding a record of `record_len` bytes.
 #[inline]

@@ -36,11 +36,10 @@ use aya_ebpf::{
 use minify_trace_common::{
     BATCH_BUF, BATCH_LIMIT, Batch, EV_EXEC, EV_FORK, EV_PROC_EXIT, EV_SYSCALL, EXIT_FLAG_CREATED,
     EventHeader, FLAG_TRUNCATED, FRAME_HEADER, HEADER_LEN, KFUNC_RDONLY_CAST, KernelConfig,
-    NAME_MAX, PAYLOAD_CAP,
-    SYS_NR_SLOTS, SysCfg, TAG_ARGV0, TAG_COMPONENT, TAG_DIR_DEF, TAG_DIR_REF, TAG_END_ERROR,
-    TAG_END_ROOT, TAG_END_TRUNCATED, TAG_END_UNREACHABLE, TAG_USER_PATH, TAG_USER_PATH2,
-    TAG_WALK_BASE, TAG_WALK_BASE2, TAG_WALK_EXE, TAG_WALK_FD, USER_PATH_MAX, WALK_MAX_STEPS,
-    frame_len, op,
+    NAME_MAX, PAYLOAD_CAP, SYS_NR_SLOTS, SysCfg, TAG_ARGV0, TAG_COMPONENT, TAG_DIR_DEF,
+    TAG_DIR_REF, TAG_END_ERROR, TAG_END_ROOT, TAG_END_TRUNCATED, TAG_END_UNREACHABLE,
+    TAG_USER_PATH, TAG_USER_PATH2, TAG_WALK_BASE, TAG_WALK_BASE2, TAG_WALK_EXE, TAG_WALK_FD,
+    USER_PATH_MAX, WALK_MAX_STEPS, frame_len, op,
 };
 
 /// Kernel layout and the cgroup to trace. Overridden (and frozen) by the loader.
@@ -105,17 +104,80 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(op::OP_SLOTS, 0);
 
 const MASK: usize = PAYLOAD_CAP - 1;
 
-/// The event being built: header plus payload, with `PAYLOAD_CAP` of slack so that a
-/// bounded write at any masked offset below `PAYLOAD_CAP` stays inside the value.
+/// The event being built on this CPU. Its header and payload are written in place in this
+/// CPU's batch (`BATCH`), right after the frames already there: a copy into the batch would
+/// cost a helper call per event. An event given up half way is simply not counted in the
+/// batch's length.
 #[repr(C)]
-struct Scratch {
-    header: EventHeader,
-    payload: [u8; 2 * PAYLOAD_CAP],
+struct Cur {
+    /// Where the event's frame starts in the batch's `buf` (at most `BATCH_LIMIT`).
+    at: u64,
     /// Directories walked for this event, to remember once the event is delivered (never
     /// before: a reference to a definition userspace did not get would be unresolvable).
     pending: [DirKey; MAX_PENDING],
     pending_id: [u64; MAX_PENDING],
     n_pending: u64,
+}
+
+#[map]
+static CUR: PerCpuArray<Cur> = PerCpuArray::with_max_entries(1, 0);
+
+/// An event being built: this CPU's batch, its `Cur`, and where the event's frame starts in
+/// the batch (bounded by `BATCH_LIMIT`, which the verifier must see wherever it is used).
+#[derive(Clone, Copy)]
+struct Ev {
+    b: *mut Batch,
+    c: *mut Cur,
+    at: usize,
+}
+
+impl Ev {
+    /// This CPU's event in progress (for the `bpf_loop` callback).
+    #[inline(always)]
+    fn current() -> Option<Ev> {
+        let b = BATCH.get_ptr_mut(0)?;
+        let c = CUR.get_ptr_mut(0)?;
+        // SAFETY: this CPU's value.
+        let at = unsafe { (*c).at } as usize;
+        (at <= BATCH_LIMIT).then_some(Ev { b, c, at })
+    }
+
+    /// The event's header.
+    #[inline(always)]
+    fn hdr(self) -> *mut EventHeader {
+        // SAFETY: `at + FRAME_HEADER + HEADER_LEN` is inside `buf` (`BATCH_BUF`).
+        unsafe {
+            (&raw mut (*self.b).buf)
+                .cast::<u8>()
+                .add(self.at + FRAME_HEADER)
+                .cast()
+        }
+    }
+
+    /// Payload byte `off` (masked below `PAYLOAD_CAP`; `BATCH_BUF` has room for a string of
+    /// `USER_PATH_MAX` written there).
+    #[inline(always)]
+    fn pay(self, off: usize) -> *mut u8 {
+        // SAFETY: as above.
+        unsafe {
+            (&raw mut (*self.b).buf)
+                .cast::<u8>()
+                .add(self.at + FRAME_HEADER + HEADER_LEN + (off & MASK))
+        }
+    }
+
+    /// Mark the event truncated.
+    #[inline(always)]
+    fn truncated(self) {
+        // SAFETY: the header of this CPU's event.
+        unsafe { (*self.hdr()).flags |= FLAG_TRUNCATED };
+    }
+
+    #[inline(always)]
+    fn set_ret(self, ret: i64) {
+        // SAFETY: as above.
+        unsafe { (*self.hdr()).ret = ret };
+    }
 }
 
 const MAX_PENDING: usize = 3;
@@ -187,9 +249,6 @@ static GENERATION: Array<u64> = Array::with_max_entries(1, 0);
 /// Per-CPU counter for directory ids (the CPU number goes in the high bits).
 #[map]
 static NEXT_ID: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
-
-#[map]
-static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// State of one path walk, shared between the caller and the `bpf_loop` callback.
 #[repr(C)]
@@ -310,21 +369,36 @@ fn task_btf() -> u64 {
     unsafe { bpf_get_current_task_btf() as u64 }
 }
 
-/// Start an event in the scratch buffer. Thread and process ids come from the task with
-/// direct loads (not `bpf_get_current_pid_tgid`: every helper call counts on the hot path);
-/// `comm` only for scheduler events (`with_comm`), userspace keeps it per process.
+/// Start an event in this CPU's batch, after the frames already there; the batch is sent
+/// first when it holds another task's events or is full (see [`emit`]). Thread and process
+/// ids come from the task with direct loads (not `bpf_get_current_pid_tgid`: every helper
+/// call counts on the hot path); `comm` only for scheduler events (`with_comm`), userspace
+/// keeps it per process.
 #[inline(always)]
-fn begin(task: u64, kind: u32, op: u32, with_comm: bool) -> Option<*mut Scratch> {
-    let s = SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: `s` is this CPU's scratch value; programs do not nest on one CPU for these hooks.
-    // Field by field with volatile stores: a struct assignment becomes a call to a
-    // byte-at-a-time `memset` for the zeroed fields.
+fn begin(task: u64, kind: u32, op: u32, with_comm: bool) -> Option<Ev> {
+    let b = BATCH.get_ptr_mut(0)?;
+    let c = CUR.get_ptr_mut(0)?;
+    let tid: u32 = bload(task, cf!(task_pid));
+    // SAFETY: `b` and `c` are this CPU's map values; programs do not nest on one CPU for
+    // these hooks. Header fields one by one with volatile stores: a struct assignment
+    // becomes a call to a byte-at-a-time `memset` for the zeroed fields.
     unsafe {
-        let h = &raw mut (*s).header;
+        if (*b).len != 0 && (*b).tid != u64::from(tid) {
+            flush(b);
+        }
+        let mut at = (*b).len as usize;
+        if at > BATCH_LIMIT {
+            flush(b);
+            at = 0;
+        }
+        (*c).at = at as u64;
+        (*c).n_pending = 0;
+        let e = Ev { b, c, at };
+        let h = e.hdr();
         ptr::write_volatile(&raw mut (*h).kind, kind);
         ptr::write_volatile(&raw mut (*h).op, op);
         ptr::write_volatile(&raw mut (*h).pid, bload(task, cf!(task_tgid)));
-        ptr::write_volatile(&raw mut (*h).tid, bload(task, cf!(task_pid)));
+        ptr::write_volatile(&raw mut (*h).tid, tid);
         ptr::write_volatile(&raw mut (*h).ret, 0);
         ptr::write_volatile(&raw mut (*h).flags, 0);
         let comm = (&raw mut (*h).comm).cast::<[u64; 2]>();
@@ -337,9 +411,8 @@ fn begin(task: u64, kind: u32, op: u32, with_comm: bool) -> Option<*mut Scratch>
         }
         ptr::write_volatile(&raw mut (*h).payload_len, 0);
         ptr::write_volatile(&raw mut (*h).exec_id, bload(task, cf!(task_self_exec_id)));
-        ptr::write_volatile(&raw mut (*s).n_pending, 0);
+        Some(e)
     }
-    Some(s)
 }
 
 // Wake-ups: the reader is woken once every `CONFIG.wakeup_mask + 1` records per CPU (the
@@ -359,11 +432,11 @@ static SENT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static BATCH: PerCpuArray<Batch> = PerCpuArray::with_max_entries(1, 0);
 
-/// Add the event to this CPU's batch, and send the batch when it is full, when `now` (a
-/// scheduler event: the process tree must reach userspace before what the new process
-/// does), when the event defined directories (a later event may refer to them only once
-/// they are delivered), or when batching is off. A batch holds consecutive events of one
-/// task: an event of another task sends it first.
+/// Close the event (its frame header, the batch's length), and send the batch when it is
+/// full, when `now` (a scheduler event: the process tree must reach userspace before what
+/// the new process does), when the event defined directories (a later event may refer to
+/// them only once they are delivered), or when batching is off. A batch holds consecutive
+/// events of one task: [`begin`] sends it first when another task's event starts.
 ///
 /// Why batches: one ring-buffer write costs as much as the rest of a stat event together
 /// (a lock, the reservation, the commit); one write per batch of a few hundred events is
@@ -371,46 +444,29 @@ static BATCH: PerCpuArray<Batch> = PerCpuArray::with_max_entries(1, 0);
 /// events that must keep their order are all sent at once (above), and `exec_id` in each
 /// header tells userspace on which side of an exec a late event of a task falls.
 #[inline(always)]
-fn emit(s: *mut Scratch, off: usize, slot: u32, now: bool) {
+fn emit(e: Ev, off: usize, slot: u32, now: bool) {
     let off = if off > PAYLOAD_CAP { PAYLOAD_CAP } else { off };
-    let Some(b) = BATCH.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: `s` and `b` are this CPU's map values; no program nests on one CPU.
+    let b = e.b;
+    // SAFETY: `e` is this CPU's event in its batch; no program nests on one CPU.
     unsafe {
-        (*s).header.payload_len = off as u32;
-        let tid = u64::from((*s).header.tid);
-        if (*b).len != 0 && (*b).tid != tid {
-            flush(b);
-        }
-        let mut len = (*b).len as usize;
-        if len > BATCH_LIMIT {
-            flush(b);
-            len = 0;
-        }
+        let h = e.hdr();
+        (*h).payload_len = off as u32;
         let rec = HEADER_LEN + off;
-        let frame = (&raw mut (*b).buf[len]).cast::<u32>();
+        let frame = (&raw mut (*b).buf).cast::<u8>().add(e.at).cast::<u32>();
         ptr::write_volatile(frame, rec as u32);
         ptr::write_volatile(frame.add(1), 0);
-        let r = bpf_probe_read_kernel(
-            (&raw mut (*b).buf[len + FRAME_HEADER]).cast(),
-            rec as u32,
-            s.cast::<c_void>(),
-        );
-        if r != 0 {
-            return;
-        }
-        (*b).len = frame_len(rec) as u64 + len as u64;
-        (*b).tid = tid;
+        (*b).len = (e.at + frame_len(rec)) as u64;
+        (*b).tid = u64::from((*h).tid);
         let counted = &raw mut (*b).n_by_op[(slot & (op::OP_SLOTS - 1)) as usize];
         *counted += 1;
-        let n = (*s).n_pending as usize;
+        let c = e.c;
+        let n = (*c).n_pending as usize;
         if now || n != 0 || (*b).len as usize > BATCH_LIMIT || cf!(no_batching) != 0 {
             // Delivered: the directories it defined may now be referred to.
             if flush(b) {
                 for i in 0..MAX_PENDING {
                     if i < n {
-                        dir_put(&(*s).pending[i], (*s).pending_id[i]);
+                        dir_put(&(*c).pending[i], (*c).pending_id[i]);
                     }
                 }
             }
@@ -459,36 +515,35 @@ fn flush(b: *mut Batch) -> bool {
 
 /// Append a one-byte tag; returns the new offset.
 #[inline(always)]
-fn put_tag(s: *mut Scratch, off: usize, tag: u8) -> usize {
+fn put_tag(e: Ev, off: usize, tag: u8) -> usize {
     if off >= PAYLOAD_CAP {
         return off;
     }
-    // SAFETY: index masked below PAYLOAD_CAP inside a 2 * PAYLOAD_CAP array.
-    unsafe { (*s).payload[off & MASK] = tag };
+    // SAFETY: a masked payload byte of this CPU's event.
+    unsafe { *e.pay(off) = tag };
     off + 1
 }
 
 /// Append a tagged NUL-terminated string from user memory.
 #[inline(always)]
-fn put_user_str(s: *mut Scratch, off: usize, tag: u8, user: u64) -> usize {
-    put_str(s, off, tag, user, false)
+fn put_user_str(e: Ev, off: usize, tag: u8, user: u64) -> usize {
+    put_str(e, off, tag, user, false)
 }
 
 /// Append a tagged NUL-terminated string from user (or, with `kernel`, kernel) memory.
 #[inline(always)]
-fn put_str(s: *mut Scratch, off: usize, tag: u8, user: u64, kernel: bool) -> usize {
+fn put_str(e: Ev, off: usize, tag: u8, user: u64, kernel: bool) -> usize {
     if user == 0 {
         return off;
     }
     if off + 1 + USER_PATH_MAX > PAYLOAD_CAP {
-        // SAFETY: header of a live map value.
-        unsafe { (*s).header.flags |= FLAG_TRUNCATED };
+        e.truncated();
         return off;
     }
-    let start = put_tag(s, off, tag);
-    // SAFETY: destination masked below PAYLOAD_CAP, size USER_PATH_MAX <= PAYLOAD_CAP slack.
+    let start = put_tag(e, off, tag);
+    // SAFETY: destination masked below PAYLOAD_CAP, with room for USER_PATH_MAX after it.
     let n = unsafe {
-        let dst = (&raw mut (*s).payload[start & MASK]).cast();
+        let dst = e.pay(start).cast();
         if kernel {
             bpf_probe_read_kernel_str(dst, USER_PATH_MAX as u32, user as *const c_void)
         } else {
@@ -603,20 +658,19 @@ fn task_root(task: u64) -> (u64, u64) {
 #[inline(always)]
 fn put_walk(
     task: u64,
-    s: *mut Scratch,
+    e: Ev,
     off: usize,
     tag: u8,
     (mnt, dentry): (u64, u64),
     cache_at: u64,
 ) -> usize {
     if off + 2 > PAYLOAD_CAP {
-        // SAFETY: header of a live map value.
-        unsafe { (*s).header.flags |= FLAG_TRUNCATED };
+        e.truncated();
         return off;
     }
-    let off = put_tag(s, off, tag);
+    let off = put_tag(e, off, tag);
     let Some(w) = WALK.get_ptr_mut(0) else {
-        return put_tag(s, off, TAG_END_ERROR);
+        return put_tag(e, off, TAG_END_ERROR);
     };
     let (root_mnt, root_dentry) = task_root(task);
     // The pointers may be BTF pointers (direct loads), on which the verifier allows no
@@ -629,13 +683,13 @@ fn put_walk(
         ptr::read_volatile(p)
     };
     if mnt == 0 || dentry == 0 || root_mnt == 0 || root_dentry == 0 {
-        return put_tag(s, off, TAG_END_ERROR);
+        return put_tag(e, off, TAG_END_ERROR);
     }
     // The common case of a relative lookup, its directory already sent: answer it here,
     // without setting up a loop.
     if cache_at == 0 {
         if dentry == root_dentry && mnt == root_mnt {
-            return put_tag(s, off, TAG_END_ROOT);
+            return put_tag(e, off, TAG_END_ROOT);
         }
         let key = DirKey {
             dentry,
@@ -645,7 +699,7 @@ fn put_walk(
         };
         if let Some(id) = dir_get(&key) {
             // SAFETY: this CPU's scratch value.
-            return unsafe { put_tag_id(s, off, TAG_DIR_REF, id) };
+            return unsafe { put_tag_id(e, off, TAG_DIR_REF, id) };
         }
     }
     // SAFETY: this CPU's walk state.
@@ -672,17 +726,18 @@ fn put_walk(
         bpf_loop(WALK_MAX_STEPS, walk_step as *mut c_void, ptr::null_mut(), 0);
         let off = (*w).off as usize;
         if (*w).done == 0 {
-            return put_tag(s, off, TAG_END_TRUNCATED);
+            return put_tag(e, off, TAG_END_TRUNCATED);
         }
         // Only a walk that got to an answer defines its directory.
         let answered = (*w).end_tag == u64::from(TAG_END_ROOT)
             || (*w).end_tag == u64::from(TAG_END_UNREACHABLE);
         if (*w).pend != 0 && answered {
-            let n = (*s).n_pending as usize;
+            let c = e.c;
+            let n = (*c).n_pending as usize;
             if n < MAX_PENDING {
-                (*s).pending[n] = (*w).pend_key;
-                (*s).pending_id[n] = (*w).pend_id;
-                (*s).n_pending = n as u64 + 1;
+                (*c).pending[n] = (*w).pend_key;
+                (*c).pending_id[n] = (*w).pend_id;
+                (*c).n_pending = n as u64 + 1;
             }
         }
         off
@@ -691,10 +746,10 @@ fn put_walk(
 
 /// Write the walk's end tag and stop the loop.
 #[inline(always)]
-unsafe fn walk_end(w: *mut Walk, s: *mut Scratch, off: usize, tag: u8) -> i64 {
+unsafe fn walk_end(w: *mut Walk, e: Ev, off: usize, tag: u8) -> i64 {
     // SAFETY: the caller passes this CPU's map values.
     unsafe {
-        (*w).off = put_tag(s, off, tag) as u64;
+        (*w).off = put_tag(e, off, tag) as u64;
         (*w).done = 1;
         (*w).end_tag = u64::from(tag);
     }
@@ -703,15 +758,10 @@ unsafe fn walk_end(w: *mut Walk, s: *mut Scratch, off: usize, tag: u8) -> i64 {
 
 /// Append a tag followed by an 8-byte id.
 #[inline(always)]
-unsafe fn put_tag_id(s: *mut Scratch, off: usize, tag: u8, id: u64) -> usize {
-    let off = put_tag(s, off, tag);
-    // SAFETY: masked offset below PAYLOAD_CAP, 8 bytes of the 2 * PAYLOAD_CAP array.
-    unsafe {
-        ptr::write_unaligned(
-            (&raw mut (*s).payload[off & MASK]).cast::<[u8; 8]>(),
-            id.to_le_bytes(),
-        );
-    }
+unsafe fn put_tag_id(e: Ev, off: usize, tag: u8, id: u64) -> usize {
+    let off = put_tag(e, off, tag);
+    // SAFETY: a masked payload offset of this CPU's event, with room after it.
+    unsafe { ptr::write_unaligned(e.pay(off).cast::<[u8; 8]>(), id.to_le_bytes()) };
     off + 8
 }
 
@@ -722,20 +772,20 @@ fn generation() -> u64 {
 
 /// One step of the path walk (a `bpf_loop` callback): returns 1 to stop.
 extern "C" fn walk_step(_index: u64, _ctx: *mut c_void) -> i64 {
-    let (Some(w), Some(s)) = (WALK.get_ptr_mut(0), SCRATCH.get_ptr_mut(0)) else {
+    let (Some(w), Some(e)) = (WALK.get_ptr_mut(0), Ev::current()) else {
         return 1;
     };
-    // SAFETY: both are this CPU's map values; offsets into `payload` are masked.
+    // SAFETY: this CPU's map values; payload offsets are masked.
     unsafe {
         let off = (*w).off as usize;
         if off + 2 + NAME_MAX > PAYLOAD_CAP {
-            (*s).header.flags |= FLAG_TRUNCATED;
-            return walk_end(w, s, off, TAG_END_TRUNCATED);
+            e.truncated();
+            return walk_end(w, e, off, TAG_END_TRUNCATED);
         }
         let dentry = (*w).dentry;
         let vfsmnt = (*w).vfsmnt;
         if dentry == (*w).root_dentry && vfsmnt == (*w).root_mnt {
-            return walk_end(w, s, off, TAG_END_ROOT);
+            return walk_end(w, e, off, TAG_END_ROOT);
         }
         let step = (*w).step;
         (*w).step = step + 1;
@@ -747,62 +797,59 @@ extern "C" fn walk_step(_index: u64, _ctx: *mut c_void) -> i64 {
                 generation: generation(),
             };
             if let Some(id) = dir_get(&key) {
-                (*w).off = put_tag_id(s, off, TAG_DIR_REF, id) as u64;
+                (*w).off = put_tag_id(e, off, TAG_DIR_REF, id) as u64;
                 (*w).done = 1;
                 (*w).end_tag = u64::from(TAG_DIR_REF);
                 return 1;
             }
             let Some(counter) = NEXT_ID.get_ptr_mut(0) else {
-                return walk_end(w, s, off, TAG_END_ERROR);
+                return walk_end(w, e, off, TAG_END_ERROR);
             };
             let id = (u64::from(bpf_get_smp_processor_id()) << 48) | *counter;
             *counter += 1;
             (*w).pend = 1;
             (*w).pend_key = key;
             (*w).pend_id = id;
-            (*w).off = put_tag_id(s, off, TAG_DIR_DEF, id) as u64;
+            (*w).off = put_tag_id(e, off, TAG_DIR_DEF, id) as u64;
             // Go on with this same directory in the next iteration (the check is done).
             return 0;
         }
         let Some(mnt_root) = kread::<u64>(vfsmnt, cf!(vfsmount_mnt_root)) else {
-            return walk_end(w, s, off, TAG_END_ERROR);
+            return walk_end(w, e, off, TAG_END_ERROR);
         };
         if dentry == mnt_root {
             // At the root of a mount: continue from where it is mounted.
             let mount = vfsmnt - u64::from(cf!(mount_mnt));
             let Some(parent) = kread::<u64>(mount, cf!(mount_mnt_parent)) else {
-                return walk_end(w, s, off, TAG_END_ERROR);
+                return walk_end(w, e, off, TAG_END_ERROR);
             };
             if parent == mount {
                 // The namespace's root mount and not the task's root: outside the root
                 // (a chroot escapee or an internal mount such as pipefs).
-                return walk_end(w, s, off, TAG_END_UNREACHABLE);
+                return walk_end(w, e, off, TAG_END_UNREACHABLE);
             }
             let Some(mp) = kread::<u64>(mount, cf!(mount_mnt_mountpoint)) else {
-                return walk_end(w, s, off, TAG_END_ERROR);
+                return walk_end(w, e, off, TAG_END_ERROR);
             };
             (*w).dentry = mp;
             (*w).vfsmnt = parent + u64::from(cf!(mount_mnt));
             return 0;
         }
         let Some(parent) = kread::<u64>(dentry, cf!(dentry_d_parent)) else {
-            return walk_end(w, s, off, TAG_END_ERROR);
+            return walk_end(w, e, off, TAG_END_ERROR);
         };
         if parent == dentry {
-            return walk_end(w, s, off, TAG_END_UNREACHABLE);
+            return walk_end(w, e, off, TAG_END_UNREACHABLE);
         }
         let Some(name) = kread::<u64>(dentry, cf!(dentry_d_name_name)) else {
-            return walk_end(w, s, off, TAG_END_ERROR);
+            return walk_end(w, e, off, TAG_END_ERROR);
         };
-        (*s).payload[off & MASK] = TAG_COMPONENT;
+        *e.pay(off) = TAG_COMPONENT;
         let start = off + 1;
-        let n = bpf_probe_read_kernel_str(
-            (&raw mut (*s).payload[start & MASK]).cast(),
-            NAME_MAX as u32,
-            name as *const c_void,
-        );
+        let n =
+            bpf_probe_read_kernel_str(e.pay(start).cast(), NAME_MAX as u32, name as *const c_void);
         if n <= 0 {
-            return walk_end(w, s, off, TAG_END_ERROR);
+            return walk_end(w, e, off, TAG_END_ERROR);
         }
         (*w).off = (start + n as usize) as u64;
         (*w).dentry = parent;
@@ -812,9 +859,9 @@ extern "C" fn walk_step(_index: u64, _ctx: *mut c_void) -> i64 {
 
 /// Whether the first byte of the user string at `payload[start]` is not `/`.
 #[inline(always)]
-fn is_relative(s: *mut Scratch, start: usize) -> bool {
-    // SAFETY: masked index into a live map value.
-    unsafe { (*s).payload[start & MASK] != b'/' }
+fn is_relative(e: Ev, start: usize) -> bool {
+    // SAFETY: a masked payload byte of this CPU's event.
+    unsafe { *e.pay(start) != b'/' }
 }
 
 /// The directory a relative path is resolved against: `dfd`'s file or the cwd.
@@ -842,17 +889,17 @@ struct Args {
 #[inline(always)]
 fn put_path_arg(
     task: u64,
-    s: *mut Scratch,
+    e: Ev,
     off: usize,
     (tag, walk_tag): (u8, u8),
     user: u64,
     dfd: i64,
 ) -> usize {
-    let new = put_user_str(s, off, tag, user);
-    if new == off || !is_relative(s, off + 1) {
+    let new = put_user_str(e, off, tag, user);
+    if new == off || !is_relative(e, off + 1) {
         return new;
     }
-    put_walk(task, s, new, walk_tag, base_dir(task, dfd as i32), 0)
+    put_walk(task, e, new, walk_tag, base_dir(task, dfd as i32), 0)
 }
 
 /// Syscall argument `n` (1-based; 0 or out of range: `None`) from the saved user registers
@@ -887,15 +934,15 @@ fn read_args(regs: u64, sc: &SysCfg) -> Args {
 
 /// Append the requested paths (and the fd's path) of `a`.
 #[inline(always)]
-fn put_args(task: u64, s: *mut Scratch, a: &Args) -> usize {
+fn put_args(task: u64, e: Ev, a: &Args) -> usize {
     let mut off = 0;
     if a.path != 0 {
-        off = put_path_arg(task, s, off, (TAG_USER_PATH, TAG_WALK_BASE), a.path, a.dfd);
+        off = put_path_arg(task, e, off, (TAG_USER_PATH, TAG_WALK_BASE), a.path, a.dfd);
     }
     if a.path2 != 0 {
         off = put_path_arg(
             task,
-            s,
+            e,
             off,
             (TAG_USER_PATH2, TAG_WALK_BASE2),
             a.path2,
@@ -904,7 +951,7 @@ fn put_args(task: u64, s: *mut Scratch, a: &Args) -> usize {
     }
     if a.fd >= 0 {
         let target = file_path(fd_file(task, a.fd));
-        off = put_walk(task, s, off, TAG_WALK_FD, target, 0);
+        off = put_walk(task, e, off, TAG_WALK_FD, target, 0);
     }
     off
 }
@@ -969,27 +1016,26 @@ fn try_exit(ctx: &BtfTracePointContext, task: u64) -> Option<()> {
             unsafe { *g += 1 };
         }
     }
-    let s = begin(task, EV_SYSCALL, sc.op, false)?;
-    // SAFETY: header of a live map value.
-    unsafe { (*s).header.ret = ret };
+    let e = begin(task, EV_SYSCALL, sc.op, false)?;
+    e.set_ret(ret);
     if sc.op == op::CHDIR && ret == 0 {
         // The requested path as given, and where it led (the new cwd, after symlinks).
-        let off = put_user_str(s, 0, TAG_USER_PATH, args.path);
+        let off = put_user_str(e, 0, TAG_USER_PATH, args.path);
         let fs: u64 = bload(task, cf!(task_fs));
-        let off = put_walk(task, s, off, TAG_WALK_FD, bload_path(fs, cf!(fs_pwd)), 1);
-        emit(s, off, sc.op, false);
+        let off = put_walk(task, e, off, TAG_WALK_FD, bload_path(fs, cf!(fs_pwd)), 1);
+        emit(e, off, sc.op, false);
         return Some(());
     }
-    let mut off = put_args(task, s, &args);
+    let mut off = put_args(task, e, &args);
     if sc.op == op::OPEN && ret >= 0 {
         let file = fd_file(task, ret);
         if file != 0 && file_mode(file) & cf!(fmode_created) != 0 {
-            // SAFETY: as above.
-            unsafe { (*s).header.flags |= EXIT_FLAG_CREATED };
+            // SAFETY: the header of this CPU's event.
+            unsafe { (*e.hdr()).flags |= EXIT_FLAG_CREATED };
         }
-        off = put_walk(task, s, off, TAG_WALK_FD, file_path(file), 1);
+        off = put_walk(task, e, off, TAG_WALK_FD, file_path(file), 1);
     }
-    emit(s, off, sc.op, false);
+    emit(e, off, sc.op, false);
     Some(())
 }
 
@@ -1014,25 +1060,24 @@ pub fn sched_exec(ctx: BtfTracePointContext) -> i32 {
 
 #[inline(always)]
 fn try_exec(ctx: &BtfTracePointContext, task: u64) -> Option<()> {
-    let s = begin(task, EV_EXEC, 0, true)?;
+    let e = begin(task, EV_EXEC, 0, true)?;
     let old_pid = tp_arg(ctx, 1) as i32;
     let bprm = tp_arg(ctx, 2);
-    // SAFETY: header of a live map value.
-    unsafe { (*s).header.ret = i64::from(old_pid) };
+    e.set_ret(i64::from(old_pid));
     let mm: u64 = bload(task, cf!(task_mm));
     let exe_file: u64 = bload(mm, cf!(mm_exe_file));
     let exe = bload_path(exe_file, cf!(file_f_path));
-    let mut off = put_walk(task, s, 0, TAG_WALK_EXE, exe, 1);
+    let mut off = put_walk(task, e, 0, TAG_WALK_EXE, exe, 1);
     let arg_start: u64 = bload(mm, cf!(mm_arg_start));
-    off = put_user_str(s, off, TAG_ARGV0, arg_start);
+    off = put_user_str(e, off, TAG_ARGV0, arg_start);
     let filename: u64 = bload(bprm, cf!(bprm_filename));
-    let new = put_str(s, off, TAG_USER_PATH, filename, true);
-    if new != off && is_relative(s, off + 1) {
-        off = put_walk(task, s, new, TAG_WALK_BASE, base_dir(task, AT_FDCWD), 0);
+    let new = put_str(e, off, TAG_USER_PATH, filename, true);
+    if new != off && is_relative(e, off + 1) {
+        off = put_walk(task, e, new, TAG_WALK_BASE, base_dir(task, AT_FDCWD), 0);
     } else {
         off = new;
     }
-    emit(s, off, op::SCHED, true);
+    emit(e, off, op::SCHED, true);
     Some(())
 }
 
@@ -1041,11 +1086,10 @@ fn try_exec(ctx: &BtfTracePointContext, task: u64) -> Option<()> {
 pub fn sched_fork(ctx: TracePointContext) -> u32 {
     let task = task_btf();
     if in_scope(task) {
-        if let Some(s) = begin(task, EV_FORK, 0, true) {
+        if let Some(e) = begin(task, EV_FORK, 0, true) {
             let child = rec::<i32>(&ctx, cf!(fork_child_pid_off)).unwrap_or(0);
-            // SAFETY: header of a live map value.
-            unsafe { (*s).header.ret = i64::from(child) };
-            emit(s, 0, op::SCHED, true);
+            e.set_ret(i64::from(child));
+            emit(e, 0, op::SCHED, true);
         }
     }
     0
@@ -1056,11 +1100,10 @@ pub fn sched_fork(ctx: TracePointContext) -> u32 {
 pub fn sched_exit(_ctx: TracePointContext) -> u32 {
     let task = task_btf();
     if in_scope(task) {
-        if let Some(s) = begin(task, EV_PROC_EXIT, 0, true) {
+        if let Some(e) = begin(task, EV_PROC_EXIT, 0, true) {
             let code: i32 = bload(task, cf!(task_exit_code));
-            // SAFETY: header of a live map value.
-            unsafe { (*s).header.ret = i64::from(code) };
-            emit(s, 0, op::SCHED, true);
+            e.set_ret(i64::from(code));
+            emit(e, 0, op::SCHED, true);
         }
     }
     0
