@@ -81,22 +81,42 @@ pub fn check_environment() -> Vec<Check> {
     });
 
     let btf_path = std::path::Path::new(btf::VMLINUX);
-    out.push(
-        match btf::Btf::from_sys().and_then(|b| b.offset("dentry", "d_name.name")) {
-            Ok(_) => Check::new(
-                "btf",
+    let kbtf = btf::Btf::from_sys();
+    let layout = match &kbtf {
+        Ok(b) => b.offset("dentry", "d_name.name").map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    out.push(match layout {
+        Ok(_) => Check::new(
+            "btf",
+            Status::Ok,
+            format!("{} parsed", btf_path.display()),
+            None,
+        ),
+        Err(e) => Check::new(
+            "btf",
+            Status::Fail,
+            e,
+            Some("use a kernel with CONFIG_DEBUG_INFO_BTF=y"),
+        ),
+    });
+    if let Ok(b) = &kbtf {
+        out.push(if b.func_id("bpf_rdonly_cast").is_some() && b.file_slot_struct().is_some() {
+            Check::new(
+                "kfuncs",
                 Status::Ok,
-                format!("{} parsed", btf_path.display()),
+                "bpf_rdonly_cast: files are read with direct loads",
                 None,
-            ),
-            Err(e) => Check::new(
-                "btf",
-                Status::Fail,
-                e.to_string(),
-                Some("use a kernel with CONFIG_DEBUG_INFO_BTF=y"),
-            ),
-        },
-    );
+            )
+        } else {
+            Check::new(
+                "kfuncs",
+                Status::Unavailable,
+                "no bpf_rdonly_cast (kernel before 6.2): files are read with probe reads, ~10% more time per event",
+                None,
+            )
+        });
+    }
 
     out.push(if tracefs::is_mounted() {
         Check::new(

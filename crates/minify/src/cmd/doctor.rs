@@ -33,7 +33,7 @@ pub fn run(args: &DoctorArgs) -> anyhow::Result<u8> {
             if failed {
                 "none usable (see FAIL lines)"
             } else {
-                "tracepoints (syscall enter/exit + sched; paths rebuilt in eBPF)"
+                "tracepoints (tp_btf on sys_exit and sched_process_exec, sched fork/exit; paths rebuilt in eBPF)"
             }
         );
     }
