@@ -232,6 +232,19 @@ fn dir_get(k: &DirKey) -> Option<u64> {
         .then_some(slot.id)
 }
 
+/// `*dst = *src`, eight bytes at a time (a struct copy compiles to a byte-by-byte
+/// `memmove` loop).
+#[inline(always)]
+unsafe fn copy_key(dst: *mut DirKey, src: *const DirKey) {
+    // SAFETY: the caller passes valid, 8-aligned map memory.
+    unsafe {
+        let (d, s) = (dst.cast::<u64>(), src.cast::<u64>());
+        for i in 0..4 {
+            ptr::write_volatile(d.add(i), ptr::read_volatile(s.add(i)));
+        }
+    }
+}
+
 /// Remember that directory `k` was sent as `id`.
 #[inline(always)]
 fn dir_put(k: &DirKey, id: u64) {
@@ -498,15 +511,21 @@ fn flush(b: *mut Batch) -> bool {
             len as u64,
             wake,
         );
-        for i in 0..op::OP_SLOTS {
-            let counted = &raw mut (*b).n_by_op[i as usize];
-            if r != 0
-                && *counted != 0
-                && let Some(c) = LOST.get_ptr_mut(i)
-            {
-                *c += u64::from(*counted);
+        if r != 0 {
+            for i in 0..op::OP_SLOTS {
+                let counted = (*b).n_by_op[i as usize];
+                if counted != 0
+                    && let Some(c) = LOST.get_ptr_mut(i)
+                {
+                    *c += u64::from(counted);
+                }
             }
-            *counted = 0;
+        }
+        // Zeroed eight bytes at a time: plain stores of zero compile to a byte-by-byte
+        // `memset` loop.
+        let counts = (&raw mut (*b).n_by_op).cast::<u64>();
+        for i in 0..(op::OP_SLOTS / 2) as usize {
+            ptr::write_volatile(counts.add(i), 0);
         }
         (*b).len = 0;
         r == 0
@@ -704,25 +723,15 @@ fn put_walk(
     }
     // SAFETY: this CPU's walk state.
     unsafe {
-        *w = Walk {
-            dentry,
-            vfsmnt: mnt,
-            root_dentry,
-            root_mnt,
-            off: off as u64,
-            done: 0,
-            step: 0,
-            cache_at,
-            end_tag: 0,
-            pend: 0,
-            pend_key: DirKey {
-                dentry: 0,
-                mnt: 0,
-                root_dentry: 0,
-                generation: 0,
-            },
-            pend_id: 0,
-        };
+        // The four pointers are in place (above); `pend_key`/`pend_id` count only once
+        // `pend` is set. Field by field: a struct assignment compiles to a byte-by-byte
+        // `memset` loop for the zeros.
+        ptr::write_volatile(&raw mut (*w).off, off as u64);
+        ptr::write_volatile(&raw mut (*w).done, 0);
+        ptr::write_volatile(&raw mut (*w).step, 0);
+        ptr::write_volatile(&raw mut (*w).cache_at, cache_at);
+        ptr::write_volatile(&raw mut (*w).end_tag, 0);
+        ptr::write_volatile(&raw mut (*w).pend, 0);
         bpf_loop(WALK_MAX_STEPS, walk_step as *mut c_void, ptr::null_mut(), 0);
         let off = (*w).off as usize;
         if (*w).done == 0 {
@@ -735,7 +744,7 @@ fn put_walk(
             let c = e.c;
             let n = (*c).n_pending as usize;
             if n < MAX_PENDING {
-                (*c).pending[n] = (*w).pend_key;
+                copy_key(&raw mut (*c).pending[n], &raw const (*w).pend_key);
                 (*c).pending_id[n] = (*w).pend_id;
                 (*c).n_pending = n as u64 + 1;
             }
