@@ -1,7 +1,8 @@
-//! `minify gc` end to end: a real `minify run` killed with SIGKILL leaves its container and
-//! cgroups behind; `minify gc` removes them, and leaves a run in progress alone. Plus the
-//! rules for what has no container: temporary images by their owner tag, and empty trace
-//! cgroups by age and open handles.
+//! `minify gc` end to end: a real `minify run` killed with SIGKILL leaves its container,
+//! cgroups and temporary directories behind (but not its host-side probe, which dies with
+//! it); `minify gc` removes them, and leaves a run in progress alone. Plus the rules for what
+//! has no container: temporary images by their owner tag, empty trace cgroups by age and open
+//! handles, temporary directories in `$TMPDIR` by the owner in their name.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -9,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use minify_fixtures::{TestContext, fixture, require_docker, require_ebpf, require_root};
-use minify_runtime::{LABEL, OWNER_LABEL};
+use minify_runtime::{LABEL, OWNER_LABEL, Owner};
 
 use crate::common::{minify, run};
 
@@ -41,9 +42,10 @@ struct Traced {
 }
 
 /// Start `minify run` on nginx with a probe that runs for minutes, and wait for its container.
+/// (An odd sleep length: other tests look for their sleeps host-wide.)
 fn start_run(image: &str, out: &str) -> Traced {
     let child = minify()
-        .args(["run", image, "--probe-exec", "sleep 300", "--tag", out])
+        .args(["run", image, "--probe-exec", "sleep 3307", "--tag", out])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -95,7 +97,12 @@ fn container_running(id: &str) -> bool {
 }
 
 fn gc(args: &[&str]) -> (String, String) {
-    let o = run(minify().arg("gc").args(args));
+    gc_with(&mut minify(), args)
+}
+
+/// `minify gc ARGS` run from `cmd` (e.g. with `TMPDIR` set): stdout, stderr; asserts exit 0.
+fn gc_with(cmd: &mut Command, args: &[&str]) -> (String, String) {
+    let o = run(cmd.arg("gc").args(args));
     let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
     assert_eq!(o.status.code(), Some(0), "{stdout}{stderr}");
@@ -283,4 +290,190 @@ fn gc_removes_only_old_unused_empty_trace_cgroups() {
     assert!(fresh.exists());
     assert!(!removed.contains(&pinned.name), "{removed}");
     assert!(pinned.exists());
+}
+
+/// Processes whose command line matches the regex `pattern` (`pgrep -af`), one per line.
+fn processes(pattern: &str) -> String {
+    let o = Command::new("pgrep")
+        .args(["-af", pattern])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+/// Names of the entries of `dir` that contain `part`.
+fn entries_with(dir: &Path, part: &str) -> Vec<String> {
+    let mut v: Vec<String> = fs_err::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(part))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_killed_run_takes_its_host_probe_along_and_gc_removes_the_rest() {
+    if !(require_root() && require_docker() && require_ebpf()) {
+        return;
+    }
+    let _serial = crate::run::SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let image = fixture("nginx").unwrap();
+    let ctx = TestContext::new().unwrap();
+    // The run's temporary directories go here, not among everyone's in /tmp.
+    let tmpdir = ctx.temp_dir().join("tmpdir");
+    fs_err::create_dir(&tmpdir).unwrap();
+    // `; true` keeps sh from exec'ing the sleep: it is the probe's grandchild, which no
+    // parent-death signal on the probe's own process would reach. An odd length: nobody
+    // else's sleep matches.
+    let probe = "sleep 4127; true";
+    let mut child = minify()
+        .env("TMPDIR", &tmpdir)
+        .args([
+            "run",
+            &image,
+            "--probe-cmd",
+            probe,
+            "--tag",
+            &ctx.unique_image_ref("gc-probe"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_mins(2);
+    while processes("^sleep 4127$").is_empty() {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("minify run ended ({st}) before its probe ran");
+        }
+        assert!(Instant::now() < deadline, "the probe never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let prefix = format!("{}-", child.id());
+    let (id, owner) = labelled()
+        .into_iter()
+        .find(|(_, o)| o.starts_with(&prefix))
+        .expect("the run's container");
+    ctx.track_container(&id);
+    let name = minify_fixtures::docker(["inspect", "--format", "{{.Name}}", &id]).unwrap();
+    let name = name.trim_start_matches('/');
+
+    child.kill().unwrap(); // SIGKILL: no cleanup runs in minify.
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = processes("^(sh -c )?sleep 4127(; true)?$");
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the probe outlived its minify:\n{left}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The rest stays until gc: the container and the temporary directories (the export of
+    // the image, its index), named after the killed run.
+    assert!(container_running(&id));
+    let dirs = entries_with(&tmpdir, &format!(".{owner}."));
+    assert!(!dirs.is_empty(), "no temporary directory of the run");
+    // A run in progress here owns this one (this test process stands in for it).
+    let live = format!("minify-view.{}.live0", Owner::current().unwrap());
+    fs_err::create_dir(tmpdir.join(&live)).unwrap();
+
+    let mut in_tmpdir = minify();
+    in_tmpdir.env("TMPDIR", &tmpdir);
+    let (plan, _) = gc_with(&mut in_tmpdir, &["--dry-run"]);
+    assert!(
+        plan.contains(&format!("would remove container {name}")),
+        "{plan}"
+    );
+    for d in &dirs {
+        assert!(
+            plan.contains(&format!(
+                "would remove temp dir {}",
+                tmpdir.join(d).display()
+            )),
+            "{plan}"
+        );
+    }
+    assert_eq!(entries_with(&tmpdir, &format!(".{owner}.")), dirs);
+
+    let mut in_tmpdir = minify();
+    in_tmpdir.env("TMPDIR", &tmpdir);
+    let (removed, summary) = gc_with(&mut in_tmpdir, &[]);
+    assert!(
+        removed.contains(&format!("removed container {name}")),
+        "{removed}"
+    );
+    assert!(
+        summary.contains(&format!("{} temp dir", dirs.len())),
+        "{summary}"
+    );
+    assert!(!labelled().iter().any(|(i, _)| i == &id));
+    assert_eq!(
+        entries_with(&tmpdir, "minify-"),
+        [live],
+        "gc left the run's temporary directories or removed the live one"
+    );
+}
+
+#[test]
+fn gc_removes_temp_dirs_of_gone_owners_only() {
+    if !require_docker() {
+        return;
+    }
+    let ctx = TestContext::new().unwrap();
+    let tmpdir = ctx.temp_dir().join("tmpdir");
+    fs_err::create_dir(&tmpdir).unwrap();
+    let me = Owner::current().unwrap();
+    // A process that has exited: its pid is free (not in /proc).
+    let mut exited = Command::new("true").spawn().unwrap();
+    exited.wait().unwrap();
+    let gone = Owner {
+        pid: exited.id(),
+        ..me.clone()
+    };
+    let dead = tmpdir.join(format!("minify-image.{gone}.Ab12cd"));
+    let live = tmpdir.join(format!("minify-view.{me}.Ef34gh"));
+    let older = tmpdir.join("minify-view-Ij56kl"); // no owner: an older minify made it
+    let file = tmpdir.join(format!("minify-pack.{gone}.file00"));
+    let link = tmpdir.join(format!("minify-pack.{gone}.link00"));
+    let victim = ctx.temp_dir().join("victim");
+    for d in [&dead, &live, &older, &victim] {
+        fs_err::create_dir(d).unwrap();
+    }
+    fs_err::write(&file, "").unwrap();
+    fs_err::write(victim.join("keep"), "precious").unwrap();
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    fs_err::create_dir(dead.join("layers")).unwrap();
+    fs_err::write(dead.join("layers/export.tar"), "x").unwrap();
+    std::os::unix::fs::symlink(&victim, dead.join("layers/out")).unwrap();
+
+    let mut in_tmpdir = minify();
+    in_tmpdir.env("TMPDIR", &tmpdir).arg("-v");
+    let (removed, stderr) = gc_with(&mut in_tmpdir, &[]);
+    assert!(
+        removed.contains(&format!(
+            "removed temp dir {}: its minify (pid {}) is gone",
+            dead.display(),
+            gone.pid
+        )),
+        "{removed}"
+    );
+    assert!(
+        stderr.contains(&format!("keeping temp dir {}", live.display())),
+        "{stderr}"
+    );
+    assert!(!dead.exists());
+    assert!(live.is_dir() && older.is_dir() && file.is_file());
+    assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
+    assert_eq!(
+        fs_err::read_to_string(victim.join("keep")).unwrap(),
+        "precious"
+    );
 }

@@ -119,12 +119,12 @@ pub fn pack(
         }
         set.insert(p.clone());
     }
-    let tmp = tempfile::Builder::new()
-        .prefix("minify-pack-")
-        .tempdir()
+    // Named after this process, so `minify gc` can remove it if we are killed.
+    let tmp = minify_model::owner::temp_dir_prefix("pack")
+        .and_then(|prefix| tempfile::Builder::new().prefix(&prefix).tempdir())
         .map_err(|source| PackError::Write {
             what: "temporary directory",
-            path: "minify-pack-*".into(),
+            path: "minify-pack.*".into(),
             source,
         })?;
     let layer_path = tmp.path().join("layer.tar");

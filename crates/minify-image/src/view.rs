@@ -213,11 +213,11 @@ impl LayerCtx<'_> {
 impl RootfsView {
     /// Stream every layer of `image` once and build the index.
     pub fn build(image: &SourceImage) -> Result<RootfsView, ViewError> {
-        let tmp = tempfile::Builder::new()
-            .prefix("minify-view-")
-            .tempdir()
+        // Named after this process, so `minify gc` can remove it if we are killed.
+        let tmp = minify_model::owner::temp_dir_prefix("view")
+            .and_then(|prefix| tempfile::Builder::new().prefix(&prefix).tempdir())
             .map_err(|source| ViewError::Temp {
-                path: "minify-view-*".into(),
+                path: "minify-view.*".into(),
                 source,
             })?;
         let mut view = RootfsView {

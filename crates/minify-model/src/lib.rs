@@ -5,9 +5,12 @@
 //! - [`Entry`]/[`EntryKind`] and the [`Rootfs`] trait: a read-only view of an image's
 //!   flattened filesystem, with [`resolve`] doing symlink resolution confined to the image root;
 //! - [`trace`]: what the tracer hands to the closure;
-//! - [`allowlist`]: the reviewable, deterministic list of kept paths.
+//! - [`allowlist`]: the reviewable, deterministic list of kept paths;
+//! - [`owner`]: the process that made a container, image or temporary directory, so
+//!   `minify gc` can tell a killed run's leftovers from a run in progress.
 
 pub mod allowlist;
+pub mod owner;
 pub mod path;
 pub mod rootfs;
 pub mod trace;

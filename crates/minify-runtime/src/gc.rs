@@ -6,18 +6,27 @@
 //!   verification runs) and `minify-load:<id>-<pid>` (minify-image loads an output under
 //!   that tag before giving it its real name);
 //! - the tracer's cgroups `minify-<12 hex>` in the v2 tree, and the directories Docker makes
-//!   under that name in every v1 hierarchy.
+//!   under that name in every v1 hierarchy;
+//! - minify-image's temporary directories in `$TMPDIR` (exported layers, the index of an
+//!   image, the layer being packed): `minify-<kind>.<owner>.<random>`
+//!   ([`minify_model::owner::temp_dir_prefix`]).
 //!
 //! Only what belongs to a process that is gone is removed, so a run in progress on the same
-//! host is never touched. Containers and images say who made them ([`Owner`]). Containers
-//! made before owners were recorded are removed only while no `minify` process runs at all.
+//! host is never touched. Containers, images and temporary directories say who made them
+//! ([`Owner`]). Containers made before owners were recorded are removed only while no
+//! `minify` process runs at all.
 //! Cgroups carry no owner. One is a leftover when the container it was made for is one, or
 //! when all of these hold: no process is in it, no container of a running minify uses it,
 //! no process holds it open (a running `minify run` keeps a [`CgroupPin`] on its cgroup), and
 //! it is older than [`CGROUP_GRACE`] (other tools that make trace cgroups leave one empty for
 //! a moment between `mkdir` and starting their workload).
+//!
+//! A temporary directory is taken for one of ours only when its name is exactly one
+//! minify-image makes, it is a directory itself (never a symlink, which is not followed) and
+//! it belongs to our user; it is removed without following any symlink inside it.
 
 use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -62,6 +71,11 @@ pub enum Leftover {
         dirs: TraceCgroupDirs,
         why: String,
     },
+    /// A temporary directory of minify-image, in `$TMPDIR`.
+    TempDir {
+        path: PathBuf,
+        why: String,
+    },
 }
 
 impl Leftover {
@@ -70,7 +84,8 @@ impl Leftover {
         match self {
             Leftover::Container { why, .. }
             | Leftover::Image { why, .. }
-            | Leftover::Cgroup { why, .. } => why,
+            | Leftover::Cgroup { why, .. }
+            | Leftover::TempDir { why, .. } => why,
         }
     }
 }
@@ -90,6 +105,7 @@ impl std::fmt::Display for Leftover {
                     if n == 1 { "y" } else { "ies" }
                 )
             }
+            Leftover::TempDir { path, .. } => write!(f, "temp dir {}", path.display()),
         }
     }
 }
@@ -97,12 +113,13 @@ impl std::fmt::Display for Leftover {
 /// Something of minify's that stays, and why.
 #[derive(Clone, Debug)]
 pub struct Kept {
-    /// `container minify-..`, `image ..`, `cgroup ..`.
+    /// `container minify-..`, `image ..`, `cgroup ..`, `temp dir ..`.
     pub what: String,
     pub why: String,
 }
 
-/// What `minify gc` would remove (in this order: containers, images, cgroups) and keep.
+/// What `minify gc` would remove (in this order: containers, images, cgroups, temporary
+/// directories) and keep.
 #[derive(Clone, Debug, Default)]
 pub struct GcPlan {
     pub remove: Vec<Leftover>,
@@ -136,11 +153,7 @@ enum Verdict {
 /// resources made before owners were recorded.
 fn judge(owner: Option<&str>, others: &[(u32, String)]) -> Verdict {
     match owner.map(str::parse::<Owner>) {
-        Some(Ok(o)) => match o.liveness() {
-            Liveness::Alive => Verdict::Keep(format!("its minify (pid {}) is running", o.pid)),
-            Liveness::Unknown(why) => Verdict::Keep(why),
-            Liveness::Gone(why) => Verdict::Remove(why),
-        },
+        Some(Ok(o)) => judge_owner(&o),
         _ => match others.first() {
             Some((pid, exe)) => Verdict::Keep(format!(
                 "it records no owner (an older minify made it) and minify pid {pid} ({exe}) is running"
@@ -152,8 +165,18 @@ fn judge(owner: Option<&str>, others: &[(u32, String)]) -> Verdict {
     }
 }
 
+/// Judge a resource by its owner: removed only when that process is known to be gone.
+fn judge_owner(owner: &Owner) -> Verdict {
+    match owner.liveness() {
+        Liveness::Alive => Verdict::Keep(format!("its minify (pid {}) is running", owner.pid)),
+        Liveness::Unknown(why) => Verdict::Keep(why),
+        Liveness::Gone(why) => Verdict::Remove(why),
+    }
+}
+
 impl Runtime {
-    /// Look for leftovers (nothing is changed).
+    /// Look for leftovers (nothing is changed). Temporary directories are looked for in
+    /// `$TMPDIR` (`/tmp` without it), where minify-image makes them.
     pub async fn gc_plan(&self) -> Result<GcPlan, RuntimeError> {
         let mut plan = GcPlan::default();
         let others = other_minify_processes();
@@ -274,13 +297,16 @@ impl Runtime {
             SystemTime::now(),
             &mut plan,
         );
+
+        // Temporary directories.
+        plan_temp_dirs(&std::env::temp_dir(), &mut plan);
         Ok(plan)
     }
 
     /// Remove one leftover of [`Runtime::gc_plan`]. A container goes with its v1 cgroup
     /// directories (as [`crate::Container::remove`] does); an image reference is untagged
     /// (the image itself goes when nothing else names it); a cgroup is removed only if it is
-    /// empty.
+    /// empty; a temporary directory is removed with everything in it, following no symlink.
     pub async fn gc_remove(&self, item: &Leftover) -> Result<(), RuntimeError> {
         match item {
             Leftover::Container {
@@ -308,6 +334,13 @@ impl Runtime {
                     .await
                     .map_err(|e| RuntimeError::Cleanup(e.to_string()))??;
                 Ok(())
+            }
+            Leftover::TempDir { path, .. } => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || remove_temp_dir(&path))
+                    .await
+                    .map_err(|e| RuntimeError::Cleanup(e.to_string()))?
+                    .map_err(|e| RuntimeError::Cleanup(e.to_string()))
             }
         }
     }
@@ -360,6 +393,50 @@ fn plan_cgroups(
             }
         }
     }
+}
+
+/// Decide on each temporary directory of minify-image in `tmp` (see the module docs).
+fn plan_temp_dirs(tmp: &Path, plan: &mut GcPlan) {
+    let entries = match fs_err::read_dir(tmp) {
+        Ok(rd) => rd,
+        Err(e) => {
+            tracing::debug!("not looking for temporary directories: {e}");
+            return;
+        }
+    };
+    let uid = nix::unistd::geteuid().as_raw();
+    let mut found: Vec<(PathBuf, Owner)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let owner = minify_model::owner::temp_dir_owner(e.file_name().to_str()?)?;
+            // `DirEntry::metadata` does not follow a symlink: a symlink is not a directory.
+            let meta = e.metadata().ok()?;
+            (meta.is_dir() && meta.uid() == uid).then(|| (e.path(), owner))
+        })
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    for (path, owner) in found {
+        match judge_owner(&owner) {
+            Verdict::Keep(why) => plan.kept.push(Kept {
+                what: format!("temp dir {}", path.display()),
+                why,
+            }),
+            Verdict::Remove(why) => plan.remove.push(Leftover::TempDir { path, why }),
+        }
+    }
+}
+
+/// Remove a temporary directory and everything in it, following no symlink: one in its place
+/// is left alone (were it swapped in after that check, `remove_dir_all` would unlink it, not
+/// enter it), and those inside it are unlinked, never entered.
+fn remove_temp_dir(path: &Path) -> std::io::Result<()> {
+    if !fs_err::symlink_metadata(path)?.is_dir() {
+        return Err(std::io::Error::other(format!(
+            "{} is no longer a directory; left alone",
+            path.display()
+        )));
+    }
+    fs_err::remove_dir_all(path)
 }
 
 /// Trace cgroups some process holds open (a [`CgroupPin`], or a shell whose working
@@ -510,6 +587,84 @@ pub(crate) mod tests {
         let others = [(7, "/usr/bin/minify".to_owned())];
         assert!(matches!(judge(None, &others), Verdict::Keep(w) if w.contains("pid 7")));
         assert!(matches!(judge(Some("garbage"), &[]), Verdict::Remove(_)));
+    }
+
+    #[test]
+    fn temp_dirs_of_gone_owners_only() {
+        let tmp = TempDir::new("gc-tmp");
+        let me = Owner::current().unwrap();
+        let gone = Owner {
+            start: me.start + 1,
+            ..me.clone()
+        };
+        let elsewhere = Owner {
+            pid_ns: me.pid_ns + 1,
+            ..me.clone()
+        };
+        let dir = |name: String| {
+            let d = tmp.path().join(name);
+            fs_err::create_dir(&d).unwrap();
+            d
+        };
+        let live = dir(format!("minify-view.{me}.aZ3kQ9"));
+        let dead = dir(format!("minify-pack.{gone}.Qx81ab"));
+        let other_ns = dir(format!("minify-image.{elsewhere}.k2"));
+        let _not_ours = dir(format!("minify-view-{gone}.abc"));
+        let _older = dir("minify-view-aZ3kQ9".into());
+        // A file and a symlink with one of our names are not directories of ours.
+        fs_err::write(tmp.path().join(format!("minify-view.{gone}.file")), "").unwrap();
+        let victim = TempDir::new("gc-victim");
+        fs_err::write(victim.path().join("keep"), "precious").unwrap();
+        std::os::unix::fs::symlink(
+            victim.path(),
+            tmp.path().join(format!("minify-view.{gone}.link")),
+        )
+        .unwrap();
+        // Inside the dead one: a symlink out, which removal must not follow.
+        fs_err::create_dir(dead.join("layers")).unwrap();
+        fs_err::write(dead.join("layers/layer.tar"), "x").unwrap();
+        std::os::unix::fs::symlink(victim.path(), dead.join("layers/out")).unwrap();
+        // Another user's directory is not ours either (needs root to make one).
+        let foreign = dir(format!("minify-view.{gone}.foreign"));
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
+        }
+
+        let mut plan = GcPlan::default();
+        plan_temp_dirs(tmp.path(), &mut plan);
+        let removed: Vec<String> = plan.remove.iter().map(ToString::to_string).collect();
+        let mut expected = vec![format!("temp dir {}", dead.display())];
+        if !nix::unistd::geteuid().is_root() {
+            expected.insert(0, format!("temp dir {}", foreign.display()));
+        }
+        assert_eq!(removed, expected);
+        assert!(plan.remove.last().unwrap().why().contains("gone"));
+        let kept: Vec<&str> = plan.kept.iter().map(|k| k.what.as_str()).collect();
+        assert_eq!(
+            kept,
+            [
+                format!("temp dir {}", other_ns.display()),
+                format!("temp dir {}", live.display())
+            ]
+        );
+        assert!(plan.kept[1].why.contains("is running"), "{:?}", plan.kept);
+
+        for item in &plan.remove {
+            let Leftover::TempDir { path, .. } = item else {
+                panic!("{item}")
+            };
+            remove_temp_dir(path).unwrap();
+        }
+        assert!(!dead.exists());
+        assert!(live.exists() && other_ns.exists());
+        assert_eq!(
+            fs_err::read_to_string(victim.path().join("keep")).unwrap(),
+            "precious"
+        );
+        // A symlink is never removed as a directory of ours.
+        let link = tmp.path().join(format!("minify-view.{gone}.link"));
+        assert!(remove_temp_dir(&link).is_err());
+        assert!(link.symlink_metadata().is_ok());
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! prove the minified image still does it.
 //!
 //! - `--probe-cmd`: on the host, `sh -c`, with `MINIFY_CONTAINER`/`MINIFY_HOST` set. Run in
-//!   its own process group so a timeout (or Ctrl-C) kills everything it started.
+//!   a process group of its own, killed as a whole when the probe ends, times out or is
+//!   cancelled (Ctrl-C), and by a watchdog in that group when minify itself dies, even by
+//!   SIGKILL ([`HostGroup`]).
 //! - `--probe-exec`: inside the container through the Docker exec API. A simple command is
 //!   split into argv and exec'd directly, so no shell enters the image just because the tool
 //!   needed one (slim keeps `/bin/sh` that way, its issue #551); shell syntax goes through the
@@ -195,19 +197,168 @@ fn ceil_char(s: &str, mut i: usize) -> usize {
     i
 }
 
-/// Kills a probe's whole process group when dropped (timeout, Ctrl-C, error), unless the
-/// probe finished and disarmed it.
-struct GroupKiller(Option<i32>);
+/// The process group a `--probe-cmd` runs in, and what kills it.
+///
+/// The group is led by a watchdog, `sh -c 'read -r _; kill -9 0'`, whose stdin is a pipe
+/// only this process holds the write end of (the "lifeline"; it is close-on-exec, so no
+/// other child inherits it). When this process dies, however it dies, the kernel closes the
+/// lifeline, the watchdog's `read` ends and it SIGKILLs the whole group: the probe's `sh`
+/// and everything it started that stayed in its group, grandchildren included.
+///
+/// Why not `PR_SET_PDEATHSIG` on the probe's `sh`: it reaches that one process only (it is
+/// reset in every child the probe forks, so `sleep 600; true` would leave the `sleep`), and
+/// it fires when the *thread* that forked exits, not the process (tokio's blocking threads
+/// and workers that ran `block_in_place` do exit while the run goes on), which would kill a
+/// healthy probe. A pipe closes only with the process.
+///
+/// Dropping a `HostGroup` (the probe finished, timed out, or its future was dropped on
+/// Ctrl-C) SIGKILLs the group at once. Its leader, the watchdog, is our child and is not
+/// reaped before that, so the group id cannot have been reused by then.
+///
+/// Processes that leave the group (`setsid`, daemons) are out of its reach.
+struct HostGroup {
+    watchdog: tokio::process::Child,
+    pgid: nix::unistd::Pid,
+    /// The write end of the watchdog's stdin; never written to.
+    lifeline: Option<std::io::PipeWriter>,
+}
 
-impl Drop for GroupKiller {
+/// What the watchdog runs: wait for EOF on stdin, then kill the group (itself included).
+/// `$0` names it in `ps`.
+const WATCHDOG: [&str; 3] = ["-c", "read -r _; kill -9 0", "minify-probe-watchdog"];
+
+impl HostGroup {
+    /// Start the watchdog, leader of a new process group.
+    fn start() -> std::io::Result<HostGroup> {
+        let (read, lifeline) = std::io::pipe()?;
+        let watchdog = tokio::process::Command::new("sh")
+            .args(WATCHDOG)
+            .stdin(read)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()?;
+        let pgid = watchdog
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .map(nix::unistd::Pid::from_raw)
+            .ok_or_else(|| std::io::Error::other("the probe watchdog exited at once"))?;
+        Ok(HostGroup {
+            watchdog,
+            pgid,
+            lifeline: Some(lifeline),
+        })
+    }
+
+    /// SIGKILL every process in the group.
+    fn kill(&self) {
+        let _ = nix::sys::signal::killpg(self.pgid, nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+impl Drop for HostGroup {
     fn drop(&mut self) {
-        if let Some(pgid) = self.0 {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pgid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+        self.kill();
+        // The group is dead: reap the watchdog now if it is gone already (`kill_on_drop`
+        // hands it to tokio to be reaped later if not), and let its lifeline go.
+        let _ = self.watchdog.try_wait();
+        drop(self.lifeline.take());
+    }
+}
+
+/// Run `cmd` with `sh -c` on the host in a [`HostGroup`], with `env` added, bounded by
+/// `timeout`: how it ended and its output. When `sh` exits, what it left running in its
+/// group is killed, so a backgrounded process neither outlives the probe nor keeps it
+/// waiting on its output.
+async fn run_host_cmd(
+    cmd: &str,
+    env: &[(&str, String)],
+    timeout: Duration,
+) -> (ProbeOutcome, String) {
+    let cannot = |e: std::io::Error| {
+        (
+            ProbeOutcome::Error {
+                message: format!("cannot run sh on the host: {e}"),
+            },
+            String::new(),
+        )
+    };
+    let group = match HostGroup::start() {
+        Ok(g) => g,
+        Err(e) => return cannot(e),
+    };
+    let mut child = match tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(group.pgid.as_raw())
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(ch) => ch,
+        Err(e) => return cannot(e),
+    };
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let run = async {
+        // Read while waiting, or a probe writing more than a pipe holds would never exit.
+        let outputs = async { tokio::join!(read_all(stdout), read_all(stderr)) };
+        tokio::pin!(outputs);
+        let mut read = None;
+        let status = loop {
+            tokio::select! {
+                st = child.wait() => break st,
+                o = &mut outputs, if read.is_none() => read = Some(o),
+            }
+        };
+        // Whatever it left in its group still holds the pipes open: kill it, then the
+        // output ends.
+        group.kill();
+        let (mut bytes, err) = match read {
+            Some(o) => o,
+            None => outputs.await,
+        };
+        bytes.extend_from_slice(&err);
+        status.map(|st| (st, bytes))
+    };
+    // On timeout (or when this future is dropped) `group` goes out of scope and kills it all.
+    match tokio::time::timeout(timeout, run).await {
+        Ok(Ok((status, bytes))) => {
+            let code = status
+                .code()
+                .map_or_else(|| 128 + i64::from(signal_of(status)), i64::from);
+            (ProbeOutcome::Exited { code }, truncate_output(&bytes))
+        }
+        Ok(Err(e)) => (
+            ProbeOutcome::Error {
+                message: format!("waiting for the probe: {e}"),
+            },
+            String::new(),
+        ),
+        Err(_) => (
+            ProbeOutcome::TimedOut {
+                secs: timeout.as_secs(),
+            },
+            String::new(),
+        ),
+    }
+}
+
+/// What a probe wrote on one stream, up to 1 MiB (the rest is read and dropped, so the
+/// probe never blocks on a full pipe); what was read before an error.
+async fn read_all(stream: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let Some(mut s) = stream else { return buf };
+    let mut chunk = vec![0u8; 16 * 1024];
+    while let Ok(n @ 1..) = s.read(&mut chunk).await {
+        if buf.len() < 1 << 20 {
+            buf.extend_from_slice(&chunk[..n]);
         }
     }
+    buf
 }
 
 impl Container {
@@ -241,66 +392,15 @@ impl Container {
     }
 
     async fn probe_cmd(&self, cmd: &str, timeout: Duration) -> (ProbeOutcome, String, bool) {
-        let mut c = tokio::process::Command::new("sh");
-        c.arg("-c")
-            .arg(cmd)
-            .env("MINIFY_CONTAINER", self.id())
-            .env(
+        let env = [
+            ("MINIFY_CONTAINER", self.id().to_owned()),
+            (
                 "MINIFY_HOST",
                 self.ip().map(|ip| ip.to_string()).unwrap_or_default(),
-            )
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        let child = match c.spawn() {
-            Ok(ch) => ch,
-            Err(e) => {
-                return (
-                    ProbeOutcome::Error {
-                        message: format!("cannot run sh on the host: {e}"),
-                    },
-                    String::new(),
-                    false,
-                );
-            }
-        };
-        let mut killer = GroupKiller(child.id().and_then(|p| i32::try_from(p).ok()));
-        match tokio::time::timeout(timeout, child.wait_with_output()).await {
-            Ok(Ok(out)) => {
-                // The probe is done; processes it left in its group go with it.
-                drop(killer);
-                let mut bytes = out.stdout;
-                bytes.extend_from_slice(&out.stderr);
-                let code = out
-                    .status
-                    .code()
-                    .map_or_else(|| 128 + i64::from(signal_of(out.status)), i64::from);
-                (
-                    ProbeOutcome::Exited { code },
-                    truncate_output(&bytes),
-                    false,
-                )
-            }
-            Ok(Err(e)) => {
-                killer.0.take();
-                (
-                    ProbeOutcome::Error {
-                        message: format!("waiting for the probe: {e}"),
-                    },
-                    String::new(),
-                    false,
-                )
-            }
-            Err(_) => (
-                ProbeOutcome::TimedOut {
-                    secs: timeout.as_secs(),
-                },
-                String::new(),
-                false,
             ),
-        }
+        ];
+        let (outcome, output) = run_host_cmd(cmd, &env, timeout).await;
+        (outcome, output, false)
     }
 
     async fn probe_exec(&self, cmd: &str, timeout: Duration) -> (ProbeOutcome, String, bool) {
@@ -618,5 +718,119 @@ mod tests {
             json.contains(r#""probe":{"kind":"http","arg":"/"}"#),
             "{json}"
         );
+    }
+
+    /// Whether `pid` is gone (or a zombie: dead, waiting for whoever reaps orphans here).
+    fn dead(pid: u32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+            Err(_) => true,
+        }
+    }
+
+    /// Wait up to 5 s for `pid` to be dead.
+    fn dies(pid: u32) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !dead(pid) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        true
+    }
+
+    /// Wait up to 10 s for a probe to write its background pid to `file`.
+    async fn pid_in(file: &std::path::Path) -> u32 {
+        for _ in 0..200 {
+            // The file exists (empty) a moment before the pid is in it.
+            if let Ok(Ok(pid)) = std::fs::read_to_string(file).map(|s| s.trim().parse::<u32>()) {
+                return pid;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the probe wrote no pid to {}", file.display());
+    }
+
+    #[tokio::test]
+    async fn host_cmd_output_code_and_env() {
+        let (outcome, output) = run_host_cmd(
+            "echo \"out $MINIFY_X\"; echo err >&2; exit 3",
+            &[("MINIFY_X", "x1".to_owned())],
+            Duration::from_secs(20),
+        )
+        .await;
+        assert_eq!(outcome, ProbeOutcome::Exited { code: 3 });
+        assert_eq!(output, "out x1\nerr\n");
+        let (outcome, _) = run_host_cmd("kill -9 $$", &[], Duration::from_secs(20)).await;
+        assert_eq!(outcome, ProbeOutcome::Exited { code: 137 });
+    }
+
+    #[tokio::test]
+    async fn what_a_probe_leaves_running_dies_when_it_exits() {
+        let start = Instant::now();
+        // The background sleep holds the output pipe open: the probe still ends with `sh`.
+        let (outcome, output) =
+            run_host_cmd("sleep 4139 & echo $!", &[], Duration::from_mins(1)).await;
+        assert_eq!(outcome, ProbeOutcome::Exited { code: 0 });
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            start.elapsed()
+        );
+        let pid: u32 = output.trim().parse().unwrap();
+        assert!(dies(pid), "the background sleep {pid} survived");
+    }
+
+    #[tokio::test]
+    async fn a_timeout_kills_grandchildren() {
+        let tmp = crate::gc::tests::TempDir::new("probe-timeout");
+        let file = tmp.path().join("pid");
+        let cmd = format!(
+            "sh -c 'sleep 4141 & echo $! > {}; wait'; true",
+            file.display()
+        );
+        let probe =
+            tokio::spawn(async move { run_host_cmd(&cmd, &[], Duration::from_secs(3)).await });
+        let pid = pid_in(&file).await;
+        let (outcome, _) = probe.await.unwrap();
+        assert_eq!(outcome, ProbeOutcome::TimedOut { secs: 3 });
+        assert!(
+            dies(pid),
+            "the probe's grandchild {pid} survived its timeout"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_watchdog_kills_the_group_when_its_lifeline_closes() {
+        let tmp = crate::gc::tests::TempDir::new("probe-watchdog");
+        let file = tmp.path().join("pid");
+        let mut group = HostGroup::start().unwrap();
+        let mut child = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "sleep 4143 & echo $! > {}; sleep 4147; true",
+                file.display()
+            ))
+            .process_group(group.pgid.as_raw())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let grandchild = pid_in(&file).await;
+        // What the kernel does when minify dies: the write end closes. Nothing else is done.
+        group.lifeline = None;
+        let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .expect("the probe's sh outlived its lifeline")
+            .unwrap();
+        assert_eq!(signal_of(status), 9);
+        assert!(
+            dies(grandchild),
+            "the probe's grandchild {grandchild} survived"
+        );
+        let watchdog = group.watchdog.wait().await.unwrap();
+        assert_eq!(signal_of(watchdog), 9);
     }
 }

@@ -31,7 +31,8 @@ pub enum Command {
     Trace(TraceArgs),
     /// Check what this machine allows: eBPF attach types, BTF, tracefs, privileges, Docker.
     Doctor(DoctorArgs),
-    /// Remove what killed minify runs left behind: containers, temporary images, cgroups.
+    /// Remove what killed minify runs left behind: containers, temporary images, cgroups,
+    /// temporary directories.
     Gc(GcArgs),
 }
 
@@ -200,7 +201,8 @@ pub struct TraceArgs {
 }
 
 /// `minify gc`. Only resources whose minify process is gone are removed: a run in progress
-/// on this host is never touched.
+/// on this host is never touched. Temporary directories are looked for in `$TMPDIR` (`/tmp`
+/// without it): run gc with the `TMPDIR` the killed runs had.
 #[derive(Debug, clap::Args)]
 pub struct GcArgs {
     /// List what would be removed, and remove nothing.

@@ -1,5 +1,6 @@
 //! `minify gc [--dry-run]`: remove what killed minify runs left behind (containers, temporary
-//! images, trace cgroups), like `docker system prune` scoped to minify's own resources. What
+//! images, trace cgroups, temporary directories in `$TMPDIR`), like `docker system prune`
+//! scoped to minify's own resources. What
 //! counts as a leftover is decided in minify-runtime (`Runtime::gc_plan`): only what belongs
 //! to a minify process that is gone, so a run in progress is never touched.
 //!
@@ -69,6 +70,7 @@ struct Counts {
     containers: usize,
     images: usize,
     cgroups: usize,
+    temp_dirs: usize,
 }
 
 impl Counts {
@@ -77,11 +79,12 @@ impl Counts {
             Leftover::Container { .. } => self.containers += 1,
             Leftover::Image { .. } => self.images += 1,
             Leftover::Cgroup { .. } => self.cgroups += 1,
+            Leftover::TempDir { .. } => self.temp_dirs += 1,
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.containers + self.images + self.cgroups == 0
+        self.containers + self.images + self.cgroups + self.temp_dirs == 0
     }
 }
 
@@ -92,6 +95,7 @@ impl std::fmt::Display for Counts {
             (self.containers, "container"),
             (self.images, "image"),
             (self.cgroups, "cgroup"),
+            (self.temp_dirs, "temp dir"),
         ]
         .into_iter()
         .filter(|(n, _)| *n > 0)
@@ -115,5 +119,10 @@ mod tests {
         });
         c.containers = 2;
         assert_eq!(c.to_string(), "2 containers, 1 image");
+        c.add(&Leftover::TempDir {
+            path: "/tmp/minify-view.1-2-3-ab.x".into(),
+            why: String::new(),
+        });
+        assert_eq!(c.to_string(), "2 containers, 1 image, 1 temp dir");
     }
 }
