@@ -707,3 +707,458 @@ fn file_output_failing_verification_is_not_written() {
     assert!(!minify_fixtures::image_exists(&copy), "{copy} left behind");
     assert!(verify_images_of(pid).is_empty());
 }
+
+// --- File sources: `minify run docker-archive:|oci:|oci-archive:`.
+
+/// sha256 of a file, hex (to show a source file is never changed, and to name blobs).
+fn sha256_file(path: &Path) -> String {
+    let o = Command::new("sha256sum").arg(path).output().unwrap();
+    assert!(o.status.success(), "sha256sum {}", path.display());
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// `docker save` of `image` into `path`.
+fn docker_save(image: &str, path: &Path) {
+    minify_fixtures::docker([
+        "save".as_ref(),
+        "-o".as_ref(),
+        path.as_os_str(),
+        image.as_ref(),
+    ])
+    .unwrap_or_else(|e| panic!("docker save {image}: {e:#}"));
+}
+
+/// An OCI archive made from the `docker save` tarball `saved` the way other tools write them
+/// (gzip layers, blobs by digest, one manifest with a ref name), with the label
+/// `org.minify.test=<label>` added to the config: an image id no daemon has. Returns it.
+fn oci_archive_from(
+    saved: &Path,
+    scratch: &Path,
+    out: &Path,
+    ref_name: &str,
+    label: &str,
+) -> String {
+    let src = scratch.join("saved");
+    let layout = scratch.join("layout");
+    let blobs = layout.join("blobs/sha256");
+    fs_err::create_dir_all(&src).unwrap();
+    fs_err::create_dir_all(&blobs).unwrap();
+    let st = Command::new("tar")
+        .arg("-xf")
+        .arg(saved)
+        .arg("-C")
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // Store a file as a blob; its descriptor's digest and size.
+    let put = |file: &Path| -> (String, u64) {
+        let hex = sha256_file(file);
+        let size = fs_err::metadata(file).unwrap().len();
+        fs_err::rename(file, blobs.join(&hex)).unwrap();
+        (format!("sha256:{hex}"), size)
+    };
+    let put_json = |v: &serde_json::Value| {
+        let tmp = scratch.join("blob.json");
+        fs_err::write(&tmp, serde_json::to_vec(v).unwrap()).unwrap();
+        put(&tmp)
+    };
+    let json = |p: std::path::PathBuf| -> serde_json::Value {
+        serde_json::from_str(&fs_err::read_to_string(p).unwrap()).unwrap()
+    };
+    let manifest = json(src.join("manifest.json"));
+    let mut config = json(src.join(manifest[0]["Config"].as_str().unwrap()));
+    config["config"]["Labels"]["org.minify.test"] = label.into();
+    let mut layers = Vec::new();
+    for layer in manifest[0]["Layers"].as_array().unwrap() {
+        let gz = scratch.join("layer.tar.gz");
+        let o = Command::new("gzip")
+            .arg("-nc")
+            .arg(src.join(layer.as_str().unwrap()))
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        fs_err::write(&gz, o.stdout).unwrap();
+        let (digest, size) = put(&gz);
+        layers.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": digest, "size": size,
+        }));
+    }
+    let (config_digest, config_size) = put_json(&config);
+    let (manifest_digest, manifest_size) = put_json(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest, "size": config_size,
+        },
+        "layers": layers,
+    }));
+    fs_err::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": manifest_digest, "size": manifest_size,
+                "annotations": {"org.opencontainers.image.ref.name": ref_name},
+            }],
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    fs_err::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let st = Command::new("tar")
+        .arg("-cf")
+        .arg(out)
+        .arg("-C")
+        .arg(&layout)
+        .args(["oci-layout", "index.json", "blobs"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    config_digest
+}
+
+/// The line a run from a file prints: `(temporary copy name, its id)`.
+fn source_copy(stderr: &str) -> (String, String) {
+    let marker = "from a temporary copy in the Docker daemon, ";
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("no source copy named in: {stderr}"));
+    let rest = &line[line.find(marker).unwrap() + marker.len()..];
+    let (name, id) = rest.split_once(" (").unwrap();
+    (name.to_owned(), id.trim_end_matches(')').to_owned())
+}
+
+/// Containers of the minify process `pid` (by the owner label), running or not.
+fn containers_of(pid: u32) -> Vec<String> {
+    minify_fixtures::docker([
+        "ps",
+        "-a",
+        "--no-trunc",
+        "--filter",
+        &format!("label={}=1", minify_runtime::LABEL),
+        "--format",
+        &format!(
+            "{{{{.ID}}}} {{{{.Label \"{}\"}}}}",
+            minify_runtime::OWNER_LABEL
+        ),
+    ])
+    .unwrap()
+    .lines()
+    .filter(|l| {
+        l.split_once(' ')
+            .is_some_and(|(_, o)| o.starts_with(&format!("{pid}-")))
+    })
+    .map(str::to_owned)
+    .collect()
+}
+
+fn repo_tags(image: &str) -> String {
+    minify_fixtures::docker(["image", "inspect", "--format", "{{json .RepoTags}}", image]).unwrap()
+}
+
+#[test]
+fn docker_archive_source_runs_from_a_temporary_copy() {
+    if !can_run() {
+        return;
+    }
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let image = fixture("nginx").unwrap();
+    let ctx = TestContext::new().unwrap();
+    let saved = ctx.temp_dir().join("nginx.tar");
+    docker_save(&image, &saved);
+    let saved_sum = sha256_file(&saved);
+    let tags_before = repo_tags(&image);
+    let source = format!("docker-archive:{}", saved.display());
+    let out = ctx.temp_dir().join("nginx-min.tar");
+    let allowlist = ctx.temp_dir().join("allowlist.json");
+    let report_path = ctx.temp_dir().join("report.json");
+    let (pid, o) = run_child(
+        minify()
+            .args(["run", &source, "--probe-http", "/", "-o"])
+            .arg(format!("docker-archive:{}", out.display()))
+            .arg("--allowlist-out")
+            .arg(&allowlist)
+            .arg("--report")
+            .arg(&report_path),
+    );
+    assert_eq!(o.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("verify: passed"), "{stderr}");
+
+    // The report and the allowlist name the file as given, with the image's own id.
+    let report: serde_json::Value =
+        serde_json::from_str(&fs_err::read_to_string(&report_path).unwrap()).unwrap();
+    assert_eq!(report["image"], source.as_str(), "{report:#}");
+    assert_eq!(report["image_id"], image_id(&image).as_str(), "{report:#}");
+    assert_eq!(
+        report["output"],
+        format!("docker-archive:{}", out.display())
+    );
+    assert_eq!(report["output_written"], true, "{report:#}");
+    let al = minify_model::Allowlist::from_json(
+        "allowlist",
+        &fs_err::read_to_string(&allowlist).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(al.source.image, source);
+    assert_eq!(al.source.digest, image_id(&image));
+
+    // The copy ran was the file's image (same id), and it is gone; the daemon's own image
+    // of it kept exactly its names; nothing of this run is left; the file is unchanged.
+    let (copy, copy_id) = source_copy(&stderr);
+    assert!(copy.starts_with("minify-verify/"), "{copy}");
+    assert_eq!(copy_id, image_id(&image));
+    assert!(!minify_fixtures::image_exists(&copy), "{copy} left behind");
+    assert!(
+        verify_images_of(pid).is_empty(),
+        "{:?}",
+        verify_images_of(pid)
+    );
+    assert!(containers_of(pid).is_empty(), "{:?}", containers_of(pid));
+    assert_eq!(repo_tags(&image), tags_before);
+    assert_eq!(sha256_file(&saved), saved_sum, "the source file changed");
+
+    // The output loads, runs and answers the probe.
+    let loaded =
+        minify_fixtures::docker(["load".as_ref(), "-i".as_ref(), out.as_os_str()]).unwrap();
+    let id = loaded
+        .lines()
+        .find_map(|l| l.strip_prefix("Loaded image ID: "))
+        .unwrap_or_else(|| panic!("docker load said: {loaded}"))
+        .to_owned();
+    ctx.track_image(&id);
+    assert_eq!(report["output_id"], id.as_str(), "{report:#}");
+    let answer = minify_fixtures::docker_run_http_check(&id, 80).unwrap();
+    assert_eq!(answer.status, 200);
+    let before = minify_fixtures::image_size(&image).unwrap();
+    let after = minify_fixtures::image_size(&id).unwrap();
+    eprintln!("nginx from docker-archive: {before} -> {after} bytes");
+    assert!(after * 5 < before, "{after} of {before}");
+}
+
+#[test]
+fn oci_archive_source_not_in_the_daemon() {
+    // An image only the file has: loading it is a real load, and removing the copy removes
+    // the image. No --tag: the output is named after the archive's ref name.
+    if !can_run() {
+        return;
+    }
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let image = fixture("static").unwrap();
+    let ctx = TestContext::new().unwrap();
+    let saved = ctx.temp_dir().join("static.tar");
+    docker_save(&image, &saved);
+    let name = ctx.unique_name("minify-test/oci-source");
+    let expected_out = format!("{name}:1-min");
+    ctx.track_image(&expected_out);
+    let archive = ctx.temp_dir().join("static.oci.tar");
+    let id = oci_archive_from(
+        &saved,
+        &ctx.temp_dir().join("convert"),
+        &archive,
+        &format!("{name}:1"),
+        &name,
+    );
+    assert!(!minify_fixtures::image_exists(&id), "{id} is in the daemon");
+    let sum = sha256_file(&archive);
+    let source = format!("oci-archive:{}", archive.display());
+    let report_path = ctx.temp_dir().join("report.json");
+    let (pid, o) = run_child(
+        minify()
+            .args(["run", &source, "--probe-http", "/", "--report"])
+            .arg(&report_path),
+    );
+    assert_eq!(o.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("verify: passed"), "{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&fs_err::read_to_string(&report_path).unwrap()).unwrap();
+    assert_eq!(report["image"], source.as_str(), "{report:#}");
+    assert_eq!(report["image_id"], id.as_str(), "{report:#}");
+    assert_eq!(report["output"], expected_out.as_str(), "{report:#}");
+    let (copy, copy_id) = source_copy(&stderr);
+    assert_eq!(copy_id, id);
+    assert!(!minify_fixtures::image_exists(&copy), "{copy} left behind");
+    assert!(
+        !minify_fixtures::image_exists(&id),
+        "the loaded image {id} left behind"
+    );
+    assert!(
+        verify_images_of(pid).is_empty(),
+        "{:?}",
+        verify_images_of(pid)
+    );
+    assert!(containers_of(pid).is_empty(), "{:?}", containers_of(pid));
+    assert_eq!(sha256_file(&archive), sum, "the source file changed");
+    let answer = minify_fixtures::docker_run_http_check(&expected_out, 8080).unwrap();
+    assert_eq!(answer.status, 200);
+}
+
+#[test]
+fn bad_file_sources_are_one_line_exit_2() {
+    if !require_docker() {
+        return;
+    }
+    let image = fixture("static").unwrap();
+    let ctx = TestContext::new().unwrap();
+    let saved = ctx.temp_dir().join("static.tar");
+    docker_save(&image, &saved);
+    let sum = sha256_file(&saved);
+    let garbage = ctx.temp_dir().join("garbage.tar");
+    fs_err::write(&garbage, "this is not a tarball\n".repeat(100)).unwrap();
+    let truncated = ctx.temp_dir().join("truncated.tar");
+    let bytes = fs_err::read(&saved).unwrap();
+    fs_err::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    // Bytes in the middle of the only layer overwritten: the archive reads, the layer does not.
+    let damaged = ctx.temp_dir().join("damaged.tar");
+    let mut copy = bytes.clone();
+    let mid = copy.len() / 2;
+    copy[mid..mid + 64].fill(b'x');
+    fs_err::write(&damaged, copy).unwrap();
+    let missing = ctx.temp_dir().join("missing.tar");
+    let cases = [
+        (
+            format!("docker-archive:{}", missing.display()),
+            None,
+            "missing.tar",
+        ),
+        (
+            format!("docker-archive:{}", garbage.display()),
+            None,
+            "garbage.tar",
+        ),
+        (
+            format!("docker-archive:{}", truncated.display()),
+            None,
+            "truncated.tar",
+        ),
+        (
+            format!("docker-archive:{}", damaged.display()),
+            None,
+            "damaged.tar",
+        ),
+        (
+            format!("oci-archive:{}", saved.display()),
+            None,
+            "static.tar",
+        ),
+        (format!("oci:{}", missing.display()), None, "missing.tar"),
+        // The output may not replace the source file, even with --force.
+        (
+            format!("docker-archive:{}", saved.display()),
+            Some(format!("docker-archive:{}", saved.display())),
+            "would replace the source",
+        ),
+    ];
+    for (source, out, named) in cases {
+        let mut cmd = minify();
+        cmd.args(["run", &source, "--probe-http", "/"]);
+        match &out {
+            Some(o) => cmd.args(["--force", "--tag", o]),
+            None => cmd.args(["--tag", &ctx.unique_image_ref("never")]),
+        };
+        let (pid, o) = run_child(&mut cmd);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{source}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{source}: {stderr}");
+        assert!(
+            stderr.starts_with("minify: error: ") && stderr.contains(named),
+            "{source}: {stderr}"
+        );
+        assert!(verify_images_of(pid).is_empty(), "{source}");
+        assert!(containers_of(pid).is_empty(), "{source}");
+    }
+    assert_eq!(sha256_file(&saved), sum, "the source file changed");
+}
+
+#[test]
+fn file_source_copy_goes_on_sigterm_and_after_sigkill_with_gc() {
+    if !can_run() {
+        return;
+    }
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let image = fixture("static").unwrap();
+    let ctx = TestContext::new().unwrap();
+    let saved = ctx.temp_dir().join("static.tar");
+    docker_save(&image, &saved);
+    let source = format!("docker-archive:{}", saved.display());
+    // Start a run whose probe sleeps, and wait until its traced container and its copy exist.
+    let start = |sleep: &str| {
+        let out = ctx.unique_image_ref("signalled");
+        let child = minify()
+            .args(["run", &source, "--probe-cmd", sleep, "--tag", &out])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_mins(2);
+        while containers_of(pid).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no container appeared"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        assert_eq!(verify_images_of(pid).len(), 1, "no temporary copy");
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        (child, pid, out)
+    };
+
+    let (child, pid, out) = start("sleep 3931");
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(143), "{stderr}");
+    assert!(stderr.contains("terminated (SIGTERM)"), "{stderr}");
+    assert!(
+        verify_images_of(pid).is_empty(),
+        "{:?}",
+        verify_images_of(pid)
+    );
+    assert!(containers_of(pid).is_empty(), "{:?}", containers_of(pid));
+    assert!(!minify_fixtures::image_exists(&out));
+    let sleeps = Command::new("pgrep")
+        .args(["-f", "^sleep 3931$"])
+        .output()
+        .unwrap();
+    assert!(sleeps.stdout.is_empty(), "the probe's process survived");
+
+    // SIGKILL runs no cleanup: the copy stays, and `minify gc` knows it for a leftover. (The
+    // probe is orphaned then; a short one ends by itself.)
+    let (mut child, pid, _) = start("sleep 23");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(verify_images_of(pid).len(), 1);
+    let o = run(minify().arg("gc"));
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        verify_images_of(pid).is_empty(),
+        "{:?}",
+        verify_images_of(pid)
+    );
+    assert!(containers_of(pid).is_empty(), "{:?}", containers_of(pid));
+}

@@ -1,5 +1,6 @@
 //! Writing a [`PackedImage`] out: into the Docker daemon, or as `docker-archive:`, `oci:`
-//! or `oci-archive:`.
+//! or `oci-archive:`. And loading a [`SourceImage`] read from a file into the daemon, so it
+//! can be run ([`SourceImage::load_into_daemon`]).
 //!
 //! No half-written output is ever visible: files and directories are written under a
 //! temporary sibling name and renamed into place; the daemon gets the image under a
@@ -12,7 +13,8 @@ use std::path::{Path, PathBuf};
 use futures_util::StreamExt as _;
 use serde_json::json;
 
-use crate::{Digest, ImageRef, PackedImage};
+use crate::archive::Blob;
+use crate::{Digest, ImageRef, PackedImage, SourceImage};
 
 const MT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const MT_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -68,6 +70,8 @@ enum Member<'a> {
     Dir,
     Bytes(&'a [u8]),
     File(&'a Path),
+    /// A blob of a source image, copied as stored.
+    Blob(&'a Blob),
 }
 
 impl PackedImage {
@@ -154,30 +158,11 @@ impl PackedImage {
     }
 
     async fn load_into_daemon(&self, name: &str) -> Result<Digest, SinkError> {
-        let target: ImageRef = name.parse().map_err(|_| SinkError::BadTarget {
-            reference: name.to_owned(),
-            reason: "not a valid image name",
-        })?;
-        let Some((repo, tag)) = target.daemon_repo_tag() else {
-            unreachable!("a daemon reference")
-        };
-        if name.contains('@') || name.starts_with("sha256:") {
-            return Err(SinkError::BadTarget {
-                reference: name.to_owned(),
-                reason: "an output needs a name:tag, not a digest",
-            });
-        }
-        let tag = tag.unwrap_or("latest");
-        let unreachable = |source| SinkError::DaemonUnreachable {
-            reference: name.to_owned(),
-            source,
-        };
-        let docker = bollard::Docker::connect_with_local_defaults().map_err(unreachable)?;
-        docker.ping().await.map_err(unreachable)?;
-
+        let (repo, tag) = daemon_target(name)?;
+        let docker = connect_daemon(name).await?;
         // Load under a unique temporary tag, so a failed load never leaves the requested
         // name pointing at a half-loaded image.
-        let tmp_tag = format!("minify-load:{}-{}", self.id.short(), std::process::id());
+        let tmp_tag = load_tag(&self.id);
         let members = self.docker_archive_members(Some(&tmp_tag));
         let archive = self.tmp.path().join("load.tar");
         write_tar(&archive, &members.borrowed())?;
@@ -196,56 +181,216 @@ impl PackedImage {
                 Err(e) => Some((Err(e), f)),
             }
         });
-        let opts = bollard::query_parameters::ImportImageOptionsBuilder::default()
-            .quiet(true)
-            .build();
-        let mut progress = docker.import_image_stream(opts, body, None);
-        while let Some(item) = progress.next().await {
-            let info = item.map_err(|e| SinkError::Daemon {
-                what: "load",
-                reference: name.to_owned(),
-                reason: e.to_string(),
-            })?;
-            if let Some(err) = info.error_detail.and_then(|d| d.message) {
-                return Err(SinkError::Daemon {
-                    what: "load",
-                    reference: name.to_owned(),
-                    reason: err,
-                });
+        load_and_tag(&docker, name, (&repo, &tag), &tmp_tag, &self.id, body).await
+    }
+}
+
+impl SourceImage {
+    /// Load this image into the Docker daemon under `name` (`name:tag`), to run it. Like
+    /// `docker load` of a docker-archive, except that the image gets only that name: the
+    /// names a file carries (a docker-archive's RepoTags) would move tags the user has in
+    /// the daemon. The stored config and layer blobs are streamed to the daemon as they are
+    /// (it unpacks compressed layers itself), so the file is only read, nothing is copied on
+    /// disk, and the daemon gives the image this image's id, which is checked. Returns it.
+    pub async fn load_into_daemon(&self, name: &str) -> Result<Digest, SinkError> {
+        let (repo, tag) = daemon_target(name)?;
+        let docker = connect_daemon(name).await?;
+        let tmp_tag = load_tag(self.id());
+        let config_name = format!("{}.json", self.id().hex());
+        // One member per distinct layer (two layers may be byte-identical).
+        let mut layer_names = Vec::new();
+        let mut blobs: Vec<(String, Blob)> = Vec::new();
+        for layer in self.layers() {
+            let member = format!("{}/layer.tar", layer.diff_id.hex());
+            if !blobs.iter().any(|(n, _)| *n == member) {
+                blobs.push((member.clone(), layer.blob.clone()));
             }
+            layer_names.push(member);
         }
-        let tag_opts = bollard::query_parameters::TagImageOptionsBuilder::default()
-            .repo(repo)
-            .tag(tag)
-            .build();
-        let tagged = docker.tag_image(&tmp_tag, Some(tag_opts)).await;
-        // Drop the temporary tag whatever happened (the image stays under its real name).
-        let rm = bollard::query_parameters::RemoveImageOptionsBuilder::default()
-            .noprune(true)
-            .build();
-        let _ = docker.remove_image(&tmp_tag, Some(rm), None).await;
-        tagged.map_err(|e| SinkError::Daemon {
-            what: "tag",
+        let manifest = serde_json::to_vec(&json!([{
+            "Config": config_name,
+            "RepoTags": [tmp_tag],
+            "Layers": layer_names,
+        }]))
+        .expect("json");
+        let config = self.config_bytes().to_vec();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let writer = tokio::task::spawn_blocking(move || {
+            let mut members = vec![
+                ("manifest.json", Member::Bytes(&manifest)),
+                (config_name.as_str(), Member::Bytes(&config)),
+            ];
+            for (n, b) in &blobs {
+                members.push((n.as_str(), Member::Blob(b)));
+            }
+            let mut w = ChannelWriter {
+                tx: tx.clone(),
+                buf: Vec::new(),
+            };
+            let r = write_tar_into(&mut w, &members).and_then(ChannelWriter::send);
+            if let Err(e) = &r {
+                // Cut the body short with the error, so the daemon does not load a part.
+                let _ = tx.blocking_send(Err(io::Error::new(e.kind(), e.to_string())));
+            }
+            r
+        });
+        let body = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        let loaded = load_and_tag(&docker, name, (&repo, &tag), &tmp_tag, self.id(), body).await;
+        match writer.await {
+            // Reading the file failed: that is the error, not what the daemon made of the
+            // cut stream. (A broken pipe only means the daemon stopped reading.)
+            Ok(Err(e)) if e.kind() != io::ErrorKind::BrokenPipe => Err(SinkError::Io {
+                path: self.reference().to_string(),
+                source: e,
+            }),
+            Err(e) if loaded.is_ok() => Err(SinkError::Io {
+                path: self.reference().to_string(),
+                source: io::Error::other(e),
+            }),
+            _ => loaded,
+        }
+    }
+}
+
+/// The temporary tag an image is loaded under before it gets its name. `minify gc` knows
+/// this form (`minify-load:<short id>-<pid>`) and removes it once the process is gone.
+fn load_tag(id: &Digest) -> String {
+    format!("minify-load:{}-{}", id.short(), std::process::id())
+}
+
+/// The repository and tag of a daemon output name; digests and ids cannot be written.
+fn daemon_target(name: &str) -> Result<(String, String), SinkError> {
+    let target: ImageRef = name.parse().map_err(|_| SinkError::BadTarget {
+        reference: name.to_owned(),
+        reason: "not a valid image name",
+    })?;
+    let Some((repo, tag)) = target.daemon_repo_tag() else {
+        return Err(SinkError::BadTarget {
+            reference: name.to_owned(),
+            reason: "not a name in the Docker daemon",
+        });
+    };
+    if name.contains('@') || name.starts_with("sha256:") {
+        return Err(SinkError::BadTarget {
+            reference: name.to_owned(),
+            reason: "an output needs a name:tag, not a digest",
+        });
+    }
+    Ok((repo.to_owned(), tag.unwrap_or("latest").to_owned()))
+}
+
+async fn connect_daemon(name: &str) -> Result<bollard::Docker, SinkError> {
+    let unreachable = |source| SinkError::DaemonUnreachable {
+        reference: name.to_owned(),
+        source,
+    };
+    let docker = bollard::Docker::connect_with_local_defaults().map_err(unreachable)?;
+    docker.ping().await.map_err(unreachable)?;
+    Ok(docker)
+}
+
+/// Stream a docker-archive `body` whose manifest names the image `tmp_tag` into the daemon,
+/// give it the name `repo:tag`, drop `tmp_tag`, and check the daemon's id is `expected`.
+async fn load_and_tag<S>(
+    docker: &bollard::Docker,
+    name: &str,
+    (repo, tag): (&str, &str),
+    tmp_tag: &str,
+    expected: &Digest,
+    body: S,
+) -> Result<Digest, SinkError>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, io::Error>> + Send + 'static,
+{
+    let opts = bollard::query_parameters::ImportImageOptionsBuilder::default()
+        .quiet(true)
+        .build();
+    let mut progress = docker.import_image_stream(opts, body, None);
+    while let Some(item) = progress.next().await {
+        let info = item.map_err(|e| SinkError::Daemon {
+            what: "load",
             reference: name.to_owned(),
             reason: e.to_string(),
         })?;
-        let inspect = docker
-            .inspect_image(name)
-            .await
-            .map_err(|e| SinkError::Daemon {
-                what: "inspect",
-                reference: name.to_owned(),
-                reason: e.to_string(),
-            })?;
-        let id = inspect.id.unwrap_or_default();
-        if id != self.id.as_str() {
+        if let Some(err) = info.error_detail.and_then(|d| d.message) {
             return Err(SinkError::Daemon {
                 what: "load",
                 reference: name.to_owned(),
-                reason: format!("it reports id {id}, expected {}", self.id),
+                reason: err,
             });
         }
-        Ok(self.id.clone())
+    }
+    let tag_opts = bollard::query_parameters::TagImageOptionsBuilder::default()
+        .repo(repo)
+        .tag(tag)
+        .build();
+    let tagged = docker.tag_image(tmp_tag, Some(tag_opts)).await;
+    // Drop the temporary tag whatever happened (the image stays under its real name).
+    let rm = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+        .noprune(true)
+        .build();
+    let _ = docker.remove_image(tmp_tag, Some(rm), None).await;
+    tagged.map_err(|e| SinkError::Daemon {
+        what: "tag",
+        reference: name.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let inspect = docker
+        .inspect_image(name)
+        .await
+        .map_err(|e| SinkError::Daemon {
+            what: "inspect",
+            reference: name.to_owned(),
+            reason: e.to_string(),
+        })?;
+    let id = inspect.id.unwrap_or_default();
+    if id != expected.as_str() {
+        return Err(SinkError::Daemon {
+            what: "load",
+            reference: name.to_owned(),
+            reason: format!("it reports id {id}, expected {expected}"),
+        });
+    }
+    Ok(expected.clone())
+}
+
+/// A `Write` that hands the bytes to an async body stream in chunks of about 1 MiB.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, io::Error>>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    const CHUNK: usize = 1 << 20;
+
+    /// Hand over what is buffered.
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(Self::CHUNK));
+        self.tx.blocking_send(Ok(chunk.into())).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the Docker daemon stopped reading",
+            )
+        })
+    }
+}
+
+impl io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= Self::CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
     }
 }
 
@@ -276,41 +421,52 @@ impl Owned<'_> {
 
 fn write_tar(path: &Path, members: &[(&str, Member<'_>)]) -> Result<(), SinkError> {
     let file = fs_err::File::create(path).map_err(io_at(path))?;
-    let mut b = tar::Builder::new(io::BufWriter::with_capacity(1 << 20, file));
     let result = (|| -> io::Result<()> {
-        for (name, m) in members {
-            let mut h = tar::Header::new_gnu();
-            h.set_mtime(0);
-            h.set_uid(0);
-            h.set_gid(0);
-            match m {
-                Member::Dir => {
-                    h.set_entry_type(tar::EntryType::Directory);
-                    h.set_mode(0o755);
-                    h.set_size(0);
-                    b.append_data(&mut h, name, io::empty())?;
-                }
-                Member::Bytes(bytes) => {
-                    h.set_entry_type(tar::EntryType::Regular);
-                    h.set_mode(0o644);
-                    h.set_size(bytes.len() as u64);
-                    b.append_data(&mut h, name, *bytes)?;
-                }
-                Member::File(p) => {
-                    let f = fs_err::File::open(p)?;
-                    h.set_entry_type(tar::EntryType::Regular);
-                    h.set_mode(0o644);
-                    h.set_size(f.metadata()?.len());
-                    b.append_data(&mut h, name, f.take(u64::MAX))?;
-                }
-            }
-        }
-        let w = b.into_inner()?;
+        let w = write_tar_into(io::BufWriter::with_capacity(1 << 20, file), members)?;
         w.into_inner()
             .map_err(io::IntoInnerError::into_error)?
             .sync_all()
     })();
     result.map_err(io_at(path))
+}
+
+/// The members as a deterministic tar (fixed mtimes, owners and modes) into `w`.
+fn write_tar_into<W: io::Write>(out: W, members: &[(&str, Member<'_>)]) -> io::Result<W> {
+    let mut builder = tar::Builder::new(out);
+    for (name, m) in members {
+        let mut header = tar::Header::new_gnu();
+        header.set_mtime(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        match m {
+            Member::Dir => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(0o755);
+                header.set_size(0);
+                builder.append_data(&mut header, name, io::empty())?;
+            }
+            Member::Bytes(bytes) => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(0o644);
+                header.set_size(bytes.len() as u64);
+                builder.append_data(&mut header, name, *bytes)?;
+            }
+            Member::File(p) => {
+                let f = fs_err::File::open(p)?;
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(0o644);
+                header.set_size(f.metadata()?.len());
+                builder.append_data(&mut header, name, f.take(u64::MAX))?;
+            }
+            Member::Blob(blob) => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(0o644);
+                header.set_size(blob.len);
+                builder.append_data(&mut header, name, blob.reader())?;
+            }
+        }
+    }
+    builder.into_inner()
 }
 
 /// Removes a temporary output on drop unless it was renamed into place.
@@ -386,6 +542,10 @@ fn write_dir_atomically(
             Member::Bytes(b) => fs_err::write(&p, b).map_err(io_at(&p))?,
             Member::File(src) => {
                 fs_err::copy(src, &p).map_err(io_at(&p))?;
+            }
+            Member::Blob(b) => {
+                let mut f = fs_err::File::create(&p).map_err(io_at(&p))?;
+                io::copy(&mut b.reader(), &mut f).map_err(io_at(&p))?;
             }
         }
     }

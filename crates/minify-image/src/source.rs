@@ -270,7 +270,8 @@ fn open_archive_file(path: &Path, r: &ImageRef) -> Result<Container, SourceError
     Container::open_archive(path).map_err(|e| SourceError::NotAnImage {
         location: path.display().to_string(),
         format: "tar archive",
-        reason: e.to_string(),
+        // The tar reader quotes the bad header's bytes, newlines and all: keep it one line.
+        reason: e.to_string().escape_debug().take(200).collect(),
     })
 }
 

@@ -1,5 +1,6 @@
 //! [`TempImage`]: a temporary name in the daemon for an image minify loads only to run it
-//! (verifying a file output), removed on success, failure and Ctrl-C like a [`Container`].
+//! (a file source, traced from the copy; a file output, verified on the copy), removed on
+//! success, failure and Ctrl-C like a [`Container`].
 //!
 //! [`Container`]: crate::Container
 
@@ -11,7 +12,9 @@ use crate::{Runtime, RuntimeError, VERIFY_REPO};
 
 /// A reserved image name `minify-verify/<random>:<owner>`. Whatever is loaded under it is
 /// untagged by [`TempImage::remove`] or, failing that, on drop; the owner in the tag lets
-/// `minify gc` remove it when the process that made it was killed.
+/// `minify gc` remove it when the process that made it was killed. Only the name is
+/// removed: an image the daemon also has under other names (a file source that is in the
+/// daemon too) stays under those.
 #[derive(Debug)]
 pub struct TempImage {
     docker: Docker,

@@ -79,7 +79,10 @@ pub struct InspectArgs {
 #[derive(Debug, clap::Args)]
 #[allow(clippy::struct_excessive_bools)]
 pub struct RunArgs {
-    /// The image to minify: name:tag or name@digest in the Docker daemon.
+    /// The image to minify: name:tag or name@digest in the Docker daemon, or a file:
+    /// docker-archive:PATH (`docker save`), oci:DIR[:TAG], oci-archive:PATH. A file is only
+    /// read; it runs from a copy loaded into the daemon under a temporary name
+    /// (minify-verify/...), removed when the run ends, also on failure, Ctrl-C and SIGTERM.
     pub image: String,
     /// Probe on the host with `sh -c CMD`; MINIFY_CONTAINER (id) and MINIFY_HOST (the
     /// container's address) are set. Passes on exit code 0.
@@ -101,9 +104,11 @@ pub struct RunArgs {
     /// With no probe: trace until the entrypoint exits or this many seconds pass.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub timeout: u64,
-    /// Output image (default NAME:TAG-min in the daemon); also docker-archive:PATH,
-    /// oci:DIR[:TAG], oci-archive:PATH.
-    #[arg(long, value_name = "OUT")]
+    /// Output image: name:tag in the daemon, docker-archive:PATH, oci:DIR[:TAG] or
+    /// oci-archive:PATH. Default NAME:TAG-min in the daemon, after the source's name; for a
+    /// file source after the name:tag it carries (docker save's RepoTags, an OCI ref name),
+    /// and without one give --tag.
+    #[arg(long, short = 'o', value_name = "OUT")]
     pub tag: Option<String>,
     /// Write the allowlist (deterministic JSON) here, to keep in the repository and rebuild
     /// with `minify build`.

@@ -1,5 +1,5 @@
 //! `minify run IMAGE [--probe-*]...`: turn the arguments into a [`RunPlan`], run the pipeline
-//! under a tokio runtime with Ctrl-C handling, write the report, print the summary.
+//! under a tokio runtime with Ctrl-C and SIGTERM handling, write the report, print the summary.
 
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use crate::pipeline::{RunPlan, default_output, execute};
 pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let plan = plan(args)?;
     let progress = Progress::new();
-    let outcome = crate::cmd::block_on_interruptible(execute(&plan, &progress));
+    let outcome = crate::cmd::block_on_interruptible(terminable(execute(&plan, &progress)));
     drop(progress);
     let outcome = outcome?;
     let report = &outcome.report;
@@ -31,22 +31,41 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     Ok(outcome.code)
 }
 
+/// Exit code for a run stopped by SIGTERM (128 + 15, what shells report).
+const TERMINATED: u8 = 143;
+
+/// `work`, or an error as soon as SIGTERM arrives (what CI runners send to cancel a job).
+/// Like Ctrl-C in [`crate::cmd::block_on_interruptible`], the error drops `work`, which
+/// removes everything the run made.
+async fn terminable<T>(
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())
+        .context("installing the SIGTERM handler")
+        .map_err(crate::env_error)?;
+    tokio::select! {
+        r = work => r,
+        _ = term.recv() => Err(crate::with_code(
+            anyhow::anyhow!("terminated (SIGTERM); everything this run made was removed"),
+            TERMINATED,
+        )),
+    }
+}
+
 /// Validate the arguments into a plan; every problem here is a usage error (exit 2).
 pub fn plan(args: &RunArgs) -> anyhow::Result<RunPlan> {
     let image: ImageRef = args
         .image
         .parse()
         .with_context(|| format!("image {}", args.image))?;
-    let ImageRef::Daemon(name) = &image else {
-        anyhow::bail!(
-            "minify run needs an image in the Docker daemon to run it; {image} is a file (load it with `docker load` first, or use `minify build` with an allowlist)"
-        );
-    };
     let output = match &args.tag {
-        Some(t) => t.parse().with_context(|| format!("--tag {t}"))?,
-        None => default_output(&image, &[]).with_context(|| {
-            format!("image {name} has no name to derive NAME:TAG-min from; give --tag")
-        })?,
+        Some(t) => Some(t.parse().with_context(|| format!("--tag {t}"))?),
+        // A file's own name is known once it is open (the pipeline derives it then).
+        None if image.is_file() => None,
+        None => Some(default_output(&image, &[]).with_context(|| {
+            format!("image {image} has no name to derive NAME:TAG-min from; give --tag")
+        })?),
     };
     for kv in &args.env {
         if !kv.contains('=') || kv.starts_with('=') {
@@ -83,7 +102,7 @@ pub fn plan(args: &RunArgs) -> anyhow::Result<RunPlan> {
         }
     }
     Ok(RunPlan {
-        image: name.clone(),
+        image,
         probes: probes_in_order(args),
         overrides,
         probe_timeout: Duration::from_secs(args.probe_timeout),
@@ -197,6 +216,31 @@ mod tests {
         assert!(parse_argv("entrypoint", "").unwrap().is_empty());
         let err = parse_argv("cmd", "a | b").unwrap_err().to_string();
         assert!(err.contains("JSON array"), "{err}");
+    }
+
+    fn run_args(words: &[&str]) -> RunArgs {
+        use clap::Parser as _;
+        let cli = Cli::try_parse_from(["minify", "run"].iter().chain(words)).unwrap();
+        match cli.command {
+            crate::cli::Command::Run(args) => *args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn file_sources() {
+        // No --tag: named after the file's own name:tag, known once it is open.
+        let p = plan(&run_args(&["docker-archive:app.tar", "--probe-http", "/"])).unwrap();
+        assert_eq!(p.image.to_string(), "docker-archive:app.tar");
+        assert!(p.output.is_none());
+        let p = plan(&run_args(&["oci:dir:v1", "-o", "oci-archive:out.tar"])).unwrap();
+        assert_eq!(p.output.unwrap().to_string(), "oci-archive:out.tar");
+        // A daemon source's default is known at once; an id has no name to derive it from.
+        let p = plan(&run_args(&["app:1"])).unwrap();
+        assert_eq!(p.output.unwrap().to_string(), "app:1-min");
+        let id = format!("sha256:{}", "a".repeat(64));
+        let err = plan(&run_args(&[&id])).unwrap_err().to_string();
+        assert!(err.contains("give --tag"), "{err}");
     }
 
     #[test]

@@ -12,9 +12,16 @@
 //! the daemon under a temporary name ([`minify_runtime::TempImage`]): the same packed image,
 //! so the same id. The file is written only once verification passed, so a failed run never
 //! leaves it at the requested path.
+//!
+//! A file source is read in place (its layers give the rootfs view and the packed image) and
+//! run from a copy loaded the same way: the file's own config and layers under a temporary
+//! name, so the same id, and none of the names the file carries. The copy is removed once
+//! the traced run is over, and by its guard on every other path; the report, the allowlist
+//! and the messages name the file as given.
 
 pub mod progress;
 
+use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -36,8 +43,9 @@ use progress::Progress;
 #[derive(Clone, Debug)]
 #[allow(clippy::struct_excessive_bools)]
 pub struct RunPlan {
-    /// The source image, in the daemon.
-    pub image: String,
+    /// The source image as given: in the daemon, or a file (`docker-archive:`, `oci:`,
+    /// `oci-archive:`) that runs from a temporary copy in the daemon.
+    pub image: ImageRef,
     pub probes: Vec<Probe>,
     pub overrides: Overrides,
     pub probe_timeout: Duration,
@@ -46,7 +54,9 @@ pub struct RunPlan {
     pub timeout: Duration,
     pub stop_timeout: Duration,
     pub closure: ClosureOptions,
-    pub output: ImageRef,
+    /// The output; `None` only for a file source without `--tag`: then `NAME:TAG-min` in the
+    /// daemon after the name the file carries, known once it is open.
+    pub output: Option<ImageRef>,
     pub allowlist_out: Option<PathBuf>,
     pub verify: bool,
     pub allow_lossy: bool,
@@ -107,46 +117,92 @@ pub fn default_output(reference: &ImageRef, repo_tags: &[String]) -> Option<Imag
     })
 }
 
+/// Open the source image (a daemon image is exported into a temp dir; a file is read in
+/// place, and its errors name it already).
+async fn open_source(image: &ImageRef) -> anyhow::Result<SourceImage> {
+    SourceImage::open(image).await.map_err(|e| {
+        let e = crate::lib_error(minify_image::ImageError::from(e));
+        if image.is_file() {
+            e
+        } else {
+            e.context(format!("opening {image}"))
+        }
+    })
+}
+
+/// Refuse, before tracing, an output that exists (without `--force`) or that is the source.
+async fn check_output(plan: &RunPlan, output: &ImageRef, runtime: &Runtime) -> anyhow::Result<()> {
+    let source = &plan.image;
+    if let ImageRef::Daemon(out) = output {
+        if output == source {
+            anyhow::bail!("output {out} would replace the source image {source}");
+        }
+        if !plan.force && runtime.inspect_image(out).await.is_ok() {
+            anyhow::bail!("output image {out} already exists (use --force to replace it)");
+        }
+    }
+    if let Some(path) = minify_image::source::file_path(output) {
+        // The same file or directory under another name is still the source.
+        if let Some(src) = minify_image::source::file_path(source)
+            && let (Ok(a), Ok(b)) = (fs_err::metadata(src), fs_err::metadata(path))
+            && (a.dev(), a.ino()) == (b.dev(), b.ino())
+        {
+            anyhow::bail!("output {output} would replace the source image {source}");
+        }
+        // Fail before tracing, not after: the sink refuses to replace an output too.
+        if !plan.force && path.exists() {
+            anyhow::bail!(
+                "output {} already exists (use --force to replace it)",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Run the pipeline.
 pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunOutcome> {
     let mut timer = Timer::new();
     let mut report = Report {
         tool: tool_name(),
-        image: plan.image.clone(),
-        output: plan.output.to_string(),
+        image: plan.image.to_string(),
         ..Default::default()
     };
 
-    // --- open: the daemon, the image's run config, its layers as a rootfs view.
+    // --- open: the daemon, the image's run config, its layers as a rootfs view. A file
+    // source is opened (and so checked) first, before anything is made in the daemon.
     progress.phase(format!("opening {}", plan.image));
     let runtime = Runtime::connect().await.map_err(crate::lib_error)?;
-    let info = runtime
-        .inspect_image(&plan.image)
-        .await
-        .map_err(crate::lib_error)?;
-    if let ImageRef::Daemon(out) = &plan.output {
-        if !plan.force && out != &plan.image && runtime.inspect_image(out).await.is_ok() {
-            anyhow::bail!("output image {out} already exists (use --force to replace it)");
-        }
-        if out == &plan.image {
-            anyhow::bail!("output {out} would replace the source image {}", plan.image);
-        }
-    }
-    // Fail before tracing, not after: the sink refuses to replace an output too.
-    if let Some(path) = minify_image::source::file_path(&plan.output)
-        && !plan.force
-        && path.exists()
-    {
-        anyhow::bail!(
-            "output {} already exists (use --force to replace it)",
-            path.display()
-        );
-    }
-    let source_ref = ImageRef::Daemon(plan.image.clone());
-    let source = SourceImage::open(&source_ref).await.map_err(|e| {
-        crate::lib_error(minify_image::ImageError::from(e))
-            .context(format!("opening {}", plan.image))
-    })?;
+    let file_source = if plan.image.is_file() {
+        Some(open_source(&plan.image).await?)
+    } else {
+        None
+    };
+    let output = match (&plan.output, &file_source) {
+        (Some(out), _) => out.clone(),
+        (None, Some(src)) => default_output(&plan.image, src.repo_tags()).with_context(|| {
+            format!(
+                "{} carries no name:tag to derive the default output NAME:TAG-min from; give --tag",
+                plan.image
+            )
+        })?,
+        (None, None) => anyhow::bail!("no output for {}; give --tag", plan.image),
+    };
+    report.output = output.to_string();
+    let daemon_info = match &plan.image {
+        ImageRef::Daemon(name) => Some(
+            runtime
+                .inspect_image(name)
+                .await
+                .map_err(crate::lib_error)?,
+        ),
+        _ => None,
+    };
+    check_output(plan, &output, &runtime).await?;
+    let source = match file_source {
+        Some(source) => source,
+        None => open_source(&plan.image).await?,
+    };
     progress.phase(format!("indexing the layers of {}", plan.image));
     let view = tokio::task::block_in_place(|| RootfsView::build(&source))
         .with_context(|| format!("reading the layers of {}", plan.image))?;
@@ -155,6 +211,33 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
     tokio::task::block_in_place(|| {
         compute(&view, &minify_model::Trace::default(), &[], &plan.closure)
     })?;
+    // A file source runs from a temporary copy in the daemon. Declared before every
+    // container, so on an early return the containers go first (an image a container uses
+    // cannot be removed).
+    let mut source_copy = None;
+    let info = if let Some(info) = daemon_info {
+        info
+    } else {
+        let copy = runtime.temp_image();
+        let name = copy.reference().to_owned();
+        progress.phase(format!(
+            "loading {} into the Docker daemon as {name}",
+            plan.image
+        ));
+        source_copy = Some(copy);
+        let id = source.load_into_daemon(&name).await.map_err(|e| {
+            crate::lib_error(minify_image::ImageError::from(e))
+                .context(format!("loading {} into the Docker daemon", plan.image))
+        })?;
+        progress.println(&format!(
+            "minify: running {} from a temporary copy in the Docker daemon, {name} ({id})",
+            plan.image
+        ));
+        runtime
+            .inspect_image(&name)
+            .await
+            .map_err(crate::lib_error)?
+    };
     report.image_id = source.id().to_string();
     report.size_before = info.size;
     report.files_before = view.file_count() as u64;
@@ -235,6 +318,15 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
     let trace = tokio::task::block_in_place(|| tracer.finish()).map_err(crate::lib_error)?;
     drop(cgroup);
     drop(pin);
+    // Nothing runs the source any more: its temporary copy goes now.
+    if let Some(copy) = source_copy.take() {
+        let name = copy.reference().to_owned();
+        if let Err(e) = copy.remove().await {
+            report
+                .warnings
+                .push(format!("could not remove the temporary copy {name}: {e}"));
+        }
+    }
     report.readiness = Some(readiness);
     report.main_process = main;
     report.events = trace.events.len() as u64;
@@ -284,7 +376,7 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
     })?;
     let allowlist = closure.to_allowlist(
         AllowlistSource {
-            image: plan.image.clone(),
+            image: plan.image.to_string(),
             digest: source.id().to_string(),
         },
         &tool_name(),
@@ -349,15 +441,15 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
     report.output_id = packed.id().to_string();
     // A file output to verify is written after verification (on a daemon copy): a failed run
     // must not leave it at the requested path. Everything else is written now.
-    let verify_copy = (plan.verify && plan.output.is_file()).then(|| runtime.temp_image());
+    let verify_copy = (plan.verify && output.is_file()).then(|| runtime.temp_image());
     let write_after_verify = verify_copy.is_some();
     if !write_after_verify {
-        write_output(plan, &packed, &mut report, progress).await?;
+        write_output(&output, plan.force, &packed, &mut report, progress).await?;
         timer.lap("write");
     }
     // The written daemon output's id as the daemon gives it: what a verification of it runs.
     let mut daemon_output_id = None;
-    report.size_after = match &plan.output {
+    report.size_after = match &output {
         ImageRef::Daemon(name) => {
             let out = runtime
                 .inspect_image(name)
@@ -378,21 +470,20 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
 
     // --- verify: the same run, untraced, on the new image; every probe again.
     let mut code = 0;
-    let verify_image = match (&plan.output, &verify_copy) {
+    let verify_image = match (&output, &verify_copy) {
         (_, Some(copy)) => {
             let name = copy.reference().to_owned();
-            progress.phase(format!("loading {name} to verify {}", plan.output));
+            progress.phase(format!("loading {name} to verify {output}"));
             let id = packed
                 .write_to(&ImageRef::Daemon(name.clone()), false)
                 .await
                 .map_err(|e| {
                     crate::lib_error(minify_image::ImageError::from(e))
-                        .context(format!("loading {name} to verify {}", plan.output))
+                        .context(format!("loading {name} to verify {output}"))
                 })?;
             // The sink checked that the daemon gives the copy this id: the file's own.
             progress.println(&format!(
-                "minify: verifying {} on a temporary copy in the Docker daemon, {name} ({id})",
-                plan.output
+                "minify: verifying {output} on a temporary copy in the Docker daemon, {name} ({id})"
             ));
             Some((name, id.to_string()))
         }
@@ -478,15 +569,12 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
         timer.lap("verify");
         if write_after_verify {
             if code == 0 {
-                write_output(plan, &packed, &mut report, progress).await?;
+                write_output(&output, plan.force, &packed, &mut report, progress).await?;
                 timer.lap("write");
             } else {
                 report.warnings.insert(
                     0,
-                    format!(
-                        "{} was not written, because verification failed",
-                        plan.output
-                    ),
+                    format!("{output} was not written, because verification failed"),
                 );
             }
         }
@@ -509,19 +597,16 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
 
 /// Write the packed image to the requested output.
 async fn write_output(
-    plan: &RunPlan,
+    output: &ImageRef,
+    force: bool,
     packed: &minify_image::PackedImage,
     report: &mut Report,
     progress: &Progress,
 ) -> anyhow::Result<()> {
-    progress.phase(format!("writing {}", plan.output));
-    let id = packed
-        .write_to(&plan.output, plan.force)
-        .await
-        .map_err(|e| {
-            crate::lib_error(minify_image::ImageError::from(e))
-                .context(format!("writing {}", plan.output))
-        })?;
+    progress.phase(format!("writing {output}"));
+    let id = packed.write_to(output, force).await.map_err(|e| {
+        crate::lib_error(minify_image::ImageError::from(e)).context(format!("writing {output}"))
+    })?;
     report.output_id = id.to_string();
     report.output_written = true;
     Ok(())
