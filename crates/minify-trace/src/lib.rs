@@ -37,8 +37,11 @@
 //!   its arguments read back from the saved user registers, its paths from the caller's
 //!   memory, relative ones made absolute in-kernel from the dirfd or cwd, an opened file's
 //!   real path from the new fd. Kernel structs are read with BTF-checked direct loads (task,
-//!   `pt_regs`), offsets from the running kernel's BTF; `bpf_probe_read_kernel` only where
-//!   the verifier has no type (an fd array slot, a `struct file` from it).
+//!   `pt_regs`), offsets from the running kernel's BTF. An fd array slot has no type the
+//!   verifier can follow; on Linux 6.2+ it is cast with the `bpf_rdonly_cast` kfunc so the
+//!   file and its path are direct loads too (aya cannot link kfuncs: the loader rewrites a
+//!   placeholder call in the object, `patch.rs`); older kernels get `bpf_probe_read_kernel`
+//!   there, through the same object (`TraceOptions::probe_reads_only` forces that path).
 //! - The cgroup check's answer is kept per CPU for the last cgroup id seen (read with direct
 //!   loads from the task), so a busy workload pays no helper call for it.
 //! - There is no `sys_enter` program: it would run on every syscall of the host for two
@@ -47,8 +50,8 @@
 //! - Directories already sent are cached in-kernel per CPU (keyed by dentry, mount, root and
 //!   a counter bumped by every rename/delete of the workload), so a stat storm in one
 //!   directory walks it once.
-//! - Events go into per-CPU batches of one task's events, one ring-buffer write per batch;
-//!   scheduler events and directory definitions are sent at once. [`TraceOptions::live`]
+//! - Events are built in place in per-CPU batches of one task's events, one ring-buffer
+//!   write per batch; scheduler events and directory definitions are sent at once. [`TraceOptions::live`]
 //!   sends every event at once, for [`Tracer::subscribe`].
 //! - A tokio task drains the ring (woken through `AsyncFd` every few thousand writes), with
 //!   its own consumer that stays clear of the producer's cache lines; decoding runs in bulk at
@@ -61,10 +64,11 @@
 //!   reported under its old path (the in-kernel cache only hears of the workload's renames).
 //! - A successful `chdir` to a relative path is recorded as where it led (symlinks
 //!   resolved): the cwd it was relative to is gone by the exit.
-//! - While attached, every syscall on the host runs the exit program up to the cgroup check;
-//!   a traced stat costs about 0.3-0.4 us in the program (`bpftool prog` with
-//!   `kernel.bpf_stats_enabled=1`), and the stat storm runs 1.13-1.26x slower across runs
-//!   on our 2-core VM (`cargo xtask bench trace`, bench/results/trace.md).
+//! - While attached, every syscall on the host runs the exit program up to the cgroup check
+//!   (that alone slows a syscall-bound workload outside the cgroup by a few percent); a
+//!   traced stat costs about 0.3 us in the program, a third of it the user-string read
+//!   (`cargo xtask bench trace` measures it with BPF run-time statistics, and the wall-time
+//!   ratios; bench/results/trace.md).
 //! - Detaching takes ~0.15 s (5 links, an RCU grace period each, overlapped);
 //!   [`Tracer::finish`] does it in the background once the traced cgroup is empty.
 
