@@ -504,17 +504,46 @@ fn bad_include_fails_before_tracing() {
     assert!(start.elapsed().as_secs() < 30);
 }
 
-/// The line a run prints when it verifies a file output on a copy in the daemon:
-/// `(copy name, copy id)`.
-fn verify_copy(stderr: &str) -> (String, String) {
-    let marker = "on a temporary copy in the Docker daemon, ";
+/// `(copy name, copy id)` from the line a run prints about a temporary copy in the daemon:
+/// the one that verifies a file output (`marker` "on a temporary copy in the Docker daemon,
+/// ") or the one a file source runs from ("from a temporary copy in the Docker daemon, ").
+fn temporary_copy(stderr: &str, marker: &str) -> (String, String) {
     let line = stderr
         .lines()
         .find(|l| l.contains(marker))
-        .unwrap_or_else(|| panic!("no verify copy named in: {stderr}"));
+        .unwrap_or_else(|| panic!("no line with {marker:?} in: {stderr}"));
     let rest = &line[line.find(marker).unwrap() + marker.len()..];
     let (name, id) = rest.split_once(" (").unwrap();
     (name.to_owned(), id.trim_end_matches(')').to_owned())
+}
+
+/// The copy a file output was verified on.
+fn verify_copy(stderr: &str) -> (String, String) {
+    temporary_copy(stderr, "on a temporary copy in the Docker daemon, ")
+}
+
+/// `minify run SOURCE --probe-http / -o OUTPUT` with an allowlist and a report, as a child
+/// (its pid names what it may leave behind); it must pass verification. Returns the pid,
+/// stderr and the report.
+fn run_with_report(
+    source: &str,
+    output: &str,
+    allowlist: &Path,
+    report: &Path,
+) -> (u32, String, serde_json::Value) {
+    let (pid, o) = run_child(
+        minify()
+            .args(["run", source, "--probe-http", "/", "-o", output])
+            .arg("--allowlist-out")
+            .arg(allowlist)
+            .arg("--report")
+            .arg(report),
+    );
+    assert_eq!(o.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(stderr.contains("verify: passed"), "{stderr}");
+    let report = serde_json::from_str(&fs_err::read_to_string(report).unwrap()).unwrap();
+    (pid, stderr, report)
 }
 
 /// Temporary verify images whose tag (their owner) starts with `pid-`.
@@ -600,20 +629,8 @@ fn file_output_is_verified_on_a_temporary_copy() {
     let archive = ctx.temp_dir().join("nginx-min.oci.tar");
     let allowlist = ctx.temp_dir().join("allowlist.json");
     let report_path = ctx.temp_dir().join("report.json");
-    let (pid, o) = run_child(
-        minify()
-            .args(["run", &image, "--probe-http", "/", "--tag"])
-            .arg(format!("oci-archive:{}", archive.display()))
-            .arg("--allowlist-out")
-            .arg(&allowlist)
-            .arg("--report")
-            .arg(&report_path),
-    );
-    assert_eq!(o.status.code(), Some(0));
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.contains("verify: passed"), "{stderr}");
-    let report: serde_json::Value =
-        serde_json::from_str(&fs_err::read_to_string(&report_path).unwrap()).unwrap();
+    let output = format!("oci-archive:{}", archive.display());
+    let (pid, stderr, report) = run_with_report(&image, &output, &allowlist, &report_path);
     assert_eq!(report["verify"], "passed", "{report:#}");
     assert_eq!(
         report["probes"][0]["minified"]["passed"], true,
@@ -829,16 +846,9 @@ fn oci_archive_from(
     config_digest
 }
 
-/// The line a run from a file prints: `(temporary copy name, its id)`.
+/// The temporary copy a run from a file ran.
 fn source_copy(stderr: &str) -> (String, String) {
-    let marker = "from a temporary copy in the Docker daemon, ";
-    let line = stderr
-        .lines()
-        .find(|l| l.contains(marker))
-        .unwrap_or_else(|| panic!("no source copy named in: {stderr}"));
-    let rest = &line[line.find(marker).unwrap() + marker.len()..];
-    let (name, id) = rest.split_once(" (").unwrap();
-    (name.to_owned(), id.trim_end_matches(')').to_owned())
+    temporary_copy(stderr, "from a temporary copy in the Docker daemon, ")
 }
 
 /// Containers of the minify process `pid` (by the owner label), running or not.
@@ -887,28 +897,13 @@ fn docker_archive_source_runs_from_a_temporary_copy() {
     let out = ctx.temp_dir().join("nginx-min.tar");
     let allowlist = ctx.temp_dir().join("allowlist.json");
     let report_path = ctx.temp_dir().join("report.json");
-    let (pid, o) = run_child(
-        minify()
-            .args(["run", &source, "--probe-http", "/", "-o"])
-            .arg(format!("docker-archive:{}", out.display()))
-            .arg("--allowlist-out")
-            .arg(&allowlist)
-            .arg("--report")
-            .arg(&report_path),
-    );
-    assert_eq!(o.status.code(), Some(0));
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.contains("verify: passed"), "{stderr}");
+    let output = format!("docker-archive:{}", out.display());
+    let (pid, stderr, report) = run_with_report(&source, &output, &allowlist, &report_path);
 
     // The report and the allowlist name the file as given, with the image's own id.
-    let report: serde_json::Value =
-        serde_json::from_str(&fs_err::read_to_string(&report_path).unwrap()).unwrap();
     assert_eq!(report["image"], source.as_str(), "{report:#}");
     assert_eq!(report["image_id"], image_id(&image).as_str(), "{report:#}");
-    assert_eq!(
-        report["output"],
-        format!("docker-archive:{}", out.display())
-    );
+    assert_eq!(report["output"], output.as_str(), "{report:#}");
     assert_eq!(report["output_written"], true, "{report:#}");
     let al = minify_model::Allowlist::from_json(
         "allowlist",

@@ -325,7 +325,7 @@ mod tests {
     fn no_hidden_padding() {
         assert_eq!(HEADER_LEN, 4 * 4 + 8 + 8 + 16 + 4 + 4);
         assert_eq!(core::mem::size_of::<SysCfg>(), 8 * 4);
-        assert_eq!(core::mem::size_of::<KernelConfig>(), 8 + 44 * 4);
+        assert_eq!(core::mem::size_of::<KernelConfig>(), 8 + 46 * 4);
         assert_eq!(core::mem::size_of::<Batch>(), 16 + 64 + BATCH_BUF);
         assert_eq!(BATCH_BUF % 8, 0);
     }
