@@ -101,7 +101,8 @@ pub fn check_environment() -> Vec<Check> {
         ),
     });
     if let Ok(b) = &kbtf {
-        out.push(if b.func_id("bpf_rdonly_cast").is_some() && b.file_slot_struct().is_some() {
+        // The same lookup the tracer makes.
+        out.push(if crate::loader::RdonlyCast::find(b, crate::TraceOptions::default()).is_some() {
             Check::new(
                 "kfuncs",
                 Status::Ok,

@@ -276,7 +276,7 @@ pub(crate) fn aya_error(
 /// Kernel offsets from BTF plus the scheduler tracepoint layouts.
 /// What the programs need to call `bpf_rdonly_cast` (see `patch`).
 #[derive(Clone, Copy, Debug)]
-struct RdonlyCast {
+pub(crate) struct RdonlyCast {
     /// The kfunc's id in the kernel's BTF.
     func: u32,
     /// A struct whose first member is a `struct file *`.
@@ -284,7 +284,7 @@ struct RdonlyCast {
 }
 
 impl RdonlyCast {
-    fn find(btf: &Btf, options: TraceOptions) -> Option<RdonlyCast> {
+    pub(crate) fn find(btf: &Btf, options: TraceOptions) -> Option<RdonlyCast> {
         if options.probe_reads_only {
             return None;
         }
