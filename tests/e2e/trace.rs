@@ -658,3 +658,75 @@ fn live_stream_matches_the_trace_and_follow_prints_it() {
         .expect("summary line");
     assert!(live_line < summary, "{stderr}");
 }
+
+/// SIGTERM (a cancelled CI job) goes to minify alone; it passes it on to the command, kills
+/// what ignores it after a grace period, and removes its cgroup: nothing keeps running.
+#[test]
+fn sigterm_stops_the_command_and_removes_the_cgroup() {
+    if !can_trace() {
+        return;
+    }
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // The command ignores SIGTERM (and its sleep inherits that), so only the kill after the
+    // grace period can end it.
+    let child = minify()
+        .args(["trace", "--", "sh", "-c", "trap '' TERM; sleep 3937; true"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sleep_pid = || {
+        let out = Command::new("pgrep")
+            .args(["-f", "^sleep 3937$"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .map(str::to_owned)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
+    let pid = loop {
+        if let Some(p) = sleep_pid() {
+            break p;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    // The traced cgroup, as the kernel names it for the command.
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let rel = cg
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap()
+        .trim_start_matches('/')
+        .to_owned();
+    assert!(rel.starts_with("minify-"), "{cg}");
+    let dirs: Vec<PathBuf> = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .iter()
+        .map(|m| Path::new(m).join(&rel))
+        .filter(|p| p.is_dir())
+        .collect();
+    assert!(!dirs.is_empty(), "cgroup {rel} not found");
+
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(143), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("terminated (SIGTERM)"), "{stderr}");
+    assert_eq!(sleep_pid(), None, "the command outlived minify");
+    for d in dirs {
+        assert!(!d.exists(), "cgroup {} left behind", d.display());
+    }
+}

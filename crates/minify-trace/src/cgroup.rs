@@ -88,6 +88,31 @@ impl TraceCgroup {
         Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
     }
 
+    /// Send `SIGTERM` to every process in this cgroup and the cgroups below it, then, if any
+    /// is still there after `grace`, kill them all (`cgroup.kill`). Returns whether the
+    /// cgroup emptied within `grace`.
+    pub fn terminate(&self, grace: Duration) -> bool {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        for pid in procs_below(&self.path) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if !self.is_populated() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if let Err(e) = std::fs::write(self.path.join("cgroup.kill"), "1") {
+            tracing::warn!(
+                "could not kill what is left in {}: {e}",
+                self.path.display()
+            );
+        }
+        false
+    }
+
     /// Whether no process is in this cgroup or any cgroup below it.
     pub fn is_populated(&self) -> bool {
         let events = self.path.join("cgroup.events");
@@ -136,6 +161,23 @@ impl Drop for TraceCgroup {
             tracing::warn!("leaving cgroup behind: {e}");
         }
     }
+}
+
+/// Pids in the cgroup at `dir` and in every cgroup below it.
+fn procs_below(dir: &Path) -> Vec<i32> {
+    let mut pids: Vec<u32> = std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for ent in rd.flatten() {
+            if ent.file_type().is_ok_and(|t| t.is_dir()) {
+                pids.extend(procs_below(&ent.path()));
+            }
+        }
+    }
+    pids
 }
 
 /// Remove empty child cgroups (depth-first); busy ones stay and make the parent's rmdir fail.

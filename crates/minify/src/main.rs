@@ -20,6 +20,8 @@ pub mod exit {
     pub const ENVIRONMENT: u8 = 3;
     /// Interrupted by Ctrl-C (128 + SIGINT, what shells report).
     pub const INTERRUPTED: u8 = 130;
+    /// Stopped by SIGTERM (128 + SIGTERM), e.g. a cancelled CI job.
+    pub const TERMINATED: u8 = 143;
 }
 
 /// Mark an error as an environment problem (exit 3): no daemon, no eBPF rights, no tracefs.

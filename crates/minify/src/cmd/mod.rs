@@ -40,25 +40,34 @@ pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()>
     })
 }
 
-/// Run `work` on a fresh tokio runtime until it finishes or Ctrl-C arrives. On Ctrl-C the
-/// future is dropped, which runs every cleanup guard it holds (containers, the tracer and its
-/// cgroup, temp dirs with exported layers, half-written outputs) before the error returns.
-/// Without this the default SIGINT action would kill the process and leave them behind.
-/// A synchronous step inside `work` (indexing, packing) finishes before the drop happens.
+/// Run `work` on a fresh tokio runtime until it finishes or Ctrl-C or SIGTERM (what CI
+/// runners send to cancel a job) arrives. On either signal the future is dropped, which runs
+/// every cleanup guard it holds (containers, the tracer and its cgroup, temp dirs with
+/// exported layers, half-written outputs) before the error returns. Without this the default
+/// action would kill the process and leave them behind. A synchronous step inside `work`
+/// (indexing, packing) finishes before the drop happens.
 pub fn block_on_interruptible<T>(
     work: impl std::future::Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<T> {
     use anyhow::Context as _;
+    use tokio::signal::unix::{SignalKind, signal};
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async {
+        let mut term = signal(SignalKind::terminate())
+            .context("installing the SIGTERM handler")
+            .map_err(crate::env_error)?;
         tokio::select! {
             r = work => r,
             _ = tokio::signal::ctrl_c() => Err(crate::with_code(
                 anyhow::anyhow!("interrupted (Ctrl-C); everything this run made was removed"),
                 crate::exit::INTERRUPTED,
+            )),
+            _ = term.recv() => Err(crate::with_code(
+                anyhow::anyhow!("terminated (SIGTERM); everything this run made was removed"),
+                crate::exit::TERMINATED,
             )),
         }
     })

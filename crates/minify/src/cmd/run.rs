@@ -1,5 +1,5 @@
 //! `minify run IMAGE [--probe-*]...`: turn the arguments into a [`RunPlan`], run the pipeline
-//! under a tokio runtime with Ctrl-C and SIGTERM handling, write the report, print the summary.
+//! under a tokio runtime that cleans up on Ctrl-C and SIGTERM, write the report, print the summary.
 
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use crate::pipeline::{RunPlan, default_output, execute};
 pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let plan = plan(args)?;
     let progress = Progress::new();
-    let outcome = crate::cmd::block_on_interruptible(terminable(execute(&plan, &progress)));
+    let outcome = crate::cmd::block_on_interruptible(execute(&plan, &progress));
     drop(progress);
     let outcome = outcome?;
     let report = &outcome.report;
@@ -29,28 +29,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     }
     eprint!("{}", report.summary());
     Ok(outcome.code)
-}
-
-/// Exit code for a run stopped by SIGTERM (128 + 15, what shells report).
-const TERMINATED: u8 = 143;
-
-/// `work`, or an error as soon as SIGTERM arrives (what CI runners send to cancel a job).
-/// Like Ctrl-C in [`crate::cmd::block_on_interruptible`], the error drops `work`, which
-/// removes everything the run made.
-async fn terminable<T>(
-    work: impl std::future::Future<Output = anyhow::Result<T>>,
-) -> anyhow::Result<T> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())
-        .context("installing the SIGTERM handler")
-        .map_err(crate::env_error)?;
-    tokio::select! {
-        r = work => r,
-        _ = term.recv() => Err(crate::with_code(
-            anyhow::anyhow!("terminated (SIGTERM); everything this run made was removed"),
-            TERMINATED,
-        )),
-    }
 }
 
 /// Validate the arguments into a plan; every problem here is a usage error (exit 2).

@@ -9,6 +9,9 @@ use minify_trace::{Recording, SpawnSpec, TraceCgroup, TraceOptions, Tracer};
 
 use crate::cli::TraceArgs;
 
+/// How long a command told to stop by a forwarded SIGTERM may take before it is killed.
+const TERM_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub fn run(args: &TraceArgs) -> anyhow::Result<u8> {
     let mut spec = SpawnSpec::new(args.command.iter().cloned());
     if let Some(root) = &args.root {
@@ -22,8 +25,12 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<u8> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let sigint = rt.block_on(async {
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+    let (sigint, mut sigterm) = rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        anyhow::Ok((
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        ))
     })?;
 
     let cgroup = TraceCgroup::create().map_err(crate::lib_error)?;
@@ -50,7 +57,27 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<u8> {
     } else {
         None
     };
-    let status = spec.run(&cgroup).map_err(crate::lib_error)?;
+    // SIGTERM (a cancelled CI job) is for us alone, not our process group: pass it on to
+    // the command and everything it started, then detach and clean up as usual.
+    let (done, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let (status, terminated) = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let term = rt.block_on(async {
+                tokio::select! {
+                    _ = sigterm.recv() => true,
+                    _ = done_rx => false,
+                }
+            });
+            if term {
+                cgroup.terminate(TERM_GRACE);
+            }
+            term
+        });
+        let status = spec.run(&cgroup);
+        let _ = done.send(());
+        (status, watcher.join().unwrap_or(false))
+    });
+    let status = status.map_err(crate::lib_error)?;
     let rec = tracer.finish_recording().map_err(crate::lib_error)?;
     if let Some(p) = printer {
         p.join()
@@ -58,6 +85,15 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<u8> {
     }
     drop(sigint);
     drop(cgroup);
+    if terminated {
+        report_loss(&rec);
+        return Err(crate::with_code(
+            anyhow::anyhow!(
+                "terminated (SIGTERM); the command was stopped and the tracer and its cgroup removed"
+            ),
+            crate::exit::TERMINATED,
+        ));
+    }
 
     let code = status.code();
     if args.json {
