@@ -165,7 +165,7 @@ impl Drop for TraceCgroup {
 
 /// Pids in the cgroup at `dir` and in every cgroup below it.
 fn procs_below(dir: &Path) -> Vec<i32> {
-    let mut pids: Vec<u32> = std::fs::read_to_string(dir.join("cgroup.procs"))
+    let mut pids: Vec<i32> = std::fs::read_to_string(dir.join("cgroup.procs"))
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.trim().parse().ok())
