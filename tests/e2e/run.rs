@@ -517,9 +517,27 @@ fn temporary_copy(stderr: &str, marker: &str) -> (String, String) {
     (name.to_owned(), id.trim_end_matches(')').to_owned())
 }
 
-/// The copy a file output was verified on.
+/// The image a file output was verified on, `(name, id)`: a temporary copy, or, when the
+/// daemon already held the identical image (an earlier run, `cargo xtask demo`), that image
+/// by id (`(id, id)`), which a run leaves alone.
 fn verify_copy(stderr: &str) -> (String, String) {
+    let marker = "on the identical image already in the Docker daemon (";
+    if let Some(line) = stderr.lines().find(|l| l.contains(marker)) {
+        let id = line[line.find(marker).unwrap() + marker.len()..].trim_end_matches(')');
+        return (id.to_owned(), id.to_owned());
+    }
     temporary_copy(stderr, "on a temporary copy in the Docker daemon, ")
+}
+
+/// Whether the image `verify_copy` names was a temporary copy (gone after the run) rather
+/// than one the daemon already held (still there).
+fn assert_verify_image_handled(copy: &str) {
+    if copy.starts_with("sha256:") {
+        assert!(minify_fixtures::image_exists(copy), "{copy} was removed");
+    } else {
+        assert!(copy.starts_with("minify-verify/"), "{copy}");
+        assert!(!minify_fixtures::image_exists(copy), "{copy} left behind");
+    }
 }
 
 /// `minify run SOURCE --probe-http / -o OUTPUT` with an allowlist and a report, as a child
@@ -640,7 +658,6 @@ fn file_output_is_verified_on_a_temporary_copy() {
     // The copy ran was the file's image: the daemon's id for it is the archive's config
     // digest, and the copy is gone.
     let (copy, copy_id) = verify_copy(&stderr);
-    assert!(copy.starts_with("minify-verify/"), "{copy}");
     let config = oci_archive_config_digest(&archive, &ctx.temp_dir().join("unpacked"));
     assert_eq!(copy_id, config);
     assert_eq!(report["output_id"], config.as_str());
@@ -649,10 +666,13 @@ fn file_output_is_verified_on_a_temporary_copy() {
     assert_eq!(report["verified_image"], copy.as_str(), "{report:#}");
     assert_eq!(report["verified_image_id"], config.as_str(), "{report:#}");
     assert!(
-        stderr.contains(&format!("verify: passed (on a temporary copy, {copy})")),
+        stderr.contains(&format!("verify: passed (on a temporary copy, {copy})"))
+            || stderr.contains(&format!(
+                "verify: passed (on the identical image already in the daemon, {copy})"
+            )),
         "{stderr}"
     );
-    assert!(!minify_fixtures::image_exists(&copy), "{copy} left behind");
+    assert_verify_image_handled(&copy);
     assert!(
         verify_images_of(pid).is_empty(),
         "temporary images left: {:?}",
@@ -721,7 +741,7 @@ fn file_output_failing_verification_is_not_written() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert!(names.is_empty(), "{names:?}");
-    assert!(!minify_fixtures::image_exists(&copy), "{copy} left behind");
+    assert_verify_image_handled(&copy);
     assert!(verify_images_of(pid).is_empty());
 }
 
@@ -747,6 +767,47 @@ fn docker_save(image: &str, path: &Path) {
         image.as_ref(),
     ])
     .unwrap_or_else(|e| panic!("docker save {image}: {e:#}"));
+}
+
+/// `FROM image` plus the label `org.minify.test=<label>` (no new layer): a new image id,
+/// tagged `tag`. Returns its id.
+fn derived_image(image: &str, tag: &str, label: &str) -> String {
+    let mut child = Command::new("docker")
+        .args(["build", "-q", "-t", tag, "--label"])
+        .arg(format!("org.minify.test={label}"))
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        format!("FROM {image}\n").as_bytes(),
+    )
+    .unwrap();
+    drop(child.stdin.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "docker build FROM {image}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    image_id(tag)
+}
+
+/// A `docker save` archive at `path` of an image derived from `image` that the daemon does
+/// not hold (built, saved, removed): running it needs a real load. Returns its id.
+fn docker_archive_not_in_the_daemon(ctx: &TestContext, image: &str, path: &Path) -> String {
+    let tag = ctx.unique_image_ref("minify-test/derived");
+    let id = derived_image(image, &tag, &tag);
+    docker_save(&tag, path);
+    minify_fixtures::docker(["rmi", tag.as_str()]).unwrap();
+    assert!(
+        !minify_fixtures::image_exists(&id),
+        "{id} is still in the daemon"
+    );
+    id
 }
 
 /// An OCI archive made from the `docker save` tarball `saved` the way other tools write them
@@ -890,7 +951,7 @@ fn docker_archive_source_runs_from_a_temporary_copy() {
     let image = fixture("nginx").unwrap();
     let ctx = TestContext::new().unwrap();
     let saved = ctx.temp_dir().join("nginx.tar");
-    docker_save(&image, &saved);
+    let saved_id = docker_archive_not_in_the_daemon(&ctx, &image, &saved);
     let saved_sum = sha256_file(&saved);
     let tags_before = repo_tags(&image);
     let source = format!("docker-archive:{}", saved.display());
@@ -902,7 +963,7 @@ fn docker_archive_source_runs_from_a_temporary_copy() {
 
     // The report and the allowlist name the file as given, with the image's own id.
     assert_eq!(report["image"], source.as_str(), "{report:#}");
-    assert_eq!(report["image_id"], image_id(&image).as_str(), "{report:#}");
+    assert_eq!(report["image_id"], saved_id.as_str(), "{report:#}");
     assert_eq!(report["output"], output.as_str(), "{report:#}");
     assert_eq!(report["output_written"], true, "{report:#}");
     let al = minify_model::Allowlist::from_json(
@@ -911,14 +972,19 @@ fn docker_archive_source_runs_from_a_temporary_copy() {
     )
     .unwrap();
     assert_eq!(al.source.image, source);
-    assert_eq!(al.source.digest, image_id(&image));
+    assert_eq!(al.source.digest, saved_id);
 
-    // The copy ran was the file's image (same id), and it is gone; the daemon's own image
-    // of it kept exactly its names; nothing of this run is left; the file is unchanged.
+    // The copy ran was the file's image (same id), and it is gone with the image it loaded;
+    // the fixture it shares layers with kept exactly its names; nothing of this run is
+    // left; the file is unchanged.
     let (copy, copy_id) = source_copy(&stderr);
     assert!(copy.starts_with("minify-verify/"), "{copy}");
-    assert_eq!(copy_id, image_id(&image));
+    assert_eq!(copy_id, saved_id);
     assert!(!minify_fixtures::image_exists(&copy), "{copy} left behind");
+    assert!(
+        !minify_fixtures::image_exists(&saved_id),
+        "{saved_id} left behind"
+    );
     assert!(
         verify_images_of(pid).is_empty(),
         "{:?}",
@@ -1003,6 +1069,58 @@ fn oci_archive_source_not_in_the_daemon() {
     assert!(containers_of(pid).is_empty(), "{:?}", containers_of(pid));
     assert_eq!(sha256_file(&archive), sum, "the source file changed");
     let answer = minify_fixtures::docker_run_http_check(&expected_out, 8080).unwrap();
+    assert_eq!(answer.status, 200);
+}
+
+#[test]
+fn file_source_already_in_the_daemon_runs_as_it_is() {
+    // The daemon already holds the file's image, untagged (a build moved its tag away).
+    // The run uses that image by id, and it is still there afterwards: a temporary tag on
+    // it, once removed, would have deleted it.
+    if !can_run() {
+        return;
+    }
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let image = fixture("static").unwrap();
+    let ctx = TestContext::new().unwrap();
+    let tag = ctx.unique_image_ref("minify-test/moved");
+    let first = derived_image(&image, &tag, "first");
+    ctx.track_image(&first);
+    let saved = ctx.temp_dir().join("first.tar");
+    docker_save(&tag, &saved);
+    let second = derived_image(&image, &tag, "second");
+    ctx.track_image(&second);
+    assert_ne!(first, second);
+    assert_eq!(repo_tags(&first), "[]", "the first build still has a name");
+    let out = ctx.unique_image_ref("minify-test/moved-min");
+    ctx.track_image(&out);
+    let source = format!("docker-archive:{}", saved.display());
+    let (pid, o) = run_child(minify().args(["run", &source, "--probe-http", "/", "--tag", &out]));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("verify: passed"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "as the identical image already in the Docker daemon ({first})"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("from a temporary copy"), "{stderr}");
+    assert!(
+        minify_fixtures::image_exists(&first),
+        "the untagged image was removed"
+    );
+    assert_eq!(repo_tags(&first), "[]");
+    assert_eq!(image_id(&tag), second, "the tag moved");
+    assert!(
+        verify_images_of(pid).is_empty(),
+        "{:?}",
+        verify_images_of(pid)
+    );
+    assert!(containers_of(pid).is_empty(), "{:?}", containers_of(pid));
+    let answer = minify_fixtures::docker_run_http_check(&out, 8080).unwrap();
     assert_eq!(answer.status, 200);
 }
 
@@ -1094,7 +1212,7 @@ fn file_source_copy_goes_on_sigterm_and_after_sigkill_with_gc() {
     let image = fixture("static").unwrap();
     let ctx = TestContext::new().unwrap();
     let saved = ctx.temp_dir().join("static.tar");
-    docker_save(&image, &saved);
+    docker_archive_not_in_the_daemon(&ctx, &image, &saved);
     let source = format!("docker-archive:{}", saved.display());
     // Start a run whose probe sleeps, and wait until its traced container and its copy exist.
     let start = |sleep: &str| {

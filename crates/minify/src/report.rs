@@ -72,7 +72,8 @@ pub struct Report {
     pub output_written: bool,
     /// The image verification ran: the output tag for a daemon output; for a file output
     /// the temporary copy loaded into the daemon (`minify-verify/<random>:<owner>`, removed
-    /// afterwards). `None` when verification was skipped.
+    /// afterwards), or the id of the identical image the daemon already held (run as it is,
+    /// and left alone). `None` when verification was skipped.
     pub verified_image: Option<String>,
     /// The id of [`verified_image`](Self::verified_image) as the daemon gave it; equal to
     /// `output_id` when the image verified is the one written. `None` when skipped.
@@ -196,9 +197,13 @@ impl Report {
         s
     }
 
-    /// ` (on a temporary copy, NAME)` when verification ran on another image than the output.
+    /// ` (on a temporary copy, NAME)` when verification ran on another image than the output
+    /// (` (on the identical image already in the daemon, ID)` when that was not a copy).
     fn verified_on(&self) -> String {
         match &self.verified_image {
+            Some(v) if v.starts_with("sha256:") => {
+                format!(" (on the identical image already in the daemon, {v})")
+            }
             Some(v) if *v != self.output => format!(" (on a temporary copy, {v})"),
             _ => String::new(),
         }

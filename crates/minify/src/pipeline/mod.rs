@@ -215,7 +215,17 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
     // container, so on an early return the containers go first (an image a container uses
     // cannot be removed).
     let mut source_copy = None;
+    let already = match &daemon_info {
+        Some(_) => None,
+        None => already_in_daemon(&runtime, &source.id().to_string()).await,
+    };
     let info = if let Some(info) = daemon_info {
+        info
+    } else if let Some(info) = already {
+        progress.println(&format!(
+            "minify: running {} as the identical image already in the Docker daemon ({})",
+            plan.image, info.reference
+        ));
         info
     } else {
         let copy = runtime.temp_image();
@@ -441,7 +451,13 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
     report.output_id = packed.id().to_string();
     // A file output to verify is written after verification (on a daemon copy): a failed run
     // must not leave it at the requested path. Everything else is written now.
-    let verify_copy = (plan.verify && output.is_file()).then(|| runtime.temp_image());
+    let verify_already = if plan.verify && output.is_file() {
+        already_in_daemon(&runtime, &packed.id().to_string()).await
+    } else {
+        None
+    };
+    let verify_copy =
+        (plan.verify && output.is_file() && verify_already.is_none()).then(|| runtime.temp_image());
     let write_after_verify = verify_copy.is_some();
     if !write_after_verify {
         write_output(&output, plan.force, &packed, &mut report, progress).await?;
@@ -486,6 +502,13 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
                 "minify: verifying {output} on a temporary copy in the Docker daemon, {name} ({id})"
             ));
             Some((name, id.to_string()))
+        }
+        (_, None) if verify_already.is_some() => {
+            let id = packed.id().to_string();
+            progress.println(&format!(
+                "minify: verifying {output} on the identical image already in the Docker daemon ({id})"
+            ));
+            Some((id.clone(), id))
         }
         (ImageRef::Daemon(name), None) if plan.verify => {
             Some((name.clone(), daemon_output_id.unwrap_or_default()))
@@ -697,4 +720,12 @@ fn indent(s: &str) -> String {
         .map(|l| format!("    {l}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The daemon's image `id`, when it already holds it. Such an image is run as it is, by id:
+/// a temporary name on it would, when removed, also remove the image if nothing else names
+/// it (an untagged image the user had before). Any error reads as "not there" (the copy is
+/// then loaded as usual, and the load reports a broken daemon).
+async fn already_in_daemon(runtime: &Runtime, id: &str) -> Option<minify_runtime::ImageInfo> {
+    runtime.inspect_image(id).await.ok()
 }
