@@ -230,6 +230,22 @@ fn program_ns_per_event(argv: &[&str], options: TraceOptions) -> anyhow::Result<
     Ok(per_event[per_event.len() / 2])
 }
 
+/// `MINIFY_BENCH_STAT_ONLY=1 cargo xtask bench trace`: the stat storm's overhead and program
+/// time alone, printed and not written (a quick check of a change to the eBPF side; the
+/// results file always comes from a whole run).
+fn stat_storm_only(tree: &str, options: TraceOptions) -> anyhow::Result<()> {
+    let du_cmd = format!("du -s {tree} >/dev/null");
+    let du_argv = ["sh", "-c", du_cmd.as_str()];
+    let (du, _) = overhead("stat storm: du over 50,000 files", &du_argv, options)?;
+    let ns = program_ns_per_event(&du_argv, options)?;
+    eprintln!(
+        "    paired median {:.2}x, sys_exit program {ns:.0} ns per event (not written: \
+         MINIFY_BENCH_STAT_ONLY)",
+        du.paired
+    );
+    Ok(())
+}
+
 /// The median of `t[i] / u[i]`: each traced run against the untraced run just before it.
 /// This VM's speed drifts over seconds (the same untraced `du` takes 89-144 ms from one run
 /// to the next); neighbouring runs share the drift, so their ratio carries less of it than
@@ -267,6 +283,9 @@ pub fn run() -> anyhow::Result<()> {
 
     let mut rows = Vec::new();
     let default = TraceOptions::default();
+    if std::env::var_os("MINIFY_BENCH_STAT_ONLY").is_some() {
+        return stat_storm_only(tree_s, default);
+    }
     let (py, attach) = overhead(
         "python: import 30 stdlib modules",
         &[python, "-I", "-c", PY_IMPORTS],
