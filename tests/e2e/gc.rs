@@ -327,9 +327,10 @@ fn a_killed_run_takes_its_host_probe_along_and_gc_removes_the_rest() {
     let tmpdir = ctx.temp_dir().join("tmpdir");
     fs_err::create_dir(&tmpdir).unwrap();
     // `; true` keeps sh from exec'ing the sleep: it is the probe's grandchild, which no
-    // parent-death signal on the probe's own process would reach. An odd length: nobody
-    // else's sleep matches.
-    let probe = "sleep 4127; true";
+    // parent-death signal on the probe's own process would reach. The `setsid` one leaves
+    // the probe's process group and session (a daemon): only the probe's cgroup holds it.
+    // Odd lengths: nobody else's sleep matches.
+    let probe = "setsid sleep 4129 >/dev/null 2>&1 & sleep 4127; true";
     let mut child = minify()
         .env("TMPDIR", &tmpdir)
         .args([
@@ -345,7 +346,7 @@ fn a_killed_run_takes_its_host_probe_along_and_gc_removes_the_rest() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_mins(2);
-    while processes("^sleep 4127$").is_empty() {
+    while processes("^sleep 4127$").is_empty() || processes("^sleep 4129$").is_empty() {
         if let Some(st) = child.try_wait().unwrap() {
             panic!("minify run ended ({st}) before its probe ran");
         }
@@ -365,7 +366,7 @@ fn a_killed_run_takes_its_host_probe_along_and_gc_removes_the_rest() {
     child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let left = processes("^(sh -c )?sleep 4127(; true)?$");
+        let left = processes("sleep 412[79]");
         if left.is_empty() {
             break;
         }

@@ -4,7 +4,8 @@
 //! - `--probe-cmd`: on the host, `sh -c`, with `MINIFY_CONTAINER`/`MINIFY_HOST` set. Run in
 //!   a process group of its own, killed as a whole when the probe ends, times out or is
 //!   cancelled (Ctrl-C), and by a watchdog in that group when minify itself dies, even by
-//!   SIGKILL ([`HostGroup`]).
+//!   SIGKILL ([`HostGroup`]); as root, in a cgroup of its own as well, so what leaves the
+//!   group (`setsid`, daemons) is killed too.
 //! - `--probe-exec`: inside the container through the Docker exec API. A simple command is
 //!   split into argv and exec'd directly, so no shell enters the image just because the tool
 //!   needed one (slim keeps `/bin/sh` that way, its issue #551); shell syntax goes through the
@@ -12,6 +13,7 @@
 //! - `--probe-http PATH`: HTTP/1.1 GET on every exposed TCP port; any answer below 500 passes.
 
 use std::fmt::{self, Write as _};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bollard::exec::{CreateExecOptions, StartExecResults};
@@ -215,30 +217,83 @@ fn ceil_char(s: &str, mut i: usize) -> usize {
 /// Ctrl-C) SIGKILLs the group at once. Its leader, the watchdog, is our child and is not
 /// reaped before that, so the group id cannot have been reused by then.
 ///
-/// Processes that leave the group (`setsid`, daemons) are out of its reach.
+/// Processes that leave the group (`setsid`, daemons) are caught by a cgroup: where this
+/// host has a cgroup v2 hierarchy we may write (root), the probe moves itself into a fresh
+/// one (named like a trace cgroup, so `minify gc` knows it) before anything else,
+/// everything it starts stays in it whatever its process group, and it is killed through
+/// `cgroup.kill` as well as `killpg`, by a drop or by the watchdog, which also removes the
+/// emptied cgroup. Without one, processes that leave the group are out of reach.
 struct HostGroup {
     watchdog: tokio::process::Child,
     pgid: nix::unistd::Pid,
     /// The write end of the watchdog's stdin; never written to.
     lifeline: Option<std::io::PipeWriter>,
+    /// The group's cgroup v2 directory, if there is one.
+    cgroup: Option<PathBuf>,
 }
 
-/// What the watchdog runs: wait for EOF on stdin, then kill the group (itself included).
-/// `$0` names it in `ps`.
-const WATCHDOG: [&str; 3] = ["-c", "read -r _; kill -9 0", "minify-probe-watchdog"];
+/// What the watchdog runs (`$1`: the cgroup directory, or empty): wait for EOF on stdin,
+/// then kill the cgroup, remove it once empty (for up to 5 s; the watchdog is not in it),
+/// and kill the process group, itself included. `$0` names it in `ps`.
+const WATCHDOG: [&str; 3] = [
+    "-c",
+    r#"read -r _
+if [ -n "$1" ]; then
+  echo 1 >"$1/cgroup.kill"
+  i=0; while [ $i -lt 100 ] && ! rmdir "$1" 2>/dev/null; do sleep 0.05; i=$((i+1)); done
+fi
+kill -9 0"#,
+    "minify-probe-watchdog",
+];
+
+/// How the probe's `sh -c CMD` is started when there is a cgroup (`$0`: CMD, `$1`: the
+/// cgroup's `cgroup.procs`): it moves itself into the cgroup, then becomes `sh -c CMD`, so
+/// nothing the probe starts is outside. (Moving it from here after the spawn would race with
+/// its first forks.)
+const ENTER_CGROUP: &str = r#"echo 0 >"$1" || exit 125; exec sh -c "$0""#;
+
+/// A fresh cgroup for a probe at the top of the v2 hierarchy; `None` where there is none or
+/// it cannot be made (not root), and the probe runs in its process group alone.
+fn probe_cgroup() -> Option<PathBuf> {
+    let v2 = crate::cgroup::CgroupLayout::detect().v2?;
+    let hex = crate::docker::random_hex();
+    let dir = v2.join(minify_model::trace::trace_cgroup_name(&hex[..12]));
+    match std::fs::create_dir(&dir) {
+        Ok(()) => Some(dir),
+        Err(e) => {
+            tracing::debug!(
+                "probe cgroup {}: {e}; the process group alone",
+                dir.display()
+            );
+            None
+        }
+    }
+}
 
 impl HostGroup {
-    /// Start the watchdog, leader of a new process group.
+    /// Make the cgroup (where possible) and start the watchdog, leader of a new process
+    /// group.
     fn start() -> std::io::Result<HostGroup> {
         let (read, lifeline) = std::io::pipe()?;
+        let cgroup = probe_cgroup();
+        let dir_arg = cgroup
+            .as_deref()
+            .map(|d| d.as_os_str().to_owned())
+            .unwrap_or_default();
         let watchdog = tokio::process::Command::new("sh")
             .args(WATCHDOG)
+            .arg(&dir_arg)
             .stdin(read)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .process_group(0)
             .kill_on_drop(true)
-            .spawn()?;
+            .spawn()
+            .inspect_err(|_| {
+                if let Some(d) = &cgroup {
+                    let _ = std::fs::remove_dir(d);
+                }
+            })?;
         let pgid = watchdog
             .id()
             .and_then(|p| i32::try_from(p).ok())
@@ -248,14 +303,35 @@ impl HostGroup {
             watchdog,
             pgid,
             lifeline: Some(lifeline),
+            cgroup,
         })
     }
 
-    /// SIGKILL every process in the group.
+    /// The command that runs `cmd` as a member of this group: `sh -c CMD`, entering the
+    /// cgroup first when there is one. Still to be put in the process group by the caller.
+    fn command(&self, cmd: &str) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new("sh");
+        match &self.cgroup {
+            Some(dir) => c
+                .args(["-c", ENTER_CGROUP, cmd])
+                .arg(dir.join("cgroup.procs")),
+            None => c.args(["-c", cmd]),
+        };
+        c
+    }
+
+    /// SIGKILL every process in the cgroup and in the group.
     fn kill(&self) {
+        if let Some(dir) = &self.cgroup {
+            let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+        }
         let _ = nix::sys::signal::killpg(self.pgid, nix::sys::signal::Signal::SIGKILL);
     }
 }
+
+/// How long a drop waits for the killed group's cgroup to empty before leaving it to
+/// `minify gc` (SIGKILLed processes are gone in milliseconds).
+const CGROUP_DRAIN: Duration = Duration::from_secs(3);
 
 impl Drop for HostGroup {
     fn drop(&mut self) {
@@ -264,6 +340,23 @@ impl Drop for HostGroup {
         // hands it to tokio to be reaped later if not), and let its lifeline go.
         let _ = self.watchdog.try_wait();
         drop(self.lifeline.take());
+        if let Some(dir) = self.cgroup.take() {
+            let deadline = std::time::Instant::now() + CGROUP_DRAIN;
+            loop {
+                match std::fs::remove_dir(&dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(e) if std::time::Instant::now() >= deadline => {
+                        tracing::warn!(
+                            "leaving the probe cgroup {} to `minify gc`: {e}",
+                            dir.display()
+                        );
+                        break;
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        }
     }
 }
 
@@ -288,9 +381,8 @@ async fn run_host_cmd(
         Ok(g) => g,
         Err(e) => return cannot(e),
     };
-    let mut child = match tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
+    let mut child = match group
+        .command(cmd)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -808,9 +900,8 @@ mod tests {
         let tmp = crate::gc::tests::TempDir::new("probe-watchdog");
         let file = tmp.path().join("pid");
         let mut group = HostGroup::start().unwrap();
-        let mut child = tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!(
+        let mut child = group
+            .command(&format!(
                 "sleep 4143 & echo $! > {}; sleep 4147; true",
                 file.display()
             ))
@@ -832,5 +923,84 @@ mod tests {
         );
         let watchdog = group.watchdog.wait().await.unwrap();
         assert_eq!(signal_of(watchdog), 9);
+    }
+
+    /// Whether this test process may make cgroups (root on a host with cgroup v2); the tests
+    /// of what only a cgroup catches say so and skip otherwise.
+    fn can_make_cgroups(test: &str) -> bool {
+        if probe_cgroup().is_some_and(|d| std::fs::remove_dir(d).is_ok()) {
+            return true;
+        }
+        eprintln!("skipping {test}: needs root and a cgroup v2 hierarchy");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI machines run as root with cgroup v2: {test} must not skip there"
+        );
+        false
+    }
+
+    #[tokio::test]
+    async fn what_leaves_the_process_group_dies_with_the_probe() {
+        if !can_make_cgroups("what_leaves_the_process_group_dies_with_the_probe") {
+            return;
+        }
+        // `setsid` puts the sleep in a session and group of its own: only the cgroup holds it.
+        let (outcome, output) = run_host_cmd(
+            "setsid sleep 4151 >/dev/null 2>&1 & sleep 1; pgrep -f '^sleep 4151$'; grep '^0::' /proc/self/cgroup",
+            &[],
+            Duration::from_mins(1),
+        )
+        .await;
+        assert_eq!(outcome, ProbeOutcome::Exited { code: 0 }, "{output}");
+        let mut lines = output.lines();
+        let pid: u32 = lines.next().unwrap().trim().parse().unwrap();
+        assert!(dies(pid), "the setsid'd sleep {pid} survived the probe");
+        // The probe ran in a cgroup of its own, which is gone with it.
+        let cgroup = lines.next().unwrap().trim_start_matches("0::/").to_owned();
+        assert!(
+            minify_model::trace::is_trace_cgroup_name(&cgroup),
+            "{output}"
+        );
+        let v2 = crate::cgroup::CgroupLayout::detect().v2.unwrap();
+        assert!(!v2.join(&cgroup).exists(), "{cgroup} left behind");
+    }
+
+    #[tokio::test]
+    async fn the_watchdog_kills_what_left_the_group_when_its_lifeline_closes() {
+        if !can_make_cgroups("the_watchdog_kills_what_left_the_group_when_its_lifeline_closes") {
+            return;
+        }
+        let tmp = crate::gc::tests::TempDir::new("probe-watchdog-setsid");
+        let file = tmp.path().join("pid");
+        let mut group = HostGroup::start().unwrap();
+        let dir = group.cgroup.clone().expect("a cgroup");
+        let mut child = group
+            .command(&format!(
+                "setsid sh -c 'echo $$ > {}; exec sleep 4153' & sleep 4157; true",
+                file.display()
+            ))
+            .process_group(group.pgid.as_raw())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let escaped = pid_in(&file).await;
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
+        assert!(
+            procs.lines().any(|l| l.trim() == escaped.to_string()),
+            "{escaped} not in {}: {procs}",
+            dir.display()
+        );
+        // What the kernel does when minify dies: the write end closes. Nothing else is done.
+        group.lifeline = None;
+        let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .expect("the probe's sh outlived its lifeline")
+            .unwrap();
+        assert_eq!(signal_of(status), 9);
+        assert!(dies(escaped), "the setsid'd sleep {escaped} survived");
+        // The watchdog removed the cgroup before it killed itself.
+        let watchdog = group.watchdog.wait().await.unwrap();
+        assert_eq!(signal_of(watchdog), 9);
+        assert!(!dir.exists(), "{} left behind", dir.display());
     }
 }
