@@ -138,16 +138,25 @@ struct Row {
     traced: Duration,
     /// Median of traced / untraced over each pair of neighbouring runs.
     paired: f64,
+    /// First and third quartiles of those ratios: how far single pairs spread.
+    quartiles: (f64, f64),
+    /// Whether the second run of each pair was traced (false: the A/A noise row).
+    traced_side: bool,
     untraced_cpu: Duration,
     traced_cpu: Duration,
     events: usize,
     lost: u64,
 }
 
-/// Alternate untraced and traced runs (after one warm-up of each).
-fn overhead(name: &str, argv: &[&str], options: TraceOptions) -> anyhow::Result<(Row, AttachCost)> {
+/// Alternate untraced and traced runs (after one warm-up of each). With `options` `None`
+/// both runs of each pair are untraced: the measurement's own noise (an A/A comparison).
+fn overhead(
+    name: &str,
+    argv: &[&str],
+    options: Option<TraceOptions>,
+) -> anyhow::Result<(Row, AttachCost)> {
     once(argv, None)?;
-    once(argv, Some(options))?;
+    once(argv, options)?;
     let (mut u, mut t, mut attach, mut detach) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut hooks = 0;
     let (mut ucpu, mut tcpu) = (Vec::new(), Vec::new());
@@ -156,7 +165,7 @@ fn overhead(name: &str, argv: &[&str], options: TraceOptions) -> anyhow::Result<
         let m = once(argv, None)?;
         u.push(m.wall);
         ucpu.push(m.cpu);
-        let m = once(argv, Some(options))?;
+        let m = once(argv, options)?;
         t.push(m.wall);
         tcpu.push(m.cpu);
         attach.push(m.attach);
@@ -170,6 +179,8 @@ fn overhead(name: &str, argv: &[&str], options: TraceOptions) -> anyhow::Result<
         untraced_cpu: median(ucpu),
         traced_cpu: median(tcpu),
         paired: paired_ratio(&u, &t),
+        quartiles: paired_quartiles(&u, &t),
+        traced_side: options.is_some(),
         untraced: median(u),
         traced: median(t),
         events,
@@ -236,7 +247,7 @@ fn program_ns_per_event(argv: &[&str], options: TraceOptions) -> anyhow::Result<
 fn stat_storm_only(tree: &str, options: TraceOptions) -> anyhow::Result<()> {
     let du_cmd = format!("du -s {tree} >/dev/null");
     let du_argv = ["sh", "-c", du_cmd.as_str()];
-    let (du, _) = overhead("stat storm: du over 50,000 files", &du_argv, options)?;
+    let (du, _) = overhead("stat storm: du over 50,000 files", &du_argv, Some(options))?;
     let ns = program_ns_per_event(&du_argv, options)?;
     eprintln!(
         "    paired median {:.2}x, sys_exit program {ns:.0} ns per event (not written: \
@@ -251,13 +262,26 @@ fn stat_storm_only(tree: &str, options: TraceOptions) -> anyhow::Result<()> {
 /// to the next); neighbouring runs share the drift, so their ratio carries less of it than
 /// the ratio of two medians does.
 fn paired_ratio(u: &[Duration], t: &[Duration]) -> f64 {
+    let r = pair_ratios(u, t);
+    r.get(r.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// The ratios `t[i] / u[i]`, sorted.
+fn pair_ratios(u: &[Duration], t: &[Duration]) -> Vec<f64> {
     let mut r: Vec<f64> = u
         .iter()
         .zip(t)
         .map(|(u, t)| t.as_secs_f64() / u.as_secs_f64())
         .collect();
     r.sort_by(f64::total_cmp);
-    r.get(r.len() / 2).copied().unwrap_or(f64::NAN)
+    r
+}
+
+/// First and third quartiles of the paired ratios.
+fn paired_quartiles(u: &[Duration], t: &[Duration]) -> (f64, f64) {
+    let r = pair_ratios(u, t);
+    let at = |q: usize| r.get(r.len() * q / 4).copied().unwrap_or(f64::NAN);
+    (at(1), at(3))
 }
 
 fn ratio(r: &Row) -> f64 {
@@ -289,13 +313,19 @@ pub fn run() -> anyhow::Result<()> {
     let (py, attach) = overhead(
         "python: import 30 stdlib modules",
         &[python, "-I", "-c", PY_IMPORTS],
-        default,
+        Some(default),
     )?;
     rows.push(py);
     let du_cmd = format!("du -s {tree_s} >/dev/null");
     let du_argv = ["sh", "-c", du_cmd.as_str()];
-    let (du, _) = overhead("stat storm: du over 50,000 files", &du_argv, default)?;
+    let (du, _) = overhead("stat storm: du over 50,000 files", &du_argv, Some(default))?;
     rows.push(du);
+    let (aa, _) = overhead(
+        "stat storm, untraced against untraced (the measurement's own noise)",
+        &du_argv,
+        None,
+    )?;
+    rows.push(aa);
     // What kernels before 6.2 (no `bpf_rdonly_cast`) run: files read with probe reads.
     let probe_reads = TraceOptions {
         probe_reads_only: true,
@@ -304,7 +334,7 @@ pub fn run() -> anyhow::Result<()> {
     let (du, _) = overhead(
         "stat storm, files read with probe reads (as on kernels before 6.2)",
         &du_argv,
-        probe_reads,
+        Some(probe_reads),
     )?;
     rows.push(du);
     let ns_direct = program_ns_per_event(&du_argv, default)?;
@@ -347,22 +377,26 @@ pub fn run() -> anyhow::Result<()> {
         "The headline ratio is the median of the {RUNS} ratios of each traced run to the untraced \
          run just before it: this VM's speed drifts over seconds (the same untraced `du` takes \
          89-144 ms from one run to the next), and neighbouring runs share the drift. The ratio \
-         of the two medians is shown too.\n\n\
-         | workload | untraced (median) | traced (median) | wall ratio (median of pairs) | wall ratio (of medians) | CPU ratio (medians) | events | lost |\n|---|---|---|---|---|---|---|---|"
+         of the two medians is shown too, and the quartiles of the pairs' ratios. The A/A row \
+         runs the stat storm untraced on both sides of every pair: how far this machine's \
+         noise alone moves the ratio.\n\n\
+         | workload | untraced (median) | traced (median) | wall ratio (median of pairs) | pairs' quartiles | wall ratio (of medians) | CPU ratio (medians) | events | lost |\n|---|---|---|---|---|---|---|---|---|"
     );
     for r in &rows {
         let _ = writeln!(
             md,
-            "| {} | {:.1} ms | {:.1} ms | **{:.2}x** {} | {:.2}x | {:.2}x ({:.0} -> {:.0} ms) | {} | {} |",
+            "| {} | {:.1} ms | {:.1} ms | **{:.2}x** {} | {:.2}-{:.2}x | {:.2}x | {:.2}x ({:.0} -> {:.0} ms) | {} | {} |",
             r.name,
             r.untraced.as_secs_f64() * 1e3,
             r.traced.as_secs_f64() * 1e3,
             r.paired,
-            if r.paired <= 1.2 {
-                "(ok)"
-            } else {
-                "(over target)"
+            match (r.traced_side, r.paired <= 1.2) {
+                (false, _) => "(noise only)",
+                (true, true) => "(ok)",
+                (true, false) => "(over target)",
             },
+            r.quartiles.0,
+            r.quartiles.1,
             ratio(r),
             cpu_ratio(r),
             r.untraced_cpu.as_secs_f64() * 1e3,
