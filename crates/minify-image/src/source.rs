@@ -399,6 +399,26 @@ fn read_docker_archive(
     let manifest = read_json_member(c, "manifest.json", FMT)?;
     let items: Vec<DockerManifestItem> = serde_json::from_slice(&manifest)
         .map_err(|e| not_image(c, FMT, format!("manifest.json: {e}")))?;
+    if items.len() > 1 {
+        // skopeo asks which; reading the first would minify whichever `docker save` wrote
+        // first.
+        let names: Vec<String> = items
+            .iter()
+            .map(|i| match &i.repo_tags {
+                Some(t) if !t.is_empty() => t.join(", "),
+                _ => format!("untagged {}", i.config),
+            })
+            .collect();
+        return Err(not_image(
+            c,
+            FMT,
+            format!(
+                "it holds {} images ({}); minify reads an archive of one image: `docker save` that one alone",
+                items.len(),
+                names.join("; ")
+            ),
+        ));
+    }
     let Some(item) = items.into_iter().next() else {
         return Err(not_image(c, FMT, "manifest.json lists no image"));
     };

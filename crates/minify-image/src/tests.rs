@@ -166,6 +166,12 @@ fn oci_dir_with(
 /// A legacy `docker save` archive (layers as `<id>/layer.tar`, the second one a symlink to
 /// the first when they are identical, as docker writes it).
 fn docker_archive(path: &Path, tars: &[Vec<u8>]) {
+    docker_archive_tagged(path, tars, &[&["app:1.0"]]);
+}
+
+/// [`docker_archive`] listing the image once per entry of `tags` (what `docker save a b`
+/// writes for two images; here the same config under other names).
+fn docker_archive_tagged(path: &Path, tars: &[Vec<u8>], tags: &[&[&str]]) {
     let config = config_for(tars);
     let id = Digest::of_bytes(&config);
     let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
@@ -187,9 +193,11 @@ fn docker_archive(path: &Path, tars: &[Vec<u8>]) {
     let cname = format!("{}.json", id.hex());
     let mut h = header(tar::EntryType::Regular, 0o644, config.len() as u64);
     b.append_data(&mut h, &cname, config.as_slice()).unwrap();
-    let manifest =
-        serde_json::to_vec(&json!([{"Config": cname, "RepoTags": ["app:1.0"], "Layers": names}]))
-            .unwrap();
+    let items: Vec<_> = tags
+        .iter()
+        .map(|t| json!({"Config": cname, "RepoTags": t, "Layers": names}))
+        .collect();
+    let manifest = serde_json::to_vec(&items).unwrap();
     let mut h = header(tar::EntryType::Regular, 0o644, manifest.len() as u64);
     b.append_data(&mut h, "manifest.json", manifest.as_slice())
         .unwrap();
@@ -341,6 +349,27 @@ async fn reads_legacy_docker_archives_with_linked_layers() {
     assert_eq!(img.repo_tags(), ["app:1.0"]);
     assert_eq!(img.layers().len(), 3);
     check_base_view(&view);
+}
+
+#[tokio::test]
+async fn refuses_archives_of_several_images() {
+    // Reading the first image of `docker save a b` would minify whichever came first.
+    let tmp = tempfile::tempdir().unwrap();
+    let ar = tmp.path().join("two.tar");
+    docker_archive_tagged(
+        &ar,
+        &base_layers(),
+        &[&["app:1.0"], &["web:2", "web:latest"]],
+    );
+    let err = open(&format!("docker-archive:{}", ar.display()))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("holds 2 images (app:1.0; web:2, web:latest)"),
+        "{err}"
+    );
+    assert!(!err.contains('\n'), "{err}");
 }
 
 #[tokio::test]
