@@ -169,9 +169,9 @@ fn docker_archive(path: &Path, tars: &[Vec<u8>]) {
     docker_archive_tagged(path, tars, &[&["app:1.0"]]);
 }
 
-/// [`docker_archive`] listing the image once per entry of `tags` (what `docker save a b`
+/// [`docker_archive`] listing the image once per entry of `names_per_image` (what `docker save a b`
 /// writes for two images; here the same config under other names).
-fn docker_archive_tagged(path: &Path, tars: &[Vec<u8>], tags: &[&[&str]]) {
+fn docker_archive_tagged(path: &Path, tars: &[Vec<u8>], names_per_image: &[&[&str]]) {
     let config = config_for(tars);
     let id = Digest::of_bytes(&config);
     let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
@@ -193,7 +193,7 @@ fn docker_archive_tagged(path: &Path, tars: &[Vec<u8>], tags: &[&[&str]]) {
     let cname = format!("{}.json", id.hex());
     let mut h = header(tar::EntryType::Regular, 0o644, config.len() as u64);
     b.append_data(&mut h, &cname, config.as_slice()).unwrap();
-    let items: Vec<_> = tags
+    let items: Vec<_> = names_per_image
         .iter()
         .map(|t| json!({"Config": cname, "RepoTags": t, "Layers": names}))
         .collect();
