@@ -7,7 +7,7 @@
 //! by one written-down rule, [`nginx_allowlist`], so it follows fixture rebuilds.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Mutex;
 
 use minify_fixtures::{TestContext, docker_run_http_check, fixture, require_docker, require_root};
@@ -349,14 +349,7 @@ fn ctrl_c_during_build_leaves_no_temp_dir() {
         assert!(std::time::Instant::now() < deadline, "no temp dir appeared");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let killed = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let o = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(130), "{err}");
+    let err = crate::common::signal_and_wait(child, "INT", 130);
     assert_eq!(
         err.lines()
             .filter(|l| l.starts_with("minify: error:"))

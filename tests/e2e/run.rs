@@ -23,6 +23,16 @@ fn can_run() -> bool {
     require_root() && require_docker() && require_ebpf()
 }
 
+/// The lock these tests share, when this machine can run them (`None`: skip; the reason
+/// was printed).
+fn serial_if_run() -> Option<std::sync::MutexGuard<'static, ()>> {
+    can_run().then(|| {
+        SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    })
+}
+
 fn image_id(reference: &str) -> String {
     minify_fixtures::docker(["image", "inspect", "--format", "{{.Id}}", reference])
         .unwrap_or_else(|e| panic!("inspect {reference}: {e:#}"))
@@ -203,12 +213,9 @@ fn assert_nothing_left(stderr: &str) {
 
 #[test]
 fn hanging_probe_times_out_and_cleans_up() {
-    if !can_run() {
+    let Some(_serial) = serial_if_run() else {
         return;
-    }
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    };
     let image = fixture("nginx").unwrap();
     let ctx = TestContext::new().unwrap();
     let out = ctx.unique_image_ref("hang");
@@ -243,12 +250,9 @@ fn hanging_probe_times_out_and_cleans_up() {
 
 #[test]
 fn failing_probe_on_original_stops_the_run() {
-    if !can_run() {
+    let Some(_serial) = serial_if_run() else {
         return;
-    }
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    };
     let image = fixture("python-http").unwrap();
     let ctx = TestContext::new().unwrap();
     let out = ctx.unique_image_ref("failing");
@@ -310,12 +314,9 @@ fn bad_arguments_are_usage_errors() {
 fn probe_that_fails_only_on_the_minified_image_exits_1() {
     // A host-side probe reads a file through the daemon (`docker cp`): that read is not the
     // workload's, is not traced, so the file is not kept and the probe fails on the new image.
-    if !can_run() {
+    let Some(_serial) = serial_if_run() else {
         return;
-    }
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    };
     let image = fixture("python-http").unwrap();
     let ctx = TestContext::new().unwrap();
     let out = ctx.unique_image_ref("verify-fail");
@@ -369,12 +370,9 @@ fn labelled_containers() -> Vec<String> {
 
 #[test]
 fn ctrl_c_leaves_nothing_behind() {
-    if !can_run() {
+    let Some(_serial) = serial_if_run() else {
         return;
-    }
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    };
     let image = fixture("nginx").unwrap();
     let ctx = TestContext::new().unwrap();
     let out = ctx.unique_image_ref("ctrl-c");
@@ -407,14 +405,7 @@ fn ctrl_c_leaves_nothing_behind() {
     assert!(parent.starts_with("minify-"), "{parent}");
     // Let the probe start, then interrupt as a terminal would.
     std::thread::sleep(std::time::Duration::from_secs(2));
-    let killed = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let o = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(130), "{stderr}");
+    let stderr = crate::common::signal_and_wait(child, "INT", 130);
     assert!(stderr.contains("interrupted"), "{stderr}");
     assert!(
         !labelled_containers().contains(&container),
@@ -434,12 +425,9 @@ fn ctrl_c_leaves_nothing_behind() {
 
 #[test]
 fn no_probe_traces_until_the_entrypoint_exits() {
-    if !can_run() {
+    let Some(_serial) = serial_if_run() else {
         return;
-    }
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    };
     let image = fixture("base").unwrap();
     let ctx = TestContext::new().unwrap();
     let out = ctx.unique_image_ref("no-probe");
@@ -636,12 +624,9 @@ fn oci_archive_config_digest(archive: &Path, scratch: &Path) -> String {
 
 #[test]
 fn file_output_is_verified_on_a_temporary_copy() {
-    if !can_run() {
+    let Some(_serial) = serial_if_run() else {
         return;
-    }
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    };
     let image = fixture("nginx").unwrap();
     let ctx = TestContext::new().unwrap();
     let archive = ctx.temp_dir().join("nginx-min.oci.tar");
@@ -698,12 +683,9 @@ fn file_output_is_verified_on_a_temporary_copy() {
 fn file_output_failing_verification_is_not_written() {
     // As in probe_that_fails_only_on_the_minified_image_exits_1: a host-side read of a file
     // the workload never touches passes on the original only.
-    if !can_run() {
+    let Some(_serial) = serial_if_run() else {
         return;
-    }
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    };
     let image = fixture("nginx").unwrap();
     let ctx = TestContext::new().unwrap();
     let archive = ctx.temp_dir().join("never.tar");
@@ -912,6 +894,16 @@ fn source_copy(stderr: &str) -> (String, String) {
     temporary_copy(stderr, "from a temporary copy in the Docker daemon, ")
 }
 
+/// No temporary image and no container of the (ended) minify process `pid` is left.
+fn assert_left_nothing(pid: u32) {
+    assert!(
+        verify_images_of(pid).is_empty(),
+        "{:?}",
+        verify_images_of(pid)
+    );
+    assert!(containers_of(pid).is_empty(), "{:?}", containers_of(pid));
+}
+
 /// Containers of the minify process `pid` (by the owner label), running or not.
 fn containers_of(pid: u32) -> Vec<String> {
     minify_fixtures::docker([
@@ -942,12 +934,9 @@ fn repo_tags(image: &str) -> String {
 
 #[test]
 fn docker_archive_source_runs_from_a_temporary_copy() {
-    if !can_run() {
+    let Some(_serial) = serial_if_run() else {
         return;
-    }
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    };
     let image = fixture("nginx").unwrap();
     let ctx = TestContext::new().unwrap();
     let saved = ctx.temp_dir().join("nginx.tar");
@@ -985,12 +974,7 @@ fn docker_archive_source_runs_from_a_temporary_copy() {
         !minify_fixtures::image_exists(&saved_id),
         "{saved_id} left behind"
     );
-    assert!(
-        verify_images_of(pid).is_empty(),
-        "{:?}",
-        verify_images_of(pid)
-    );
-    assert!(containers_of(pid).is_empty(), "{:?}", containers_of(pid));
+    assert_left_nothing(pid);
     assert_eq!(repo_tags(&image), tags_before);
     assert_eq!(sha256_file(&saved), saved_sum, "the source file changed");
 
@@ -1016,12 +1000,9 @@ fn docker_archive_source_runs_from_a_temporary_copy() {
 fn oci_archive_source_not_in_the_daemon() {
     // An image only the file has: loading it is a real load, and removing the copy removes
     // the image. No --tag: the output is named after the archive's ref name.
-    if !can_run() {
+    let Some(_serial) = serial_if_run() else {
         return;
-    }
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    };
     let image = fixture("static").unwrap();
     let ctx = TestContext::new().unwrap();
     let saved = ctx.temp_dir().join("static.tar");
@@ -1061,12 +1042,7 @@ fn oci_archive_source_not_in_the_daemon() {
         !minify_fixtures::image_exists(&id),
         "the loaded image {id} left behind"
     );
-    assert!(
-        verify_images_of(pid).is_empty(),
-        "{:?}",
-        verify_images_of(pid)
-    );
-    assert!(containers_of(pid).is_empty(), "{:?}", containers_of(pid));
+    assert_left_nothing(pid);
     assert_eq!(sha256_file(&archive), sum, "the source file changed");
     let answer = minify_fixtures::docker_run_http_check(&expected_out, 8080).unwrap();
     assert_eq!(answer.status, 200);
@@ -1077,12 +1053,9 @@ fn file_source_already_in_the_daemon_runs_as_it_is() {
     // The daemon already holds the file's image, untagged (a build moved its tag away).
     // The run uses that image by id, and it is still there afterwards: a temporary tag on
     // it, once removed, would have deleted it.
-    if !can_run() {
+    let Some(_serial) = serial_if_run() else {
         return;
-    }
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    };
     let image = fixture("static").unwrap();
     let ctx = TestContext::new().unwrap();
     let tag = ctx.unique_image_ref("minify-test/moved");
@@ -1114,12 +1087,7 @@ fn file_source_already_in_the_daemon_runs_as_it_is() {
     );
     assert_eq!(repo_tags(&first), "[]");
     assert_eq!(image_id(&tag), second, "the tag moved");
-    assert!(
-        verify_images_of(pid).is_empty(),
-        "{:?}",
-        verify_images_of(pid)
-    );
-    assert!(containers_of(pid).is_empty(), "{:?}", containers_of(pid));
+    assert_left_nothing(pid);
     let answer = minify_fixtures::docker_run_http_check(&out, 8080).unwrap();
     assert_eq!(answer.status, 200);
 }
@@ -1203,12 +1171,9 @@ fn bad_file_sources_are_one_line_exit_2() {
 
 #[test]
 fn file_source_copy_goes_on_sigterm_and_after_sigkill_with_gc() {
-    if !can_run() {
+    let Some(_serial) = serial_if_run() else {
         return;
-    }
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    };
     let image = fixture("static").unwrap();
     let ctx = TestContext::new().unwrap();
     let saved = ctx.temp_dir().join("static.tar");
@@ -1238,21 +1203,9 @@ fn file_source_copy_goes_on_sigterm_and_after_sigkill_with_gc() {
     };
 
     let (child, pid, out) = start("sleep 3931");
-    let sent = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let o = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(143), "{stderr}");
+    let stderr = crate::common::signal_and_wait(child, "TERM", 143);
     assert!(stderr.contains("terminated (SIGTERM)"), "{stderr}");
-    assert!(
-        verify_images_of(pid).is_empty(),
-        "{:?}",
-        verify_images_of(pid)
-    );
-    assert!(containers_of(pid).is_empty(), "{:?}", containers_of(pid));
+    assert_left_nothing(pid);
     assert!(!minify_fixtures::image_exists(&out));
     let sleeps = Command::new("pgrep")
         .args(["-f", "^sleep 3931$"])
@@ -1268,10 +1221,5 @@ fn file_source_copy_goes_on_sigterm_and_after_sigkill_with_gc() {
     assert_eq!(verify_images_of(pid).len(), 1);
     let o = run(minify().arg("gc"));
     assert_eq!(o.status.code(), Some(0));
-    assert!(
-        verify_images_of(pid).is_empty(),
-        "{:?}",
-        verify_images_of(pid)
-    );
-    assert!(containers_of(pid).is_empty(), "{:?}", containers_of(pid));
+    assert_left_nothing(pid);
 }

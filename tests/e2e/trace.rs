@@ -21,6 +21,16 @@ fn can_trace() -> bool {
     require_root() && require_ebpf()
 }
 
+/// The lock these tests share, when this machine can run them (`None`: skip; the reason
+/// was printed).
+fn serial_if_trace() -> Option<std::sync::MutexGuard<'static, ()>> {
+    can_trace().then(|| {
+        SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    })
+}
+
 /// A Debian rootfs with python3: the `python-http` fixture image exported once per image id
 /// into /var/tmp (reused across runs; a different image id gets a fresh directory).
 fn python_rootfs() -> PathBuf {
@@ -360,12 +370,9 @@ fn shell_script_exec_create_rename_delete() {
 
 #[test]
 fn unrelated_process_is_absent() {
-    if !can_trace() {
+    let Some(_serial) = serial_if_trace() else {
         return;
-    }
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    };
     let marker = format!("/tmp/minify-unrelated-{}", std::process::id());
     let mine = format!("/tmp/minify-mine-{}", std::process::id());
     // A host process hammering its own marker path during the whole trace.
@@ -456,12 +463,9 @@ fn docker_container_traced_through_cgroup_parent() {
 
 #[test]
 fn loss_is_counted_and_reported() {
-    if !can_trace() {
+    let Some(_serial) = serial_if_trace() else {
         return;
-    }
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    };
     // One page of ring buffer and a burst of 20k stats: the ring overflows.
     let out = run(minify().args([
         "trace",
@@ -575,12 +579,9 @@ fn doctor_reports_what_this_kernel_allows() {
 /// prints them as they happen.
 #[test]
 fn live_stream_matches_the_trace_and_follow_prints_it() {
-    if !can_trace() {
+    let Some(_serial) = serial_if_trace() else {
         return;
-    }
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    };
     let cgroup = minify_trace::TraceCgroup::create().unwrap();
     let options = minify_trace::TraceOptions {
         live: true,
@@ -663,12 +664,9 @@ fn live_stream_matches_the_trace_and_follow_prints_it() {
 /// what ignores it after a grace period, and removes its cgroup: nothing keeps running.
 #[test]
 fn sigterm_stops_the_command_and_removes_the_cgroup() {
-    if !can_trace() {
+    let Some(_serial) = serial_if_trace() else {
         return;
-    }
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    };
     // The command ignores SIGTERM (and its sleep inherits that), so only the kill after the
     // grace period can end it.
     let child = minify()
@@ -714,14 +712,7 @@ fn sigterm_stops_the_command_and_removes_the_cgroup() {
         .collect();
     assert!(!dirs.is_empty(), "cgroup {rel} not found");
 
-    let sent = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let o = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(143), "{stderr}");
+    let stderr = crate::common::signal_and_wait(child, "TERM", 143);
     let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(errors[0].contains("terminated (SIGTERM)"), "{stderr}");

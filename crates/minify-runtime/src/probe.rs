@@ -307,8 +307,8 @@ impl HostGroup {
         })
     }
 
-    /// The command that runs `cmd` as a member of this group: `sh -c CMD`, entering the
-    /// cgroup first when there is one. Still to be put in the process group by the caller.
+    /// The command that runs `cmd` as a member of this group: `sh -c CMD` in the process
+    /// group, entering the cgroup first when there is one; killed if dropped.
     fn command(&self, cmd: &str) -> tokio::process::Command {
         let mut c = tokio::process::Command::new("sh");
         match &self.cgroup {
@@ -317,6 +317,7 @@ impl HostGroup {
                 .arg(dir.join("cgroup.procs")),
             None => c.args(["-c", cmd]),
         };
+        c.process_group(self.pgid.as_raw()).kill_on_drop(true);
         c
     }
 
@@ -387,8 +388,6 @@ async fn run_host_cmd(
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .process_group(group.pgid.as_raw())
-        .kill_on_drop(true)
         .spawn()
     {
         Ok(ch) => ch,
@@ -895,6 +894,17 @@ mod tests {
         );
     }
 
+    /// What the kernel does when minify dies: the lifeline's write end closes, nothing else.
+    /// The probe's `sh`, `child`, must then die by the watchdog's SIGKILL.
+    async fn cut_lifeline(group: &mut HostGroup, child: &mut tokio::process::Child) {
+        group.lifeline = None;
+        let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .expect("the probe's sh outlived its lifeline")
+            .unwrap();
+        assert_eq!(signal_of(status), 9);
+    }
+
     #[tokio::test]
     async fn the_watchdog_kills_the_group_when_its_lifeline_closes() {
         let tmp = crate::gc::tests::TempDir::new("probe-watchdog");
@@ -905,18 +915,10 @@ mod tests {
                 "sleep 4143 & echo $! > {}; sleep 4147; true",
                 file.display()
             ))
-            .process_group(group.pgid.as_raw())
-            .kill_on_drop(true)
             .spawn()
             .unwrap();
         let grandchild = pid_in(&file).await;
-        // What the kernel does when minify dies: the write end closes. Nothing else is done.
-        group.lifeline = None;
-        let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-            .await
-            .expect("the probe's sh outlived its lifeline")
-            .unwrap();
-        assert_eq!(signal_of(status), 9);
+        cut_lifeline(&mut group, &mut child).await;
         assert!(
             dies(grandchild),
             "the probe's grandchild {grandchild} survived"
@@ -979,8 +981,6 @@ mod tests {
                 "setsid sh -c 'echo $$ > {}; exec sleep 4153' & sleep 4157; true",
                 file.display()
             ))
-            .process_group(group.pgid.as_raw())
-            .kill_on_drop(true)
             .spawn()
             .unwrap();
         let escaped = pid_in(&file).await;
@@ -990,13 +990,7 @@ mod tests {
             "{escaped} not in {}: {procs}",
             dir.display()
         );
-        // What the kernel does when minify dies: the write end closes. Nothing else is done.
-        group.lifeline = None;
-        let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-            .await
-            .expect("the probe's sh outlived its lifeline")
-            .unwrap();
-        assert_eq!(signal_of(status), 9);
+        cut_lifeline(&mut group, &mut child).await;
         assert!(dies(escaped), "the setsid'd sleep {escaped} survived");
         // The watchdog removed the cgroup before it killed itself.
         let watchdog = group.watchdog.wait().await.unwrap();
