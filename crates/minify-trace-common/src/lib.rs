@@ -47,9 +47,9 @@ pub const EV_PROC_EXIT: u32 = 5;
 pub const EV_SYSCALL: u32 = 6;
 
 /// Set in a syscall's `flags` when the opened file was created by this open (`FMODE_CREATED`).
-pub const EXIT_FLAG_CREATED: u64 = 1;
+pub const EXIT_FLAG_CREATED: u32 = 1;
 /// Set in an event's `flags` when the payload ran out of room (a path is incomplete).
-pub const FLAG_TRUNCATED: u64 = 1 << 63;
+pub const FLAG_TRUNCATED: u32 = 1 << 31;
 
 /// Piece: the first path argument, as the caller passed it.
 pub const TAG_USER_PATH: u8 = b'p';
@@ -82,6 +82,11 @@ pub const TAG_DIR_REF: u8 = b'R';
 /// Followed by 8 bytes (id): the components after this piece, up to the walk's end, are the
 /// path of a directory that later events may refer to with [`TAG_DIR_REF`].
 pub const TAG_DIR_DEF: u8 = b'D';
+/// Piece: the task's `comm`, 16 bytes, NUL-padded (first in scheduler events only; syscall
+/// events take their process's).
+pub const TAG_COMM: u8 = b'n';
+/// Bytes of `comm` after [`TAG_COMM`].
+pub const COMM_LEN: usize = 16;
 
 /// Syscall families ([`EventHeader::op`], [`SysCfg::op`]). The loader maps each traced
 /// syscall to one of these; the eBPF side only needs to know which ones open files.
@@ -121,22 +126,23 @@ pub const SYS_NR_SLOTS: u32 = 1024;
 /// Fixed part of every ring-buffer record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+///
+/// 32 bytes, written by every event: what a syscall event needs and nothing more (the
+/// task's `comm` goes in the payload of scheduler events, [`TAG_COMM`]; every byte here is
+/// copied into the ring buffer and read again on each of the stat storm's events).
 pub struct EventHeader {
     /// `EV_*`.
-    pub kind: u32,
+    pub kind: u16,
     /// `op::*` for syscall events, 0 otherwise.
-    pub op: u32,
+    pub op: u16,
+    /// `EXIT_FLAG_*`, `FLAG_TRUNCATED`.
+    pub flags: u32,
     /// Thread-group id (what userspace calls the pid), host pid namespace.
     pub pid: u32,
     /// Thread id, host pid namespace.
     pub tid: u32,
     /// Exit: syscall result. Fork: child pid. Process exit: exit code.
     pub ret: i64,
-    /// `EXIT_FLAG_*`, `FLAG_TRUNCATED`; for entries of 2-path syscalls nothing else.
-    pub flags: u64,
-    /// `comm` of the current task, NUL-padded; scheduler events only (zeros in syscall
-    /// events: the reader keeps it per process).
-    pub comm: [u8; 16],
     /// Bytes of payload following this header.
     pub payload_len: u32,
     /// The task's `self_exec_id` (how many execs it has done, inherited over fork) when the
@@ -323,7 +329,7 @@ mod tests {
 
     #[test]
     fn no_hidden_padding() {
-        assert_eq!(HEADER_LEN, 4 * 4 + 8 + 8 + 16 + 4 + 4);
+        assert_eq!(HEADER_LEN, 2 + 2 + 4 + 4 + 4 + 8 + 4 + 4);
         assert_eq!(core::mem::size_of::<SysCfg>(), 8 * 4);
         assert_eq!(core::mem::size_of::<KernelConfig>(), 8 + 46 * 4);
         assert_eq!(core::mem::size_of::<Batch>(), 16 + 64 + BATCH_BUF);

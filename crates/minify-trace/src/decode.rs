@@ -9,10 +9,10 @@ use std::collections::{BTreeMap, HashMap};
 use minify_model::trace::Special;
 use minify_model::{AccessKind, ImagePath, Trace, TraceEvent};
 use minify_trace_common::{
-    EV_EXEC, EV_FORK, EV_PROC_EXIT, EV_SYSCALL, EXIT_FLAG_CREATED, EventHeader, HEADER_LEN,
-    TAG_ARGV0, TAG_COMPONENT, TAG_DIR_DEF, TAG_DIR_REF, TAG_END_ERROR, TAG_END_ROOT,
-    TAG_END_TRUNCATED, TAG_END_UNREACHABLE, TAG_USER_PATH, TAG_USER_PATH2, TAG_WALK_BASE,
-    TAG_WALK_BASE2, TAG_WALK_EXE, TAG_WALK_FD, op,
+    COMM_LEN, EV_EXEC, EV_FORK, EV_PROC_EXIT, EV_SYSCALL, EXIT_FLAG_CREATED, EventHeader,
+    HEADER_LEN, TAG_ARGV0, TAG_COMM, TAG_COMPONENT, TAG_DIR_DEF, TAG_DIR_REF, TAG_END_ERROR,
+    TAG_END_ROOT, TAG_END_TRUNCATED, TAG_END_UNREACHABLE, TAG_USER_PATH, TAG_USER_PATH2,
+    TAG_WALK_BASE, TAG_WALK_BASE2, TAG_WALK_EXE, TAG_WALK_FD, op,
 };
 
 use crate::{ProcessInfo, Recording};
@@ -55,6 +55,8 @@ struct Pieces {
     fd: Option<Walk>,
     exe: Option<Walk>,
     argv0: Option<String>,
+    /// `TAG_COMM` (scheduler events).
+    comm: Option<String>,
 }
 
 fn parse_pieces(mut p: &[u8]) -> Pieces {
@@ -78,6 +80,14 @@ fn parse_pieces(mut p: &[u8]) -> Pieces {
             TAG_USER_PATH => out.user = Some(take_str(&mut p)),
             TAG_USER_PATH2 => out.user2 = Some(take_str(&mut p)),
             TAG_ARGV0 => out.argv0 = Some(take_str(&mut p)),
+            TAG_COMM => {
+                let Some((name, rest)) = p.split_first_chunk::<COMM_LEN>() else {
+                    break;
+                };
+                p = rest;
+                let n = name.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+                out.comm = Some(String::from_utf8_lossy(&name[..n]).into_owned());
+            }
             TAG_COMPONENT => {
                 let s = take_str(&mut p);
                 if let Some(w) = cur.as_deref_mut() {
@@ -194,11 +204,6 @@ fn is_clean(p: &str) -> bool {
             .all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
-fn comm_of(h: &EventHeader) -> String {
-    let n = h.comm.iter().position(|&b| b == 0).unwrap_or(h.comm.len());
-    String::from_utf8_lossy(&h.comm[..n]).into_owned()
-}
-
 impl Decoder {
     /// The absolute path a walk describes (when it reached the task's root, directly or
     /// through a directory sent before), remembering the directory it defines.
@@ -288,14 +293,14 @@ impl Decoder {
         let end = (HEADER_LEN + h.payload_len as usize).min(rec.len());
         let pieces = parse_pieces(&rec[HEADER_LEN..end]);
         // Only scheduler events carry `comm`; syscalls take their process's.
-        let comm = comm_of(&h);
+        let comm = pieces.comm.clone().unwrap_or_default();
         self.see_process(h.pid, &comm);
         let comm = if comm.is_empty() {
             self.comm(h.pid)
         } else {
             comm
         };
-        match h.kind {
+        match u32::from(h.kind) {
             EV_SYSCALL => self.syscall(&h, &pieces, &comm),
             EV_EXEC => self.exec(&h, &pieces, &comm),
             EV_FORK => {
@@ -363,9 +368,9 @@ impl Decoder {
 
     /// A whole syscall in one record (sent at its exit).
     fn syscall(&mut self, h: &EventHeader, pc: &Pieces, comm: &str) {
-        let p = self.requested(h.op, pc);
+        let p = self.requested(u32::from(h.op), pc);
         // For opens the fd walk is the opened file; for getdents, the listed directory.
-        let opened = if h.op == op::OPEN {
+        let opened = if u32::from(h.op) == op::OPEN {
             p.fd_path.clone()
         } else {
             None
@@ -410,7 +415,7 @@ impl Decoder {
         comm: &str,
         p: &Pending,
         ret: i64,
-        flags: u64,
+        flags: u32,
         opened: Option<String>,
     ) {
         let exists = p.op == op::CREATE && ret == -i64::from(libc::EEXIST);
@@ -558,15 +563,23 @@ pub(crate) fn kinds_of_op(o: u32) -> &'static [AccessKind] {
 mod tests {
     use super::*;
 
-    fn record(kind: u32, o: u32, tid: u32, ret: i64, flags: u64, payload: &[u8]) -> Vec<u8> {
+    /// A record as the programs write it; scheduler events get the comm `test` first in
+    /// their payload.
+    fn record(kind: u32, o: u32, tid: u32, ret: i64, flags: u32, payload: &[u8]) -> Vec<u8> {
+        let mut full = Vec::new();
+        if kind != EV_SYSCALL {
+            full.push(TAG_COMM);
+            full.extend_from_slice(b"test\0\0\0\0\0\0\0\0\0\0\0\0");
+        }
+        full.extend_from_slice(payload);
+        let payload = full.as_slice();
         let h = EventHeader {
-            kind,
-            op: o,
+            kind: kind as u16,
+            op: o as u16,
+            flags,
             pid: tid,
             tid,
             ret,
-            flags,
-            comm: *b"test\0\0\0\0\0\0\0\0\0\0\0\0",
             payload_len: payload.len() as u32,
             exec_id: 1,
         };
@@ -588,13 +601,11 @@ mod tests {
     }
 
     /// One whole-syscall record: the requested paths and then what the exit adds.
-    fn sys(o: u32, tid: u32, ret: i64, flags: u64, requested: &[u8], exit: &[u8]) -> Vec<u8> {
+    fn sys(o: u32, tid: u32, ret: i64, flags: u32, requested: &[u8], exit: &[u8]) -> Vec<u8> {
         let mut payload = requested.to_vec();
         payload.extend_from_slice(exit);
-        let mut rec = record(EV_SYSCALL, o, tid, ret, flags, &payload);
         // Syscall records carry no comm; the process's comes from scheduler events.
-        rec[32..48].fill(0);
-        rec
+        record(EV_SYSCALL, o, tid, ret, flags, &payload)
     }
 
     fn walk(tag: u8, leaf_first: &[&str], end: u8) -> Vec<u8> {
@@ -1017,7 +1028,8 @@ mod tests {
     }
 
     fn with_exec_id(mut rec: Vec<u8>, exec_id: u32) -> Vec<u8> {
-        rec[52..56].copy_from_slice(&exec_id.to_le_bytes());
+        let at = std::mem::offset_of!(EventHeader, exec_id);
+        rec[at..at + 4].copy_from_slice(&exec_id.to_le_bytes());
         rec
     }
 

@@ -34,10 +34,11 @@ use aya_ebpf::{
     },
 };
 use minify_trace_common::{
-    BATCH_BUF, BATCH_LIMIT, Batch, EV_EXEC, EV_FORK, EV_PROC_EXIT, EV_SYSCALL, EXIT_FLAG_CREATED,
+    BATCH_BUF, BATCH_LIMIT, Batch, COMM_LEN, EV_EXEC, EV_FORK, EV_PROC_EXIT, EV_SYSCALL,
+    EXIT_FLAG_CREATED,
     EventHeader, FLAG_TRUNCATED, FRAME_HEADER, HEADER_LEN, KFUNC_RDONLY_CAST, KernelConfig,
     NAME_MAX, PAYLOAD_CAP, SYS_NR_SLOTS, SysCfg, TAG_ARGV0, TAG_COMPONENT, TAG_DIR_DEF,
-    TAG_DIR_REF, TAG_END_ERROR, TAG_END_ROOT, TAG_END_TRUNCATED, TAG_END_UNREACHABLE,
+    TAG_COMM, TAG_DIR_REF, TAG_END_ERROR, TAG_END_ROOT, TAG_END_TRUNCATED, TAG_END_UNREACHABLE,
     TAG_USER_PATH, TAG_USER_PATH2, TAG_WALK_BASE, TAG_WALK_BASE2, TAG_WALK_EXE, TAG_WALK_FD,
     USER_PATH_MAX, WALK_MAX_STEPS, frame_len, op,
 };
@@ -385,10 +386,10 @@ fn task_btf() -> u64 {
 /// Start an event in this CPU's batch, after the frames already there; the batch is sent
 /// first when it holds another task's events or is full (see [`emit`]). Thread and process
 /// ids come from the task with direct loads (not `bpf_get_current_pid_tgid`: every helper
-/// call counts on the hot path); `comm` only for scheduler events (`with_comm`), userspace
-/// keeps it per process.
+/// call counts on the hot path). `comm` is not in the header: scheduler events put it first
+/// in their payload ([`put_comm`]), userspace keeps it per process.
 #[inline(always)]
-fn begin(task: u64, kind: u32, op: u32, with_comm: bool) -> Option<Ev> {
+fn begin(task: u64, kind: u32, op: u32) -> Option<Ev> {
     let b = BATCH.get_ptr_mut(0)?;
     let c = CUR.get_ptr_mut(0)?;
     let tid: u32 = bload(task, cf!(task_pid));
@@ -408,20 +409,12 @@ fn begin(task: u64, kind: u32, op: u32, with_comm: bool) -> Option<Ev> {
         (*c).n_pending = 0;
         let e = Ev { b, c, at };
         let h = e.hdr();
-        ptr::write_volatile(&raw mut (*h).kind, kind);
-        ptr::write_volatile(&raw mut (*h).op, op);
+        ptr::write_volatile(&raw mut (*h).kind, kind as u16);
+        ptr::write_volatile(&raw mut (*h).op, op as u16);
+        ptr::write_volatile(&raw mut (*h).flags, 0);
         ptr::write_volatile(&raw mut (*h).pid, bload(task, cf!(task_tgid)));
         ptr::write_volatile(&raw mut (*h).tid, tid);
         ptr::write_volatile(&raw mut (*h).ret, 0);
-        ptr::write_volatile(&raw mut (*h).flags, 0);
-        let comm = (&raw mut (*h).comm).cast::<[u64; 2]>();
-        if with_comm {
-            let name = bpf_get_current_comm().unwrap_or([0; 16]);
-            ptr::write_volatile(comm, core::mem::transmute::<[u8; 16], [u64; 2]>(name));
-        } else {
-            ptr::write_volatile(&raw mut (*comm)[0], 0);
-            ptr::write_volatile(&raw mut (*comm)[1], 0);
-        }
         ptr::write_volatile(&raw mut (*h).payload_len, 0);
         ptr::write_volatile(&raw mut (*h).exec_id, bload(task, cf!(task_self_exec_id)));
         Some(e)
@@ -541,6 +534,17 @@ fn put_tag(e: Ev, off: usize, tag: u8) -> usize {
     // SAFETY: a masked payload byte of this CPU's event.
     unsafe { *e.pay(off) = tag };
     off + 1
+}
+
+/// Append the current task's `comm` ([`TAG_COMM`] and 16 bytes; first in a scheduler
+/// event's payload, so always in room).
+#[inline(always)]
+fn put_comm(e: Ev, off: usize) -> usize {
+    let off = put_tag(e, off, TAG_COMM);
+    let name = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+    // SAFETY: a masked payload offset of this CPU's event, with room after it.
+    unsafe { ptr::write_unaligned(e.pay(off).cast::<[u8; COMM_LEN]>(), name) };
+    off + COMM_LEN
 }
 
 /// Append a tagged NUL-terminated string from user memory.
@@ -1025,7 +1029,7 @@ fn try_exit(ctx: &BtfTracePointContext, task: u64) -> Option<()> {
             unsafe { *g += 1 };
         }
     }
-    let e = begin(task, EV_SYSCALL, sc.op, false)?;
+    let e = begin(task, EV_SYSCALL, sc.op)?;
     e.set_ret(ret);
     if sc.op == op::CHDIR && ret == 0 {
         // The requested path as given, and where it led (the new cwd, after symlinks).
@@ -1069,14 +1073,15 @@ pub fn sched_exec(ctx: BtfTracePointContext) -> i32 {
 
 #[inline(always)]
 fn try_exec(ctx: &BtfTracePointContext, task: u64) -> Option<()> {
-    let e = begin(task, EV_EXEC, 0, true)?;
+    let e = begin(task, EV_EXEC, 0)?;
     let old_pid = tp_arg(ctx, 1) as i32;
     let bprm = tp_arg(ctx, 2);
     e.set_ret(i64::from(old_pid));
     let mm: u64 = bload(task, cf!(task_mm));
     let exe_file: u64 = bload(mm, cf!(mm_exe_file));
     let exe = bload_path(exe_file, cf!(file_f_path));
-    let mut off = put_walk(task, e, 0, TAG_WALK_EXE, exe, 1);
+    let mut off = put_comm(e, 0);
+    off = put_walk(task, e, off, TAG_WALK_EXE, exe, 1);
     let arg_start: u64 = bload(mm, cf!(mm_arg_start));
     off = put_user_str(e, off, TAG_ARGV0, arg_start);
     let filename: u64 = bload(bprm, cf!(bprm_filename));
@@ -1095,10 +1100,10 @@ fn try_exec(ctx: &BtfTracePointContext, task: u64) -> Option<()> {
 pub fn sched_fork(ctx: TracePointContext) -> u32 {
     let task = task_btf();
     if in_scope(task) {
-        if let Some(e) = begin(task, EV_FORK, 0, true) {
+        if let Some(e) = begin(task, EV_FORK, 0) {
             let child = rec::<i32>(&ctx, cf!(fork_child_pid_off)).unwrap_or(0);
             e.set_ret(i64::from(child));
-            emit(e, 0, op::SCHED, true);
+            emit(e, put_comm(e, 0), op::SCHED, true);
         }
     }
     0
@@ -1109,10 +1114,10 @@ pub fn sched_fork(ctx: TracePointContext) -> u32 {
 pub fn sched_exit(_ctx: TracePointContext) -> u32 {
     let task = task_btf();
     if in_scope(task) {
-        if let Some(e) = begin(task, EV_PROC_EXIT, 0, true) {
+        if let Some(e) = begin(task, EV_PROC_EXIT, 0) {
             let code: i32 = bload(task, cf!(task_exit_code));
             e.set_ret(i64::from(code));
-            emit(e, 0, op::SCHED, true);
+            emit(e, put_comm(e, 0), op::SCHED, true);
         }
     }
     0
