@@ -66,9 +66,10 @@
 //!   resolved): the cwd it was relative to is gone by the exit.
 //! - While attached, every syscall on the host runs the exit program up to the cgroup check
 //!   (that alone slows a syscall-bound workload outside the cgroup by a few percent); a
-//!   traced stat costs about 0.3 us in the program, a third of it the user-string read
-//!   (`cargo xtask bench trace` measures it with BPF run-time statistics, and the wall-time
-//!   ratios; bench/results/trace.md).
+//!   traced stat costs about 0.25-0.3 us in the program, about half of it the user-string
+//!   read (`cargo xtask bench trace` measures it with BPF run-time statistics, and the
+//!   wall-time ratios, bench/results/trace.md; docs/STATUS.md has the A/B runs that split
+//!   it up).
 //! - Detaching takes ~0.15 s (5 links, an RCU grace period each, overlapped);
 //!   [`Tracer::finish`] does it in the background once the traced cgroup is empty.
 

@@ -449,16 +449,17 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
             .context("packing the minified image")?;
     timer.lap("pack");
     report.output_id = packed.id().to_string();
-    // A file output to verify is written after verification (on a daemon copy): a failed run
-    // must not leave it at the requested path. Everything else is written now.
-    let verify_already = if plan.verify && output.is_file() {
+    // A file output to verify is verified in the daemon, on the identical image it already
+    // holds or else on a temporary copy, and written only afterwards: a failed run must not
+    // leave it at the requested path. Everything else is written now.
+    let write_after_verify = plan.verify && output.is_file();
+    let verify_already = if write_after_verify {
         already_in_daemon(&runtime, &packed.id().to_string()).await
     } else {
         None
     };
     let verify_copy =
-        (plan.verify && output.is_file() && verify_already.is_none()).then(|| runtime.temp_image());
-    let write_after_verify = verify_copy.is_some();
+        (write_after_verify && verify_already.is_none()).then(|| runtime.temp_image());
     if !write_after_verify {
         write_output(&output, plan.force, &packed, &mut report, progress).await?;
         timer.lap("write");
