@@ -211,6 +211,54 @@ fn nginx_from_every_transport_is_packed_loaded_and_serves() {
     ])
     .unwrap();
     assert!(loaded.contains(&ids[0]), "docker load said {loaded:?}");
+    // A named docker-archive output loads under that name.
+    let named = ctx.unique_image_ref("nginx-min-named");
+    let named_tar = tmp.join("min-named.tar").display().to_string();
+    let named_out = format!("docker-archive:{named_tar}:{named}");
+    assert_eq!(build(&nginx, &al_path, &named_out), ids[0]);
+    minify_fixtures::docker(["load", "-q", "-i", &named_tar]).unwrap();
+    let tagged =
+        minify_fixtures::docker(["image", "inspect", "--format", "{{.Id}}", &named]).unwrap();
+    assert_eq!(tagged.trim(), ids[0], "{named} after docker load");
+
+    // `docker save` of two images: read the one named, or the one at a position; without
+    // either, refused with both names.
+    let statik = fixture("static").expect("static fixture");
+    let both = tmp.join("both.tar").display().to_string();
+    minify_fixtures::docker(["save", "-o", &both, &nginx, &statik]).unwrap();
+    let from_both = ctx.unique_image_ref("nginx-min-both");
+    assert_eq!(
+        build(
+            &format!("docker-archive:{both}:{nginx}"),
+            &al_path,
+            &from_both
+        ),
+        ids[0]
+    );
+    let never = ctx.unique_image_ref("never");
+    let o = minify(&[
+        "build",
+        &format!("docker-archive:{both}"),
+        "--allowlist",
+        &al_path.display().to_string(),
+        "--tag",
+        &never,
+    ]);
+    assert_input_error(&o, &["holds 2 images", &nginx, &statik, "say which"]);
+    let tags_at = |i: usize| {
+        let o = minify(&["inspect", "--json", &format!("docker-archive:{both}:@{i}")]);
+        assert!(o.status.success(), "inspect @{i}");
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["repo_tags"].clone()
+    };
+    let mut at: Vec<String> = (0..2).map(|i| tags_at(i).to_string()).collect();
+    at.sort();
+    let mut want = vec![
+        serde_json::json!([nginx]).to_string(),
+        serde_json::json!([statik]).to_string(),
+    ];
+    want.sort();
+    assert_eq!(at, want);
     // And it records where it came from.
     let label = minify_fixtures::docker([
         "image",

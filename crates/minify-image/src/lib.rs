@@ -6,8 +6,9 @@
 //!                                                            │
 //!                         ImageRef ◄──write_to── PackedImage ◄──pack(view, source, paths)
 //! ```
-//! - [`ImageRef`]: `name:tag` / `name@sha256:..` (Docker daemon), `docker-archive:PATH`,
-//!   `oci:DIR[:TAG]`, `oci-archive:PATH`; the same forms name outputs.
+//! - [`ImageRef`]: `name:tag` / `name@sha256:..` (Docker daemon),
+//!   `docker-archive:PATH[:NAME:TAG|:@INDEX]`, `oci:DIR[:TAG]`, `oci-archive:PATH[:TAG]`; the
+//!   same forms name outputs.
 //! - [`SourceImage::open`]: reads the manifest and config, checks that every blob the
 //!   manifest names is there; the daemon's export is streamed into a private temp dir.
 //!   Nothing is extracted: blobs are read in place (by offset inside an archive).
@@ -34,7 +35,7 @@ pub mod view;
 pub use config::ImageConfig;
 pub use digest::Digest;
 pub use pack::{PackError, PackOptions, PackedImage, pack};
-pub use reference::{ImageRef, RefError};
+pub use reference::{ArchiveImage, ImageRef, RefError};
 pub use sink::SinkError;
 pub use source::{Compression, LayerInfo, SourceError, SourceImage};
 pub use view::{DirSize, LayerStats, RootfsView, ViewError};

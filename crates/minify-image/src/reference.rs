@@ -1,6 +1,7 @@
 //! `ImageRef`: where an image is read from or written to, in the transport syntax skopeo and
-//! podman use (`docker-archive:PATH`, `oci:DIR[:TAG]`, `oci-archive:PATH`), with a bare
-//! `name:tag` / `name@sha256:..` meaning the Docker daemon.
+//! podman use (`docker-archive:PATH[:NAME:TAG|:@INDEX]`, `oci:DIR[:TAG]`,
+//! `oci-archive:PATH[:TAG]`), with a bare `name:tag` / `name@sha256:..` meaning the Docker
+//! daemon.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -13,13 +14,67 @@ pub enum ImageRef {
     /// `sha256:..`.
     Daemon(String),
     /// A `docker save` tarball (legacy `manifest.json` layout or the OCI one newer engines
-    /// write).
-    DockerArchive(PathBuf),
+    /// write), optionally naming one of its images: read, the image of a `docker save a b`
+    /// to use; written, the name `docker load` gives the image (its `RepoTags`).
+    DockerArchive {
+        path: PathBuf,
+        image: Option<ArchiveImage>,
+    },
     /// An OCI image layout directory, optionally naming one image of its index by its
     /// `org.opencontainers.image.ref.name` annotation.
     OciDir { dir: PathBuf, tag: Option<String> },
-    /// An OCI image layout in a tarball.
-    OciArchive(PathBuf),
+    /// An OCI image layout in a tarball, optionally naming one image like [`ImageRef::OciDir`].
+    OciArchive { path: PathBuf, tag: Option<String> },
+}
+
+/// Which image of a docker-archive (skopeo's `docker-archive:PATH:NAME:TAG` and
+/// `docker-archive:PATH:@INDEX`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ArchiveImage {
+    /// A `name:tag` among the archive's `RepoTags`, as given (a name without a tag means
+    /// `:latest`, as in Docker).
+    Name(String),
+    /// The image at this position of the archive's `manifest.json` (from 0; reading only).
+    Index(usize),
+}
+
+impl ArchiveImage {
+    /// For a name: in the form `docker save` writes RepoTags (`name:tag`, no
+    /// `docker.io/library/` prefix, `:latest` when no tag was given).
+    pub fn repo_tag(&self) -> Option<String> {
+        let ArchiveImage::Name(n) = self else {
+            return None;
+        };
+        Some(normalize_repo_tag(n))
+    }
+}
+
+/// `name[:tag]` in the familiar form Docker writes in RepoTags: `:latest` added when there
+/// is no tag, Docker Hub's `docker.io/` and `library/` prefixes removed.
+pub fn normalize_repo_tag(name: &str) -> String {
+    let short = name
+        .strip_prefix("docker.io/")
+        .or_else(|| name.strip_prefix("index.docker.io/"))
+        .unwrap_or(name);
+    let short = match short.strip_prefix("library/") {
+        Some(rest) if !rest.contains('/') => rest,
+        _ => short,
+    };
+    let slash = short.rfind('/').map_or(0, |i| i + 1);
+    if short[slash..].contains(':') {
+        short.to_owned()
+    } else {
+        format!("{short}:latest")
+    }
+}
+
+impl fmt::Display for ArchiveImage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ArchiveImage::Name(n) => f.write_str(n),
+            ArchiveImage::Index(i) => write!(f, "@{i}"),
+        }
+    }
 }
 
 /// A reference that does not parse.
@@ -31,9 +86,14 @@ pub enum RefError {
     /// A transport with no path after it.
     #[error("image reference {0:?}: the {1}: transport needs a path")]
     MissingPath(String, &'static str),
+    /// What follows a docker-archive's path is neither `name:tag` nor `@INDEX`.
+    #[error(
+        "image reference {0:?}: after the docker-archive path, expected :NAME[:TAG] (a name in the archive, no digest) or :@INDEX (its position, from 0), got {1:?}"
+    )]
+    BadArchiveImage(String, String),
     /// A daemon reference with characters Docker never accepts.
     #[error(
-        "image reference {0:?} is not a valid Docker image name (expected name[:tag] or name@sha256:<hex>, or docker-archive:PATH, oci:DIR[:TAG], oci-archive:PATH)"
+        "image reference {0:?} is not a valid Docker image name (expected name[:tag] or name@sha256:<hex>, or docker-archive:PATH[:NAME:TAG|:@INDEX], oci:DIR[:TAG], oci-archive:PATH[:TAG])"
     )]
     BadName(String),
 }
@@ -107,22 +167,45 @@ impl FromStr for ImageRef {
             }
         };
         if let Some(rest) = s.strip_prefix("docker-archive:") {
-            return Ok(ImageRef::DockerArchive(path(rest, "docker-archive")?));
+            // As skopeo: the path ends at the first colon; what follows names the image.
+            let (file, image) = match rest.split_once(':') {
+                None => (rest, None),
+                Some((file, which)) => {
+                    let bad = || RefError::BadArchiveImage(s.to_owned(), which.to_owned());
+                    let image = if let Some(n) = which.strip_prefix('@') {
+                        ArchiveImage::Index(n.parse().map_err(|_| bad())?)
+                    } else if which.contains('@')
+                        || which.starts_with("sha256:")
+                        || !valid_daemon_name(which)
+                    {
+                        return Err(bad());
+                    } else {
+                        ArchiveImage::Name(which.to_owned())
+                    };
+                    (file, Some(image))
+                }
+            };
+            return Ok(ImageRef::DockerArchive {
+                path: path(file, "docker-archive")?,
+                image,
+            });
         }
-        if let Some(rest) = s.strip_prefix("oci-archive:") {
-            return Ok(ImageRef::OciArchive(path(rest, "oci-archive")?));
-        }
-        if let Some(rest) = s.strip_prefix("oci:") {
-            // `oci:DIR:TAG`: the tag is what follows the last colon when it looks like a tag
-            // (no slash), so directories with colons still work.
-            let (dir, tag) = match rest.rsplit_once(':') {
+        // `oci:DIR:TAG` and `oci-archive:PATH:TAG`: the tag is what follows the last colon
+        // when it looks like a tag (no slash), so paths with colons still work.
+        let path_tag = |rest: &str, t: &'static str| {
+            let (p, tag) = match rest.rsplit_once(':') {
                 Some((d, t)) if !d.is_empty() && valid_tag(t) => (d, Some(t.to_owned())),
                 _ => (rest, None),
             };
-            return Ok(ImageRef::OciDir {
-                dir: path(dir, "oci")?,
-                tag,
-            });
+            Ok::<_, RefError>((path(p, t)?, tag))
+        };
+        if let Some(rest) = s.strip_prefix("oci-archive:") {
+            let (path, tag) = path_tag(rest, "oci-archive")?;
+            return Ok(ImageRef::OciArchive { path, tag });
+        }
+        if let Some(rest) = s.strip_prefix("oci:") {
+            let (dir, tag) = path_tag(rest, "oci")?;
+            return Ok(ImageRef::OciDir { dir, tag });
         }
         if let Some(rest) = s.strip_prefix("docker-daemon:") {
             return rest.parse();
@@ -138,10 +221,21 @@ impl fmt::Display for ImageRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ImageRef::Daemon(n) => f.write_str(n),
-            ImageRef::DockerArchive(p) => write!(f, "docker-archive:{}", p.display()),
+            ImageRef::DockerArchive { path, image: None } => {
+                write!(f, "docker-archive:{}", path.display())
+            }
+            ImageRef::DockerArchive {
+                path,
+                image: Some(i),
+            } => write!(f, "docker-archive:{}:{i}", path.display()),
             ImageRef::OciDir { dir, tag: None } => write!(f, "oci:{}", dir.display()),
             ImageRef::OciDir { dir, tag: Some(t) } => write!(f, "oci:{}:{t}", dir.display()),
-            ImageRef::OciArchive(p) => write!(f, "oci-archive:{}", p.display()),
+            ImageRef::OciArchive { path, tag: None } => {
+                write!(f, "oci-archive:{}", path.display())
+            }
+            ImageRef::OciArchive { path, tag: Some(t) } => {
+                write!(f, "oci-archive:{}:{t}", path.display())
+            }
         }
     }
 }
@@ -160,9 +254,14 @@ mod tests {
             &format!("nginx@sha256:{hex}"),
             &format!("sha256:{hex}"),
             "docker-archive:/tmp/x.tar",
+            "docker-archive:/tmp/x.tar:app:1.2-min",
+            "docker-archive:/tmp/x.tar:localhost:5000/team/app:v1",
+            "docker-archive:/tmp/x.tar:nginx",
+            "docker-archive:x.tar:@1",
             "oci:/tmp/layout",
             "oci:/tmp/layout:v1",
             "oci-archive:out.tar",
+            "oci-archive:out.tar:v1",
         ] {
             let r: ImageRef = s.parse().unwrap();
             assert_eq!(r.to_string(), s);
@@ -181,6 +280,41 @@ mod tests {
         );
         let r: ImageRef = "localhost:5000/app".parse().unwrap();
         assert_eq!(r.daemon_repo_tag(), Some(("localhost:5000/app", None)));
+        assert_eq!(
+            "docker-archive:/tmp/two.tar:redis:7"
+                .parse::<ImageRef>()
+                .unwrap(),
+            ImageRef::DockerArchive {
+                path: "/tmp/two.tar".into(),
+                image: Some(ArchiveImage::Name("redis:7".into()))
+            }
+        );
+        assert_eq!(
+            "docker-archive:two.tar:@0".parse::<ImageRef>().unwrap(),
+            ImageRef::DockerArchive {
+                path: "two.tar".into(),
+                image: Some(ArchiveImage::Index(0))
+            }
+        );
+    }
+
+    #[test]
+    fn archive_names_compare_in_the_form_docker_save_writes() {
+        for (given, written) in [
+            ("nginx", "nginx:latest"),
+            ("nginx:1.25", "nginx:1.25"),
+            ("docker.io/library/nginx:1", "nginx:1"),
+            ("docker.io/team/app", "team/app:latest"),
+            ("localhost:5000/app", "localhost:5000/app:latest"),
+            ("localhost:5000/app:v2", "localhost:5000/app:v2"),
+        ] {
+            assert_eq!(
+                ArchiveImage::Name(given.into()).repo_tag().as_deref(),
+                Some(written),
+                "{given}"
+            );
+        }
+        assert_eq!(ArchiveImage::Index(3).repo_tag(), None);
     }
 
     #[test]
@@ -193,6 +327,13 @@ mod tests {
             "a@sha256:12",
             "-x",
             "a//b",
+            "docker-archive::app:1",
+            "docker-archive:x.tar:",
+            "docker-archive:x.tar:@",
+            "docker-archive:x.tar:@-1",
+            "docker-archive:x.tar:@one",
+            "docker-archive:x.tar:app@sha256:0000",
+            "docker-archive:x.tar:Has Space",
         ] {
             let err = s.parse::<ImageRef>().unwrap_err();
             assert!(!err.to_string().is_empty());

@@ -14,7 +14,11 @@ use futures_util::StreamExt as _;
 use serde_json::json;
 
 use crate::archive::Blob;
-use crate::{Digest, ImageRef, PackedImage, SourceImage};
+use crate::{ArchiveImage, Digest, ImageRef, PackedImage, SourceImage};
+
+/// Why `docker-archive:PATH:@INDEX` cannot be an output.
+pub const ARCHIVE_INDEX_OUTPUT: &str =
+    "@INDEX picks an image to read; name a docker-archive output with :NAME:TAG";
 
 const MT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const MT_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -79,13 +83,23 @@ impl PackedImage {
     pub async fn write_to(&self, out: &ImageRef, force: bool) -> Result<Digest, SinkError> {
         match out {
             ImageRef::Daemon(name) => self.load_into_daemon(name).await,
-            ImageRef::DockerArchive(path) => {
-                let members = self.docker_archive_members(None);
+            ImageRef::DockerArchive { path, image } => {
+                let name = match image {
+                    None => None,
+                    Some(i @ ArchiveImage::Name(_)) => i.repo_tag(),
+                    Some(ArchiveImage::Index(_)) => {
+                        return Err(SinkError::BadTarget {
+                            reference: out.to_string(),
+                            reason: ARCHIVE_INDEX_OUTPUT,
+                        });
+                    }
+                };
+                let members = self.docker_archive_members(name.as_deref());
                 write_file_atomically(path, force, |tmp| write_tar(tmp, &members.borrowed()))?;
                 Ok(self.id.clone())
             }
-            ImageRef::OciArchive(path) => {
-                let layout = self.oci_layout(None);
+            ImageRef::OciArchive { path, tag } => {
+                let layout = self.oci_layout(tag.as_deref());
                 write_file_atomically(path, force, |tmp| write_tar(tmp, &layout.borrowed()))?;
                 Ok(self.id.clone())
             }

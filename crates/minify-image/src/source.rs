@@ -12,7 +12,8 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt as _;
 
 use crate::archive::{Blob, Container};
-use crate::{Digest, ImageConfig, ImageRef};
+use crate::reference::normalize_repo_tag;
+use crate::{ArchiveImage, Digest, ImageConfig, ImageRef};
 
 /// The most a JSON document of an image (manifest, index, config) may weigh.
 const JSON_LIMIT: u64 = 64 << 20;
@@ -170,21 +171,23 @@ impl SourceImage {
     pub async fn open(reference: &ImageRef) -> Result<SourceImage, SourceError> {
         match reference {
             ImageRef::Daemon(name) => open_daemon(reference, name).await,
-            ImageRef::DockerArchive(path) => {
+            ImageRef::DockerArchive { path, image } => {
                 let path = path.clone();
+                let image = image.clone();
                 let r = reference.clone();
                 blocking(move || {
                     let c = open_archive_file(&path, &r)?;
-                    read_docker_archive(r, &c, None)
+                    read_docker_archive(r, &c, image.as_ref(), None)
                 })
                 .await
             }
-            ImageRef::OciArchive(path) => {
+            ImageRef::OciArchive { path, tag } => {
                 let path = path.clone();
+                let tag = tag.clone();
                 let r = reference.clone();
                 blocking(move || {
                     let c = open_archive_file(&path, &r)?;
-                    read_oci(r, &c, None)
+                    read_oci(r, &c, tag.as_deref())
                 })
                 .await
             }
@@ -333,7 +336,7 @@ async fn open_daemon(reference: &ImageRef, name: &str) -> Result<SourceImage, So
     let expected_id = inspect.id.and_then(|i| Digest::parse(&i).ok());
     let mut img = blocking(move || {
         let c = Container::open_archive(&tar_path).map_err(io_err(&tar_path))?;
-        read_docker_archive(r, &c, Some(tags))
+        read_docker_archive(r, &c, None, Some(tags))
     })
     .await?;
     if let Some(expected) = expected_id
@@ -390,37 +393,80 @@ fn digest_in_name(name: &str) -> Option<Digest> {
     Digest::from_hex(stem).ok()
 }
 
+/// Read the image of a docker-archive that `pick` names (by name or position), or its only
+/// image. `tags`, when given, replaces the names the archive gives it.
 fn read_docker_archive(
     reference: ImageRef,
     c: &Container,
+    pick: Option<&ArchiveImage>,
     tags: Option<Vec<String>>,
 ) -> Result<SourceImage, SourceError> {
     const FMT: &str = "docker-archive";
     let manifest = read_json_member(c, "manifest.json", FMT)?;
-    let items: Vec<DockerManifestItem> = serde_json::from_slice(&manifest)
+    let mut items: Vec<DockerManifestItem> = serde_json::from_slice(&manifest)
         .map_err(|e| not_image(c, FMT, format!("manifest.json: {e}")))?;
-    if items.len() > 1 {
-        // skopeo asks which; reading the first would minify whichever `docker save` wrote
-        // first.
-        let names: Vec<String> = items
-            .iter()
-            .map(|i| match &i.repo_tags {
-                Some(t) if !t.is_empty() => t.join(", "),
-                _ => format!("untagged {}", i.config),
-            })
-            .collect();
-        return Err(not_image(
-            c,
-            FMT,
-            format!(
-                "it holds {} images ({}); minify reads an archive of one image: `docker save` that one alone",
-                items.len(),
-                names.join("; ")
-            ),
-        ));
-    }
-    let Some(item) = items.into_iter().next() else {
+    if items.is_empty() {
         return Err(not_image(c, FMT, "manifest.json lists no image"));
+    }
+    let listing = |items: &[DockerManifestItem]| {
+        items
+            .iter()
+            .enumerate()
+            .map(|(n, i)| match &i.repo_tags {
+                Some(t) if !t.is_empty() => format!("@{n} {}", t.join(", ")),
+                _ => format!("@{n} untagged {}", i.config),
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let (item, tags) = match pick {
+        // skopeo asks which too; reading the first would minify whichever `docker save`
+        // wrote first.
+        None if items.len() > 1 => {
+            return Err(not_image(
+                c,
+                FMT,
+                format!(
+                    "it holds {} images ({}); say which: {}:NAME:TAG or {}:@INDEX",
+                    items.len(),
+                    listing(&items),
+                    reference,
+                    reference
+                ),
+            ));
+        }
+        None => (items.swap_remove(0), tags),
+        Some(ArchiveImage::Index(n)) => {
+            if *n >= items.len() {
+                return Err(not_image(
+                    c,
+                    FMT,
+                    format!(
+                        "it holds {} image(s), so there is no @{n} ({})",
+                        items.len(),
+                        listing(&items)
+                    ),
+                ));
+            }
+            (items.swap_remove(*n), tags)
+        }
+        Some(name @ ArchiveImage::Name(_)) => {
+            let wanted = name.repo_tag().unwrap_or_default();
+            let Some(n) = items.iter().position(|i| {
+                i.repo_tags
+                    .iter()
+                    .flatten()
+                    .any(|t| normalize_repo_tag(t) == wanted)
+            }) else {
+                return Err(not_image(
+                    c,
+                    FMT,
+                    format!("it holds no image named {wanted} ({})", listing(&items)),
+                ));
+            };
+            // The name asked for is the one that matters for naming outputs.
+            (items.swap_remove(n), tags.or(Some(vec![wanted])))
+        }
     };
     let config_blob = c
         .member(&item.config)
@@ -693,7 +739,7 @@ fn finish(
 pub fn file_path(r: &ImageRef) -> Option<&PathBuf> {
     match r {
         ImageRef::Daemon(_) => None,
-        ImageRef::DockerArchive(p) | ImageRef::OciArchive(p) => Some(p),
+        ImageRef::DockerArchive { path, .. } | ImageRef::OciArchive { path, .. } => Some(path),
         ImageRef::OciDir { dir, .. } => Some(dir),
     }
 }

@@ -366,10 +366,48 @@ async fn refuses_archives_of_several_images() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("holds 2 images (app:1.0; web:2, web:latest)"),
+        err.contains("holds 2 images (@0 app:1.0; @1 web:2, web:latest); say which:"),
         "{err}"
     );
+    assert!(err.contains(":NAME:TAG or docker-archive:"), "{err}");
     assert!(!err.contains('\n'), "{err}");
+}
+
+#[tokio::test]
+async fn reads_the_image_named_in_an_archive_of_several() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ar = tmp.path().join("two.tar");
+    docker_archive_tagged(
+        &ar,
+        &base_layers(),
+        &[&["app:1.0"], &["team/web:2", "team/web:latest"]],
+    );
+    let at = |which: &str| format!("docker-archive:{}:{which}", ar.display());
+    // By name (as docker save writes it, or with Docker Hub's prefixes, or no tag for
+    // `latest`): the image gets that name, which later names the default output.
+    for (which, tags) in [
+        ("app:1.0", vec!["app:1.0"]),
+        ("team/web:2", vec!["team/web:2"]),
+        ("docker.io/team/web", vec!["team/web:latest"]),
+        ("@0", vec!["app:1.0"]),
+        ("@1", vec!["team/web:2", "team/web:latest"]),
+    ] {
+        let (img, view) = open_view(&at(which)).await.unwrap();
+        assert_eq!(img.repo_tags(), tags, "{which}");
+        check_base_view(&view);
+    }
+    for (which, says) in [
+        (
+            "app:2.0",
+            "holds no image named app:2.0 (@0 app:1.0; @1 team/web:2, team/web:latest)",
+        ),
+        ("web:2", "holds no image named web:2"),
+        ("@2", "holds 2 image(s), so there is no @2"),
+    ] {
+        let err = open(&at(which)).await.unwrap_err().to_string();
+        assert!(err.contains(says), "{which}: {err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
 }
 
 #[tokio::test]
@@ -467,6 +505,29 @@ async fn pack_is_deterministic_and_round_trips() {
         );
         a.write_to(&out, true).await.unwrap();
     }
+    // A named docker-archive output carries the name (what `docker load` tags it with),
+    // normalised as docker save writes it; a position names no output.
+    let named: ImageRef = format!("docker-archive:{}/o4.tar:team/app", tmp.path().display())
+        .parse()
+        .unwrap();
+    a.write_to(&named, false).await.unwrap();
+    assert_eq!(
+        SourceImage::open(&named).await.unwrap().repo_tags(),
+        ["team/app:latest"]
+    );
+    let plain: ImageRef = format!("docker-archive:{}/o4.tar", tmp.path().display())
+        .parse()
+        .unwrap();
+    assert_eq!(
+        SourceImage::open(&plain).await.unwrap().repo_tags(),
+        ["team/app:latest"]
+    );
+    let index: ImageRef = format!("docker-archive:{}/o5.tar:@0", tmp.path().display())
+        .parse()
+        .unwrap();
+    let err = a.write_to(&index, false).await.unwrap_err().to_string();
+    assert!(err.contains("@INDEX picks an image to read"), "{err}");
+    assert!(!tmp.path().join("o5.tar").exists());
     // Both links kept: they stay hardlinks of each other.
     let both = pack(
         &view,

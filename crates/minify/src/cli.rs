@@ -49,14 +49,14 @@ pub struct MergeArgs {
 /// `minify build`.
 #[derive(Debug, clap::Args)]
 pub struct BuildArgs {
-    /// Source image: name:tag or name@sha256:.. in the Docker daemon, docker-archive:PATH,
-    /// oci:DIR[:TAG] or oci-archive:PATH.
+    /// Source image: name:tag or name@sha256:.. in the Docker daemon,
+    /// docker-archive:PATH[:NAME:TAG|:@INDEX], oci:DIR[:TAG] or oci-archive:PATH[:TAG].
     pub image: String,
     /// The allowlist to pack (from `minify run --allowlist-out`, or hand-written).
     #[arg(long)]
     pub allowlist: PathBuf,
-    /// Output image (default NAME:TAG-min in the daemon); also docker-archive:PATH,
-    /// oci:DIR[:TAG], oci-archive:PATH.
+    /// Output image (default NAME:TAG-min in the daemon); also docker-archive:PATH[:NAME:TAG]
+    /// (the name `docker load` gives it), oci:DIR[:TAG], oci-archive:PATH[:TAG].
     #[arg(long)]
     pub tag: Option<String>,
     /// Replace an existing output file or directory.
@@ -67,8 +67,8 @@ pub struct BuildArgs {
 /// `minify inspect`.
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
-    /// Image: name:tag or name@sha256:.. in the Docker daemon, docker-archive:PATH,
-    /// oci:DIR[:TAG] or oci-archive:PATH.
+    /// Image: name:tag or name@sha256:.. in the Docker daemon,
+    /// docker-archive:PATH[:NAME:TAG|:@INDEX], oci:DIR[:TAG] or oci-archive:PATH[:TAG].
     pub image: String,
     /// Print JSON on stdout instead of the table.
     #[arg(long)]
@@ -80,7 +80,8 @@ pub struct InspectArgs {
 #[allow(clippy::struct_excessive_bools)]
 pub struct RunArgs {
     /// The image to minify: name:tag or name@digest in the Docker daemon, or a file:
-    /// docker-archive:PATH (`docker save`), oci:DIR[:TAG], oci-archive:PATH. A file is only
+    /// docker-archive:PATH[:NAME:TAG|:@INDEX] (`docker save`; which image of several),
+    /// oci:DIR[:TAG], oci-archive:PATH[:TAG]. A file is only
     /// read; it runs from a copy loaded into the daemon under a temporary name
     /// (minify-verify/...), removed when the run ends, also on failure, Ctrl-C and SIGTERM.
     pub image: String,
@@ -104,8 +105,8 @@ pub struct RunArgs {
     /// With no probe: trace until the entrypoint exits or this many seconds pass.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub timeout: u64,
-    /// Output image: name:tag in the daemon, docker-archive:PATH, oci:DIR[:TAG] or
-    /// oci-archive:PATH. Default NAME:TAG-min in the daemon, after the source's name; for a
+    /// Output image: name:tag in the daemon, docker-archive:PATH[:NAME:TAG] (the name
+    /// `docker load` gives it), oci:DIR[:TAG] or oci-archive:PATH[:TAG]. Default NAME:TAG-min in the daemon, after the source's name; for a
     /// file source after the name:tag it carries (docker save's RepoTags, an OCI ref name),
     /// and without one give --tag.
     #[arg(long, short = 'o', value_name = "OUT")]

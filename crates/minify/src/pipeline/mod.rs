@@ -133,6 +133,16 @@ async fn open_source(image: &ImageRef) -> anyhow::Result<SourceImage> {
 /// Refuse, before tracing, an output that exists (without `--force`) or that is the source.
 async fn check_output(plan: &RunPlan, output: &ImageRef, runtime: &Runtime) -> anyhow::Result<()> {
     let source = &plan.image;
+    if let ImageRef::DockerArchive {
+        image: Some(minify_image::ArchiveImage::Index(_)),
+        ..
+    } = output
+    {
+        anyhow::bail!(
+            "output {output}: {}",
+            minify_image::sink::ARCHIVE_INDEX_OUTPUT
+        );
+    }
     if let ImageRef::Daemon(out) = output {
         if output == source {
             anyhow::bail!("output {out} would replace the source image {source}");
