@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::TraceError;
+use crate::mountinfo::{self, Mount};
 
 /// How long [`Drop`] waits for the cgroup to empty (processes exiting, Docker removing the
 /// container's child cgroup) before giving up and leaving it behind with a warning.
@@ -76,16 +77,6 @@ impl TraceCgroup {
             path: procs,
             source: e,
         })
-    }
-
-    /// Pids currently directly in this cgroup (not in child cgroups).
-    pub fn pids(&self) -> Result<Vec<u32>, TraceError> {
-        let procs = self.path.join("cgroup.procs");
-        let text = fs_err::read_to_string(&procs).map_err(|e| TraceError::Cgroup {
-            path: procs,
-            source: e,
-        })?;
-        Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
     }
 
     /// Send `SIGTERM` to every process in this cgroup and the cgroups below it, then, if any
@@ -205,75 +196,34 @@ pub(crate) struct Cgroup2Mount {
 impl Cgroup2Mount {
     pub(crate) fn find() -> Result<Cgroup2Mount, TraceError> {
         let text = fs_err::read_to_string("/proc/self/mountinfo")?;
-        parse_cgroup2_mount(&text).ok_or(TraceError::NoCgroup2)
+        cgroup2_mount(&mountinfo::parse(&text)).ok_or(TraceError::NoCgroup2)
     }
 }
 
-/// First `cgroup2` mount in a mountinfo text, preferring the conventional places.
-fn parse_cgroup2_mount(mountinfo: &str) -> Option<Cgroup2Mount> {
-    let mut found: Vec<Cgroup2Mount> = Vec::new();
-    for line in mountinfo.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else {
-            continue;
-        };
-        if post.split_whitespace().next() != Some("cgroup2") {
-            continue;
-        }
-        let fields: Vec<&str> = pre.split_whitespace().collect();
-        let (Some(root), Some(mp)) = (fields.get(3), fields.get(4)) else {
-            continue;
-        };
-        let root_level = root.split('/').filter(|c| !c.is_empty()).count() as u32;
-        found.push(Cgroup2Mount {
-            mount_point: PathBuf::from(unescape_mountinfo(mp)),
-            root_level,
-        });
-    }
+/// The first `cgroup2` mount, preferring the conventional places.
+fn cgroup2_mount(mounts: &[Mount]) -> Option<Cgroup2Mount> {
+    let mut found: Vec<&Mount> = mounts.iter().filter(|m| m.fstype == "cgroup2").collect();
     let preferred = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"];
     let idx = found
         .iter()
-        .position(|m| preferred.iter().any(|p| m.mount_point == Path::new(p)))
+        .position(|m| preferred.iter().any(|p| m.point == Path::new(p)))
         .unwrap_or(0);
-    (idx < found.len()).then(|| found.swap_remove(idx))
+    (idx < found.len()).then(|| {
+        let m = found.swap_remove(idx);
+        Cgroup2Mount {
+            mount_point: m.point.clone(),
+            root_level: m.root.split('/').filter(|c| !c.is_empty()).count() as u32,
+        }
+    })
 }
 
 /// Mount points of cgroup v1 hierarchies.
 fn v1_hierarchies() -> Vec<PathBuf> {
-    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    text.lines()
-        .filter_map(|line| {
-            let (pre, post) = line.split_once(" - ")?;
-            (post.split_whitespace().next() == Some("cgroup"))
-                .then(|| {
-                    pre.split_whitespace()
-                        .nth(4)
-                        .map(|m| PathBuf::from(unescape_mountinfo(m)))
-                })
-                .flatten()
-        })
+    mountinfo::mounts()
+        .into_iter()
+        .filter(|m| m.fstype == "cgroup")
+        .map(|m| m.point)
         .collect()
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            let digits = std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or("");
-            if let Ok(v) = u8::from_str_radix(digits, 8) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `n` random bytes from the kernel, as hex.
@@ -296,14 +246,13 @@ mod tests {
         let hybrid = "30 25 0:26 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n\
                       31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid shared:10 - cgroup2 cgroup2 rw\n\
                       32 30 0:28 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n";
-        let m = parse_cgroup2_mount(hybrid).unwrap();
+        let m = cgroup2_mount(&mountinfo::parse(hybrid)).unwrap();
         assert_eq!(m.mount_point, Path::new("/sys/fs/cgroup/unified"));
         assert_eq!(m.root_level, 0);
         let ns = "40 1 0:30 /user.slice/x /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
-        let m = parse_cgroup2_mount(ns).unwrap();
+        let m = cgroup2_mount(&mountinfo::parse(ns)).unwrap();
         assert_eq!(m.mount_point, Path::new("/sys/fs/cgroup"));
         assert_eq!(m.root_level, 2);
-        assert!(parse_cgroup2_mount("1 0 0:1 / / rw - ext4 /dev/sda rw\n").is_none());
-        assert_eq!(unescape_mountinfo(r"/a\040b"), "/a b");
+        assert!(cgroup2_mount(&mountinfo::parse("1 0 0:1 / / rw - ext4 /dev/sda rw\n")).is_none());
     }
 }

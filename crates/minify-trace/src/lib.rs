@@ -79,6 +79,7 @@ mod decode;
 pub mod doctor;
 mod error;
 mod loader;
+mod mountinfo;
 mod patch;
 mod ring;
 mod spawn;

@@ -15,12 +15,9 @@ pub(crate) fn is_mounted() -> bool {
     if Path::new(TRACEFS).join("events").is_dir() {
         return true;
     }
-    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|t| {
-        t.lines().any(|l| {
-            let (pre, post) = l.split_once(" - ").unwrap_or((l, ""));
-            post.starts_with("tracefs ") && pre.split_whitespace().nth(4) == Some(TRACEFS)
-        })
-    })
+    crate::mountinfo::mounts()
+        .iter()
+        .any(|m| m.fstype == "tracefs" && m.point == Path::new(TRACEFS))
 }
 
 /// Mount tracefs at [`TRACEFS`] when it is missing (a fresh machine has it unmounted).
