@@ -1,7 +1,6 @@
 //! `cargo xtask demo`: set up, build the nginx fixture, minify it end to end with `minify run`,
 //! and show both images side by side.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, bail};
@@ -20,7 +19,7 @@ pub fn run() -> anyhow::Result<()> {
             .current_dir(workspace_root())
             .args(["build", "-p", "minify"]),
     )?;
-    let minify = target_dir().join("debug/minify");
+    let minify = crate::util::target_dir().join("debug/minify");
 
     // --force: the demo is re-runnable, and replaces its own previous output.
     let args = [
@@ -68,9 +67,4 @@ pub fn run() -> anyhow::Result<()> {
         bail!("the minified image failed verification (minify run: {status}); see above");
     }
     Ok(())
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
 }

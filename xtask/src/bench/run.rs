@@ -37,7 +37,7 @@ pub fn run() -> anyhow::Result<()> {
         "-p",
         "minify",
     ]))?;
-    let bin = root.join("target/release/minify");
+    let bin = crate::util::target_dir().join("release/minify");
     let dir = std::env::temp_dir().join(format!("minify-bench-run-{}", std::process::id()));
     fs_err::create_dir_all(&dir)?;
     let result = measure_all(&bin, &dir);
