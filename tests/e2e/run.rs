@@ -171,6 +171,124 @@ fn run_redis_exec_probe() {
     }
 }
 
+/// Docker's view of a container's health after up to `secs` seconds: the first of
+/// `healthy`/`unhealthy` it reports, or the last status seen.
+fn health_after(image: &str, secs: u64) -> String {
+    let id = minify_fixtures::docker(["run", "-d", image]).unwrap();
+    let id = id.trim();
+    let mut status = String::new();
+    for _ in 0..secs * 4 {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        minify_fixtures::docker(["inspect", "--format", "{{.State.Health.Status}}", id])
+            .unwrap()
+            .trim()
+            .clone_into(&mut status);
+        if status == "healthy" || status == "unhealthy" {
+            break;
+        }
+    }
+    let _ = minify_fixtures::docker(["rm", "-f", id]);
+    status
+}
+
+/// The image's HEALTHCHECK runs as a probe (after the others; with no probe, at the end), so
+/// what it uses is kept and the minified container is healthy in Docker's own eyes. Without
+/// it (`--no-healthcheck`), the check's program is gone and Docker marks the container
+/// unhealthy: what orchestrators restart.
+#[test]
+fn healthcheck_is_run_kept_and_healthy() {
+    let Some(_serial) = serial_if_run() else {
+        return;
+    };
+    let redis = fixture("redis").expect("redis fixture");
+    let ctx = TestContext::new().unwrap();
+    let image = ctx.unique_image_ref("healthcheck");
+    derived_image_with(
+        &redis,
+        "HEALTHCHECK --interval=1s --timeout=5s --retries=2 CMD [\"redis-cli\", \"ping\"]",
+        &image,
+        "healthcheck",
+    );
+    let redis_cli = |al: &Path| {
+        let text = fs_err::read_to_string(al).unwrap();
+        minify_model::Allowlist::from_json("allowlist", &text)
+            .unwrap()
+            .paths
+            .iter()
+            .any(|e| e.path.as_str() == "/usr/bin/redis-cli")
+    };
+    let tmp = ctx.temp_dir();
+    for (case, args) in [
+        ("after the probes", &["--probe-cmd", "true"][..]),
+        ("with no probe", &["--timeout", "2"][..]),
+        ("left out", &["--probe-cmd", "true", "--no-healthcheck"][..]),
+    ] {
+        let out = ctx.unique_image_ref("healthcheck-min");
+        let al = tmp.join("allowlist.json");
+        let report_path = tmp.join("report.json");
+        let o = run(minify()
+            .args(["run", &image, "--tag", &out, "--force"])
+            .args(args)
+            .arg("--allowlist-out")
+            .arg(&al)
+            .arg("--report")
+            .arg(&report_path));
+        assert_eq!(o.status.code(), Some(0), "{case}");
+        let report: serde_json::Value =
+            serde_json::from_str(&fs_err::read_to_string(&report_path).unwrap()).unwrap();
+        let names: Vec<&str> = report["probes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        if case == "left out" {
+            assert_eq!(names, ["--probe-cmd \"true\""], "{case}");
+            assert!(!redis_cli(&al), "{case}: redis-cli kept");
+            assert!(
+                report["warnings"][0]
+                    .as_str()
+                    .unwrap()
+                    .contains("HEALTHCHECK (\"redis-cli ping\") was not run"),
+                "{report:#}"
+            );
+            assert_eq!(health_after(&out, 20), "unhealthy", "{case}");
+        } else {
+            assert_eq!(
+                names.last(),
+                Some(&"HEALTHCHECK \"redis-cli ping\""),
+                "{case}"
+            );
+            for p in report["probes"].as_array().unwrap() {
+                assert_eq!(p["original"]["passed"], true, "{case}: {p:#}");
+                assert_eq!(p["minified"]["passed"], true, "{case}: {p:#}");
+            }
+            assert!(redis_cli(&al), "{case}: redis-cli not kept");
+            assert_eq!(health_after(&out, 20), "healthy", "{case}");
+        }
+    }
+
+    // A health check that fails on the original stops the run before anything is built,
+    // naming the check and the way out.
+    let broken = ctx.unique_image_ref("healthcheck-broken");
+    derived_image_with(
+        &redis,
+        "HEALTHCHECK --retries=1 CMD [\"redis-cli\", \"-p\", \"1\", \"ping\"]",
+        &broken,
+        "healthcheck-broken",
+    );
+    let never = ctx.unique_image_ref("never");
+    let o = run(minify().args(["run", &broken, "--probe-cmd", "true", "--tag", &never]));
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("HEALTHCHECK \"redis-cli -p 1 ping\": FAILED")
+            && err.contains("--no-healthcheck"),
+        "{err}"
+    );
+    assert!(!minify_fixtures::image_exists(&never));
+}
+
 #[test]
 fn run_node() {
     if can_run() {
@@ -754,6 +872,11 @@ fn docker_save(image: &str, path: &Path) {
 /// `FROM image` plus the label `org.minify.test=<label>` (no new layer): a new image id,
 /// tagged `tag`. Returns its id.
 fn derived_image(image: &str, tag: &str, label: &str) -> String {
+    derived_image_with(image, "", tag, label)
+}
+
+/// [`derived_image`] with more Dockerfile lines after the `FROM`.
+fn derived_image_with(image: &str, lines: &str, tag: &str, label: &str) -> String {
     let mut child = Command::new("docker")
         .args(["build", "-q", "-t", tag, "--label"])
         .arg(format!("org.minify.test={label}"))
@@ -765,7 +888,7 @@ fn derived_image(image: &str, tag: &str, label: &str) -> String {
         .unwrap();
     std::io::Write::write_all(
         child.stdin.as_mut().unwrap(),
-        format!("FROM {image}\n").as_bytes(),
+        format!("FROM {image}\n{lines}\n").as_bytes(),
     )
     .unwrap();
     drop(child.stdin.take());

@@ -47,6 +47,8 @@ pub struct ImageInfo {
     pub workdir: String,
     /// Size the daemon reports (bytes of all layers, uncompressed).
     pub size: u64,
+    /// The image's `HEALTHCHECK`, unless it has none or disables it (`NONE`).
+    pub healthcheck: Option<crate::Healthcheck>,
 }
 
 impl ImageInfo {
@@ -235,6 +237,14 @@ impl Runtime {
             user: cfg.user.unwrap_or_default(),
             workdir: cfg.working_dir.unwrap_or_default(),
             size: ins.size.unwrap_or(0).max(0) as u64,
+            healthcheck: cfg.healthcheck.and_then(|h| {
+                crate::Healthcheck::from_config(
+                    &h.test.unwrap_or_default(),
+                    &cfg.shell.unwrap_or_default(),
+                    h.retries.unwrap_or(0),
+                    h.timeout.unwrap_or(0),
+                )
+            }),
         })
     }
 
@@ -258,6 +268,14 @@ impl Runtime {
             working_dir: o.workdir.clone(),
             user: o.user.clone(),
             stop_signal: image.stop_signal.clone(),
+            // Docker's own health checker off: it would exec the image's HEALTHCHECK in the
+            // traced container whenever its interval came round, so what it uses would be
+            // kept or not depending on how long the run took. minify runs the check itself,
+            // at a fixed point, as a probe (`Probe::Healthcheck`), unless told not to.
+            healthcheck: Some(bollard::models::HealthConfig {
+                test: Some(vec!["NONE".to_owned()]),
+                ..Default::default()
+            }),
             labels: Some(HashMap::from([
                 (LABEL.to_owned(), "1".to_owned()),
                 (OWNER_LABEL.to_owned(), self.owner.to_string()),

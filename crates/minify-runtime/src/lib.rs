@@ -38,7 +38,9 @@ pub use docker::{ExposedPort, ImageInfo, Overrides, RunSpec, Runtime};
 pub use gc::{CGROUP_GRACE, CgroupPin, GcPlan, Kept, Leftover, VERIFY_REPO};
 pub use image::TempImage;
 pub use owner::{BadOwner, Liveness, OWNER_LABEL, Owner};
-pub use probe::{ExecMode, Probe, ProbeOutcome, ProbeResult, exec_mode, truncate_output};
+pub use probe::{
+    ExecMode, Healthcheck, Probe, ProbeOutcome, ProbeResult, exec_mode, truncate_output,
+};
 
 /// The label every container minify creates carries (value `1`).
 pub const LABEL: &str = "org.minify.run";

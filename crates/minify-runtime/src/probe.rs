@@ -11,6 +11,10 @@
 //!   needed one (slim keeps `/bin/sh` that way, its issue #551); shell syntax goes through the
 //!   image's `/bin/sh -c`, and the result says so.
 //! - `--probe-http PATH`: HTTP/1.1 GET on every exposed TCP port; any answer below 500 passes.
+//! - The image's own `HEALTHCHECK`, run inside the container the way Docker runs it (`CMD`
+//!   exec'd, `CMD-SHELL` through the image's shell), so what it uses (`curl`, `nc`, a
+//!   script, the shell) is traced and kept: a minified image whose health check cannot run
+//!   is marked unhealthy and restarted by orchestrators (slim dropped them; its issue #647).
 
 use std::fmt::{self, Write as _};
 use std::path::PathBuf;
@@ -36,6 +40,69 @@ pub enum Probe {
     Exec(String),
     /// `--probe-http PATH`: GET on each exposed TCP port.
     Http(String),
+    /// The image's `HEALTHCHECK`.
+    Healthcheck(Healthcheck),
+}
+
+/// An image's `HEALTHCHECK`, as Docker runs it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Healthcheck {
+    /// What Docker execs in the container: `CMD`'s argv, or for `CMD-SHELL` the image's shell
+    /// (`SHELL`, by default `/bin/sh -c`) and the command.
+    pub argv: Vec<String>,
+    /// The command as written in the image (for messages).
+    pub command: String,
+    /// `CMD-SHELL`: it runs through the image's shell, which the minified image then keeps.
+    pub shell: bool,
+    /// Attempts before it counts as failed (`Retries`; Docker's default is 3).
+    pub retries: u32,
+    /// Seconds each attempt may take (`Timeout`; Docker's default is 30).
+    pub timeout_secs: u64,
+}
+
+impl Healthcheck {
+    /// Docker's defaults for what the config leaves out.
+    pub const DEFAULT_RETRIES: u32 = 3;
+    pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
+
+    /// The health check of an image config's `Healthcheck.Test` (`["CMD", argv...]`,
+    /// `["CMD-SHELL", command]`; `["NONE"]` or nothing: none), with the config's `Shell`
+    /// (empty: `/bin/sh -c`), `Retries` and `Timeout` (nanoseconds; 0 means the default).
+    pub fn from_config(
+        test: &[String],
+        shell: &[String],
+        retries: i64,
+        timeout_ns: i64,
+    ) -> Option<Healthcheck> {
+        let (kind, rest) = test.split_first()?;
+        let (argv, command, shell) = match kind.as_str() {
+            "CMD" if !rest.is_empty() => (rest.to_vec(), rest.join(" "), false),
+            "CMD-SHELL" if !rest.is_empty() => {
+                let command = rest.join(" ");
+                let mut argv = if shell.is_empty() {
+                    vec!["/bin/sh".to_owned(), "-c".to_owned()]
+                } else {
+                    shell.to_vec()
+                };
+                argv.push(command.clone());
+                (argv, command, true)
+            }
+            _ => return None,
+        };
+        Some(Healthcheck {
+            argv,
+            command,
+            shell,
+            retries: u32::try_from(retries)
+                .ok()
+                .filter(|r| *r > 0)
+                .unwrap_or(Self::DEFAULT_RETRIES),
+            timeout_secs: u64::try_from(timeout_ns)
+                .ok()
+                .filter(|t| *t > 0)
+                .map_or(Self::DEFAULT_TIMEOUT_SECS, |t| t.div_ceil(1_000_000_000)),
+        })
+    }
 }
 
 impl fmt::Display for Probe {
@@ -44,6 +111,7 @@ impl fmt::Display for Probe {
             Probe::Cmd(c) => write!(f, "--probe-cmd {c:?}"),
             Probe::Exec(c) => write!(f, "--probe-exec {c:?}"),
             Probe::Http(p) => write!(f, "--probe-http {p:?}"),
+            Probe::Healthcheck(h) => write!(f, "HEALTHCHECK {:?}", h.command),
         }
     }
 }
@@ -464,6 +532,7 @@ impl Container {
                 let (o, out) = self.probe_http(path, timeout).await;
                 (o, out, false)
             }
+            Probe::Healthcheck(h) => self.probe_healthcheck(h, timeout).await,
         };
         let passed = match &outcome {
             ProbeOutcome::Exited { code } => *code == 0,
@@ -502,6 +571,44 @@ impl Container {
                 true,
             ),
         };
+        self.exec_argv(argv, used_shell, timeout).await
+    }
+
+    /// The image's health check: up to `retries` attempts a second apart (Docker waits its
+    /// `Interval` between them; a service still starting up would fail the first), each
+    /// bounded by the check's own timeout and the probe timeout, whichever is shorter.
+    async fn probe_healthcheck(
+        &self,
+        h: &Healthcheck,
+        timeout: Duration,
+    ) -> (ProbeOutcome, String, bool) {
+        let each = timeout.min(Duration::from_secs(h.timeout_secs));
+        let mut last = (
+            ProbeOutcome::Error {
+                message: "not run".to_owned(),
+            },
+            String::new(),
+            h.shell,
+        );
+        for attempt in 1..=h.retries.max(1) {
+            if attempt > 1 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            last = self.exec_argv(h.argv.clone(), h.shell, each).await;
+            if last.0 == (ProbeOutcome::Exited { code: 0 }) {
+                break;
+            }
+        }
+        last
+    }
+
+    /// Exec `argv` in the container (`used_shell` is passed through to the result).
+    async fn exec_argv(
+        &self,
+        argv: Vec<String>,
+        used_shell: bool,
+        timeout: Duration,
+    ) -> (ProbeOutcome, String, bool) {
         let docker = self.docker();
         let err = |message: String| (ProbeOutcome::Error { message }, String::new(), used_shell);
         let exec = match docker
@@ -721,6 +828,56 @@ mod tests {
 
     fn direct(v: &[&str]) -> ExecMode {
         ExecMode::Direct(v.iter().map(|s| (*s).to_owned()).collect())
+    }
+
+    #[test]
+    fn healthchecks_run_like_docker_runs_them() {
+        let v = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let h =
+            Healthcheck::from_config(&v(&["CMD", "curl", "-f", "http://localhost/"]), &[], 0, 0)
+                .unwrap();
+        assert_eq!(h.argv, ["curl", "-f", "http://localhost/"]);
+        assert!(!h.shell);
+        assert_eq!((h.retries, h.timeout_secs), (3, 30));
+        let h = Healthcheck::from_config(
+            &v(&["CMD-SHELL", "wget -qO- localhost || exit 1"]),
+            &[],
+            5,
+            2_500_000_000,
+        )
+        .unwrap();
+        assert_eq!(h.argv, ["/bin/sh", "-c", "wget -qO- localhost || exit 1"]);
+        assert!(h.shell);
+        assert_eq!((h.retries, h.timeout_secs), (5, 3));
+        // SHELL ["/bin/bash", "-o", "pipefail", "-c"] applies to CMD-SHELL, as in Docker.
+        let h = Healthcheck::from_config(
+            &v(&["CMD-SHELL", "true"]),
+            &v(&["/bin/bash", "-o", "pipefail", "-c"]),
+            0,
+            0,
+        )
+        .unwrap();
+        assert_eq!(h.argv, ["/bin/bash", "-o", "pipefail", "-c", "true"]);
+        for none in [
+            &[][..],
+            &["NONE"][..],
+            &["CMD"][..],
+            &["CMD-SHELL"][..],
+            &["WHAT", "x"][..],
+        ] {
+            assert_eq!(
+                Healthcheck::from_config(&v(none), &[], 0, 0),
+                None,
+                "{none:?}"
+            );
+        }
+        assert_eq!(
+            Probe::Healthcheck(
+                Healthcheck::from_config(&v(&["CMD-SHELL", "pgrep redis"]), &[], 0, 0).unwrap()
+            )
+            .to_string(),
+            "HEALTHCHECK \"pgrep redis\""
+        );
     }
 
     #[test]

@@ -136,6 +136,11 @@ pub struct RunArgs {
     /// Do not run the minified image and its probes again.
     #[arg(long)]
     pub no_verify: bool,
+    /// Do not run the image's HEALTHCHECK as a probe. By default it runs after the other
+    /// probes (with no probe: at the end of the run, if the entrypoint still runs), inside
+    /// the container as Docker runs it, so what it needs is kept and verified.
+    #[arg(long)]
+    pub no_healthcheck: bool,
     /// Build even when the ring buffer lost events (the trace is then incomplete).
     #[arg(long)]
     pub allow_lossy: bool,

@@ -148,6 +148,19 @@ impl Report {
             Some(MainProcess::Exited { code }) => {
                 format!("no probe, the entrypoint exited with code {code}")
             }
+            Some(MainProcess::StillRunning) if !self.probes.is_empty() => format!(
+                "no probe, the entrypoint was still running at --timeout; then {}: {}",
+                self.probes
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if passed == self.probes.len() {
+                    "passed"
+                } else {
+                    "FAILED"
+                }
+            ),
             Some(MainProcess::StillRunning) => {
                 "no probe, the entrypoint was still running at --timeout".to_owned()
             }

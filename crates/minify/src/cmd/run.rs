@@ -101,6 +101,7 @@ pub fn plan(args: &RunArgs) -> anyhow::Result<RunPlan> {
         force: args.force,
         measure_untraced: args.measure_untraced,
         trace_out: args.trace_out.clone(),
+        healthcheck: !args.no_healthcheck,
     })
 }
 

@@ -67,6 +67,40 @@ pub struct RunPlan {
     pub measure_untraced: bool,
     /// Where to write the raw trace as JSON.
     pub trace_out: Option<PathBuf>,
+    /// Run the image's `HEALTHCHECK` as a probe.
+    pub healthcheck: bool,
+}
+
+/// What a container is made to do: the probes in the order given, then the image's health
+/// check; with no probe given, the entrypoint runs until it exits or the timeout, and the
+/// health check runs then if it is still running.
+struct Workload {
+    probes: Vec<Probe>,
+    /// With no probe: the health check, run once the wait is over.
+    after_wait: Option<Probe>,
+}
+
+impl Workload {
+    fn new(plan: &RunPlan, image: &minify_runtime::ImageInfo) -> Workload {
+        let healthcheck = image
+            .healthcheck
+            .clone()
+            .filter(|_| plan.healthcheck)
+            .map(Probe::Healthcheck);
+        let mut probes = plan.probes.clone();
+        if probes.is_empty() {
+            Workload {
+                probes,
+                after_wait: healthcheck,
+            }
+        } else {
+            probes.extend(healthcheck);
+            Workload {
+                probes,
+                after_wait: None,
+            }
+        }
+    }
 }
 
 /// What a run produced: the report and the exit code it calls for.
@@ -258,6 +292,13 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
             .await
             .map_err(crate::lib_error)?
     };
+    let work = Workload::new(plan, &info);
+    let healthcheck_warning = info.healthcheck.as_ref().filter(|_| !plan.healthcheck).map(|h| {
+        format!(
+            "the image's HEALTHCHECK ({:?}) was not run (--no-healthcheck): the minified image keeps it, but not what it runs unless something else used that too",
+            h.command
+        )
+    });
     report.image_id = source.id().to_string();
     report.size_before = info.size;
     report.files_before = view.file_count() as u64;
@@ -279,7 +320,7 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
         for round in 0..4 {
             let start = Instant::now();
             let c = runtime.start(&spec).await.map_err(crate::lib_error)?;
-            exercise(plan, &c, progress, false).await?;
+            exercise(plan, &work, &c, progress, false).await?;
             let ms = start.elapsed().as_millis() as u64;
             c.remove().await.map_err(crate::lib_error)?;
             if round > 0 {
@@ -295,7 +336,7 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
     progress.phase(format!(
         "tracing {} with {} probe(s)",
         plan.image,
-        plan.probes.len()
+        work.probes.len() + usize::from(work.after_wait.is_some())
     ));
     let cgroup = TraceCgroup::create().map_err(crate::lib_error)?;
     // Tells `minify gc` this cgroup is in use even while no process runs in it.
@@ -315,13 +356,18 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
     };
     let phase_start = Instant::now();
     let container = runtime.start(&spec).await.map_err(crate::lib_error)?;
-    let (readiness, originals, main) = exercise(plan, &container, progress, true).await?;
+    let (readiness, originals, main) = exercise(plan, &work, &container, progress, true).await?;
     report.probe_phase_ms = phase_start.elapsed().as_millis() as u64;
     if let Some(bad) = originals.iter().find(|r| !r.passed) {
         let logs = container.logs_tail(20).await;
+        let fix = if matches!(bad.probe, Probe::Healthcheck(_)) {
+            "fix the image's HEALTHCHECK, or leave it out with --no-healthcheck"
+        } else {
+            "fix the probe or the image first"
+        };
         return Err(with_code(
             anyhow::anyhow!(
-                "{} on the original image {} (container {}, cgroup {}); fix the probe or the image first\nprobe output:\n{}\ncontainer output:\n{}",
+                "{} on the original image {} (container {}, cgroup {}); {fix}\nprobe output:\n{}\ncontainer output:\n{}",
                 bad.summary(),
                 plan.image,
                 container.name(),
@@ -406,6 +452,9 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
     report.kept_bytes = closure.kept_bytes;
     report.warnings.clone_from(&closure.warnings);
     if let Some(w) = lossy_warning {
+        report.warnings.insert(0, w);
+    }
+    if let Some(w) = healthcheck_warning {
         report.warnings.insert(0, w);
     }
     let o = &plan.overrides;
@@ -538,7 +587,7 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
             stop_timeout: plan.stop_timeout,
         };
         let c = runtime.start(&spec).await.map_err(crate::lib_error)?;
-        let (_, results, main_min) = exercise(plan, &c, progress, false).await?;
+        let (_, results, main_min) = exercise(plan, &work, &c, progress, false).await?;
         let logs = c.logs_tail(20).await;
         c.stop().await.map_err(crate::lib_error)?;
         c.remove().await.map_err(crate::lib_error)?;
@@ -648,15 +697,16 @@ async fn write_output(
 
 /// Wait for readiness, then run every probe in order (stopping at the first failure when
 /// `stop_at_failure`, i.e. on the original image); with no probe, wait for the entrypoint to
-/// exit or the timeout. Returns what readiness saw, the probe results, and how the main
-/// process ended (no-probe runs only).
+/// exit or the timeout, then run the health check if it still runs. Returns what readiness
+/// saw, the probe results, and how the main process ended (no-probe runs only).
 async fn exercise(
     plan: &RunPlan,
+    work: &Workload,
     c: &Container,
     progress: &Progress,
     stop_at_failure: bool,
 ) -> anyhow::Result<(Readiness, Vec<ProbeResult>, Option<MainProcess>)> {
-    let readiness = if plan.probes.is_empty() {
+    let readiness = if work.probes.is_empty() {
         Readiness::NoPorts
     } else {
         progress.phase(format!("waiting for {} to accept connections", c.name()));
@@ -685,7 +735,7 @@ async fn exercise(
             Err(e) => return Err(crate::lib_error(e)),
         }
     };
-    if plan.probes.is_empty() {
+    if work.probes.is_empty() {
         progress.phase(format!(
             "no probe: letting {} run for up to {} s",
             c.name(),
@@ -695,10 +745,17 @@ async fn exercise(
             Some(code) => MainProcess::Exited { code },
             None => MainProcess::StillRunning,
         };
-        return Ok((readiness, Vec::new(), Some(main)));
+        let mut results = Vec::new();
+        if let (MainProcess::StillRunning, Some(probe)) = (&main, &work.after_wait) {
+            progress.phase(format!("probe {probe}"));
+            let r = c.run_probe(probe, plan.probe_timeout).await;
+            progress.println(&format!("minify: {}", r.summary()));
+            results.push(r);
+        }
+        return Ok((readiness, results, Some(main)));
     }
     let mut results = Vec::new();
-    for probe in &plan.probes {
+    for probe in &work.probes {
         let r = if let Readiness::Exited { code } = readiness {
             // The workload is gone: the probe cannot pass, and should say why.
             ProbeResult {
