@@ -265,6 +265,13 @@ fn healthcheck_is_run_kept_and_healthy() {
             }
             assert!(redis_cli(&al), "{case}: redis-cli not kept");
             assert_eq!(health_after(&out, 20), "healthy", "{case}");
+            // The check itself is kept in the config, and `minify inspect` shows it.
+            let o = run(minify().args(["inspect", &out]));
+            let shown = String::from_utf8_lossy(&o.stdout);
+            assert!(
+                shown.contains("health   CMD redis-cli ping"),
+                "{case}: {shown}"
+            );
         }
     }
 

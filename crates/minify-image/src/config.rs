@@ -29,6 +29,9 @@ pub struct ImageConfig {
     pub labels: BTreeMap<String, String>,
     /// `config.StopSignal`.
     pub stop_signal: Option<String>,
+    /// `config.Healthcheck.Test` as written (`["CMD", ..]`, `["CMD-SHELL", ..]`,
+    /// `["NONE"]`; empty when unset).
+    pub healthcheck: Vec<String>,
     /// `architecture`, `os`.
     pub architecture: String,
     pub os: String,
@@ -73,6 +76,7 @@ impl ImageConfig {
             volumes: c.volumes.unwrap_or_default().into_keys().collect(),
             labels: c.labels.unwrap_or_default(),
             stop_signal: c.stop_signal.filter(|s| !s.is_empty()),
+            healthcheck: c.healthcheck.and_then(|h| h.test).unwrap_or_default(),
             architecture: raw.architecture.unwrap_or_default(),
             os: raw.os.unwrap_or_default(),
             created: raw.created,
@@ -108,6 +112,13 @@ struct RawRunConfig {
     volumes: Option<BTreeMap<String, serde_json::Value>>,
     labels: Option<BTreeMap<String, String>>,
     stop_signal: Option<String>,
+    healthcheck: Option<RawHealthcheck>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct RawHealthcheck {
+    test: Option<Vec<String>>,
 }
 
 #[cfg(test)]
@@ -120,7 +131,8 @@ mod tests {
             br#"{"architecture":"amd64","os":"linux","created":"2024-01-01T00:00:00Z",
                 "config":{"Entrypoint":["/docker-entrypoint.sh"],"Cmd":["nginx","-g","daemon off;"],
                 "Env":["PATH=/usr/bin"],"ExposedPorts":{"80/tcp":{},"443/tcp":{},"53/udp":{}},
-                "StopSignal":"SIGQUIT","Labels":null,"WorkingDir":"","User":"www"},
+                "StopSignal":"SIGQUIT","Labels":null,"WorkingDir":"","User":"www",
+                "Healthcheck":{"Test":["CMD-SHELL","curl -f localhost"],"Interval":1000000000}},
                 "rootfs":{"type":"layers","diff_ids":["sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"]}}"#,
         )
         .unwrap();
@@ -128,6 +140,7 @@ mod tests {
         assert_eq!(c.stop_signal.as_deref(), Some("SIGQUIT"));
         assert_eq!(c.cmd.len(), 3);
         assert_eq!(c.user, "www");
+        assert_eq!(c.healthcheck, ["CMD-SHELL", "curl -f localhost"]);
         assert_eq!(c.diff_ids.len(), 1);
         assert!(ImageConfig::parse(b"{\"rootfs\":{\"diff_ids\":[\"md5:1\"]}}").is_err());
         assert!(ImageConfig::parse(b"[]").is_err());

@@ -1,5 +1,6 @@
-//! `minify inspect IMAGE [--json]`: size, layers, file count and the largest directories of
-//! an image, read the same way `minify build` reads it (so every digest is checked too).
+//! `minify inspect IMAGE [--json]`: size, how it runs, layers, file count and the largest
+//! directories of an image, read the same way `minify build` reads it (so every digest is
+//! checked too).
 
 use std::fmt::Write as _;
 
@@ -46,7 +47,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<u8> {
                 "entrypoint": c.entrypoint, "cmd": c.cmd, "env": c.env,
                 "working_dir": c.working_dir, "user": c.user,
                 "exposed_ports": c.exposed_ports, "stop_signal": c.stop_signal,
-                "labels": c.labels,
+                "labels": c.labels, "healthcheck": c.healthcheck,
             },
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -70,6 +71,23 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<u8> {
         view.file_count(),
         view.entry_count()
     );
+    let argv: Vec<&String> = c.entrypoint.iter().chain(&c.cmd).collect();
+    if !argv.is_empty() {
+        let _ = writeln!(s, "runs     {}", serde_json::to_string(&argv)?);
+    }
+    let as_user = if c.user.is_empty() { "root" } else { &c.user };
+    let dir = if c.working_dir.is_empty() {
+        "/"
+    } else {
+        &c.working_dir
+    };
+    let _ = writeln!(s, "as       user {as_user} in {dir}");
+    if !c.exposed_ports.is_empty() {
+        let _ = writeln!(s, "ports    {}", c.exposed_ports.join(", "));
+    }
+    if !c.healthcheck.is_empty() {
+        let _ = writeln!(s, "health   {}", c.healthcheck.join(" "));
+    }
     let _ = writeln!(s, "layers   {}", view.layer_stats().len());
     for l in view.layer_stats() {
         let _ = writeln!(
