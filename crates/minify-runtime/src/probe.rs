@@ -576,13 +576,13 @@ impl Container {
 
     /// The image's health check: up to `retries` attempts a second apart (Docker waits its
     /// `Interval` between them; a service still starting up would fail the first), each
-    /// bounded by the check's own timeout and the probe timeout, whichever is shorter.
+    /// bounded by the check's own timeout, all of them by the probe timeout.
     async fn probe_healthcheck(
         &self,
         h: &Healthcheck,
         timeout: Duration,
     ) -> (ProbeOutcome, String, bool) {
-        let each = timeout.min(Duration::from_secs(h.timeout_secs));
+        let deadline = Instant::now() + timeout;
         let mut last = (
             ProbeOutcome::Error {
                 message: "not run".to_owned(),
@@ -592,9 +592,19 @@ impl Container {
         );
         for attempt in 1..=h.retries.max(1) {
             if attempt > 1 {
+                if deadline.saturating_duration_since(Instant::now()) <= Duration::from_secs(1) {
+                    break;
+                }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            last = self.exec_argv(h.argv.clone(), h.shell, each).await;
+            let left = deadline.saturating_duration_since(Instant::now());
+            last = self
+                .exec_argv(
+                    h.argv.clone(),
+                    h.shell,
+                    left.min(Duration::from_secs(h.timeout_secs)),
+                )
+                .await;
             if last.0 == (ProbeOutcome::Exited { code: 0 }) {
                 break;
             }
