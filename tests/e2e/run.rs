@@ -63,7 +63,7 @@ const SHELLS: [&str; 5] = [
 ];
 
 /// Minify one fixture with `probes`, and check everything the issue asks of the result.
-fn minify_fixture(name: &str, probes: &[&str], max_ratio: f64) {
+fn minify_fixture(name: &str, probes: &[&str], max_ratio: f64) -> serde_json::Value {
     let _serial = SERIAL
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -141,6 +141,7 @@ fn minify_fixture(name: &str, probes: &[&str], max_ratio: f64) {
     assert_eq!(o.status.code(), Some(0), "minify build {name} failed");
     assert_eq!(image_id(&rebuilt), image_id(&out), "build and run disagree");
     assert_eq!(report["output_id"].as_str().unwrap(), image_id(&out));
+    report
 }
 
 #[test]
@@ -161,6 +162,22 @@ fn run_python_http() {
 fn run_flask_venv() {
     if can_run() {
         minify_fixture("flask", &["--probe-http", "/"], 0.2);
+    }
+}
+
+/// A JVM (Debian's OpenJDK): its libraries need `libjvm.so`, which only the already loaded
+/// `lib/server/libjvm.so` provides (by soname): the closure must not call it missing.
+#[test]
+fn run_java() {
+    if can_run() {
+        let report = minify_fixture("java", &["--probe-http", "/"], 0.5);
+        let warnings = report["warnings"].as_array().unwrap();
+        assert!(
+            !warnings
+                .iter()
+                .any(|w| w.as_str().unwrap().contains("not found in the image")),
+            "{warnings:#?}"
+        );
     }
 }
 

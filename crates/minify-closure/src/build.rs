@@ -68,6 +68,7 @@ impl<'a> Builder<'a> {
             .map(|p| Ok((p.clone(), include_glob(p)?)))
             .collect::<Result<_, ClosureError>>()?;
 
+        self.note_loaded(trace);
         self.add_entrypoint(entrypoint);
         self.add_trace(trace);
 
@@ -219,6 +220,24 @@ impl<'a> Builder<'a> {
                 None
             }
         }
+    }
+
+    /// Tell the resolver which libraries the workload opened (so loaded): a `DT_NEEDED`
+    /// that names one of them by its soname is satisfied by it, as in the loader.
+    fn note_loaded(&mut self, trace: &Trace) {
+        let mut opened = BTreeSet::new();
+        for ev in &trace.events {
+            if ev.ok
+                && matches!(ev.kind, AccessKind::Open | AccessKind::OpenRequested)
+                && ev.special.is_none()
+                && Special::of(&ev.path).is_none()
+                && let Ok(r) = resolve(self.fs, &ev.path, true)
+                && self.resolver.is_elf_file(&r.path)
+            {
+                opened.insert(r.path);
+            }
+        }
+        self.resolver.set_loaded(&opened);
     }
 
     fn add_trace(&mut self, trace: &Trace) {

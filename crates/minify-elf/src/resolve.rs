@@ -116,6 +116,9 @@ pub struct Resolver<'a> {
     fs: &'a dyn Rootfs,
     config: LoaderConfig,
     parsed: HashMap<ImagePath, Result<Rc<ElfInfo>, String>>,
+    /// `DT_SONAME` -> a library the workload is known to have loaded (see
+    /// [`Resolver::set_loaded`]).
+    loaded: HashMap<String, ImagePath>,
 }
 
 /// One loaded object on the work queue.
@@ -138,6 +141,28 @@ impl<'a> Resolver<'a> {
             fs,
             config: LoaderConfig::load(fs, env),
             parsed: HashMap::new(),
+            loaded: HashMap::new(),
+        }
+    }
+
+    /// Libraries the workload is known to have loaded (ELF files its trace shows opened).
+    /// glibc's loader satisfies a `DT_NEEDED` name from an object already in the process
+    /// whose `DT_SONAME` matches, before any search: the JVM's launcher `dlopen`s
+    /// `lib/server/libjvm.so` by path, and `libjava.so`'s `DT_NEEDED` `libjvm.so`, which no
+    /// search path reaches, is that one. A name the search does not find but one of these
+    /// carries as its soname is resolved to it, instead of being reported missing.
+    pub fn set_loaded<'p>(&mut self, paths: impl IntoIterator<Item = &'p ImagePath>) {
+        for p in paths {
+            // Only ELF files are parsed (a workload opens many big files that are not).
+            let magic = self.fs.read(p, Some(4)).unwrap_or_default();
+            if magic != b"\x7fELF" {
+                continue;
+            }
+            if let Ok(info) = self.parse_at(p)
+                && let Some(so) = &info.soname
+            {
+                self.loaded.entry(so.clone()).or_insert_with(|| p.clone());
+            }
         }
     }
 
@@ -332,7 +357,11 @@ impl<'a> Resolver<'a> {
                     continue;
                 }
                 let detail = format!("{name} needed by {}", obj.name);
-                let Some(mut found) = self.find(&name, &obj, libc_eff, &mut out.warnings) else {
+                let found = match self.find(&name, &obj, libc_eff, &mut out.warnings) {
+                    Some(found) => Some(found),
+                    None => self.already_loaded(&name),
+                };
+                let Some(mut found) = found else {
                     out.warnings.push(format!(
                         "{name} needed by {} not found in the image",
                         obj.name
@@ -453,6 +482,19 @@ impl<'a> Resolver<'a> {
 
     /// Search one library name for `obj`, with the loader's rules. The result carries the
     /// `glibc-hwcaps` variants met on the way in [`Found::variants`].
+    /// The library the workload loaded whose soname is `name` (see [`Resolver::set_loaded`]).
+    fn already_loaded(&mut self, name: &str) -> Option<Found> {
+        let real = self.loaded.get(name)?.clone();
+        let info = self.parse_at(&real).ok()?;
+        Some(Found {
+            as_loaded: real.to_string(),
+            real,
+            via: Vec::new(),
+            info,
+            variants: Vec::new(),
+        })
+    }
+
     fn find(
         &mut self,
         name: &str,

@@ -1020,3 +1020,52 @@ fn copy_tree(fs: &mut MemFs, host: &std::path::Path, at: &str) {
         }
     }
 }
+
+/// The JVM's shape: the launcher `dlopen`s `lib/server/libjvm.so` by path; `lib/libjava.so`
+/// needs `libjvm.so`, which no search path reaches. In the process the loader satisfies it
+/// from the already loaded object with that soname, so once the workload is known to have
+/// loaded it, it resolves to it; otherwise it is still reported missing.
+#[test]
+fn needed_names_resolve_to_loaded_objects_by_soname() {
+    let mut fs = base();
+    let jvm = "/usr/lib/jvm/java/lib/server/libjvm.so";
+    lib(
+        &mut fs,
+        jvm,
+        &FakeElf {
+            soname: Some("libjvm.so".into()),
+            needed: vec!["libc.so.6".into()],
+            ..FakeElf::default()
+        },
+    );
+    lib(
+        &mut fs,
+        "/usr/lib/jvm/java/lib/libjava.so",
+        &FakeElf::lib(&["libjvm.so", "libc.so.6"]),
+    );
+    // Not an ELF file, and an ELF file without a soname: neither counts as loaded.
+    fs.file("/usr/lib/jvm/java/lib/modules", b"not an ELF file");
+    lib(&mut fs, "/opt/nosoname.so", &FakeElf::lib(&[]));
+
+    let missing = kept(&fs, "/usr/lib/jvm/java/lib/libjava.so");
+    assert!(
+        missing
+            .warnings
+            .iter()
+            .any(|w| w.contains("libjvm.so needed by") && w.contains("not found")),
+        "{:?}",
+        missing.warnings
+    );
+
+    let mut r = Resolver::new(&fs, &[]);
+    let loaded = [
+        ImagePath::new(jvm),
+        ImagePath::new("/usr/lib/jvm/java/lib/modules"),
+        ImagePath::new("/opt/nosoname.so"),
+    ];
+    r.set_loaded(&loaded);
+    let c = r.closure_of("/usr/lib/jvm/java/lib/libjava.so").unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert!(names(&c).contains(jvm), "{:?}", names(&c));
+    assert_eq!(c.kept[&ImagePath::new(jvm)].kind, DepKind::Library);
+}

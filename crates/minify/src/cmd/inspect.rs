@@ -71,9 +71,9 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<u8> {
         view.file_count(),
         view.entry_count()
     );
-    let argv: Vec<&String> = c.entrypoint.iter().chain(&c.cmd).collect();
-    if !argv.is_empty() {
-        let _ = writeln!(s, "runs     {}", serde_json::to_string(&argv)?);
+    let run_argv: Vec<&String> = c.entrypoint.iter().chain(&c.cmd).collect();
+    if !run_argv.is_empty() {
+        let _ = writeln!(s, "runs     {}", serde_json::to_string(&run_argv)?);
     }
     let as_user = if c.user.is_empty() { "root" } else { &c.user };
     let dir = if c.working_dir.is_empty() {
