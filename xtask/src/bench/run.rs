@@ -18,6 +18,7 @@ const SET: &[(&str, &[&str])] = &[
     ("flask", &["--probe-http", "/"]),
     ("redis", &["--probe-exec", "redis-cli ping"]),
     ("node", &["--probe-http", "/"]),
+    ("java", &["--probe-http", "/"]),
     ("static", &["--probe-http", "/"]),
 ];
 
