@@ -565,6 +565,80 @@ fn ctrl_c_leaves_nothing_behind() {
     assert!(!minify_fixtures::image_exists(&out));
 }
 
+/// The trace cgroup a `minify -v` run names in its log (`created trace cgroup path=...`).
+fn logged_trace_cgroup(log: &str) -> Option<String> {
+    let at = log.find("created trace cgroup")?;
+    let rest = &log[at..];
+    let start = rest.find("minify-")?;
+    let name: String = rest[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    minify_runtime::is_trace_cgroup_name(&name).then_some(name)
+}
+
+fn assert_no_cgroup(name: &str) {
+    for m in fs_err::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let d = m.path().join(name);
+        assert!(!d.exists(), "cgroup directory {} left behind", d.display());
+    }
+}
+
+/// stderr closed half way (`minify run ... 2>&1 | head`): the run goes on and ends as it
+/// would have (no panic on the failed writes, which would leave its container and cgroup
+/// behind), and leaves nothing. And a run that fails while the tracer is still being loaded
+/// (it loads while the image is opened) removes the tracer's cgroup too.
+#[test]
+fn closed_stderr_and_early_failure_leave_nothing() {
+    use std::io::BufRead as _;
+    let Some(_serial) = serial_if_run() else {
+        return;
+    };
+    let image = fixture("nginx").unwrap();
+    let ctx = TestContext::new().unwrap();
+    let out = ctx.unique_image_ref("closed-stderr");
+    let mut child = minify()
+        .args(["-v", "run", &image, "--probe-http", "/", "--tag", &out])
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    let cgroup = loop {
+        let line = lines
+            .next()
+            .expect("stderr ended before the cgroup was named")
+            .unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if let Some(c) = logged_trace_cgroup(&log) {
+            break c;
+        }
+    };
+    drop(lines); // the reading end closes: every later write to stderr fails
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "after stderr closed");
+    assert_left_nothing(pid);
+    assert_no_cgroup(&cgroup);
+    assert!(minify_fixtures::image_exists(&out));
+
+    let never = ctx.unique_image_ref("never");
+    let o = run(minify()
+        .args(["-v", "run", &image, "--probe-http", "/", "--tag", &never])
+        .args(["--exclude", "[unclosed"])
+        .env("NO_COLOR", "1"));
+    assert_eq!(o.status.code(), Some(2));
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(log.contains("[unclosed"), "{log}");
+    if let Some(cgroup) = logged_trace_cgroup(&log) {
+        assert_no_cgroup(&cgroup);
+    }
+    assert!(!minify_fixtures::image_exists(&never));
+}
+
 #[test]
 fn no_probe_traces_until_the_entrypoint_exits() {
     let Some(_serial) = serial_if_run() else {

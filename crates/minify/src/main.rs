@@ -1,6 +1,35 @@
 //! The `minify` command: parses arguments (see `cli.rs`) and hands each subcommand to its
 //! module under `cmd/`. Library crates do the work; this crate only wires them.
 
+/// `print!`/`println!`/`eprint!`/`eprintln!` that ignore a closed stream (`minify ... | head`
+/// that has exited): the std macros panic there, which mid-run would leave the run's
+/// container and cgroup behind, and at the end turns a finished run into exit 101. ripgrep
+/// treats a broken pipe as success the same way.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($t)*);
+    }};
+}
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+macro_rules! err {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($t)*);
+    }};
+}
+macro_rules! errln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 mod cli;
 mod cmd;
 mod pipeline;
@@ -88,6 +117,10 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
         )
         .with_writer(std::io::stderr)
+        // When stderr is gone (piped into `head` that has exited), logging must not report
+        // that with `eprintln!`, which panics: a panic mid-run leaves its container and
+        // cgroup behind.
+        .log_internal_errors(false)
         .without_time()
         .with_target(false)
         .init();
@@ -112,7 +145,7 @@ fn main() -> ExitCode {
                 }
                 msg.push_str(&part);
             }
-            eprintln!("minify: error: {msg}");
+            errln!("minify: error: {msg}");
             ExitCode::from(code)
         }
     }

@@ -52,14 +52,14 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<u8> {
             tokio::task::block_in_place(|| pack(&view, &image, &paths, &PackOptions::default()))
                 .map_err(image_err)?;
         let id = packed.write_to(&out, args.force).await.map_err(image_err)?;
-        eprintln!(
+        errln!(
             "minify: {out}: {} entries, {} bytes of files (source {} bytes in {} layers)",
             packed.entry_count(),
             packed.content_size(),
             view.content_size(),
             image.layers().len(),
         );
-        println!("{id}");
+        outln!("{id}");
         Ok(0)
     })
 }

@@ -15,7 +15,7 @@ pub fn run(args: &DoctorArgs) -> anyhow::Result<u8> {
     checks.push(docker_check());
     let failed = checks.iter().any(|c| c.status == Status::Fail);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&checks)?);
+        outln!("{}", serde_json::to_string_pretty(&checks)?);
     } else {
         for c in &checks {
             let tag = match c.status {
@@ -23,12 +23,12 @@ pub fn run(args: &DoctorArgs) -> anyhow::Result<u8> {
                 Status::Unavailable => "no  ",
                 Status::Fail => "FAIL",
             };
-            println!("{tag} {:<15} {}", c.name, c.detail);
+            outln!("{tag} {:<15} {}", c.name, c.detail);
             if let Some(fix) = &c.fix {
-                println!("     {:<15} fix: {fix}", "");
+                outln!("     {:<15} fix: {fix}", "");
             }
         }
-        println!(
+        outln!(
             "backend: {}",
             if failed {
                 "none usable (see FAIL lines)"

@@ -21,17 +21,17 @@ pub fn run(args: &GcArgs) -> anyhow::Result<u8> {
         let mut failed = 0;
         for item in &plan.remove {
             if args.dry_run {
-                println!("would remove {item}: {}", item.why());
+                outln!("would remove {item}: {}", item.why());
                 counts.add(item);
                 continue;
             }
             match runtime.gc_remove(item).await {
                 Ok(()) => {
-                    println!("removed {item}: {}", item.why());
+                    outln!("removed {item}: {}", item.why());
                     counts.add(item);
                 }
                 Err(e) => {
-                    eprintln!("minify gc: cannot remove {item}: {e}");
+                    errln!("minify gc: cannot remove {item}: {e}");
                     failed += 1;
                 }
             }
@@ -50,9 +50,9 @@ pub fn run(args: &GcArgs) -> anyhow::Result<u8> {
             "removed"
         };
         if counts.is_empty() && failed == 0 {
-            eprintln!("minify gc: nothing to remove{kept}");
+            errln!("minify gc: nothing to remove{kept}");
         } else {
-            eprintln!("minify gc: {verb} {counts}{kept}");
+            errln!("minify gc: {verb} {counts}{kept}");
         }
         if failed > 0 {
             return Err(crate::env_error(anyhow::anyhow!(

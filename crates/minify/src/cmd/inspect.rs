@@ -50,7 +50,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<u8> {
                 "labels": c.labels, "healthcheck": c.healthcheck,
             },
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        outln!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(0);
     }
     let mut s = String::new();
@@ -111,6 +111,6 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<u8> {
             d.path
         );
     }
-    print!("{s}");
+    out!("{s}");
     Ok(0)
 }

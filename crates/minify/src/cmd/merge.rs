@@ -16,7 +16,7 @@ pub fn run(args: &MergeArgs) -> anyhow::Result<u8> {
     let merged = Allowlist::merge(&items)?;
     crate::cmd::write_atomic(&args.output, merged.to_json().as_bytes())
         .with_context(|| format!("writing {}", args.output.display()))?;
-    eprintln!(
+    errln!(
         "minify: merged {} allowlists into {} ({} paths)",
         items.len(),
         args.output.display(),

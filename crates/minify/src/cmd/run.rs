@@ -25,9 +25,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             .with_context(|| format!("writing the report {}", path.display()))?;
     }
     if args.json {
-        print!("{}", report.to_json());
+        out!("{}", report.to_json());
     }
-    eprint!("{}", report.summary());
+    err!("{}", report.summary());
     Ok(outcome.code)
 }
 

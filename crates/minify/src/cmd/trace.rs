@@ -49,7 +49,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<u8> {
             let rt = tokio::runtime::Builder::new_current_thread().build()?;
             rt.block_on(async {
                 while let Some(e) = events.recv().await {
-                    eprintln!("{e}");
+                    errln!("{e}");
                 }
             });
             anyhow::Ok(())
@@ -104,7 +104,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<u8> {
         print_paths(&rec);
     }
     let paths = rec.trace.paths().len();
-    eprintln!(
+    errln!(
         "minify: traced {} events on {paths} paths from {} processes; command {}",
         rec.trace.events.len(),
         rec.processes.len(),
@@ -133,7 +133,7 @@ fn report_loss(rec: &Recording) {
             k.name()
         );
     }
-    eprintln!(
+    errln!(
         "minify: WARNING: {total} events LOST ({per}); this trace is INCOMPLETE. Raise --ring-bytes (now the ring was too small for the burst)."
     );
 }
@@ -149,7 +149,7 @@ fn print_paths(rec: &Recording) {
         };
         let _ = writeln!(out, "{:<10} {:<28} {path}", state, kinds.join(","));
     }
-    print!("{out}");
+    out!("{out}");
 }
 
 fn print_events(rec: &Recording) {
@@ -157,7 +157,7 @@ fn print_events(rec: &Recording) {
     for e in &rec.trace.events {
         let _ = writeln!(out, "{e}");
     }
-    print!("{out}");
+    out!("{out}");
 }
 
 fn print_json(rec: &Recording, code: Option<i32>) -> anyhow::Result<()> {
@@ -170,6 +170,6 @@ fn print_json(rec: &Recording, code: Option<i32>) -> anyhow::Result<()> {
         "records": rec.records,
         "unreachable": rec.unreachable,
     });
-    println!("{}", serde_json::to_string_pretty(&doc)?);
+    outln!("{}", serde_json::to_string_pretty(&doc)?);
     Ok(())
 }

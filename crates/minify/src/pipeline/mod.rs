@@ -217,6 +217,10 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
     // source is opened (and so checked) first, before anything is made in the daemon.
     progress.phase(format!("opening {}", plan.image));
     let runtime = Runtime::connect().await.map_err(crate::lib_error)?;
+    // The kernel takes about a second to verify the tracer's programs: load them while the
+    // image is opened. Not when the untraced runs are measured: an attached tracer would
+    // slow every syscall on the machine, theirs too.
+    let mut tracer_load = (!plan.measure_untraced).then(|| TracerLoad::start(plan));
     let file_source = if plan.image.is_file() {
         Some(open_source(&plan.image).await?)
     } else {
@@ -338,16 +342,14 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
         plan.image,
         work.probes.len() + usize::from(work.after_wait.is_some())
     ));
-    let cgroup = TraceCgroup::create().map_err(crate::lib_error)?;
-    // Tells `minify gc` this cgroup is in use even while no process runs in it.
-    let pin = CgroupPin::open(cgroup.path())
-        .with_context(|| format!("opening the trace cgroup {}", cgroup.path().display()))
-        .map_err(crate::env_error)?;
-    let mut topts = TraceOptions::default();
-    if let Some(n) = plan.ring_bytes {
-        topts.ring_bytes = n;
-    }
-    let tracer = Tracer::start(&cgroup, topts).map_err(crate::lib_error)?;
+    let Traced {
+        tracer,
+        cgroup,
+        pin,
+    } = match tracer_load.take() {
+        Some(load) => load.finish()?,
+        None => Traced::start(plan)?,
+    };
     let spec = RunSpec {
         image: info.id.clone(),
         overrides: plan.overrides.clone(),
@@ -788,6 +790,63 @@ fn indent(s: &str) -> String {
         .map(|l| format!("    {l}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The tracer and what it traces: a fresh cgroup (pinned so `minify gc` leaves it alone
+/// while no process runs in it). Dropped in this order: the tracer (detached), then the
+/// cgroup (removed), then the pin.
+struct Traced {
+    tracer: Tracer,
+    cgroup: TraceCgroup,
+    pin: CgroupPin,
+}
+
+impl Traced {
+    fn start(plan: &RunPlan) -> anyhow::Result<Traced> {
+        let cgroup = TraceCgroup::create().map_err(crate::lib_error)?;
+        let pin = CgroupPin::open(cgroup.path())
+            .with_context(|| format!("opening the trace cgroup {}", cgroup.path().display()))
+            .map_err(crate::env_error)?;
+        let mut topts = TraceOptions::default();
+        if let Some(n) = plan.ring_bytes {
+            topts.ring_bytes = n;
+        }
+        let tracer = Tracer::start(&cgroup, topts).map_err(crate::lib_error)?;
+        Ok(Traced {
+            tracer,
+            cgroup,
+            pin,
+        })
+    }
+}
+
+/// [`Traced::start`] on a thread of its own, from the start of the run: the container
+/// starts only once it is done. Dropped early (an error while opening the image, Ctrl-C),
+/// it waits for the thread and drops what it made, so the cgroup and the BPF links are gone
+/// before the run returns. Its errors are seen only when it is needed (after the image was
+/// opened), so a bad image is still reported as such first.
+struct TracerLoad(Option<std::thread::JoinHandle<anyhow::Result<Traced>>>);
+
+impl TracerLoad {
+    fn start(plan: &RunPlan) -> TracerLoad {
+        let plan = plan.clone();
+        TracerLoad(Some(std::thread::spawn(move || Traced::start(&plan))))
+    }
+
+    fn finish(mut self) -> anyhow::Result<Traced> {
+        let handle = self.0.take().expect("joined only here or in drop");
+        tokio::task::block_in_place(|| handle.join())
+            .map_err(|_| anyhow::anyhow!("loading the tracer panicked"))?
+    }
+}
+
+impl Drop for TracerLoad {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            // At most the second the load takes; what it made is dropped with its result.
+            let _ = handle.join();
+        }
+    }
 }
 
 /// The daemon's image `id`, when it already holds it. Such an image is run as it is, by id:

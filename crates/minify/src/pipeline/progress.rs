@@ -33,9 +33,11 @@ impl Progress {
         self.bar.set_message(msg);
     }
 
-    /// Print a line without tearing the spinner.
+    /// Print a line without tearing the spinner. A failed write (stderr piped into `head`
+    /// that has exited) is ignored: `eprintln!` would panic, and a panic in the middle of a
+    /// run leaves its container and cgroup behind.
     pub fn println(&self, line: &str) {
-        self.bar.suspend(|| eprintln!("{line}"));
+        self.bar.suspend(|| errln!("{line}"));
     }
 }
 
