@@ -346,11 +346,7 @@ fn assert_nothing_left(stderr: &str) {
     let left =
         minify_fixtures::docker(["ps", "-aq", "--filter", &format!("name=^{container}$")]).unwrap();
     assert!(left.is_empty(), "container {container} left behind");
-    for m in fs_err::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        let d = m.path().join(&cgroup);
-        assert!(!d.exists(), "cgroup directory {} left behind", d.display());
-    }
-    assert!(!Path::new("/sys/fs/cgroup/unified").join(&cgroup).exists());
+    assert_no_cgroup(&cgroup);
 }
 
 #[test]
@@ -553,10 +549,7 @@ fn ctrl_c_leaves_nothing_behind() {
         !labelled_containers().contains(&container),
         "container {container} left behind"
     );
-    for m in fs_err::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        let d = m.path().join(&parent);
-        assert!(!d.exists(), "cgroup directory {} left behind", d.display());
-    }
+    assert_no_cgroup(&parent);
     let sleeps = Command::new("pgrep")
         .args(["-f", "^sleep 3923$"]) // an odd length: nobody else's sleep matches
         .output()
@@ -577,9 +570,13 @@ fn logged_trace_cgroup(log: &str) -> Option<String> {
     minify_runtime::is_trace_cgroup_name(&name).then_some(name)
 }
 
+/// No cgroup directory of this name in any hierarchy (v1 controllers, and the v2 tree
+/// under `/sys/fs/cgroup` itself or its `unified` directory).
 fn assert_no_cgroup(name: &str) {
-    for m in fs_err::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        let d = m.path().join(name);
+    let root = Path::new("/sys/fs/cgroup");
+    let dirs = fs_err::read_dir(root).unwrap().flatten().map(|m| m.path());
+    for d in std::iter::once(root.to_path_buf()).chain(dirs) {
+        let d = d.join(name);
         assert!(!d.exists(), "cgroup directory {} left behind", d.display());
     }
 }
