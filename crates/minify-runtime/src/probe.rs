@@ -84,7 +84,9 @@ impl Healthcheck {
                 } else {
                     shell.to_vec()
                 };
-                argv.push(command.clone());
+                // As Docker does: the test's words after CMD-SHELL follow the shell's
+                // (normally just one, the command line).
+                argv.extend(rest.iter().cloned());
                 (argv, command, true)
             }
             _ => return None,
