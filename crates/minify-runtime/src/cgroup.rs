@@ -87,9 +87,17 @@ fn remove_v1_under(root: &Path, parent: &str) -> Result<(), CgroupError> {
     first_error.map_or(Ok(()), Err)
 }
 
+/// Remove an empty cgroup directory, retrying for about a second while it is busy (killed
+/// processes take a moment to leave it).
 fn rmdir_retry(dir: &Path) -> Result<(), CgroupError> {
+    rmdir_retry_for(dir, Duration::from_secs(1))
+}
+
+/// [`rmdir_retry`], retrying for about `wait`.
+pub(crate) fn rmdir_retry_for(dir: &Path, wait: Duration) -> Result<(), CgroupError> {
     let mut last = None;
-    for _ in 0..20 {
+    let tries = (wait.as_millis() / 50).max(1);
+    for _ in 0..tries {
         match std::fs::remove_dir(dir) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),

@@ -411,22 +411,10 @@ impl Drop for HostGroup {
         // hands it to tokio to be reaped later if not), and let its lifeline go.
         let _ = self.watchdog.try_wait();
         drop(self.lifeline.take());
-        if let Some(dir) = self.cgroup.take() {
-            let deadline = std::time::Instant::now() + CGROUP_DRAIN;
-            loop {
-                match std::fs::remove_dir(&dir) {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                    Err(e) if std::time::Instant::now() >= deadline => {
-                        tracing::warn!(
-                            "leaving the probe cgroup {} to `minify gc`: {e}",
-                            dir.display()
-                        );
-                        break;
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
+        if let Some(dir) = self.cgroup.take()
+            && let Err(e) = crate::cgroup::rmdir_retry_for(&dir, CGROUP_DRAIN)
+        {
+            tracing::warn!("leaving the probe cgroup to `minify gc`: {e}");
         }
     }
 }
