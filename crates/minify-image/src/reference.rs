@@ -60,12 +60,9 @@ pub fn normalize_repo_tag(name: &str) -> String {
         Some(rest) if !rest.contains('/') => rest,
         _ => short,
     };
-    let slash = short.rfind('/').map_or(0, |i| i + 1);
-    if short[slash..].contains(':') {
-        short.to_owned()
-    } else {
-        format!("{short}:latest")
-    }
+    let daemon = ImageRef::Daemon(short.to_owned());
+    let (repo, tag) = daemon.daemon_repo_tag().unwrap_or((short, None));
+    format!("{repo}:{}", tag.unwrap_or("latest"))
 }
 
 impl fmt::Display for ArchiveImage {
