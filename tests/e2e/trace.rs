@@ -461,6 +461,79 @@ fn docker_container_traced_through_cgroup_parent() {
     assert_eq!(trace.lost_total(), 0);
 }
 
+/// runc 1.1 re-executes itself from a copy (a memfd or a detached bind mount, run as
+/// `/proc/self/fd/N`) when `runc init` starts, and that re-exec races with runc putting the
+/// process into the container's cgroup: when the cgroup join wins, the first exec inside the
+/// cgroup is runc's own, on the host side. It must not start the workload, or the host's
+/// loader, libc and `/var/lib/docker` paths land in the trace (a CI run once caught this as
+/// `access /etc/ld.so.preload` before the container's first exec).
+///
+/// The same thing for real, without waiting for the race: a process joins the traced cgroup,
+/// then executes a memfd copy of the host's `sh`, which runs `cat`. Everything `sh` does
+/// (its loader, libc) belongs to the set-up; the workload starts at `cat`.
+#[test]
+fn exec_of_a_binary_outside_the_root_does_not_start_the_workload() {
+    use std::io::Write;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let Some(_serial) = serial_if_trace() else {
+        return;
+    };
+    // SAFETY: plain syscall; the name is a NUL-terminated literal.
+    let memfd = unsafe { libc::memfd_create(c"runc_cloned:/proc/self/exe".as_ptr(), 0) };
+    assert!(
+        memfd >= 0,
+        "memfd_create: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: a fresh descriptor this function owns.
+    let memfd = unsafe { OwnedFd::from_raw_fd(memfd) };
+    std::fs::File::from(memfd.try_clone().unwrap())
+        .write_all(&std::fs::read("/bin/sh").unwrap())
+        .unwrap();
+    let cgroup = minify_trace::TraceCgroup::create().unwrap();
+    let procs = std::fs::OpenOptions::new()
+        .write(true)
+        .open(cgroup.path().join("cgroup.procs"))
+        .unwrap();
+    let procs_fd = procs.as_raw_fd();
+    let tracer =
+        minify_trace::Tracer::start(&cgroup, minify_trace::TraceOptions::default()).unwrap();
+    let mut cmd = Command::new(format!("/proc/self/fd/{}", memfd.as_raw_fd()));
+    cmd.arg0("sh").args(["-c", "cat /etc/hostname; exit 0"]);
+    // SAFETY: only `write(2)` between fork and exec (async-signal-safe): "0" moves the
+    // writing process itself into the cgroup, so its next exec is the first one inside.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::write(procs_fd, c"0".as_ptr().cast(), 1) == 1 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let trace = tracer.finish().unwrap();
+    drop(procs);
+    drop(cgroup);
+    let ev: Vec<(String, String, bool)> = trace
+        .events
+        .iter()
+        .map(|e| (e.kind.name().to_owned(), e.path.clone(), e.ok))
+        .collect();
+    assert_eq!(
+        ev.first().map(|e| (e.0.as_str(), e.1.as_str())),
+        Some(("exec-binary", "/usr/bin/cat")),
+        "{ev:?}"
+    );
+    assert_has(&ev, "open-requested", "/etc/hostname", true);
+    assert!(
+        trace.events.iter().all(|e| e.comm == "cat"),
+        "events of the set-up shell: {ev:?}"
+    );
+}
+
 #[test]
 fn loss_is_counted_and_reported() {
     let Some(_serial) = serial_if_trace() else {

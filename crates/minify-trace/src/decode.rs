@@ -147,8 +147,8 @@ pub(crate) struct Decoder {
     order: Vec<u32>,
     /// child tid -> parent tgid, from forks.
     parents: HashMap<u32, u32>,
-    /// Processes that have exec'd inside the cgroup, or descend from one that had.
-    /// pid -> the `exec_id` from which its events count: its first exec inside the cgroup
+    /// Processes that have exec'd inside the cgroup a binary under their root, or descend
+    /// from one that had. pid -> the `exec_id` from which its events count: that first exec
     /// (0 for a child forked by a started process).
     started: HashMap<u32, u32>,
     /// `exec_id` of the record being decoded.
@@ -231,6 +231,16 @@ impl Decoder {
             self.dirs.insert(id, dir);
         }
         path
+    }
+
+    /// Whether a walk ended outside the task's root (directly, or through a directory sent
+    /// before as outside), as opposed to resolving or being cut short.
+    fn outside_root(&self, w: Option<&Walk>) -> bool {
+        w.is_some_and(|w| match (w.end, w.ref_id) {
+            (TAG_END_UNREACHABLE, _) => true,
+            (TAG_DIR_REF, Some(id)) => matches!(self.dirs.get(&id), Some(None)),
+            _ => false,
+        })
     }
 
     fn comm(&self, pid: u32) -> String {
@@ -470,11 +480,20 @@ impl Decoder {
     }
 
     fn exec(&mut self, h: &EventHeader, pc: &Pieces, comm: &str) {
-        self.started.entry(h.pid).or_insert(h.exec_id);
         // Resolve both walks before anything else: a walk may define a directory the other
         // refers to.
         let exe = self.resolve(pc.exe.as_ref());
         let base = self.resolve(pc.base.as_ref());
+        // The workload starts at an exec of a binary inside the task's root. runc 1.1
+        // re-executes itself from a copy (a memfd or a detached bind mount, as
+        // `/proc/self/fd/N`) when `runc init` starts, racing with its own cgroup join: when
+        // the join wins, that exec happens inside the cgroup, on the host side, and what
+        // follows (the host's loader and libc, `/var/lib/docker/...`) is still set-up.
+        // Only a binary known to be outside the root holds the start back: a walk too deep to
+        // send (truncated) may still be the workload.
+        if exe.is_some() || !self.outside_root(pc.exe.as_ref()) {
+            self.started.entry(h.pid).or_insert(h.exec_id);
+        }
         match exe {
             Some(exe) => {
                 if let Some(p) = self.procs.get_mut(&h.pid) {
@@ -888,10 +907,26 @@ mod tests {
             &user(TAG_USER_PATH, "/var/lib/docker/x/merged/proc"),
             &[],
         ));
+        // runc re-executing its own copy (no path from the root reaches it), then the
+        // host's loader: still set-up.
+        let mut clone = walk(TAG_WALK_EXE, &["runc"], TAG_END_UNREACHABLE);
+        clone.extend(user(TAG_USER_PATH, "/proc/self/fd/3"));
+        d.feed(&with_exec_id(record(EV_EXEC, 0, 5, 5, 0, &clone), 2));
+        d.feed(&with_exec_id(
+            sys(
+                op::ACCESS,
+                5,
+                -2,
+                0,
+                &user(TAG_USER_PATH, "/etc/ld.so.preload"),
+                &[],
+            ),
+            2,
+        ));
         let mut ex = walk(TAG_WALK_EXE, &["cat", "bin", "usr"], TAG_END_ROOT);
         ex.extend(user(TAG_USER_PATH, "/bin/cat"));
-        d.feed(&record(EV_EXEC, 0, 5, 5, 0, &ex));
-        d.feed(&record(EV_FORK, 0, 5, 6, 0, &[]));
+        d.feed(&with_exec_id(record(EV_EXEC, 0, 5, 5, 0, &ex), 3));
+        d.feed(&with_exec_id(record(EV_FORK, 0, 5, 6, 0, &[]), 3));
         d.feed(&sys(
             op::STAT,
             6,
@@ -907,6 +942,24 @@ mod tests {
             r.processes.iter().find(|p| p.pid == 6).unwrap().ppid,
             Some(5)
         );
+    }
+
+    #[test]
+    fn exec_of_a_path_too_deep_to_send_still_starts_the_workload() {
+        let mut d = Decoder::new(true);
+        let ex = walk(TAG_WALK_EXE, &["app", "deep"], TAG_END_TRUNCATED);
+        d.feed(&record(EV_EXEC, 0, 5, 5, 0, &ex));
+        d.feed(&sys(
+            op::STAT,
+            5,
+            0,
+            0,
+            &user(TAG_USER_PATH, "/etc/hosts"),
+            &[],
+        ));
+        let r = d.finish(&BTreeMap::new());
+        let paths: Vec<&str> = r.trace.events.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["/etc/hosts"]);
     }
 
     #[test]

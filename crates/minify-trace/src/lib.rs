@@ -108,7 +108,9 @@ pub struct TraceOptions {
     /// Keep a process's events only once it (or an ancestor) has exec'd inside the cgroup.
     /// A container runtime's own set-up runs in the container's cgroup too (runc init
     /// mounting `/proc` and `/dev` under `/var/lib/docker/...`, before `pivot_root`): those
-    /// are host paths, not the workload. The workload starts at its first exec. Default on.
+    /// are host paths, not the workload. The workload starts at its first exec of a binary
+    /// inside its root (runc may first re-exec a copy of itself that no path reaches, see
+    /// `Decoder::exec`). Default on.
     pub from_first_exec: bool,
     /// Deliver each event at once, for a live subscriber ([`Tracer::subscribe`]). Off, the
     /// programs collect a task's events in per-CPU batches (much cheaper for the workload),
