@@ -472,6 +472,7 @@ fn docker_container_traced_through_cgroup_parent() {
 /// then executes a memfd copy of the host's `sh`, which runs `cat`. Everything `sh` does
 /// (its loader, libc) belongs to the set-up; the workload starts at `cat`.
 #[test]
+#[allow(unsafe_code)] // memfd_create and a write(2) between fork and exec: no std API
 fn exec_of_a_binary_outside_the_root_does_not_start_the_workload() {
     use std::io::Write;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
