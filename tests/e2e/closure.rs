@@ -181,7 +181,7 @@ fn origin_runpath_and_rpath_resolve_and_the_minified_image_runs() {
     ctx.track_image(&out);
     let out_ref: ImageRef = out.parse().unwrap();
     runtime()
-        .block_on(packed.write_to(&out_ref, false))
+        .block_on(packed.write_to(&out_ref, &minify_image::WriteOptions::default()))
         .unwrap();
     let name = ctx.unique_name("closure-origin-run");
     ctx.track_container(&name);

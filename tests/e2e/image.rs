@@ -160,8 +160,12 @@ fn nginx_from_every_transport_is_packed_loaded_and_serves() {
     let oci_ar = format!("oci-archive:{}", tmp.join("full-oci.tar").display());
     for out in [&oci_dir, &oci_ar] {
         let id = rt
-            .block_on(all.write_to(&out.parse().unwrap(), false))
-            .unwrap();
+            .block_on(all.write_to(
+                &out.parse().unwrap(),
+                &minify_image::WriteOptions::default(),
+            ))
+            .unwrap()
+            .id;
         assert_eq!(&id, all.id());
     }
     drop((view, image));

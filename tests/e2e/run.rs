@@ -863,6 +863,12 @@ fn file_output_is_verified_on_a_temporary_copy() {
     assert_eq!(report["output_written"], true, "{report:#}");
     assert_eq!(report["verified_image"], copy.as_str(), "{report:#}");
     assert_eq!(report["verified_image_id"], config.as_str(), "{report:#}");
+    // The layer is stored gzip-compressed (the OCI default), as the report and summary say.
+    assert_eq!(report["output_layer_media"], "tar+gzip", "{report:#}");
+    let stored = report["output_layer_bytes"].as_u64().unwrap();
+    let after = report["size_after"].as_u64().unwrap();
+    assert!(stored > 0 && stored * 2 < after, "{stored} of {after}");
+    assert!(stderr.contains("  stored: "), "{stderr}");
     assert!(
         stderr.contains(&format!("verify: passed (on a temporary copy, {copy})"))
             || stderr.contains(&format!(
@@ -890,6 +896,40 @@ fn file_output_is_verified_on_a_temporary_copy() {
         fs_err::read(&archive).unwrap() == fs_err::read(&unverified).unwrap(),
         "the verified run wrote another archive than minify build"
     );
+    // Other compressions on request; each output reads back as the same image.
+    for (format, media) in [("zstd", "tar+zstd"), ("none", "tar")] {
+        let out = format!("oci:{}", ctx.temp_dir().join(format).display());
+        let o = run(minify()
+            .args([
+                "build",
+                &image,
+                "--compression",
+                format,
+                "--tag",
+                &out,
+                "--allowlist",
+            ])
+            .arg(&allowlist));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{err}");
+        assert!(err.contains(&format!("as {media}")), "{err}");
+        let o = run(minify().args(["inspect", &out]));
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let shown = String::from_utf8_lossy(&o.stdout);
+        assert!(shown.contains(&config), "{shown}");
+        assert!(shown.contains(&format!("{media} ")), "{shown}");
+    }
+    let o = run(minify()
+        .args(["build", &image, "--compression", "brotli", "--allowlist"])
+        .arg(&allowlist));
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("use gzip, zstd or none"), "{err}");
 }
 
 #[test]

@@ -76,11 +76,13 @@ impl PackedImage {
     pub fn config_bytes(&self) -> &[u8] {
         &self.config
     }
-    /// The new layer's digest (it is stored uncompressed, so this is also its diff_id).
+    /// The new layer's diff_id: the digest of its uncompressed tar (also its digest in the
+    /// daemon and in a docker-archive; an OCI output stores it compressed, see
+    /// [`crate::Written`]).
     pub fn layer_digest(&self) -> &Digest {
         &self.diff_id
     }
-    /// Bytes of the new layer tar.
+    /// Bytes of the new layer's uncompressed tar.
     pub fn layer_size(&self) -> u64 {
         self.layer_size
     }

@@ -14,7 +14,8 @@ use futures_util::StreamExt as _;
 use serde_json::json;
 
 use crate::archive::Blob;
-use crate::{ArchiveImage, Digest, ImageRef, PackedImage, SourceImage};
+use crate::hashio::HashWriter;
+use crate::{ArchiveImage, Compression, Digest, ImageRef, PackedImage, SourceImage};
 
 /// Why `docker-archive:PATH:@INDEX` cannot be an output.
 pub const ARCHIVE_INDEX_OUTPUT: &str =
@@ -24,6 +25,46 @@ const MT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const MT_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const MT_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const MT_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+
+/// How [`PackedImage::write_to`] writes, beyond where.
+#[derive(Clone, Copy, Debug)]
+pub struct WriteOptions {
+    /// Replace an existing output file or directory.
+    pub force: bool,
+    /// How the new layer is stored in an `oci:` or `oci-archive:` output (gzip by default,
+    /// as registries and `docker buildx` expect). A docker-archive holds it uncompressed,
+    /// as `docker save` writes one, and the daemon is always given it uncompressed.
+    pub compression: Compression,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions {
+            force: false,
+            compression: Compression::Gzip,
+        }
+    }
+}
+
+/// What [`PackedImage::write_to`] wrote.
+#[derive(Clone, Debug)]
+pub struct Written {
+    /// The image id (sha256 of its config).
+    pub id: Digest,
+    /// The new layer as stored in the output: its digest, bytes and compression (for the
+    /// daemon, the uncompressed tar it was given).
+    pub layer_digest: Digest,
+    pub layer_bytes: u64,
+    pub compression: Compression,
+}
+
+/// The new layer as one output stores it.
+struct StoredLayer {
+    path: PathBuf,
+    digest: Digest,
+    bytes: u64,
+    compression: Compression,
+}
 
 /// Why the image could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -79,10 +120,19 @@ enum Member<'a> {
 }
 
 impl PackedImage {
-    /// Write the image to `out`; returns the written image id.
-    pub async fn write_to(&self, out: &ImageRef, force: bool) -> Result<Digest, SinkError> {
-        match out {
-            ImageRef::Daemon(name) => self.load_into_daemon(name).await,
+    /// Write the image to `out`: the daemon, a docker-archive, or an OCI layout (directory
+    /// or archive) with the layer compressed as `options` says.
+    pub async fn write_to(
+        &self,
+        out: &ImageRef,
+        options: &WriteOptions,
+    ) -> Result<Written, SinkError> {
+        let force = options.force;
+        let stored = match out {
+            ImageRef::Daemon(name) => {
+                self.load_into_daemon(name).await?;
+                self.uncompressed()
+            }
             ImageRef::DockerArchive { path, image } => {
                 let name = match image {
                     None => None,
@@ -96,19 +146,78 @@ impl PackedImage {
                 };
                 let members = self.docker_archive_members(name.as_deref());
                 write_file_atomically(path, force, |tmp| write_tar(tmp, &members.borrowed()))?;
-                Ok(self.id.clone())
+                self.uncompressed()
             }
             ImageRef::OciArchive { path, tag } => {
-                let layout = self.oci_layout(tag.as_deref());
+                check_exists(path, force)?;
+                let stored = self.stored_layer(options.compression)?;
+                let layout = self.oci_layout(tag.as_deref(), &stored);
                 write_file_atomically(path, force, |tmp| write_tar(tmp, &layout.borrowed()))?;
-                Ok(self.id.clone())
+                stored
             }
             ImageRef::OciDir { dir, tag } => {
-                let layout = self.oci_layout(tag.as_deref());
+                check_exists(dir, force)?;
+                let stored = self.stored_layer(options.compression)?;
+                let layout = self.oci_layout(tag.as_deref(), &stored);
                 write_dir_atomically(dir, force, &layout.borrowed())?;
-                Ok(self.id.clone())
+                stored
             }
+        };
+        Ok(Written {
+            id: self.id.clone(),
+            layer_digest: stored.digest,
+            layer_bytes: stored.bytes,
+            compression: stored.compression,
+        })
+    }
+
+    fn uncompressed(&self) -> StoredLayer {
+        StoredLayer {
+            path: self.layer_path.clone(),
+            digest: self.diff_id.clone(),
+            bytes: self.layer_size,
+            compression: Compression::None,
         }
+    }
+
+    /// The layer compressed as asked, in this image's temp dir, digested as it is written.
+    /// Deterministic: the same tar and compression give the same bytes (gzip without a
+    /// name or time in its header, zstd without a checksum, both single-threaded).
+    fn stored_layer(&self, compression: Compression) -> Result<StoredLayer, SinkError> {
+        let (name, media) = match compression {
+            Compression::None => return Ok(self.uncompressed()),
+            Compression::Gzip => ("layer.tar.gz", "gzip"),
+            Compression::Zstd => ("layer.tar.zst", "zstd"),
+        };
+        let path = self.tmp.path().join(name);
+        let result = (|| -> io::Result<(Digest, u64)> {
+            let mut input =
+                io::BufReader::with_capacity(1 << 20, fs_err::File::open(&self.layer_path)?);
+            let out = HashWriter::new(io::BufWriter::with_capacity(
+                1 << 20,
+                fs_err::File::create(&path)?,
+            ));
+            let out = if media == "gzip" {
+                let mut e = flate2::GzBuilder::new()
+                    .mtime(0)
+                    .write(out, flate2::Compression::default());
+                io::copy(&mut input, &mut e)?;
+                e.finish()?
+            } else {
+                let mut e = zstd::Encoder::new(out, 3)?;
+                io::copy(&mut input, &mut e)?;
+                e.finish()?
+            };
+            let (digest, bytes, _) = out.finish()?;
+            Ok((digest, bytes))
+        })();
+        let (digest, bytes) = result.map_err(io_at(&path))?;
+        Ok(StoredLayer {
+            path,
+            digest,
+            bytes,
+            compression,
+        })
     }
 
     fn docker_archive_members(&self, tag: Option<&str>) -> Owned<'_> {
@@ -132,12 +241,17 @@ impl PackedImage {
         }
     }
 
-    fn oci_layout(&self, tag: Option<&str>) -> Owned<'_> {
+    fn oci_layout<'a>(&'a self, tag: Option<&str>, layer: &'a StoredLayer) -> Owned<'a> {
+        let media_type = match layer.compression {
+            Compression::None => MT_LAYER.to_owned(),
+            Compression::Gzip => format!("{MT_LAYER}+gzip"),
+            Compression::Zstd => format!("{MT_LAYER}+zstd"),
+        };
         let manifest = serde_json::to_vec(&json!({
             "schemaVersion": 2,
             "mediaType": MT_MANIFEST,
             "config": {"mediaType": MT_CONFIG, "digest": self.id.as_str(), "size": self.config.len()},
-            "layers": [{"mediaType": MT_LAYER, "digest": self.diff_id.as_str(), "size": self.layer_size}],
+            "layers": [{"mediaType": media_type, "digest": layer.digest.as_str(), "size": layer.bytes}],
         }))
         .expect("json");
         let mdigest = Digest::of_bytes(&manifest);
@@ -164,10 +278,7 @@ impl PackedImage {
                 ),
             ],
             dirs: vec!["blobs/".into(), "blobs/sha256/".into()],
-            files: vec![(
-                format!("blobs/sha256/{}", self.diff_id.hex()),
-                &self.layer_path,
-            )],
+            files: vec![(format!("blobs/sha256/{}", layer.digest.hex()), &layer.path)],
         }
     }
 

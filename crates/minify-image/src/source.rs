@@ -37,6 +37,19 @@ impl fmt::Display for Compression {
     }
 }
 
+impl std::str::FromStr for Compression {
+    type Err = String;
+    /// The names `--compression` takes (skopeo's `--dest-compress-format` ones, and `none`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Compression::None),
+            "gzip" => Ok(Compression::Gzip),
+            "zstd" => Ok(Compression::Zstd),
+            _ => Err(format!("unknown compression {s:?}: use gzip, zstd or none")),
+        }
+    }
+}
+
 /// One layer as the manifest and config describe it.
 #[derive(Clone, Debug)]
 pub struct LayerInfo {

@@ -11,7 +11,8 @@ use minify_model::{EntryKind, ImagePath, ResolveError, Rootfs, resolve};
 use serde_json::json;
 
 use crate::{
-    Compression, Digest, ImageError, ImageRef, PackOptions, RootfsView, SourceImage, pack,
+    Compression, Digest, ImageError, ImageRef, PackOptions, RootfsView, SourceImage, WriteOptions,
+    pack,
 };
 
 /// One entry of a hand-made layer.
@@ -410,6 +411,121 @@ async fn reads_the_image_named_in_an_archive_of_several() {
     }
 }
 
+/// An OCI output stores the new layer compressed as asked (gzip by default), with the
+/// matching media type, digest and size; the same image written twice gives the same bytes;
+/// each reads back to the same files; a docker-archive keeps it uncompressed.
+#[tokio::test]
+async fn oci_outputs_compress_the_layer_deterministically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layers: Vec<_> = base_layers()
+        .into_iter()
+        .map(|t| (t, Compression::None))
+        .collect();
+    let dir = oci_dir(tmp.path(), &layers);
+    let (img, view) = open_view(&format!("oci:{}", dir.display())).await.unwrap();
+    let keep = [p("/usr/bin/app2"), p("/etc/passwd"), p("/dev/null")];
+    let packed = pack(&view, &img, &keep, &PackOptions::default()).unwrap();
+    let tar = std::fs::read(packed.layer_path()).unwrap();
+    let manifest_layer = |out: &Path| -> serde_json::Value {
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
+        let m = index["manifests"][0]["digest"].as_str().unwrap();
+        let m = m.strip_prefix("sha256:").unwrap();
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("blobs/sha256").join(m)).unwrap())
+                .unwrap();
+        manifest["layers"][0].clone()
+    };
+    let mut sizes = Vec::new();
+    for (c, name, media, magic) in [
+        (
+            None,
+            "default",
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            &[0x1f, 0x8b][..],
+        ),
+        (
+            Some(Compression::Gzip),
+            "gzip",
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            &[0x1f, 0x8b],
+        ),
+        (
+            Some(Compression::Zstd),
+            "zstd",
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+            &[0x28, 0xb5, 0x2f, 0xfd],
+        ),
+        (
+            Some(Compression::None),
+            "none",
+            "application/vnd.oci.image.layer.v1.tar",
+            &tar[..4],
+        ),
+    ] {
+        let options = WriteOptions {
+            compression: c.unwrap_or(WriteOptions::default().compression),
+            ..WriteOptions::default()
+        };
+        let mut digests = Vec::new();
+        for n in 0..2 {
+            let out = tmp.path().join(format!("{name}-{n}"));
+            let r: ImageRef = format!("oci:{}", out.display()).parse().unwrap();
+            let written = packed.write_to(&r, &options).await.unwrap();
+            let layer = manifest_layer(&out);
+            assert_eq!(layer["mediaType"], media, "{name}");
+            assert_eq!(layer["digest"], written.layer_digest.as_str(), "{name}");
+            assert_eq!(layer["size"], written.layer_bytes, "{name}");
+            let blob =
+                std::fs::read(out.join("blobs/sha256").join(written.layer_digest.hex())).unwrap();
+            assert_eq!(Digest::of_bytes(&blob), written.layer_digest, "{name}");
+            assert_eq!(blob.len() as u64, written.layer_bytes, "{name}");
+            assert!(blob.starts_with(magic), "{name}");
+            // Reads back (digests checked while streaming) to the packed files.
+            let back = SourceImage::open(&r).await.unwrap();
+            assert_eq!(back.id(), packed.id(), "{name}");
+            let v = RootfsView::build(&back).unwrap();
+            assert_eq!(
+                v.read(&p("/etc/passwd"), None).unwrap(),
+                view.read(&p("/etc/passwd"), None).unwrap()
+            );
+            digests.push(written.layer_digest);
+        }
+        assert_eq!(digests[0], digests[1], "{name}: not deterministic");
+        sizes.push((
+            name,
+            packed
+                .write_to(
+                    &format!("oci-archive:{}/{name}.tar", tmp.path().display())
+                        .parse()
+                        .unwrap(),
+                    &options,
+                )
+                .await
+                .unwrap()
+                .layer_bytes,
+        ));
+    }
+    // The layer here is mostly tar headers and padding: any compression shrinks it.
+    let none = sizes.iter().find(|s| s.0 == "none").unwrap().1;
+    assert_eq!(none, tar.len() as u64);
+    for (name, bytes) in &sizes {
+        if *name != "none" {
+            assert!(*bytes * 4 < none, "{name}: {bytes} of {none}");
+        }
+    }
+    // A docker-archive holds the tar as it is.
+    let da: ImageRef = format!("docker-archive:{}/d.tar", tmp.path().display())
+        .parse()
+        .unwrap();
+    let written = packed
+        .write_to(&da, &WriteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(written.compression, Compression::None);
+    assert_eq!(&written.layer_digest, packed.layer_digest());
+}
+
 #[tokio::test]
 async fn pack_is_deterministic_and_round_trips() {
     let tmp = tempfile::tempdir().unwrap();
@@ -446,7 +562,7 @@ async fn pack_is_deterministic_and_round_trips() {
             .replace("{}", &tmp.path().display().to_string())
             .parse()
             .unwrap();
-        let id = a.write_to(&out, false).await.unwrap();
+        let id = a.write_to(&out, &WriteOptions::default()).await.unwrap().id;
         assert_eq!(&id, a.id(), "output {i}");
         let img2 = SourceImage::open(&out).await.unwrap();
         assert_eq!(img2.id(), a.id());
@@ -497,20 +613,31 @@ async fn pack_is_deterministic_and_round_trips() {
         );
         // An existing output is refused and left alone.
         let before = crate::source::file_path(&out).map(|p| std::fs::metadata(p).unwrap().len());
-        let err = a.write_to(&out, false).await.unwrap_err();
+        let err = a
+            .write_to(&out, &WriteOptions::default())
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("already exists"), "{err}");
         assert_eq!(
             before,
             crate::source::file_path(&out).map(|p| std::fs::metadata(p).unwrap().len())
         );
-        a.write_to(&out, true).await.unwrap();
+        a.write_to(
+            &out,
+            &WriteOptions {
+                force: true,
+                ..WriteOptions::default()
+            },
+        )
+        .await
+        .unwrap();
     }
     // A named docker-archive output carries the name (what `docker load` tags it with),
     // normalised as docker save writes it; a position names no output.
     let named: ImageRef = format!("docker-archive:{}/o4.tar:team/app", tmp.path().display())
         .parse()
         .unwrap();
-    a.write_to(&named, false).await.unwrap();
+    a.write_to(&named, &WriteOptions::default()).await.unwrap();
     assert_eq!(
         SourceImage::open(&named).await.unwrap().repo_tags(),
         ["team/app:latest"]
@@ -525,7 +652,11 @@ async fn pack_is_deterministic_and_round_trips() {
     let index: ImageRef = format!("docker-archive:{}/o5.tar:@0", tmp.path().display())
         .parse()
         .unwrap();
-    let err = a.write_to(&index, false).await.unwrap_err().to_string();
+    let err = a
+        .write_to(&index, &WriteOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("@INDEX picks an image to read"), "{err}");
     assert!(!tmp.path().join("o5.tar").exists());
     // Both links kept: they stay hardlinks of each other.
@@ -539,7 +670,7 @@ async fn pack_is_deterministic_and_round_trips() {
     let out: ImageRef = format!("oci:{}/both", tmp.path().display())
         .parse()
         .unwrap();
-    both.write_to(&out, false).await.unwrap();
+    both.write_to(&out, &WriteOptions::default()).await.unwrap();
     let v3 = RootfsView::build(&SourceImage::open(&out).await.unwrap()).unwrap();
     assert_eq!(
         v3.entry(&p("/usr/bin/app2")).unwrap().kind,

@@ -78,6 +78,11 @@ pub struct Report {
     /// The id of [`verified_image`](Self::verified_image) as the daemon gave it; equal to
     /// `output_id` when the image verified is the one written. `None` when skipped.
     pub verified_image_id: Option<String>,
+    /// Bytes of the new layer as `output` stores it (compressed in an OCI output, see
+    /// `output_layer_media`); 0 when nothing was written.
+    pub output_layer_bytes: u64,
+    /// How `output` stores the new layer: `tar`, `tar+gzip` or `tar+zstd`.
+    pub output_layer_media: String,
     /// Bytes as the Docker daemon reports them (uncompressed layers).
     pub size_before: u64,
     pub size_after: u64,
@@ -143,6 +148,14 @@ impl Report {
             self.files_before,
             self.files_after
         );
+        if self.output_written && self.output_layer_media != "tar" {
+            let _ = writeln!(
+                s,
+                "  stored: {} (the layer as {}, what a registry holds)",
+                human_bytes(self.output_layer_bytes),
+                self.output_layer_media
+            );
+        }
         let passed = self.probes.iter().filter(|p| p.original.passed).count();
         let exercised = match &self.main_process {
             Some(MainProcess::Exited { code }) => {

@@ -51,15 +51,21 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<u8> {
         let packed =
             tokio::task::block_in_place(|| pack(&view, &image, &paths, &PackOptions::default()))
                 .map_err(image_err)?;
-        let id = packed.write_to(&out, args.force).await.map_err(image_err)?;
+        let options = minify_image::WriteOptions {
+            force: args.force,
+            compression: args.compression,
+        };
+        let written = packed.write_to(&out, &options).await.map_err(image_err)?;
         errln!(
-            "minify: {out}: {} entries, {} bytes of files (source {} bytes in {} layers)",
+            "minify: {out}: {} entries, {} bytes of files (source {} bytes in {} layers); layer {} bytes as {}",
             packed.entry_count(),
             packed.content_size(),
             view.content_size(),
             image.layers().len(),
+            written.layer_bytes,
+            written.compression,
         );
-        outln!("{id}");
+        outln!("{}", written.id);
         Ok(0)
     })
 }

@@ -98,7 +98,10 @@ pub fn plan(args: &RunArgs) -> anyhow::Result<RunPlan> {
         verify: !args.no_verify,
         allow_lossy: args.allow_lossy,
         ring_bytes: args.ring_bytes,
-        force: args.force,
+        write: minify_image::WriteOptions {
+            force: args.force,
+            compression: args.compression,
+        },
         measure_untraced: args.measure_untraced,
         trace_out: args.trace_out.clone(),
         healthcheck: !args.no_healthcheck,

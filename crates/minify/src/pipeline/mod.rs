@@ -61,7 +61,8 @@ pub struct RunPlan {
     pub verify: bool,
     pub allow_lossy: bool,
     pub ring_bytes: Option<u32>,
-    pub force: bool,
+    /// `--force` and `--compression`.
+    pub write: minify_image::WriteOptions,
     /// Also run the original image's probe phase without tracing, to measure the tracer's
     /// overhead (benchmarks).
     pub measure_untraced: bool,
@@ -181,7 +182,7 @@ async fn check_output(plan: &RunPlan, output: &ImageRef, runtime: &Runtime) -> a
         if output == source {
             anyhow::bail!("output {out} would replace the source image {source}");
         }
-        if !plan.force && runtime.inspect_image(out).await.is_ok() {
+        if !plan.write.force && runtime.inspect_image(out).await.is_ok() {
             anyhow::bail!("output image {out} already exists (use --force to replace it)");
         }
     }
@@ -194,7 +195,7 @@ async fn check_output(plan: &RunPlan, output: &ImageRef, runtime: &Runtime) -> a
             anyhow::bail!("output {output} would replace the source image {source}");
         }
         // Fail before tracing, not after: the sink refuses to replace an output too.
-        if !plan.force && path.exists() {
+        if !plan.write.force && path.exists() {
             anyhow::bail!(
                 "output {} already exists (use --force to replace it)",
                 path.display()
@@ -522,7 +523,7 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
     let verify_copy =
         (write_after_verify && verify_already.is_none()).then(|| runtime.temp_image());
     if !write_after_verify {
-        write_output(&output, plan.force, &packed, &mut report, progress).await?;
+        write_output(&output, &plan.write, &packed, &mut report, progress).await?;
         timer.lap("write");
     }
     // The written daemon output's id as the daemon gives it: what a verification of it runs.
@@ -553,12 +554,16 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
             let name = copy.reference().to_owned();
             progress.phase(format!("loading {name} to verify {output}"));
             let id = packed
-                .write_to(&ImageRef::Daemon(name.clone()), false)
+                .write_to(
+                    &ImageRef::Daemon(name.clone()),
+                    &minify_image::WriteOptions::default(),
+                )
                 .await
                 .map_err(|e| {
                     crate::lib_error(minify_image::ImageError::from(e))
                         .context(format!("loading {name} to verify {output}"))
-                })?;
+                })?
+                .id;
             // The sink checked that the daemon gives the copy this id: the file's own.
             progress.println(&format!(
                 "minify: verifying {output} on a temporary copy in the Docker daemon, {name} ({id})"
@@ -654,7 +659,7 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
         timer.lap("verify");
         if write_after_verify {
             if code == 0 {
-                write_output(&output, plan.force, &packed, &mut report, progress).await?;
+                write_output(&output, &plan.write, &packed, &mut report, progress).await?;
                 timer.lap("write");
             } else {
                 report.warnings.insert(
@@ -683,16 +688,18 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
 /// Write the packed image to the requested output.
 async fn write_output(
     output: &ImageRef,
-    force: bool,
+    options: &minify_image::WriteOptions,
     packed: &minify_image::PackedImage,
     report: &mut Report,
     progress: &Progress,
 ) -> anyhow::Result<()> {
     progress.phase(format!("writing {output}"));
-    let id = packed.write_to(output, force).await.map_err(|e| {
+    let written = packed.write_to(output, options).await.map_err(|e| {
         crate::lib_error(minify_image::ImageError::from(e)).context(format!("writing {output}"))
     })?;
-    report.output_id = id.to_string();
+    report.output_id = written.id.to_string();
+    report.output_layer_bytes = written.layer_bytes;
+    report.output_layer_media = written.compression.to_string();
     report.output_written = true;
     Ok(())
 }
