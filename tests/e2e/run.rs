@@ -63,7 +63,12 @@ const SHELLS: [&str; 5] = [
 ];
 
 /// Minify one fixture with `probes`, and check everything the issue asks of the result.
-fn minify_fixture(name: &str, probes: &[&str], max_ratio: f64) -> serde_json::Value {
+/// Returns the report and the allowlist.
+fn minify_fixture(
+    name: &str,
+    probes: &[&str],
+    max_ratio: f64,
+) -> (serde_json::Value, minify_model::Allowlist) {
     let _serial = SERIAL
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -141,7 +146,7 @@ fn minify_fixture(name: &str, probes: &[&str], max_ratio: f64) -> serde_json::Va
     assert_eq!(o.status.code(), Some(0), "minify build {name} failed");
     assert_eq!(image_id(&rebuilt), image_id(&out), "build and run disagree");
     assert_eq!(report["output_id"].as_str().unwrap(), image_id(&out));
-    report
+    (report, al)
 }
 
 #[test]
@@ -170,7 +175,7 @@ fn run_flask_venv() {
 #[test]
 fn run_java() {
     if can_run() {
-        let report = minify_fixture("java", &["--probe-http", "/"], 0.5);
+        let (report, _) = minify_fixture("java", &["--probe-http", "/"], 0.5);
         let warnings = report["warnings"].as_array().unwrap();
         assert!(
             !warnings
@@ -311,6 +316,21 @@ fn healthcheck_is_run_kept_and_healthy() {
         "{err}"
     );
     assert!(!minify_fixtures::image_exists(&never));
+}
+
+/// PostgreSQL creates its lock file and socket through Debian's `/var/run -> /run` link in
+/// `/run/postgresql`: files that are not in the image, whose way there must be kept (the
+/// minified server used to exit at start, "could not create lock file"). The probe writes a
+/// table and reads it back through Debian's Perl `psql` wrapper.
+#[test]
+fn run_postgres() {
+    if can_run() {
+        let probe = "psql -h 127.0.0.1 -v ON_ERROR_STOP=1 -c 'create table t(x int); insert into t values (1); select count(*) from t'";
+        let (_, al) = minify_fixture("postgres", &["--probe-exec", probe], 0.3);
+        let kept = |p: &str| al.paths.iter().any(|e| e.path.as_str() == p);
+        assert!(kept("/var/run") && kept("/run/postgresql"));
+        assert!(!kept("/run/postgresql/.s.PGSQL.5432.lock"));
+    }
 }
 
 #[test]

@@ -222,6 +222,24 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// A path the workload looked up successfully but that is not in the image: it made it
+    /// at run time (a lock file, a socket, a directory). The part of the way there that is
+    /// in the image is as required as for any other lookup: the symlinks followed and the
+    /// deepest directory reached. Postgres creates its lock file through `/var/run ->
+    /// /run` into `/run/postgresql`, and without the link it cannot start.
+    fn keep_way_to_missing(&mut self, raw: &str, follow: bool) {
+        if let Err(ResolveError::NotFound { missing, via, .. }) = resolve(self.fs, raw, follow) {
+            self.keep_via(&via, raw);
+            if let Some(dir) = missing.parent().filter(|d| !d.is_root()) {
+                self.keep(
+                    &dir,
+                    Reason::Traced,
+                    &format!("on the way to {raw}, made at run time"),
+                );
+            }
+        }
+    }
+
     /// Tell the resolver which libraries the workload opened (so loaded): a `DT_NEEDED`
     /// that names one of them by its soname is satisfied by it, as in the loader.
     fn note_loaded(&mut self, trace: &Trace) {
@@ -283,6 +301,7 @@ impl<'a> Builder<'a> {
             let follow = kinds.iter().any(|k| *k != AccessKind::Readlink);
             let detail = kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(",");
             let Some(real) = self.keep_resolved(path, follow, Reason::Traced, &detail) else {
+                self.keep_way_to_missing(path, follow);
                 continue;
             };
             if Special::of(real.as_str()).is_some() {

@@ -65,6 +65,11 @@ fn image() -> MemFs {
     fs.symlink("/usr/share/dangling", "/nonexistent");
     fs.symlink("/x", "/etc/shadow"); // exists on the host, not in this image
     fs.symlink("/loop", "/loop");
+    // Debian's /var/run -> /run, and a daemon's socket directory in it.
+    fs.symlink("/var/run", "/run");
+    parents(&mut fs, "/var/run");
+    fs.dir("/run/app");
+    parents(&mut fs, "/run/app");
     fs
 }
 
@@ -91,6 +96,12 @@ fn trace_rules() {
         ev(AccessKind::Open, "/x", true),
         ev(AccessKind::Open, "/loop", true),
         ev(AccessKind::Open, "/../../etc/app.conf", true),
+        // A lock file made at run time, opened through the /var/run link.
+        ev(AccessKind::Create, "/run/app/app.lock", true),
+        ev(AccessKind::OpenRequested, "/var/run/app/app.lock", true),
+        ev(AccessKind::Open, "/run/app/app.lock", true),
+        // Looked up inside a directory the workload made: the deepest one in the image.
+        ev(AccessKind::Stat, "/usr/share/data/made/deeper/file", true),
     ]);
     let c = compute(&fs, &t, &[], &no_sets()).unwrap();
     let reason = |p: &str| c.entries.get(&ImagePath::new(p)).map(|k| k.reason);
@@ -127,6 +138,12 @@ fn trace_rules() {
     assert_eq!(reason("/usr/share/doc/pkg"), Some(Reason::Traced));
     assert_eq!(reason("/usr/share/doc/pkg/made-at-run-time"), None);
     assert_eq!(reason("/usr/share/doc/pkg/README"), None);
+    // The way to what the workload made at run time: the link it went through, the
+    // directory it reached (not its other contents).
+    assert_eq!(reason("/var/run"), Some(Reason::Symlink));
+    assert_eq!(reason("/run/app"), Some(Reason::Traced));
+    assert_eq!(reason("/run/app/app.lock"), None);
+    assert_eq!(reason("/usr/share/data/made"), None);
     assert!(!c.entries.keys().any(|p| p.as_str().starts_with("/proc")));
     // readlink keeps the link, not its target.
     assert_eq!(reason("/etc/alternatives/foo"), Some(Reason::Traced));
@@ -147,15 +164,12 @@ fn trace_rules() {
         c.warnings
     );
     // Parents.
-    for p in [
-        "/",
-        "/usr",
-        "/usr/share",
-        "/etc",
-        "/usr/lib/x86_64-linux-gnu",
-    ] {
+    for p in ["/", "/usr", "/usr/share", "/usr/lib/x86_64-linux-gnu"] {
         assert_eq!(reason(p), Some(Reason::Parent), "{p}");
     }
+    // The image's /etc is where /x led (to a file the workload found there at run time),
+    // which ranks above being a parent.
+    assert_eq!(reason("/etc"), Some(Reason::Traced));
     // Every kept path exists in the image.
     for p in c.entries.keys() {
         assert!(

@@ -19,8 +19,12 @@ const SET: &[(&str, &[&str])] = &[
     ("redis", &["--probe-exec", "redis-cli ping"]),
     ("node", &["--probe-http", "/"]),
     ("java", &["--probe-http", "/"]),
+    ("postgres", &["--probe-exec", POSTGRES_PROBE]),
     ("static", &["--probe-http", "/"]),
 ];
+
+/// The postgres fixture's probe: a table written and read back over TCP.
+const POSTGRES_PROBE: &str = "psql -h 127.0.0.1 -v ON_ERROR_STOP=1 -c 'create table t(x int); insert into t values (1); select count(*) from t'";
 
 const PHASES: [&str; 6] = ["open", "trace", "closure", "pack", "write", "verify"];
 
