@@ -80,6 +80,15 @@ fn trace_json(root: Option<&Path>, argv: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("trace JSON")
 }
 
+/// `(kind, path, ok)` of every event of a trace from the library.
+fn trace_events(trace: &minify_model::Trace) -> Vec<(String, String, bool)> {
+    trace
+        .events
+        .iter()
+        .map(|e| (e.kind.name().to_owned(), e.path.clone(), e.ok))
+        .collect()
+}
+
 /// `(kind, path, ok)` of every event.
 fn events(doc: &Value) -> Vec<(String, String, bool)> {
     doc["events"]
@@ -441,11 +450,7 @@ fn docker_container_traced_through_cgroup_parent() {
     let trace = tracer.finish().unwrap();
     drop(cgroup);
     assert!(!cgroup_path.exists(), "trace cgroup left behind");
-    let ev: Vec<(String, String, bool)> = trace
-        .events
-        .iter()
-        .map(|e| (e.kind.name().to_owned(), e.path.clone(), e.ok))
-        .collect();
+    let ev = trace_events(&trace);
     // From the container's very first exec, in the container's view of the filesystem.
     assert_eq!(
         ev.first().map(|e| (e.0.as_str(), e.1.as_str())),
@@ -518,11 +523,7 @@ fn exec_of_a_binary_outside_the_root_does_not_start_the_workload() {
     let trace = tracer.finish().unwrap();
     drop(procs);
     drop(cgroup);
-    let ev: Vec<(String, String, bool)> = trace
-        .events
-        .iter()
-        .map(|e| (e.kind.name().to_owned(), e.path.clone(), e.ok))
-        .collect();
+    let ev = trace_events(&trace);
     assert_eq!(
         ev.first().map(|e| (e.0.as_str(), e.1.as_str())),
         Some(("exec-binary", "/usr/bin/cat")),
@@ -724,11 +725,7 @@ fn live_stream_matches_the_trace_and_follow_prints_it() {
         streamed, trace.events,
         "the live stream and the trace differ"
     );
-    let ev: Vec<(String, String, bool)> = trace
-        .events
-        .iter()
-        .map(|e| (e.kind.name().to_owned(), e.path.clone(), e.ok))
-        .collect();
+    let ev = trace_events(&trace);
     assert_has(&ev, "stat", &format!("{marker}.b"), false);
     // Chdir, absolute then relative: the relative one is where it led (the new cwd).
     assert_has(&ev, "chdir", "/usr", true);

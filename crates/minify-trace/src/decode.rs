@@ -620,6 +620,16 @@ mod tests {
     }
 
     /// One whole-syscall record: the requested paths and then what the exit adds.
+    /// A successful stat of an absolute path by `tid`.
+    fn stat_ok(tid: u32, path: &str) -> Vec<u8> {
+        sys(op::STAT, tid, 0, 0, &user(TAG_USER_PATH, path), &[])
+    }
+
+    /// The paths of a recording's events, in order.
+    fn paths(r: &Recording) -> Vec<&str> {
+        r.trace.events.iter().map(|e| e.path.as_str()).collect()
+    }
+
     fn sys(o: u32, tid: u32, ret: i64, flags: u32, requested: &[u8], exit: &[u8]) -> Vec<u8> {
         let mut payload = requested.to_vec();
         payload.extend_from_slice(exit);
@@ -899,14 +909,7 @@ mod tests {
     fn runtime_setup_before_first_exec_is_dropped() {
         let mut d = Decoder::new(true);
         // runc init, before pivot_root: host paths.
-        d.feed(&sys(
-            op::STAT,
-            5,
-            0,
-            0,
-            &user(TAG_USER_PATH, "/var/lib/docker/x/merged/proc"),
-            &[],
-        ));
+        d.feed(&stat_ok(5, "/var/lib/docker/x/merged/proc"));
         // runc re-executing its own copy (no path from the root reaches it), then the
         // host's loader: still set-up.
         let mut clone = walk(TAG_WALK_EXE, &["runc"], TAG_END_UNREACHABLE);
@@ -927,17 +930,9 @@ mod tests {
         ex.extend(user(TAG_USER_PATH, "/bin/cat"));
         d.feed(&with_exec_id(record(EV_EXEC, 0, 5, 5, 0, &ex), 3));
         d.feed(&with_exec_id(record(EV_FORK, 0, 5, 6, 0, &[]), 3));
-        d.feed(&sys(
-            op::STAT,
-            6,
-            0,
-            0,
-            &user(TAG_USER_PATH, "/etc/hosts"),
-            &[],
-        ));
+        d.feed(&stat_ok(6, "/etc/hosts"));
         let r = d.finish(&BTreeMap::new());
-        let paths: Vec<&str> = r.trace.events.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(paths, ["/usr/bin/cat", "/bin/cat", "/etc/hosts"]);
+        assert_eq!(paths(&r), ["/usr/bin/cat", "/bin/cat", "/etc/hosts"]);
         assert_eq!(
             r.processes.iter().find(|p| p.pid == 6).unwrap().ppid,
             Some(5)
@@ -949,17 +944,9 @@ mod tests {
         let mut d = Decoder::new(true);
         let ex = walk(TAG_WALK_EXE, &["app", "deep"], TAG_END_TRUNCATED);
         d.feed(&record(EV_EXEC, 0, 5, 5, 0, &ex));
-        d.feed(&sys(
-            op::STAT,
-            5,
-            0,
-            0,
-            &user(TAG_USER_PATH, "/etc/hosts"),
-            &[],
-        ));
+        d.feed(&stat_ok(5, "/etc/hosts"));
         let r = d.finish(&BTreeMap::new());
-        let paths: Vec<&str> = r.trace.events.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(paths, ["/etc/hosts"]);
+        assert_eq!(paths(&r), ["/etc/hosts"]);
     }
 
     #[test]
@@ -1095,17 +1082,7 @@ mod tests {
         let mut ex = walk(TAG_WALK_EXE, &["cat", "bin", "usr"], TAG_END_ROOT);
         ex.extend(user(TAG_USER_PATH, "/bin/cat"));
         let exec = with_exec_id(record(EV_EXEC, 0, 5, 5, 0, &ex), 4);
-        let late = with_exec_id(
-            sys(
-                op::STAT,
-                5,
-                0,
-                0,
-                &user(TAG_USER_PATH, "/proc/self/fd"),
-                &[],
-            ),
-            3,
-        );
+        let late = with_exec_id(stat_ok(5, "/proc/self/fd"), 3);
         let after = with_exec_id(
             sys(op::STAT, 5, 0, 0, &user(TAG_USER_PATH, "/etc/hosts"), &[]),
             4,
@@ -1117,7 +1094,6 @@ mod tests {
         bad.truncate(bad.len() - 12);
         d.feed_frames(&bad);
         let r = d.finish(&BTreeMap::new());
-        let paths: Vec<&str> = r.trace.events.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(paths, ["/usr/bin/cat", "/bin/cat", "/etc/hosts"]);
+        assert_eq!(paths(&r), ["/usr/bin/cat", "/bin/cat", "/etc/hosts"]);
     }
 }
