@@ -297,12 +297,48 @@ fn healthcheck_is_run_kept_and_healthy() {
         }
     }
 
+    // A service that opens its ports before it is healthy: Docker lets the check fail
+    // during StartPeriod and for Retries x Interval after, and so does minify (it used to
+    // give up after three attempts a second apart, exit 2 on a healthy image).
+    let slow = ctx.unique_image_ref("healthcheck-slow");
+    derived_image_with(
+        &redis,
+        "HEALTHCHECK --interval=2s --start-period=8s --retries=2 CMD test -e /tmp/ready && redis-cli ping\n\
+         CMD [\"sh\", \"-c\", \"(sleep 5; touch /tmp/ready) & exec redis-server --bind 0.0.0.0 --protected-mode no\"]",
+        &slow,
+        "healthcheck-slow",
+    );
+    let out = ctx.unique_image_ref("healthcheck-slow-min");
+    let report_path = tmp.join("slow.json");
+    let o = run(minify()
+        .args([
+            "run",
+            &slow,
+            "--probe-exec",
+            "redis-cli ping",
+            "--tag",
+            &out,
+        ])
+        .arg("--report")
+        .arg(&report_path));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let report: serde_json::Value =
+        serde_json::from_str(&fs_err::read_to_string(&report_path).unwrap()).unwrap();
+    let check = &report["probes"][1];
+    assert_eq!(
+        check["name"], "HEALTHCHECK \"test -e /tmp/ready && redis-cli ping\"",
+        "{report:#}"
+    );
+    assert_eq!(check["minified"]["passed"], true, "{report:#}");
+    assert_eq!(health_after(&out, 30), "healthy");
+
     // A health check that fails on the original stops the run before anything is built,
     // naming the check and the way out.
     let broken = ctx.unique_image_ref("healthcheck-broken");
     derived_image_with(
         &redis,
-        "HEALTHCHECK --retries=1 CMD [\"redis-cli\", \"-p\", \"1\", \"ping\"]",
+        "HEALTHCHECK --interval=1s --retries=1 CMD [\"redis-cli\", \"-p\", \"1\", \"ping\"]",
         &broken,
         "healthcheck-broken",
     );

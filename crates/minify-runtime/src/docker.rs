@@ -244,6 +244,7 @@ impl Runtime {
                     h.retries.unwrap_or(0),
                     h.timeout.unwrap_or(0),
                 )
+                .map(|c| c.with_times(h.interval.unwrap_or(0), h.start_period.unwrap_or(0)))
             }),
         })
     }

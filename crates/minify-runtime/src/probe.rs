@@ -58,12 +58,20 @@ pub struct Healthcheck {
     pub retries: u32,
     /// Seconds each attempt may take (`Timeout`; Docker's default is 30).
     pub timeout_secs: u64,
+    /// Seconds between Docker's attempts (`Interval`; default 30) and the grace at start in
+    /// which failures do not count (`StartPeriod`; default 0): together with `retries` they
+    /// say how long Docker lets a check fail before it calls the container unhealthy.
+    #[serde(default)]
+    pub interval_secs: u64,
+    #[serde(default)]
+    pub start_period_secs: u64,
 }
 
 impl Healthcheck {
     /// Docker's defaults for what the config leaves out.
     pub const DEFAULT_RETRIES: u32 = 3;
     pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
+    pub const DEFAULT_INTERVAL_SECS: u64 = 30;
 
     /// The health check of an image config's `Healthcheck.Test` (`["CMD", argv...]`,
     /// `["CMD-SHELL", command]`; `["NONE"]` or nothing: none), with the config's `Shell`
@@ -103,7 +111,32 @@ impl Healthcheck {
                 .ok()
                 .filter(|t| *t > 0)
                 .map_or(Self::DEFAULT_TIMEOUT_SECS, |t| t.div_ceil(1_000_000_000)),
+            interval_secs: Self::DEFAULT_INTERVAL_SECS,
+            start_period_secs: 0,
         })
+    }
+
+    /// With the config's `Interval` and `StartPeriod` (nanoseconds; 0 means the default).
+    #[must_use]
+    pub fn with_times(mut self, interval_ns: i64, start_period_ns: i64) -> Self {
+        let secs = |ns: i64| {
+            u64::try_from(ns)
+                .ok()
+                .filter(|n| *n > 0)
+                .map(|n| n.div_ceil(1_000_000_000))
+        };
+        self.interval_secs = secs(interval_ns).unwrap_or(Self::DEFAULT_INTERVAL_SECS);
+        self.start_period_secs = secs(start_period_ns).unwrap_or(0);
+        self
+    }
+
+    /// How long Docker lets the check fail before it calls the container unhealthy:
+    /// `StartPeriod`, then `Retries` failures `Interval` apart.
+    pub fn failing_window(&self) -> Duration {
+        Duration::from_secs(
+            self.start_period_secs
+                .saturating_add(u64::from(self.retries).saturating_mul(self.interval_secs)),
+        )
     }
 }
 
@@ -564,42 +597,39 @@ impl Container {
         self.exec_argv(argv, used_shell, timeout).await
     }
 
-    /// The image's health check: up to `retries` attempts a second apart (Docker waits its
-    /// `Interval` between them; a service still starting up would fail the first), each
-    /// bounded by the check's own timeout, all of them by the probe timeout.
+    /// The image's health check, given the time Docker gives it: it passes at its first
+    /// success and fails once it has failed `retries` times and for as long as Docker lets
+    /// it fail before calling the container unhealthy ([`Healthcheck::failing_window`]: a
+    /// service that answers some seconds after opening its ports is healthy to Docker).
+    /// Attempts are a second apart (not `Interval`, so a healthy service does not wait for
+    /// one), each bounded by the check's own timeout, all of them by the probe timeout.
     async fn probe_healthcheck(
         &self,
         h: &Healthcheck,
         timeout: Duration,
     ) -> (ProbeOutcome, String, bool) {
-        let deadline = Instant::now() + timeout;
-        let mut last = (
-            ProbeOutcome::Error {
-                message: "not run".to_owned(),
-            },
-            String::new(),
-            h.shell,
-        );
-        for attempt in 1..=h.retries.max(1) {
-            if attempt > 1 {
-                if deadline.saturating_duration_since(Instant::now()) <= Duration::from_secs(1) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
+        let start = Instant::now();
+        let deadline = start + timeout;
+        let window = h.failing_window();
+        let mut attempts = 0u32;
+        loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            last = self
+            let result = self
                 .exec_argv(
                     h.argv.clone(),
                     h.shell,
                     left.min(Duration::from_secs(h.timeout_secs)),
                 )
                 .await;
-            if last.0 == (ProbeOutcome::Exited { code: 0 }) {
-                break;
+            attempts += 1;
+            if result.0 == (ProbeOutcome::Exited { code: 0 })
+                || (attempts >= h.retries.max(1) && start.elapsed() >= window)
+                || deadline.saturating_duration_since(Instant::now()) <= Duration::from_secs(1)
+            {
+                break result;
             }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        last
     }
 
     /// Exec `argv` in the container (`used_shell` is passed through to the result).
@@ -839,6 +869,12 @@ mod tests {
         assert_eq!(h.argv, ["curl", "-f", "http://localhost/"]);
         assert!(!h.shell);
         assert_eq!((h.retries, h.timeout_secs), (3, 30));
+        // Docker's defaults: three failures 30 s apart before "unhealthy".
+        assert_eq!(h.failing_window(), Duration::from_secs(90));
+        let timed = h.clone().with_times(2_000_000_000, 10_500_000_000);
+        assert_eq!((timed.interval_secs, timed.start_period_secs), (2, 11));
+        assert_eq!(timed.failing_window(), Duration::from_secs(11 + 3 * 2));
+        assert_eq!(h.clone().with_times(0, -1), h);
         let h = Healthcheck::from_config(
             &v(&["CMD-SHELL", "wget -qO- localhost || exit 1"]),
             &[],
