@@ -249,6 +249,13 @@ async fn open_view(r: &str) -> Result<(SourceImage, RootfsView), ImageError> {
     Ok((img, view))
 }
 
+/// The base layers as an OCI layout in `dir`, every layer compressed with `c`, opened.
+async fn base_oci_view(dir: &Path, c: Compression) -> (SourceImage, RootfsView) {
+    let layers: Vec<_> = base_layers().into_iter().map(|t| (t, c)).collect();
+    let dir = oci_dir(dir, &layers);
+    open_view(&format!("oci:{}", dir.display())).await.unwrap()
+}
+
 fn p(s: &str) -> ImagePath {
     ImagePath::new(s)
 }
@@ -417,12 +424,7 @@ async fn reads_the_image_named_in_an_archive_of_several() {
 #[tokio::test]
 async fn oci_outputs_compress_the_layer_deterministically() {
     let tmp = tempfile::tempdir().unwrap();
-    let layers: Vec<_> = base_layers()
-        .into_iter()
-        .map(|t| (t, Compression::None))
-        .collect();
-    let dir = oci_dir(tmp.path(), &layers);
-    let (img, view) = open_view(&format!("oci:{}", dir.display())).await.unwrap();
+    let (img, view) = base_oci_view(tmp.path(), Compression::None).await;
     let keep = [p("/usr/bin/app2"), p("/etc/passwd"), p("/dev/null")];
     let packed = pack(&view, &img, &keep, &PackOptions::default()).unwrap();
     let tar = std::fs::read(packed.layer_path()).unwrap();
@@ -529,12 +531,7 @@ async fn oci_outputs_compress_the_layer_deterministically() {
 #[tokio::test]
 async fn pack_is_deterministic_and_round_trips() {
     let tmp = tempfile::tempdir().unwrap();
-    let layers: Vec<_> = base_layers()
-        .into_iter()
-        .map(|t| (t, Compression::Gzip))
-        .collect();
-    let dir = oci_dir(tmp.path(), &layers);
-    let (img, view) = open_view(&format!("oci:{}", dir.display())).await.unwrap();
+    let (img, view) = base_oci_view(tmp.path(), Compression::Gzip).await;
     let keep = [
         p("/usr/bin/app2"),
         p("/usr/bin/ping"),
