@@ -980,6 +980,20 @@ fn file_output_is_verified_on_a_temporary_copy() {
         assert!(shown.contains(&config), "{shown}");
         assert!(shown.contains(&format!("{media} ")), "{shown}");
     }
+    // Asked of an output that does not compress, it is said, and the tar stays as it is.
+    let da = ctx.temp_dir().join("da.tar");
+    let o = run(minify()
+        .args(["build", &image, "--compression", "zstd", "--allowlist"])
+        .arg(&allowlist)
+        .arg("--tag")
+        .arg(format!("docker-archive:{}", da.display())));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("--compression zstd: only oci: and oci-archive: outputs compress the layer")
+            && err.contains("as tar"),
+        "{err}"
+    );
     let o = run(minify()
         .args(["build", &image, "--compression", "brotli", "--allowlist"])
         .arg(&allowlist));

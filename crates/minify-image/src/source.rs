@@ -37,6 +37,17 @@ impl fmt::Display for Compression {
     }
 }
 
+impl Compression {
+    /// The name `--compression` takes for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
 impl std::str::FromStr for Compression {
     type Err = String;
     /// The names `--compression` takes (skopeo's `--dest-compress-format` ones, and `none`).

@@ -62,10 +62,10 @@ pub struct BuildArgs {
     /// Replace an existing output file or directory.
     #[arg(long)]
     pub force: bool,
-    /// How the new layer is stored in an oci: or oci-archive: output: gzip, zstd or none.
-    /// (A docker-archive holds it uncompressed, as `docker save` writes one.)
-    #[arg(long, value_name = "FORMAT", default_value = "gzip")]
-    pub compression: minify_image::Compression,
+    /// How the new layer is stored in an oci: or oci-archive: output: gzip (the default),
+    /// zstd or none. (A docker-archive holds it uncompressed, as `docker save` writes one.)
+    #[arg(long, value_name = "FORMAT")]
+    pub compression: Option<minify_image::Compression>,
 }
 
 /// `minify inspect`.
@@ -154,10 +154,10 @@ pub struct RunArgs {
     /// Overwrite an existing output image tag or file.
     #[arg(long)]
     pub force: bool,
-    /// How the new layer is stored in an oci: or oci-archive: output: gzip, zstd or none.
-    /// (A docker-archive holds it uncompressed, as `docker save` writes one.)
-    #[arg(long, value_name = "FORMAT", default_value = "gzip")]
-    pub compression: minify_image::Compression,
+    /// How the new layer is stored in an oci: or oci-archive: output: gzip (the default),
+    /// zstd or none. (A docker-archive holds it uncompressed, as `docker save` writes one.)
+    #[arg(long, value_name = "FORMAT")]
+    pub compression: Option<minify_image::Compression>,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,

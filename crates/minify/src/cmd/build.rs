@@ -51,10 +51,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<u8> {
         let packed =
             tokio::task::block_in_place(|| pack(&view, &image, &paths, &PackOptions::default()))
                 .map_err(image_err)?;
-        let options = minify_image::WriteOptions {
-            force: args.force,
-            compression: args.compression,
-        };
+        let options = crate::cmd::write_options(args.force, args.compression, Some(&out));
         let written = packed.write_to(&out, &options).await.map_err(image_err)?;
         errln!(
             "minify: {out}: {} entries, {} bytes of files (source {} bytes in {} layers); layer {} bytes as {}",

@@ -79,6 +79,8 @@ pub fn plan(args: &RunArgs) -> anyhow::Result<RunPlan> {
             anyhow::bail!("--{flag} must be at least 1 second");
         }
     }
+    // No --tag for a file source: the output is NAME:TAG-min in the daemon.
+    let write = crate::cmd::write_options(args.force, args.compression, output.as_ref());
     Ok(RunPlan {
         image,
         probes: probes_in_order(args),
@@ -98,10 +100,7 @@ pub fn plan(args: &RunArgs) -> anyhow::Result<RunPlan> {
         verify: !args.no_verify,
         allow_lossy: args.allow_lossy,
         ring_bytes: args.ring_bytes,
-        write: minify_image::WriteOptions {
-            force: args.force,
-            compression: args.compression,
-        },
+        write,
         measure_untraced: args.measure_untraced,
         trace_out: args.trace_out.clone(),
         healthcheck: !args.no_healthcheck,
