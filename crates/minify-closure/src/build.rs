@@ -240,8 +240,9 @@ impl<'a> Builder<'a> {
         }
     }
 
-    /// Tell the resolver which libraries the workload opened (so loaded): a `DT_NEEDED`
-    /// that names one of them by its soname is satisfied by it, as in the loader.
+    /// Tell the resolver which files the workload opened (the ELF ones among them were
+    /// loaded): a `DT_NEEDED` that names one of them by its soname is satisfied by it, as in
+    /// the loader.
     fn note_loaded(&mut self, trace: &Trace) {
         let mut opened = BTreeSet::new();
         for ev in &trace.events {
@@ -250,7 +251,6 @@ impl<'a> Builder<'a> {
                 && ev.special.is_none()
                 && Special::of(&ev.path).is_none()
                 && let Ok(r) = resolve(self.fs, &ev.path, true)
-                && self.resolver.is_elf_file(&r.path)
             {
                 opened.insert(r.path);
             }

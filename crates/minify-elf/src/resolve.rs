@@ -154,8 +154,7 @@ impl<'a> Resolver<'a> {
     pub fn set_loaded<'p>(&mut self, paths: impl IntoIterator<Item = &'p ImagePath>) {
         for p in paths {
             // Only ELF files are parsed (a workload opens many big files that are not).
-            let magic = self.fs.read(p, Some(4)).unwrap_or_default();
-            if magic != b"\x7fELF" {
+            if !self.is_elf_file(p) {
                 continue;
             }
             if let Ok(info) = self.parse_at(p)
@@ -480,8 +479,6 @@ impl<'a> Resolver<'a> {
             .map(|f| (f.real, f.via))
     }
 
-    /// Search one library name for `obj`, with the loader's rules. The result carries the
-    /// `glibc-hwcaps` variants met on the way in [`Found::variants`].
     /// The library the workload loaded whose soname is `name` (see [`Resolver::set_loaded`]).
     fn already_loaded(&mut self, name: &str) -> Option<Found> {
         let real = self.loaded.get(name)?.clone();
@@ -495,6 +492,8 @@ impl<'a> Resolver<'a> {
         })
     }
 
+    /// Search one library name for `obj`, with the loader's rules. The result carries the
+    /// `glibc-hwcaps` variants met on the way in [`Found::variants`].
     fn find(
         &mut self,
         name: &str,

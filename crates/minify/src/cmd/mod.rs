@@ -46,32 +46,6 @@ pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()>
 /// exported layers, half-written outputs) before the error returns. Without this the default
 /// action would kill the process and leave them behind. A synchronous step inside `work`
 /// (indexing, packing) finishes before the drop happens.
-/// `--force` and `--compression` for writing to `out` (`None`: the daemon). Compression
-/// applies to OCI outputs only; asking for it elsewhere is said, not silently ignored.
-pub fn write_options(
-    force: bool,
-    compression: Option<minify_image::Compression>,
-    out: Option<&minify_image::ImageRef>,
-) -> minify_image::WriteOptions {
-    let oci = matches!(
-        out,
-        Some(minify_image::ImageRef::OciDir { .. } | minify_image::ImageRef::OciArchive { .. })
-    );
-    if let Some(c) = compression
-        && !oci
-    {
-        tracing::warn!(
-            "--compression {}: only oci: and oci-archive: outputs compress the layer; {} stores it uncompressed",
-            c.name(),
-            out.map_or_else(|| "the Docker daemon".to_owned(), ToString::to_string)
-        );
-    }
-    minify_image::WriteOptions {
-        force,
-        compression: compression.unwrap_or(minify_image::WriteOptions::default().compression),
-    }
-}
-
 pub fn block_on_interruptible<T>(
     work: impl std::future::Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<T> {
@@ -97,4 +71,30 @@ pub fn block_on_interruptible<T>(
             )),
         }
     })
+}
+
+/// `--force` and `--compression` for writing to `out` (`None`: the daemon). Compression
+/// applies to OCI outputs only; asking for it elsewhere is said, not silently ignored.
+pub fn write_options(
+    force: bool,
+    compression: Option<minify_image::Compression>,
+    out: Option<&minify_image::ImageRef>,
+) -> minify_image::WriteOptions {
+    let oci = matches!(
+        out,
+        Some(minify_image::ImageRef::OciDir { .. } | minify_image::ImageRef::OciArchive { .. })
+    );
+    if let Some(c) = compression
+        && !oci
+    {
+        tracing::warn!(
+            "--compression {}: only oci: and oci-archive: outputs compress the layer; {} stores it uncompressed",
+            c.name(),
+            out.map_or_else(|| "the Docker daemon".to_owned(), ToString::to_string)
+        );
+    }
+    minify_image::WriteOptions {
+        force,
+        compression: compression.unwrap_or(minify_image::WriteOptions::default().compression),
+    }
 }
