@@ -237,15 +237,9 @@ impl Runtime {
             user: cfg.user.unwrap_or_default(),
             workdir: cfg.working_dir.unwrap_or_default(),
             size: ins.size.unwrap_or(0).max(0) as u64,
-            healthcheck: cfg.healthcheck.and_then(|h| {
-                crate::Healthcheck::from_config(
-                    &h.test.unwrap_or_default(),
-                    &cfg.shell.unwrap_or_default(),
-                    h.retries.unwrap_or(0),
-                    h.timeout.unwrap_or(0),
-                )
-                .map(|c| c.with_times(h.interval.unwrap_or(0), h.start_period.unwrap_or(0)))
-            }),
+            healthcheck: cfg
+                .healthcheck
+                .and_then(|h| crate::Healthcheck::from_config(&h, &cfg.shell.unwrap_or_default())),
         })
     }
 

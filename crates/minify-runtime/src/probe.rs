@@ -73,15 +73,15 @@ impl Healthcheck {
     pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
     pub const DEFAULT_INTERVAL_SECS: u64 = 30;
 
-    /// The health check of an image config's `Healthcheck.Test` (`["CMD", argv...]`,
+    /// The health check of an image config's `Healthcheck` (`Test`: `["CMD", argv...]`,
     /// `["CMD-SHELL", command]`; `["NONE"]` or nothing: none), with the config's `Shell`
-    /// (empty: `/bin/sh -c`), `Retries` and `Timeout` (nanoseconds; 0 means the default).
+    /// (empty: `/bin/sh -c`). Its durations are nanoseconds; 0 or unset means Docker's
+    /// default.
     pub fn from_config(
-        test: &[String],
+        config: &bollard::models::HealthConfig,
         shell: &[String],
-        retries: i64,
-        timeout_ns: i64,
     ) -> Option<Healthcheck> {
+        let test = config.test.as_deref().unwrap_or_default();
         let (kind, rest) = test.split_first()?;
         let (argv, command, shell) = match kind.as_str() {
             "CMD" if !rest.is_empty() => (rest.to_vec(), rest.join(" "), false),
@@ -99,35 +99,25 @@ impl Healthcheck {
             }
             _ => return None,
         };
+        // Whole seconds, rounded up; `None` when unset or not positive.
+        let secs = |ns: Option<i64>| {
+            ns.and_then(|n| u64::try_from(n).ok())
+                .filter(|n| *n > 0)
+                .map(|n| n.div_ceil(1_000_000_000))
+        };
         Some(Healthcheck {
             argv,
             command,
             shell,
-            retries: u32::try_from(retries)
-                .ok()
+            retries: config
+                .retries
+                .and_then(|r| u32::try_from(r).ok())
                 .filter(|r| *r > 0)
                 .unwrap_or(Self::DEFAULT_RETRIES),
-            timeout_secs: u64::try_from(timeout_ns)
-                .ok()
-                .filter(|t| *t > 0)
-                .map_or(Self::DEFAULT_TIMEOUT_SECS, |t| t.div_ceil(1_000_000_000)),
-            interval_secs: Self::DEFAULT_INTERVAL_SECS,
-            start_period_secs: 0,
+            timeout_secs: secs(config.timeout).unwrap_or(Self::DEFAULT_TIMEOUT_SECS),
+            interval_secs: secs(config.interval).unwrap_or(Self::DEFAULT_INTERVAL_SECS),
+            start_period_secs: secs(config.start_period).unwrap_or(0),
         })
-    }
-
-    /// With the config's `Interval` and `StartPeriod` (nanoseconds; 0 means the default).
-    #[must_use]
-    pub fn with_times(mut self, interval_ns: i64, start_period_ns: i64) -> Self {
-        let secs = |ns: i64| {
-            u64::try_from(ns)
-                .ok()
-                .filter(|n| *n > 0)
-                .map(|n| n.div_ceil(1_000_000_000))
-        };
-        self.interval_secs = secs(interval_ns).unwrap_or(Self::DEFAULT_INTERVAL_SECS);
-        self.start_period_secs = secs(start_period_ns).unwrap_or(0);
-        self
     }
 
     /// How long Docker lets the check fail before it calls the container unhealthy:
@@ -863,23 +853,41 @@ mod tests {
     #[test]
     fn healthchecks_run_like_docker_runs_them() {
         let v = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        // A config with this test, retries and timeout (nanoseconds).
+        let hc = |test: &[&str], retries: i64, timeout: i64| bollard::models::HealthConfig {
+            test: Some(v(test)),
+            retries: Some(retries),
+            timeout: Some(timeout),
+            ..Default::default()
+        };
         let h =
-            Healthcheck::from_config(&v(&["CMD", "curl", "-f", "http://localhost/"]), &[], 0, 0)
+            Healthcheck::from_config(&hc(&["CMD", "curl", "-f", "http://localhost/"], 0, 0), &[])
                 .unwrap();
         assert_eq!(h.argv, ["curl", "-f", "http://localhost/"]);
         assert!(!h.shell);
         assert_eq!((h.retries, h.timeout_secs), (3, 30));
         // Docker's defaults: three failures 30 s apart before "unhealthy".
         assert_eq!(h.failing_window(), Duration::from_secs(90));
-        let timed = h.clone().with_times(2_000_000_000, 10_500_000_000);
+        let timed_config = |interval, start_period| bollard::models::HealthConfig {
+            interval: Some(interval),
+            start_period: Some(start_period),
+            ..hc(&["CMD", "curl", "-f", "http://localhost/"], 0, 0)
+        };
+        let timed =
+            Healthcheck::from_config(&timed_config(2_000_000_000, 10_500_000_000), &[]).unwrap();
         assert_eq!((timed.interval_secs, timed.start_period_secs), (2, 11));
         assert_eq!(timed.failing_window(), Duration::from_secs(11 + 3 * 2));
-        assert_eq!(h.clone().with_times(0, -1), h);
+        assert_eq!(
+            Healthcheck::from_config(&timed_config(0, -1), &[]).unwrap(),
+            h
+        );
         let h = Healthcheck::from_config(
-            &v(&["CMD-SHELL", "wget -qO- localhost || exit 1"]),
+            &hc(
+                &["CMD-SHELL", "wget -qO- localhost || exit 1"],
+                5,
+                2_500_000_000,
+            ),
             &[],
-            5,
-            2_500_000_000,
         )
         .unwrap();
         assert_eq!(h.argv, ["/bin/sh", "-c", "wget -qO- localhost || exit 1"]);
@@ -887,10 +895,8 @@ mod tests {
         assert_eq!((h.retries, h.timeout_secs), (5, 3));
         // SHELL ["/bin/bash", "-o", "pipefail", "-c"] applies to CMD-SHELL, as in Docker.
         let h = Healthcheck::from_config(
-            &v(&["CMD-SHELL", "true"]),
+            &hc(&["CMD-SHELL", "true"], 0, 0),
             &v(&["/bin/bash", "-o", "pipefail", "-c"]),
-            0,
-            0,
         )
         .unwrap();
         assert_eq!(h.argv, ["/bin/bash", "-o", "pipefail", "-c", "true"]);
@@ -902,14 +908,14 @@ mod tests {
             &["WHAT", "x"][..],
         ] {
             assert_eq!(
-                Healthcheck::from_config(&v(none), &[], 0, 0),
+                Healthcheck::from_config(&hc(none, 0, 0), &[]),
                 None,
                 "{none:?}"
             );
         }
         assert_eq!(
             Probe::Healthcheck(
-                Healthcheck::from_config(&v(&["CMD-SHELL", "pgrep redis"]), &[], 0, 0).unwrap()
+                Healthcheck::from_config(&hc(&["CMD-SHELL", "pgrep redis"], 0, 0), &[]).unwrap()
             )
             .to_string(),
             "HEALTHCHECK \"pgrep redis\""
