@@ -24,7 +24,7 @@ pub const ARCHIVE_INDEX_OUTPUT: &str =
 const MT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const MT_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const MT_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const MT_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+const MT_LAYER_PREFIX: &str = "application/vnd.oci.image.layer.v1.";
 
 /// How [`PackedImage::write_to`] writes, beyond where.
 #[derive(Clone, Copy, Debug)]
@@ -184,10 +184,10 @@ impl PackedImage {
     /// Deterministic: the same tar and compression give the same bytes (gzip without a
     /// name or time in its header, zstd without a checksum, both single-threaded).
     fn stored_layer(&self, compression: Compression) -> Result<StoredLayer, SinkError> {
-        let (name, media) = match compression {
+        let name = match compression {
             Compression::None => return Ok(self.uncompressed()),
-            Compression::Gzip => ("layer.tar.gz", "gzip"),
-            Compression::Zstd => ("layer.tar.zst", "zstd"),
+            Compression::Gzip => "layer.tar.gz",
+            Compression::Zstd => "layer.tar.zst",
         };
         let path = self.tmp.path().join(name);
         let result = (|| -> io::Result<(Digest, u64)> {
@@ -197,7 +197,7 @@ impl PackedImage {
                 1 << 20,
                 fs_err::File::create(&path)?,
             ));
-            let out = if media == "gzip" {
+            let out = if compression == Compression::Gzip {
                 let mut e = flate2::GzBuilder::new()
                     .mtime(0)
                     .write(out, flate2::Compression::default());
@@ -242,11 +242,8 @@ impl PackedImage {
     }
 
     fn oci_layout<'a>(&'a self, tag: Option<&str>, layer: &'a StoredLayer) -> Owned<'a> {
-        let media_type = match layer.compression {
-            Compression::None => MT_LAYER.to_owned(),
-            Compression::Gzip => format!("{MT_LAYER}+gzip"),
-            Compression::Zstd => format!("{MT_LAYER}+zstd"),
-        };
+        // `tar`, `tar+gzip`, `tar+zstd`: the media type's last part.
+        let media_type = format!("{MT_LAYER_PREFIX}{}", layer.compression);
         let manifest = serde_json::to_vec(&json!({
             "schemaVersion": 2,
             "mediaType": MT_MANIFEST,

@@ -221,7 +221,7 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
     // The kernel takes about a second to verify the tracer's programs: load them while the
     // image is opened. Not when the untraced runs are measured: an attached tracer would
     // slow every syscall on the machine, theirs too.
-    let mut tracer_load = (!plan.measure_untraced).then(|| TracerLoad::start(plan));
+    let mut tracer_load = (!plan.measure_untraced).then(|| TracerLoad::start(plan.ring_bytes));
     let file_source = if plan.image.is_file() {
         Some(open_source(&plan.image).await?)
     } else {
@@ -349,7 +349,7 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
         pin,
     } = match tracer_load.take() {
         Some(load) => load.finish()?,
-        None => Traced::start(plan)?,
+        None => Traced::start(plan.ring_bytes)?,
     };
     let spec = RunSpec {
         image: info.id.clone(),
@@ -809,13 +809,14 @@ struct Traced {
 }
 
 impl Traced {
-    fn start(plan: &RunPlan) -> anyhow::Result<Traced> {
+    /// `ring_bytes`: `--ring-bytes`, else the tracer's default.
+    fn start(ring_bytes: Option<u32>) -> anyhow::Result<Traced> {
         let cgroup = TraceCgroup::create().map_err(crate::lib_error)?;
         let pin = CgroupPin::open(cgroup.path())
             .with_context(|| format!("opening the trace cgroup {}", cgroup.path().display()))
             .map_err(crate::env_error)?;
         let mut topts = TraceOptions::default();
-        if let Some(n) = plan.ring_bytes {
+        if let Some(n) = ring_bytes {
             topts.ring_bytes = n;
         }
         let tracer = Tracer::start(&cgroup, topts).map_err(crate::lib_error)?;
@@ -835,9 +836,8 @@ impl Traced {
 struct TracerLoad(Option<std::thread::JoinHandle<anyhow::Result<Traced>>>);
 
 impl TracerLoad {
-    fn start(plan: &RunPlan) -> TracerLoad {
-        let plan = plan.clone();
-        TracerLoad(Some(std::thread::spawn(move || Traced::start(&plan))))
+    fn start(ring_bytes: Option<u32>) -> TracerLoad {
+        TracerLoad(Some(std::thread::spawn(move || Traced::start(ring_bytes))))
     }
 
     fn finish(mut self) -> anyhow::Result<Traced> {
