@@ -11,6 +11,7 @@ use minify_model::{
     AccessKind, EntryKind, ImagePath, Reason, ResolveError, Rootfs, Trace, resolve,
 };
 
+use crate::skeleton::{self, Found};
 use crate::{Closure, ClosureError, ClosureOptions, DefaultSet, DefaultSetReport, Kept};
 
 /// `PATH` when the image sets none (Docker's default).
@@ -102,14 +103,19 @@ impl<'a> Builder<'a> {
                 continue;
             }
             let before: BTreeSet<ImagePath> = self.entries.keys().cloned().collect();
-            self.add_default_set(set);
+            let absent = if set == DefaultSet::Skeleton {
+                self.add_skeleton(&opts.skeleton)
+            } else {
+                self.add_default_set(set);
+                Vec::new()
+            };
             let added: Vec<ImagePath> = self
                 .entries
                 .keys()
                 .filter(|p| !before.contains(*p))
                 .cloned()
                 .collect();
-            reports.push((set, added));
+            reports.push((set, added, absent));
         }
 
         self.add_parents();
@@ -117,13 +123,18 @@ impl<'a> Builder<'a> {
 
         let default_sets = reports
             .into_iter()
-            .map(|(set, added)| {
+            .map(|(set, added, absent)| {
                 let paths: Vec<ImagePath> = added
                     .into_iter()
                     .filter(|p| self.entries.contains_key(p))
                     .collect();
                 let bytes = paths.iter().map(|p| self.file_size(p)).sum();
-                DefaultSetReport { set, paths, bytes }
+                DefaultSetReport {
+                    set,
+                    paths,
+                    bytes,
+                    absent,
+                }
             })
             .collect();
         let mut required_bytes = 0;
@@ -575,6 +586,40 @@ impl<'a> Builder<'a> {
                 self.warnings.extend(deps.warnings);
             }
         }
+    }
+
+    /// The `skeleton` set: each directory it looks for, as its entry alone (with the links
+    /// on the way, inside the image). Returns the ones the source lacks, which are not made
+    /// up: the output then behaves as the source does.
+    fn add_skeleton(&mut self, input: &skeleton::SkeletonInput) -> Vec<String> {
+        let (wanted, warnings) = skeleton::wanted(self.fs, input);
+        self.warnings.extend(warnings);
+        let mut absent = Vec::new();
+        for w in wanted {
+            match skeleton::find(self.fs, &w.path) {
+                Found::Dir { path, via } => {
+                    self.keep_via(&via, &w.path);
+                    self.keep(&path, Reason::DefaultSet, &w.detail);
+                }
+                Found::Absent => {
+                    if !absent.contains(&w.path) {
+                        absent.push(w.path);
+                    }
+                }
+                Found::Unusable(why) => {
+                    self.warnings.push(format!("{}: {why}; not kept", w.detail));
+                }
+            }
+        }
+        if absent.iter().any(|p| p == "/tmp") {
+            // Programs that make temporary files fail in the source as in the output; said
+            // because a probe rarely shows it.
+            self.warnings.push(
+                "skeleton: the source image has no /tmp, so neither has the output (temporary files fail in both)"
+                    .to_owned(),
+            );
+        }
+        absent
     }
 
     /// Directories above a kept path that are not kept themselves.

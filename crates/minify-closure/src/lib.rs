@@ -17,7 +17,10 @@
 //!   path such as `./server` is taken from the image's working directory
 //!   ([`compute_with_workdir`]), a bare name is looked up on the image's `PATH`;
 //! - user rules: `include` paths/globs, `include_bin` programs with their closure (`include`);
-//! - the default support sets ([`DefaultSets`]; `default-set`);
+//! - the default support sets ([`DefaultSets`]; `default-set`), among them `skeleton`: the
+//!   directory entries of `/tmp`, `/var/tmp`, the user's and root's home, the `WORKDIR` and
+//!   every `VOLUME` ([`SkeletonInput`]), and the runtime's mount points, when the source has
+//!   them;
 //! - parent directories of everything kept (`parent`);
 //! - then `exclude` globs are applied, but never to a directory above a kept path.
 //!
@@ -35,6 +38,7 @@
 
 mod build;
 mod sets;
+mod skeleton;
 
 use std::collections::BTreeMap;
 
@@ -42,6 +46,7 @@ use minify_model::allowlist::SourceImage;
 use minify_model::{Allowlist, AllowlistEntry, ImagePath, Reason, Rootfs, Trace};
 
 pub use sets::{DefaultSet, DefaultSets};
+pub use skeleton::SkeletonInput;
 
 /// User rules and switches for one closure computation.
 #[derive(Clone, Debug, Default)]
@@ -59,6 +64,8 @@ pub struct ClosureOptions {
     pub exclude: Vec<String>,
     /// Which default support sets to add.
     pub default_sets: DefaultSets,
+    /// The image config's user, working directory and volumes, for the `skeleton` set.
+    pub skeleton: SkeletonInput,
 }
 
 /// Why one path is kept.
@@ -77,6 +84,9 @@ pub struct DefaultSetReport {
     pub paths: Vec<ImagePath>,
     /// Bytes of the regular files among them.
     pub bytes: u64,
+    /// Paths the set looks for that the source image does not have (only `skeleton` says
+    /// so: a `/tmp` the source lacks is not made up), in the order looked for.
+    pub absent: Vec<String>,
 }
 
 /// The computed kept set.

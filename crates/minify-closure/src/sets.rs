@@ -15,16 +15,21 @@ pub enum DefaultSet {
     Zoneinfo,
     /// Compiled locales (`/usr/lib/locale`) and the locale alias/default files.
     Locale,
+    /// The directories every container needs whatever the probe did, each as its entry
+    /// alone, never its contents: `/tmp`, `/var/tmp`, root's and the image `USER`'s home, the
+    /// `WORKDIR`, every `VOLUME`, and `/proc`, `/sys`, `/dev`, `/run` (see `skeleton.rs`).
+    Skeleton,
 }
 
 impl DefaultSet {
     /// Every set, in report order.
-    pub const ALL: [DefaultSet; 5] = [
+    pub const ALL: [DefaultSet; 6] = [
         DefaultSet::CaCertificates,
         DefaultSet::Nss,
         DefaultSet::Passwd,
         DefaultSet::Zoneinfo,
         DefaultSet::Locale,
+        DefaultSet::Skeleton,
     ];
 
     /// The name used in the allowlist's `detail` and in reports.
@@ -35,6 +40,7 @@ impl DefaultSet {
             DefaultSet::Passwd => "passwd",
             DefaultSet::Zoneinfo => "zoneinfo",
             DefaultSet::Locale => "locale",
+            DefaultSet::Skeleton => "skeleton",
         }
     }
 
@@ -67,6 +73,7 @@ impl DefaultSet {
                 "/etc/default/locale",
                 "/etc/locale.conf",
             ],
+            DefaultSet::Skeleton => &[],
         }
     }
 
@@ -79,8 +86,8 @@ impl DefaultSet {
     }
 }
 
-/// Which default sets are added. CA certificates, NSS and passwd are on by default; zoneinfo
-/// and locale are off.
+/// Which default sets are added. CA certificates, NSS, passwd and skeleton are on by
+/// default; zoneinfo and locale are off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[allow(clippy::struct_excessive_bools)]
 pub struct DefaultSets {
@@ -89,6 +96,7 @@ pub struct DefaultSets {
     pub passwd: bool,
     pub zoneinfo: bool,
     pub locale: bool,
+    pub skeleton: bool,
 }
 
 impl Default for DefaultSets {
@@ -99,6 +107,7 @@ impl Default for DefaultSets {
             passwd: true,
             zoneinfo: false,
             locale: false,
+            skeleton: true,
         }
     }
 }
@@ -112,6 +121,7 @@ impl DefaultSets {
             passwd: false,
             zoneinfo: false,
             locale: false,
+            skeleton: false,
         }
     }
 
@@ -123,6 +133,7 @@ impl DefaultSets {
             DefaultSet::Passwd => self.passwd,
             DefaultSet::Zoneinfo => self.zoneinfo,
             DefaultSet::Locale => self.locale,
+            DefaultSet::Skeleton => self.skeleton,
         }
     }
 
@@ -134,6 +145,7 @@ impl DefaultSets {
             DefaultSet::Passwd => &mut self.passwd,
             DefaultSet::Zoneinfo => &mut self.zoneinfo,
             DefaultSet::Locale => &mut self.locale,
+            DefaultSet::Skeleton => &mut self.skeleton,
         };
         *flag = on;
     }

@@ -2,7 +2,8 @@
 //! (programs with their real libraries) plus small synthetic files.
 
 use minify_closure::{
-    ClosureError, ClosureOptions, DefaultSet, DefaultSets, compute, compute_with_workdir,
+    ClosureError, ClosureOptions, DefaultSet, DefaultSets, SkeletonInput, compute,
+    compute_with_workdir,
 };
 use minify_elf::testutil::{copy_host, copy_host_program, exe, parents};
 use minify_model::allowlist::SourceImage;
@@ -477,7 +478,7 @@ fn include_include_bin_exclude() {
             "*.bin".into(),
             "/nothing/*".into(),
         ],
-        default_sets: DefaultSets::none(),
+        ..no_sets()
     };
     let c = compute(&fs, &Trace::default(), &[], &opts).unwrap();
     let reason = |p: &str| c.entries.get(&ImagePath::new(p)).map(|k| k.reason);
@@ -595,4 +596,307 @@ fn deterministic_allowlist() {
         "{ja}"
     );
     assert!(ja.contains(r#"{"path":"/","reason":"parent"}"#));
+}
+
+/// Only the `skeleton` set, with `input` for the image config.
+fn skeleton_only(input: SkeletonInput) -> ClosureOptions {
+    let mut opts = no_sets();
+    opts.default_sets.skeleton = true;
+    opts.skeleton = input;
+    opts
+}
+
+/// The warnings other than the one for an image with no entrypoint (these tests give none).
+fn warnings(c: &minify_closure::Closure) -> Vec<String> {
+    c.warnings
+        .iter()
+        .filter(|w| !w.contains("no entrypoint or cmd"))
+        .cloned()
+        .collect()
+}
+
+fn set_meta(fs: &mut MemFs, path: &str, mode: u32, uid: u64) {
+    let e = fs.entries.get_mut(&ImagePath::new(path)).unwrap();
+    e.mode = mode;
+    e.uid = uid;
+    e.gid = uid;
+}
+
+/// A Debian-like image with a non-root user whose home holds files, a working directory, a
+/// volume with a file in it, and the runtime's mount points.
+fn skeleton_image() -> MemFs {
+    let mut fs = MemFs::default();
+    for d in ["/tmp", "/var/tmp", "/proc", "/sys", "/dev", "/run", "/root"] {
+        parents(&mut fs, &format!("{d}/x"));
+    }
+    set_meta(&mut fs, "/tmp", 0o1777, 0);
+    set_meta(&mut fs, "/var/tmp", 0o1777, 0);
+    set_meta(&mut fs, "/root", 0o700, 0);
+    file(&mut fs, "/root/.bashrc", b"# root");
+    file(&mut fs, "/tmp/leftover", b"build junk");
+    file(
+        &mut fs,
+        "/etc/passwd",
+        b"root:x:0:0:root:/root:/bin/bash\napp:x:1234:1234::/home/app:/bin/sh\n",
+    );
+    file(&mut fs, "/home/app/.profile", b"# app");
+    set_meta(&mut fs, "/home/app", 0o750, 1234);
+    file(&mut fs, "/srv/data/seed.txt", b"seed");
+    set_meta(&mut fs, "/srv/data", 0o770, 1234);
+    fs.dir("/srv/site");
+    fs
+}
+
+#[test]
+fn skeleton_keeps_directories_not_their_contents() {
+    let fs = skeleton_image();
+    let input = SkeletonInput {
+        user: "app:app".into(),
+        workdir: "/srv/site".into(),
+        volumes: vec![
+            "/srv/data".into(),
+            "/srv/data".into(),
+            "/missing-volume".into(),
+        ],
+    };
+    let c = compute(&fs, &Trace::default(), &[], &skeleton_only(input.clone())).unwrap();
+    let detail = |p: &str| {
+        let k = c
+            .entries
+            .get(&ImagePath::new(p))
+            .unwrap_or_else(|| panic!("{p} not kept"));
+        assert_eq!(k.reason, Reason::DefaultSet, "{p}");
+        k.detail.clone()
+    };
+    assert_eq!(detail("/tmp"), "skeleton: temporary directory");
+    assert_eq!(detail("/var/tmp"), "skeleton: temporary directory");
+    assert_eq!(detail("/root"), "skeleton: home of root");
+    assert_eq!(detail("/home/app"), "skeleton: home of USER app:app");
+    assert_eq!(detail("/srv/site"), "skeleton: WORKDIR");
+    assert_eq!(detail("/srv/data"), "skeleton: VOLUME");
+    for p in ["/proc", "/sys", "/dev", "/run"] {
+        assert_eq!(detail(p), "skeleton: mount point");
+    }
+    for p in [
+        "/tmp/leftover",
+        "/root/.bashrc",
+        "/home/app/.profile",
+        "/srv/data/seed.txt",
+    ] {
+        assert!(!c.contains(p), "{p}: contents kept");
+    }
+    let rep = c
+        .default_sets
+        .iter()
+        .find(|r| r.set == DefaultSet::Skeleton)
+        .unwrap();
+    assert_eq!(rep.absent, vec!["/missing-volume".to_owned()]);
+    assert!(rep.paths.contains(&ImagePath::new("/srv/data")));
+    assert_eq!(rep.bytes, 0);
+    assert!(warnings(&c).is_empty(), "{:?}", c.warnings);
+
+    // The same inputs, the same allowlist.
+    let src = SourceImage {
+        image: "img".into(),
+        digest: "sha256:00".into(),
+    };
+    let again = compute(&fs, &Trace::default(), &[], &skeleton_only(input)).unwrap();
+    assert_eq!(
+        c.to_allowlist(src.clone(), "t").to_json(),
+        again.to_allowlist(src, "t").to_json()
+    );
+
+    // Off by `--no-default-set skeleton`; on by default.
+    let c = compute(&fs, &Trace::default(), &[], &no_sets()).unwrap();
+    assert!(!c.contains("/tmp") && !c.contains("/home/app"));
+    assert!(ClosureOptions::default().default_sets.skeleton);
+}
+
+#[test]
+fn skeleton_user_forms_and_missing_users() {
+    let fs = skeleton_image();
+    let home = |user: &str| {
+        let c = compute(
+            &fs,
+            &Trace::default(),
+            &[],
+            &skeleton_only(SkeletonInput {
+                user: user.into(),
+                ..SkeletonInput::default()
+            }),
+        )
+        .unwrap();
+        (c.contains("/home/app"), c.contains("/root"), warnings(&c))
+    };
+    for user in ["app", "1234", "app:app", "1234:1234", "app:0"] {
+        assert_eq!(home(user), (true, true, vec![]), "USER {user}");
+    }
+    for user in ["", "root", "0", "0:0"] {
+        assert_eq!(home(user), (false, true, vec![]), "USER {user}");
+    }
+    // A uid with no passwd line runs with HOME=/: nothing to keep, nothing to say.
+    assert_eq!(home("4242:4242"), (false, true, vec![]));
+    // A name with no passwd line cannot run at all: said.
+    let (app, root, w) = home("ghost");
+    assert!(!app && root);
+    assert!(
+        w[0].contains("USER ghost is not in the image's /etc/passwd"),
+        "{w:?}"
+    );
+}
+
+/// Homes, working directories and volumes are looked up inside the image only: a link out of
+/// the image root lands inside it (or on nothing), a link loop or a file is a warning, and a
+/// missing or hostile `/etc/passwd` never stops the closure.
+#[test]
+fn skeleton_hostile_links_and_passwd() {
+    let mut fs = skeleton_image();
+    // The home is a link that climbs out of the root: it resolves to the image's own /etc.
+    file(
+        &mut fs,
+        "/etc/passwd",
+        b"root:x:0:0::/root:/bin/sh\napp:x:1:1::/home/escape:/bin/sh\n\
+          loop:x:2:2::/home/loop:/bin/sh\nfile:x:3:3::/etc/passwd:/bin/sh\n\
+          rel:x:4:4::home/rel:/bin/sh\nhost:x:5:5::/home/host:/bin/sh\n",
+    );
+    fs.symlink("/home/escape", "../../../../../etc");
+    fs.symlink("/home/loop", "/home/loop");
+    // A directory that exists on every host but not in this image.
+    fs.symlink("/home/host", "/usr/lib/systemd");
+    fs.symlink("/srv/work", "/../../../proc/self");
+    let run = |user: &str, workdir: &str| {
+        compute(
+            &fs,
+            &Trace::default(),
+            &[],
+            &skeleton_only(SkeletonInput {
+                user: user.into(),
+                workdir: workdir.into(),
+                volumes: vec![],
+            }),
+        )
+        .unwrap()
+    };
+    let c = run("app", "/srv/work");
+    assert_eq!(
+        c.entries[&ImagePath::new("/home/escape")].reason,
+        Reason::Symlink
+    );
+    assert_eq!(
+        c.entries[&ImagePath::new("/etc")].reason,
+        Reason::DefaultSet
+    );
+    assert!(!c.contains("/etc/passwd"), "a home keeps no contents");
+    // /srv/work -> /proc/self: /proc is in the image, /proc/self is not.
+    let rep = c
+        .default_sets
+        .iter()
+        .find(|r| r.set == DefaultSet::Skeleton)
+        .unwrap();
+    assert_eq!(rep.absent, vec!["/srv/work".to_owned()]);
+
+    let c = run("loop", "/");
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.starts_with("skeleton: home of USER loop") && w.contains("too many levels")),
+        "{:?}",
+        c.warnings
+    );
+    let c = run("file", "/");
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("/etc/passwd (/etc/passwd) is not a directory")),
+        "{:?}",
+        c.warnings
+    );
+    assert!(!c.contains("/etc/passwd"));
+    let c = run("rel", "/");
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("\"home/rel\" is not an absolute path")),
+        "{:?}",
+        c.warnings
+    );
+    let c = run("host", "/");
+    assert!(!c.contains("/usr/lib/systemd") && !c.contains("/usr"));
+
+    // No passwd at all: root's home is still /root, a named user is said to be unknown.
+    let mut fs = skeleton_image();
+    fs.entries.remove(&ImagePath::new("/etc/passwd"));
+    let c = compute(
+        &fs,
+        &Trace::default(),
+        &[],
+        &skeleton_only(SkeletonInput {
+            user: "app".into(),
+            ..SkeletonInput::default()
+        }),
+    )
+    .unwrap();
+    assert!(c.contains("/root") && !c.contains("/home/app"));
+    assert!(
+        c.warnings.iter().any(|w| w.contains("USER app is not")),
+        "{:?}",
+        c.warnings
+    );
+
+    // A binary passwd: said, and the closure goes on.
+    let mut fs = skeleton_image();
+    file(&mut fs, "/etc/passwd", &[0u8, 0xff, b':', b'\n', 0x7f, 0]);
+    let c = compute(
+        &fs,
+        &Trace::default(),
+        &[],
+        &skeleton_only(SkeletonInput {
+            user: "1234".into(),
+            ..SkeletonInput::default()
+        }),
+    )
+    .unwrap();
+    assert!(c.contains("/root") && c.contains("/tmp"));
+    assert!(
+        c.warnings.iter().any(|w| w.contains("not text")),
+        "{:?}",
+        c.warnings
+    );
+}
+
+/// A `FROM scratch` image with nothing but a program: nothing is made up, the report says
+/// what the source lacks, and the missing /tmp is a warning.
+#[test]
+fn skeleton_on_a_scratch_image_invents_nothing() {
+    let mut fs = MemFs::default();
+    file(&mut fs, "/server", b"\x7fELF not really");
+    let c = compute(
+        &fs,
+        &Trace::default(),
+        &[],
+        &skeleton_only(SkeletonInput {
+            user: "65532".into(),
+            workdir: "/".into(),
+            volumes: vec!["/data".into()],
+        }),
+    )
+    .unwrap();
+    let rep = c
+        .default_sets
+        .iter()
+        .find(|r| r.set == DefaultSet::Skeleton)
+        .unwrap();
+    assert!(rep.paths.is_empty(), "{rep:?}");
+    assert_eq!(
+        rep.absent,
+        [
+            "/tmp", "/var/tmp", "/proc", "/sys", "/dev", "/run", "/root", "/data"
+        ]
+    );
+    assert!(
+        c.warnings.iter().any(|w| w.contains("has no /tmp")),
+        "{:?}",
+        c.warnings
+    );
+    assert!(c.entries.keys().all(ImagePath::is_root), "{:?}", c.entries);
 }

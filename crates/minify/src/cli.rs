@@ -131,7 +131,7 @@ pub struct RunArgs {
     /// Drop paths matching this glob (never a directory above a kept path).
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
-    /// Leave out a default support set: ca-certificates, nss, passwd (or `all`).
+    /// Leave out a default support set: ca-certificates, nss, passwd, skeleton (or `all`).
     #[arg(long, value_name = "NAME")]
     pub no_default_set: Vec<String>,
     /// Add an optional support set: zoneinfo, locale.

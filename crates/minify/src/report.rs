@@ -44,6 +44,9 @@ pub struct SetReport {
     pub paths: Vec<String>,
     /// Bytes of the regular files among them.
     pub bytes: u64,
+    /// What the set looks for that the source image lacks, so the output lacks it too
+    /// (`skeleton`: e.g. `/tmp` in a `FROM scratch` image); empty for the other sets.
+    pub absent: Vec<String>,
 }
 
 /// When the workload ran without probes: how its main process ended.

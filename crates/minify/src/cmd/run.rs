@@ -94,6 +94,8 @@ pub fn plan(args: &RunArgs) -> anyhow::Result<RunPlan> {
             include_bin: args.include_bin.clone(),
             exclude: args.exclude.clone(),
             default_sets: default_sets(&args.no_default_set, &args.with_set)?,
+            // Filled from the source image's config once it is open.
+            ..ClosureOptions::default()
         },
         output,
         allowlist_out: args.allowlist_out.clone(),

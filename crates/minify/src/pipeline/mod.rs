@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use minify_closure::{ClosureOptions, compute, compute_with_workdir};
+use minify_closure::{ClosureOptions, SkeletonInput, compute, compute_with_workdir};
 use minify_image::{ImageRef, PackOptions, RootfsView, SourceImage, pack};
 use minify_model::allowlist::SourceImage as AllowlistSource;
 use minify_model::{ImagePath, Rootfs as _};
@@ -440,8 +440,18 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
     // program path in it is taken from.
     let ran = plan.overrides.apply(&info);
     let argv = ran.argv();
+    // The skeleton set reads the source's config: the output keeps it (not the overrides).
+    let config = source.config();
+    let opts = ClosureOptions {
+        skeleton: SkeletonInput {
+            user: config.user.clone(),
+            workdir: config.working_dir.clone(),
+            volumes: config.volumes.clone(),
+        },
+        ..plan.closure.clone()
+    };
     let closure = tokio::task::block_in_place(|| {
-        compute_with_workdir(&view, &trace, &argv, &ran.workdir, &plan.closure)
+        compute_with_workdir(&view, &trace, &argv, &ran.workdir, &opts)
     })?;
     let allowlist = closure.to_allowlist(
         AllowlistSource {
@@ -479,6 +489,7 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
             set: s.set.name().to_owned(),
             paths: s.paths.iter().map(ToString::to_string).collect(),
             bytes: s.bytes,
+            absent: s.absent.clone(),
         })
         .collect();
     let mut files: Vec<FileSize> = closure
