@@ -8,4 +8,5 @@ mod fixtures_smoke;
 mod gc;
 mod image;
 mod run;
+mod skeleton;
 mod trace;
