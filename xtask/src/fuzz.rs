@@ -23,14 +23,16 @@ pub fn run(targets: &[String], seconds: u64) -> anyhow::Result<()> {
     } else {
         targets.iter().map(String::as_str).collect()
     };
-    ensure_cargo_fuzz()?;
+    let toolchain = crate::setup::ebpf_toolchain()?;
+    ensure_cargo_fuzz(&toolchain)?;
     let dir = util::workspace_root().join("fuzz");
     for t in chosen {
         util::step(&format!("fuzz {t} for {seconds} s (nightly, libFuzzer)"));
-        // Go through rustup so `nightly` is picked whatever toolchain runs xtask.
+        // Go through rustup so the pinned nightly (the eBPF one: `cargo xtask setup` installs
+        // it) is picked whatever toolchain runs xtask.
         let mut cmd = Command::new("rustup");
         cmd.current_dir(&dir)
-            .args(["run", "nightly", "cargo", "fuzz", "run", t, "--"])
+            .args(["run", &toolchain, "cargo", "fuzz", "run", t, "--"])
             .arg(format!("-max_total_time={seconds}"))
             .arg("-rss_limit_mb=2048")
             .arg("-timeout=10");
@@ -44,8 +46,8 @@ pub fn run(targets: &[String], seconds: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ensure_cargo_fuzz() -> anyhow::Result<()> {
-    if util::output_of("rustup", &["run", "nightly", "cargo", "fuzz", "--version"]).is_some() {
+fn ensure_cargo_fuzz(toolchain: &str) -> anyhow::Result<()> {
+    if util::output_of("rustup", &["run", toolchain, "cargo", "fuzz", "--version"]).is_some() {
         return Ok(());
     }
     util::step("cargo install cargo-fuzz (once)");

@@ -20,8 +20,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// Install and start what minify and its tests need: Docker engine, debootstrap, nightly
-    /// rust-src, bpf-linker 0.10.0, tracefs. Idempotent.
+    /// Install and start what minify and its tests need: Docker engine, debootstrap, the
+    /// pinned nightly with rust-src, bpf-linker 0.10.0, tracefs. Idempotent.
     Setup,
     /// Build (or reuse) fixture images; all of them when no name is given.
     Fixtures {
@@ -84,8 +84,17 @@ fn main() -> std::process::ExitCode {
 /// `cargo xtask test`: everything a fresh machine needs, then the whole suite, where a skip is
 /// a failure.
 fn test(cargo_args: &[String]) -> anyhow::Result<()> {
+    let start = std::time::Instant::now();
+    let lap = |what: &str| {
+        eprintln!(
+            "    [{what} done at {:.0} s]",
+            start.elapsed().as_secs_f64()
+        );
+    };
     setup::run()?;
+    lap("setup");
     fixtures::run(&[], false)?;
+    lap("fixtures");
     util::step("cargo test --workspace --no-fail-fast (CI=true: a skipped test is a failure)");
     let mut cmd = std::process::Command::new(util::cargo());
     cmd.current_dir(util::workspace_root())
@@ -93,6 +102,49 @@ fn test(cargo_args: &[String]) -> anyhow::Result<()> {
         .args(["test", "--workspace", "--no-fail-fast"])
         .args(cargo_args);
     util::run_status(&mut cmd)?;
+    lap("cargo test");
     // A short fuzz of the ELF parser and in-image path resolution (hostile-input code).
     fuzz::run(&[], 20)
+}
+
+#[cfg(test)]
+mod tests {
+    /// xtask must build before `cargo xtask setup` has installed the eBPF toolchain (issue 11):
+    /// nothing it links may have a build script that compiles eBPF. Checked on the resolved
+    /// graph, so a transitive dependency (say through minify-fixtures) counts too.
+    #[test]
+    fn xtask_does_not_depend_on_the_ebpf_build() {
+        let out = std::process::Command::new(crate::util::cargo())
+            .current_dir(crate::util::workspace_root())
+            .args([
+                "tree",
+                "--offline",
+                "-p",
+                "xtask",
+                "-e",
+                "normal,build",
+                "--prefix",
+                "none",
+                "--format",
+                "{p}",
+            ])
+            .output()
+            .expect("cargo tree runs");
+        assert!(
+            out.status.success(),
+            "cargo tree failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let tree = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            tree.lines().any(|l| l.starts_with("minify-fixtures ")),
+            "{tree}"
+        );
+        for forbidden in ["minify-trace ", "aya-build "] {
+            assert!(
+                !tree.lines().any(|l| l.starts_with(forbidden)),
+                "xtask depends on {forbidden}(its build needs the eBPF toolchain):\n{tree}"
+            );
+        }
+    }
 }

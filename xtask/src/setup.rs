@@ -19,10 +19,10 @@ pub fn run() -> anyhow::Result<()> {
         bail!("setup installs packages, starts dockerd and mounts tracefs: run it as root");
     }
     docker_engine()?;
-    debootstrap()?;
-    nightly_rust_src()?;
-    bpf_linker()?;
     tracefs()?;
+    debootstrap()?;
+    ebpf_toolchain_with_rust_src()?;
+    bpf_linker()?;
     ca_certs()?;
     eprintln!("    setup: everything is in place");
     Ok(())
@@ -100,40 +100,82 @@ fn debootstrap() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn nightly_rust_src() -> anyhow::Result<()> {
+/// The Rust toolchain the eBPF programs (and the fuzz targets) are built with:
+/// `MINIFY_EBPF_TOOLCHAIN`, else the channel pinned in the eBPF crate's rust-toolchain.toml,
+/// which crates/minify-trace/build.rs reads the same way.
+pub fn ebpf_toolchain() -> anyhow::Result<String> {
+    if let Ok(v) = std::env::var("MINIFY_EBPF_TOOLCHAIN")
+        && !v.trim().is_empty()
+    {
+        return Ok(v.trim().to_owned());
+    }
+    let file = crate::util::workspace_root().join("ebpf/minify-trace-ebpf/rust-toolchain.toml");
+    let text = fs_err::read_to_string(&file)?;
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("channel"))
+        .filter_map(|rest| rest.trim_start().strip_prefix('='))
+        .map(|v| v.trim().trim_matches('"').to_owned())
+        .find(|v| !v.is_empty())
+        .with_context(|| format!("{}: no `channel = \"...\"` line", file.display()))
+}
+
+fn ebpf_toolchain_with_rust_src() -> anyhow::Result<()> {
     if !have("rustup") {
         bail!("rustup is not on PATH; install it (https://rustup.rs) and re-run");
     }
-    let toolchains = output_of("rustup", &["toolchain", "list"]).unwrap_or_default();
-    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
-        eprintln!("    installing the nightly toolchain (eBPF programs are built with it)");
+    let toolchain = ebpf_toolchain()?;
+    // `rustup run` fails for a toolchain that is not installed: cheaper than parsing
+    // `rustup toolchain list`, whose names carry the host triple.
+    let sysroot = output_of(
+        "rustup",
+        &["run", &toolchain, "rustc", "--print", "sysroot"],
+    );
+    if sysroot.is_none() {
+        eprintln!(
+            "    installing the Rust toolchain {toolchain} with rust-src (the eBPF programs are \
+             built with it)"
+        );
         run_status(Command::new("rustup").args([
             "toolchain",
             "install",
-            "nightly",
+            &toolchain,
             "--profile",
             "minimal",
             "--component",
             "rust-src",
-        ]))?;
+        ]))
+        .with_context(|| {
+            format!(
+                "rustup could not install {toolchain}; if your rustup server offers no dated \
+                 nightlies, MINIFY_EBPF_TOOLCHAIN=nightly uses the newest one (checked only with \
+                 {toolchain}; a newer nightly may need a newer bpf-linker)"
+            )
+        })?;
     }
-    let installed = output_of(
+    let sysroot = output_of(
         "rustup",
-        &["component", "list", "--toolchain", "nightly", "--installed"],
+        &["run", &toolchain, "rustc", "--print", "sysroot"],
     )
-    .unwrap_or_default();
-    if !installed.lines().any(|l| l.starts_with("rust-src")) {
-        eprintln!("    adding rust-src to nightly");
+    .with_context(|| format!("{toolchain} was installed but `rustc --print sysroot` fails"))?;
+    if !Path::new(&sysroot)
+        .join("lib/rustlib/src/rust/library/Cargo.lock")
+        .is_file()
+    {
+        eprintln!("    adding rust-src to {toolchain}");
         run_status(Command::new("rustup").args([
             "component",
             "add",
             "rust-src",
             "--toolchain",
-            "nightly",
+            &toolchain,
         ]))?;
     }
-    let version = output_of("rustc", &["+nightly", "--version"]).unwrap_or_default();
-    ok("nightly rust-src", &version);
+    let version =
+        output_of("rustup", &["run", &toolchain, "rustc", "--version"]).unwrap_or_default();
+    ok(
+        "eBPF toolchain",
+        &format!("{toolchain} with rust-src ({version})"),
+    );
     Ok(())
 }
 

@@ -1,4 +1,4 @@
-//! `cargo xtask bench trace`: what the eBPF tracer costs and whether it keeps up, measured side
+//! `cargo xtask bench trace` (this binary, `minify-bench-trace`): what the eBPF tracer costs and whether it keeps up, measured side
 //! by side in one run on this machine (root, real kernel), written to `bench/results/trace.md`.
 //!
 //! - Overhead: wall time of a workload traced / untraced, alternating runs, medians. Two
@@ -14,6 +14,10 @@
 //!
 //! The untraced runs go through the same spawn path (fork, move into a cgroup, exec) so the
 //! ratio is the tracer's cost alone; attach/detach time is reported separately.
+//!
+//! A binary of its own rather than a module of xtask: it links the tracer, whose build needs
+//! the eBPF toolchain, and xtask must build on a fresh machine before `cargo xtask setup` has
+//! installed that toolchain (issue 11). xtask runs it with `cargo run -p minify-bench-trace`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -292,7 +296,17 @@ fn cpu_ratio(r: &Row) -> f64 {
     r.traced_cpu.as_secs_f64() / r.untraced_cpu.as_secs_f64().max(1e-9)
 }
 
-pub fn run() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("minify-bench-trace: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     anyhow::ensure!(
         nix::unistd::geteuid().is_root(),
         "the trace benchmark needs root (eBPF)"
@@ -448,6 +462,21 @@ pub fn run() -> anyhow::Result<()> {
         traced.wall.as_secs_f64(),
         untraced.wall.as_secs_f64()
     );
-    super::write_results("trace", &md)?;
+    write_results(&md)
+}
+
+/// Writes the report to `bench/results/trace.md` in this workspace and says where.
+fn write_results(markdown: &str) -> anyhow::Result<()> {
+    // `cargo run` sets CARGO_MANIFEST_DIR at run time: prefer it, as xtask does, so a binary
+    // built from another checkout that shares the target dir writes into this one.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+        std::path::PathBuf::from,
+    );
+    let dir = manifest.join("../results");
+    fs_err::create_dir_all(&dir)?;
+    let path = dir.join("trace.md");
+    fs_err::write(&path, markdown)?;
+    eprintln!("    wrote {}", path.display());
     Ok(())
 }
