@@ -77,8 +77,7 @@ fn normalise(name: &str) -> Option<String> {
 
 impl Container {
     /// Index an archive's members (headers only: data is skipped by seeking).
-    pub(crate) fn open_archive(path: &Path) -> io::Result<Container> {
-        let file = fs_err::File::open(path)?.into_parts().0;
+    pub(crate) fn open_archive(file: File, path: &Path) -> io::Result<Container> {
         let mut members = HashMap::new();
         let mut links = HashMap::new();
         {
@@ -170,7 +169,7 @@ impl Container {
                     matches!(name, "index.json" | "oci-layout")
                         || name.starts_with("blobs/sha256/")
                 );
-                open_plain(&root.join(name), name)
+                open_in_layout(root, name)
             }
         }
     }
@@ -181,22 +180,97 @@ impl Container {
     }
 }
 
-fn open_plain(path: &Path, name: &str) -> io::Result<Option<Blob>> {
-    match fs_err::File::open(path) {
-        Ok(f) => {
-            let f = f.into_parts().0;
-            let meta = f.metadata()?;
-            if !meta.is_file() {
-                return Ok(None);
-            }
-            Ok(Some(Blob {
-                file: Arc::new(f),
-                offset: 0,
-                len: meta.len(),
-                name: name.to_owned(),
-            }))
+/// Open `rel` (`index.json`, `oci-layout` or `blobs/sha256/<hex>`) inside the layout at
+/// `root`, one component at a time with `O_NOFOLLOW`: a symlink anywhere below the root (the
+/// blob, `blobs/` or `sha256/`) is refused, so a layout from an untrusted place cannot make
+/// minify read a host file such as `/etc/shadow`. The file must be regular: its type is
+/// checked before it is opened (a device is never opened) and again after; `O_NONBLOCK`
+/// keeps a FIFO from blocking the open. Returns `None` when it does not exist.
+fn open_in_layout(root: &Path, rel: &str) -> io::Result<Option<Blob>> {
+    use nix::errno::Errno;
+    use nix::fcntl::{AtFlags, OFlag, open, openat};
+    use nix::sys::stat::{Mode, fstatat};
+
+    let shown = root.join(rel);
+    let refuse = |what: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} is {what}; a layout's files must be regular files inside it",
+                shown.display()
+            ),
+        )
+    };
+    let sys = |e: Errno| io::Error::other(format!("{}: {}", shown.display(), e.desc()));
+    let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut dir = open(root, dir_flags, Mode::empty()).map_err(|e| {
+        io::Error::new(
+            io::Error::from(e).kind(),
+            format!("{}: {}", root.display(), e.desc()),
+        )
+    })?;
+    let mut parts = rel.split('/').peekable();
+    while let Some(part) = parts.next() {
+        if parts.peek().is_some() {
+            dir = match openat(&dir, part, dir_flags | OFlag::O_NOFOLLOW, Mode::empty()) {
+                Ok(d) => d,
+                Err(Errno::ENOENT) => return Ok(None),
+                Err(Errno::ELOOP | Errno::ENOTDIR) => {
+                    let kind = fstatat(&dir, part, AtFlags::AT_SYMLINK_NOFOLLOW)
+                        .ok()
+                        .and_then(|st| kind_of(st.st_mode))
+                        .unwrap_or("not a directory");
+                    return Err(refuse(&format!("under {kind}")));
+                }
+                Err(e) => return Err(sys(e)),
+            };
+            continue;
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+        let st = match fstatat(&dir, part, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(e) => return Err(sys(e)),
+        };
+        if let Some(kind) = kind_of(st.st_mode) {
+            return Err(refuse(kind));
+        }
+        let fd = openat(
+            &dir,
+            part,
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            Errno::ELOOP => refuse("a symbolic link"),
+            e => sys(e),
+        })?;
+        let file = File::from(fd);
+        let meta = file
+            .metadata()
+            .map_err(|e| io::Error::other(format!("{}: {e}", shown.display())))?;
+        if !meta.is_file() {
+            return Err(refuse("not a regular file"));
+        }
+        return Ok(Some(Blob {
+            file: Arc::new(file),
+            offset: 0,
+            len: meta.len(),
+            name: rel.to_owned(),
+        }));
     }
+    Ok(None)
+}
+
+/// What a non-regular `st_mode` is, for messages; `None` for a regular file.
+fn kind_of(mode: u32) -> Option<&'static str> {
+    Some(match mode & 0o170_000 {
+        0o100_000 => return None,
+        0o040_000 => "a directory",
+        0o010_000 => "a FIFO",
+        0o020_000 => "a character device",
+        0o060_000 => "a block device",
+        0o140_000 => "a socket",
+        0o120_000 => "a symbolic link",
+        _ => "not a regular file",
+    })
 }

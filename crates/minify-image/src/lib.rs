@@ -30,6 +30,7 @@ pub mod pack;
 pub mod reference;
 pub mod sink;
 pub mod source;
+mod targuard;
 pub mod view;
 
 pub use config::ImageConfig;

@@ -277,28 +277,34 @@ async fn blocking<T: Send + 'static>(
 }
 
 fn open_archive_file(path: &Path, r: &ImageRef) -> Result<Container, SourceError> {
-    match std::fs::metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    use minify_model::input::{InputError, open_regular};
+    let file = match open_regular(path) {
+        Ok(f) => f,
+        Err(InputError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             return Err(SourceError::NotFound {
                 reference: r.to_string(),
                 where_: " (no such file)",
             });
         }
-        Err(e) => return Err(io_err(path)(e)),
-        Ok(m) if !m.is_file() => {
+        Err(InputError::NotRegular { kind, .. }) => {
             return Err(SourceError::NotAnImage {
                 location: path.display().to_string(),
                 format: "tar archive",
-                reason: "it is not a regular file".into(),
+                reason: format!("it is {kind}, not a regular file"),
             });
         }
-        Ok(_) => {}
-    }
-    Container::open_archive(path).map_err(|e| SourceError::NotAnImage {
+        Err(InputError::Io { source, .. }) => return Err(io_err(path)(source)),
+        Err(e) => return Err(io_err(path)(std::io::Error::other(e.to_string()))),
+    };
+    // The tar reader's messages quote the bad header's bytes: never show them, the file may
+    // be any host file (`docker-archive:/etc/shadow`).
+    Container::open_archive(file, path).map_err(|e| SourceError::NotAnImage {
         location: path.display().to_string(),
         format: "tar archive",
-        // The tar reader quotes the bad header's bytes, newlines and all: keep it one line.
-        reason: e.to_string().escape_debug().take(200).collect(),
+        reason: match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => "it ends in the middle of a tar entry".into(),
+            _ => "it is not a readable tar archive (a header is not valid tar)".into(),
+        },
     })
 }
 
@@ -359,7 +365,14 @@ async fn open_daemon(reference: &ImageRef, name: &str) -> Result<SourceImage, So
     }
     let expected_id = inspect.id.and_then(|i| Digest::parse(&i).ok());
     let mut img = blocking(move || {
-        let c = Container::open_archive(&tar_path).map_err(io_err(&tar_path))?;
+        let file = fs_err::File::open(&tar_path)
+            .map_err(|e| SourceError::Io {
+                path: tar_path.display().to_string(),
+                source: e,
+            })?
+            .into_parts()
+            .0;
+        let c = Container::open_archive(file, &tar_path).map_err(io_err(&tar_path))?;
         read_docker_archive(r, &c, None, Some(tags))
     })
     .await?;

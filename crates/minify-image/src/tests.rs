@@ -4,7 +4,7 @@
 #![allow(clippy::many_single_char_names)]
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
 use minify_model::{EntryKind, ImagePath, ResolveError, Rootfs, resolve};
@@ -717,7 +717,7 @@ async fn refuses_hardlinks_outside_or_missing() {
     )])
     .await;
     assert!(
-        msg.contains("hardlink /x") && msg.contains("outside the image"),
+        msg.contains("hardlink \"/x\"") && msg.contains("outside the image"),
         "{msg}"
     );
     let msg = view_err(&[(layer(&[E::Hardlink("x", "/etc/shadow")]), Compression::None)]).await;
@@ -853,4 +853,258 @@ async fn refuses_missing_blobs_and_missing_images() {
         .unwrap()
         .to_string();
     assert!(err.contains("nosuchtag"), "{err}");
+}
+
+/// A layer whose next entry carries the given pax records (then a file `f`).
+fn pax_layer(records: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions(records.iter().map(|(k, v)| (*k, *v)))
+        .unwrap();
+    let mut h = header(tar::EntryType::Regular, 0o644, 1);
+    b.append_data(&mut h, "f", &b"x"[..]).unwrap();
+    b.into_inner().unwrap()
+}
+
+/// `n` components of `a`: a path of `2n - 1` bytes.
+fn deep(n: usize) -> String {
+    vec!["a"; n].join("/")
+}
+
+#[tokio::test]
+async fn refuses_paths_longer_than_linux_allows() {
+    // A 1 MB path of 500k components: with every ancestor stored as a full string this took
+    // `inspect` past 4 GiB (issue 12); now it is refused from the length alone.
+    let path = deep(500_000);
+    let t = pax_layer(&[("path", path.as_bytes())]);
+    let msg = view_err(&[(t, Compression::Gzip)]).await;
+    assert!(
+        msg.contains("a name of 999999 bytes, more than the 4096 Linux allows")
+            && msg.contains("\"a/a/a/"),
+        "{msg}"
+    );
+    let long = "b".repeat(256);
+    let t = pax_layer(&[("path", long.as_bytes())]);
+    let msg = view_err(&[(t, Compression::None)]).await;
+    assert!(msg.contains("a component of 256 bytes"), "{msg}");
+    let mut t2 = tar::Builder::new(Vec::new());
+    t2.append_pax_extensions([("linkpath", &path.as_bytes()[..5000])])
+        .unwrap();
+    let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+    t2.append_data(&mut h, "l", std::io::empty()).unwrap();
+    let msg = view_err(&[(t2.into_inner().unwrap(), Compression::None)]).await;
+    assert!(msg.contains("a link target of 5000 bytes"), "{msg}");
+}
+
+#[tokio::test]
+async fn deep_trees_cost_memory_by_component_not_by_path() {
+    // 300 distinct entries, each 2000 components deep (just under PATH_MAX): a flat index
+    // of full paths would hold 300 x 2000 ancestors of 2 KB each (1.2 GB); the tree holds
+    // each component once.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    let tail = deep(2000);
+    for i in 0..300 {
+        let name = format!("d{i}/{tail}");
+        b.append_pax_extensions([("path", name.as_bytes())])
+            .unwrap();
+        let mut h = header(tar::EntryType::Regular, 0o644, 1);
+        b.append_data(&mut h, "placeholder", &b"x"[..]).unwrap();
+    }
+    let t = b.into_inner().unwrap();
+    let dir = oci_dir(tmp.path(), &[(t, Compression::Zstd)]);
+    let (_, view) = open_view(&format!("oci:{}", dir.display())).await.unwrap();
+    assert_eq!(view.entry_count(), 1 + 300 * 2001);
+    let leaf = p(&format!("/d299/{tail}"));
+    assert!(view.entry(&leaf).unwrap().is_file());
+    assert_eq!(view.read(&leaf, None).unwrap(), b"x");
+    assert!(view.entry(&leaf.parent().unwrap()).unwrap().is_dir());
+    assert_eq!(view.children(&p("/d7")), vec![p("/d7/a")]);
+    let dirs = view.largest_dirs(3);
+    assert_eq!(dirs.len(), 3);
+    assert_eq!(dirs[0].path, p("/d0"), "ties go by depth, then path");
+    assert_eq!(dirs[2].path, p("/d10"), "ties go by depth, then path");
+}
+
+#[tokio::test]
+async fn refuses_extension_records_over_the_limit() {
+    // A pax record the tar crate would read whole: 16 MiB here, gigabytes in a gzip bomb.
+    // Before the guard it was read (and this layer accepted).
+    let big = vec![b'z'; 16 << 20];
+    let t = pax_layer(&[("comment", &big)]);
+    let msg = view_err(&[(t, Compression::Gzip)]).await;
+    assert!(
+        msg.contains("layer 0")
+            && msg.contains("the pax extended header at offset 0 is 167772")
+            && msg.contains("bytes, more than the limit of 1048576"),
+        "{msg}"
+    );
+    // A GNU long name record: the same.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = header(tar::EntryType::GNULongName, 0o644, 2 << 20);
+    h.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+    h.set_cksum();
+    b.append(&h, std::io::repeat(b'a').take(2 << 20)).unwrap();
+    let mut h = header(tar::EntryType::Regular, 0o644, 1);
+    b.append_data(&mut h, "f", &b"x"[..]).unwrap();
+    let msg = view_err(&[(b.into_inner().unwrap(), Compression::Zstd)]).await;
+    assert!(
+        msg.contains("the GNU long name record at offset 0 is 2097152 bytes"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn the_guard_follows_pax_sizes_and_long_names() {
+    // A file whose size is given only by a pax record (as for files over 8 GiB), holding
+    // bytes that look like a huge pax header; then a GNU long name within the limit. The
+    // guard must skip the data by the pax size, not take it for a header.
+    let mut fake = tar::Header::new_ustar();
+    fake.set_entry_type(tar::EntryType::XHeader);
+    fake.set_size(1 << 40);
+    fake.set_cksum();
+    let data = fake.as_bytes().repeat(2);
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions([("size", data.len().to_string().as_bytes())])
+        .unwrap();
+    let mut h = header(tar::EntryType::Regular, 0o644, 0);
+    h.set_size(0);
+    h.set_path("big").unwrap();
+    h.set_cksum();
+    b.append(&h, std::io::empty()).unwrap();
+    // Without the end-of-archive blocks `into_inner` would add.
+    let mut t = b.get_ref().clone();
+    t.extend_from_slice(&data);
+    let mut b = tar::Builder::new(Vec::new());
+    let long = format!("dir/{}", "n".repeat(200));
+    let mut h = header(tar::EntryType::Regular, 0o644, 2);
+    b.append_data(&mut h, &long, &b"ok"[..]).unwrap();
+    t.extend_from_slice(&b.into_inner().unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = oci_dir(tmp.path(), &[(t, Compression::Gzip)]);
+    let (_, view) = open_view(&format!("oci:{}", dir.display())).await.unwrap();
+    assert_eq!(view.read(&p("/big"), None).unwrap(), data);
+    assert_eq!(view.read(&p(&format!("/{long}")), None).unwrap(), b"ok");
+}
+
+#[tokio::test]
+async fn refuses_xattrs_over_the_limit() {
+    let big = vec![b'v'; (64 << 10) + 1];
+    let t = pax_layer(&[("SCHILY.xattr.user.big", &big)]);
+    let msg = view_err(&[(t, Compression::None)]).await;
+    assert!(msg.contains("an xattr value of 65537 bytes"), "{msg}");
+}
+
+/// A secret host file, to check that no message quotes it or gives its size.
+fn canary(dir: &Path) -> PathBuf {
+    let f = dir.join("canary");
+    std::fs::write(&f, "CANARY-SECRET-1234\n".repeat(77)).unwrap();
+    f
+}
+
+fn assert_no_canary(msg: &str) {
+    assert!(
+        !msg.contains("CANARY") && !msg.contains(&(19 * 77).to_string()),
+        "{msg}"
+    );
+}
+
+fn mkfifo(p: &Path) {
+    nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+}
+
+#[tokio::test]
+async fn layout_files_must_be_regular_files_inside_the_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = canary(tmp.path());
+    let t = layer(&[E::File("a", b"a")]);
+    let hex = Digest::of_bytes(&t).hex().to_owned();
+    let fresh = |name: &str| {
+        let d = tmp.path().join(name);
+        std::fs::create_dir(&d).unwrap();
+        oci_dir(&d, &[(t.clone(), Compression::None)])
+    };
+    let err = |dir: &Path| {
+        let dir = dir.to_owned();
+        async move {
+            open_view(&format!("oci:{}", dir.display()))
+                .await
+                .expect_err("refused")
+                .to_string()
+        }
+    };
+
+    // A layer blob linked to a host file (issue 12: it was opened, quoted and sized).
+    let dir = fresh("link");
+    let blob = dir.join("blobs/sha256").join(&hex);
+    std::fs::remove_file(&blob).unwrap();
+    std::os::unix::fs::symlink(&secret, &blob).unwrap();
+    let msg = err(&dir).await;
+    assert!(msg.contains(&format!("{hex} is a symbolic link")), "{msg}");
+    assert_no_canary(&msg);
+
+    // `blobs/` itself a link out of the layout.
+    let dir = fresh("blobsdir");
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::rename(dir.join("blobs"), &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, dir.join("blobs")).unwrap();
+    let msg = err(&dir).await;
+    assert!(msg.contains("is under a symbolic link"), "{msg}");
+
+    // index.json linked to a host file.
+    let dir = fresh("index");
+    std::fs::remove_file(dir.join("index.json")).unwrap();
+    std::os::unix::fs::symlink(&secret, dir.join("index.json")).unwrap();
+    let msg = err(&dir).await;
+    assert!(msg.contains("index.json is a symbolic link"), "{msg}");
+    assert_no_canary(&msg);
+
+    // FIFOs where files should be: refused at once (this blocked in open() forever).
+    let dir = fresh("fifo-index");
+    std::fs::remove_file(dir.join("index.json")).unwrap();
+    mkfifo(&dir.join("index.json"));
+    let msg = err(&dir).await;
+    assert!(msg.contains("index.json is a FIFO"), "{msg}");
+    let dir = fresh("fifo-blob");
+    let blob = dir.join("blobs/sha256").join(&hex);
+    std::fs::remove_file(&blob).unwrap();
+    mkfifo(&blob);
+    let msg = err(&dir).await;
+    assert!(msg.contains(&format!("{hex} is a FIFO")), "{msg}");
+
+    // A device: never opened.
+    let dir = fresh("dev");
+    let blob = dir.join("blobs/sha256").join(&hex);
+    std::fs::remove_file(&blob).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &blob).unwrap();
+    let msg = err(&dir).await;
+    assert!(msg.contains("is a symbolic link"), "{msg}");
+}
+
+#[tokio::test]
+async fn archives_that_are_not_tars_are_never_quoted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = canary(tmp.path());
+    for t in ["docker-archive", "oci-archive"] {
+        let msg = open(&format!("{t}:{}", secret.display()))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(msg.contains("not a readable tar archive"), "{msg}");
+        assert_no_canary(&msg);
+    }
+    let fifo = tmp.path().join("fifo.tar");
+    mkfifo(&fifo);
+    let msg = open(&format!("docker-archive:{}", fifo.display()))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("it is a FIFO, not a regular file"), "{msg}");
+    let msg = open("docker-archive:/dev/zero")
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("it is a character device"), "{msg}");
 }

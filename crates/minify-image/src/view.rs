@@ -15,7 +15,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::ops::Bound;
 use std::sync::Arc;
 
 use minify_model::{Entry, EntryKind, ImagePath, Rootfs};
@@ -23,6 +22,22 @@ use minify_model::{Entry, EntryKind, ImagePath, Rootfs};
 use crate::Digest;
 use crate::hashio::{HashReader, RangeReader, SharedHashReader};
 use crate::source::{Compression, LayerInfo, SourceImage};
+use crate::targuard::TarGuard;
+
+/// Linux's `PATH_MAX`: no container can open a longer path, so no layer needs one. It also
+/// bounds a path's depth (2048 components at most) and everything built from one path.
+pub const MAX_PATH_BYTES: usize = 4096;
+/// Linux's `NAME_MAX`, for one component.
+pub const MAX_NAME_BYTES: usize = 255;
+/// A pax header, GNU long name or GNU long link record: the tar reader holds each whole.
+pub const MAX_EXTENSION_BYTES: u64 = 1 << 20;
+/// Linux's `XATTR_SIZE_MAX`, for one xattr value.
+pub const MAX_XATTR_VALUE: usize = 64 << 10;
+/// All xattrs read from one image together (names and values).
+pub const MAX_XATTR_TOTAL: u64 = 16 << 20;
+/// Entries in one image's index at a time, each about 250 bytes of memory (the largest
+/// images seen hold well under a million files).
+pub const MAX_ENTRIES: u64 = 2_000_000;
 
 /// Where a regular file's bytes are: `offset` into data file number `file`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -31,9 +46,18 @@ pub(crate) struct DataLoc {
     pub offset: u64,
 }
 
+/// One entry of the index: a node of the path tree. Each node stores only its own name;
+/// full paths are built on demand. A flat map keyed by full path stores every ancestor of a
+/// deep entry as its own full string, so memory grew with the square of path depth (a 1 MB
+/// path of 500k components needed terabytes).
 #[derive(Clone, Debug)]
 struct Node {
-    path: ImagePath,
+    /// The last component ("" for the root).
+    name: Box<str>,
+    parent: NodeId,
+    /// Components from the root (at most 2048, from [`MAX_PATH_BYTES`]).
+    depth: u16,
+    children: BTreeMap<Box<str>, NodeId>,
     entry: Entry,
     /// Bytes of a regular file or hardlink: where, and how many.
     data: Option<(DataLoc, u64)>,
@@ -41,6 +65,9 @@ struct Node {
     /// of lower layers.
     layer: usize,
 }
+
+type NodeId = u32;
+const ROOT: NodeId = 0;
 
 /// What one layer held, measured while streaming it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,7 +135,7 @@ pub enum ViewError {
         entry: String,
     },
     /// A hardlink whose target is outside the image or not (yet) in it.
-    #[error("layer {index} ({name}): hardlink {entry} points to {target:?}, {why}")]
+    #[error("layer {index} ({name}): hardlink {entry:?} points to {target:?}, {why}")]
     BadHardlink {
         index: usize,
         name: String,
@@ -124,12 +151,33 @@ pub enum ViewError {
         entry: String,
     },
     /// An entry type minify does not handle.
-    #[error("layer {index} ({name}): entry {entry} has unsupported tar type {kind:?}")]
+    #[error("layer {index} ({name}): entry {entry:?} has unsupported tar type {kind:?}")]
     Unsupported {
         index: usize,
         name: String,
         entry: ImagePath,
         kind: String,
+    },
+    /// A name or link target longer than Linux allows (so no container could have it).
+    #[error(
+        "layer {index} ({name}): entry {entry} has {what} of {len} bytes, more than the {limit} Linux allows"
+    )]
+    TooLong {
+        index: usize,
+        name: String,
+        /// The start of the name, escaped.
+        entry: String,
+        what: &'static str,
+        len: usize,
+        limit: usize,
+    },
+    /// The image needs more of something than minify holds in memory for one image.
+    #[error("layer {index} ({name}): {what} exceed the limit of {limit} per image")]
+    Limit {
+        index: usize,
+        name: String,
+        what: &'static str,
+        limit: u64,
     },
     /// The private temp dir for decompressed layers.
     #[error("temporary file {path}: {source}")]
@@ -138,7 +186,11 @@ pub enum ViewError {
 
 /// An image's flattened filesystem (implements [`Rootfs`]).
 pub struct RootfsView {
-    nodes: BTreeMap<String, Node>,
+    /// The path tree; slot [`ROOT`] is `/`. Removed nodes are `None` and their slots reused.
+    nodes: Vec<Option<Node>>,
+    free: Vec<NodeId>,
+    live: usize,
+    xattr_bytes: u64,
     files: Vec<Arc<File>>,
     layers: Vec<LayerStats>,
     env: Vec<String>,
@@ -148,7 +200,7 @@ pub struct RootfsView {
 impl std::fmt::Debug for RootfsView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RootfsView")
-            .field("entries", &self.nodes.len())
+            .field("entries", &self.live)
             .field("layers", &self.layers)
             .finish_non_exhaustive()
     }
@@ -178,7 +230,10 @@ fn child_prefix(p: &str) -> String {
 
 fn synthetic_dir(layer: usize) -> Node {
     Node {
-        path: ImagePath::root(),
+        name: "".into(),
+        parent: ROOT,
+        depth: 0,
+        children: BTreeMap::new(),
         entry: Entry {
             kind: EntryKind::Dir,
             mode: 0o755,
@@ -221,13 +276,15 @@ impl RootfsView {
                 source,
             })?;
         let mut view = RootfsView {
-            nodes: BTreeMap::new(),
+            nodes: vec![Some(synthetic_dir(0))],
+            free: Vec::new(),
+            live: 1,
+            xattr_bytes: 0,
             files: Vec::new(),
             layers: Vec::new(),
             env: image.config().env.clone(),
             tmp,
         };
-        view.nodes.insert("/".into(), synthetic_dir(0));
         for info in image.layers() {
             let stats = view.apply_layer(info)?;
             view.layers.push(stats);
@@ -337,7 +394,7 @@ impl RootfsView {
     fn index_tar<R: Read>(&mut self, ctx: &LayerCtx<'_>, reader: R) -> Result<(u64, R), ViewError> {
         let layer = ctx.info.index;
         let lname = || ctx.info.name().to_owned();
-        let mut ar = tar::Archive::new(reader);
+        let mut ar = tar::Archive::new(TarGuard::new(reader, MAX_EXTENSION_BYTES));
         let mut count = 0u64;
         {
             let entries = ar.entries().map_err(|e| ctx.read_err(e))?;
@@ -345,6 +402,31 @@ impl RootfsView {
                 let mut entry = entry.map_err(|e| ctx.read_err(e))?;
                 count += 1;
                 let raw_name = entry.path_bytes().into_owned();
+                let too_long = |what, len, limit, raw: &[u8]| ViewError::TooLong {
+                    index: layer,
+                    name: lname(),
+                    entry: format!(
+                        "{:?}...",
+                        String::from_utf8_lossy(&raw[..raw.len().min(64)])
+                    ),
+                    what,
+                    len,
+                    limit,
+                };
+                if raw_name.len() > MAX_PATH_BYTES {
+                    return Err(too_long(
+                        "a name",
+                        raw_name.len(),
+                        MAX_PATH_BYTES,
+                        &raw_name,
+                    ));
+                }
+                if let Some(c) = raw_name
+                    .split(|&b| b == b'/')
+                    .find(|c| c.len() > MAX_NAME_BYTES)
+                {
+                    return Err(too_long("a component", c.len(), MAX_NAME_BYTES, &raw_name));
+                }
                 let name = String::from_utf8(raw_name).map_err(|e| ViewError::NotUtf8 {
                     index: layer,
                     name: lname(),
@@ -367,12 +449,12 @@ impl RootfsView {
                 {
                     let parent = path.parent().unwrap_or_else(ImagePath::root);
                     if hidden == ".wh..opq" {
-                        self.remove_below(parent.as_str(), layer, false);
-                        self.ensure_dir(&parent, layer);
+                        self.remove_below(&parent, layer, false);
+                        self.ensure_dir(parent.components(), layer);
                     } else if !hidden.starts_with(".wh.") {
                         let target = parent.join(hidden);
-                        self.remove_below(target.as_str(), layer, true);
-                        self.ensure_dir(&parent, layer);
+                        self.remove_below(&target, layer, true);
+                        self.ensure_dir(parent.components(), layer);
                     }
                     continue;
                 }
@@ -386,7 +468,27 @@ impl RootfsView {
                         let ext = ext.map_err(|e| ctx.read_err(e))?;
                         let Ok(key) = ext.key() else { continue };
                         if let Some(x) = key.strip_prefix("SCHILY.xattr.") {
-                            xattrs.insert(x.to_owned(), ext.value_bytes().to_vec());
+                            let value = ext.value_bytes();
+                            if value.len() > MAX_XATTR_VALUE {
+                                return Err(ViewError::TooLong {
+                                    index: layer,
+                                    name: lname(),
+                                    entry: format!("{name:?}"),
+                                    what: "an xattr value",
+                                    len: value.len(),
+                                    limit: MAX_XATTR_VALUE,
+                                });
+                            }
+                            self.xattr_bytes += (x.len() + value.len()) as u64;
+                            if self.xattr_bytes > MAX_XATTR_TOTAL {
+                                return Err(ViewError::Limit {
+                                    index: layer,
+                                    name: lname(),
+                                    what: "xattr bytes",
+                                    limit: MAX_XATTR_TOTAL,
+                                });
+                            }
+                            xattrs.insert(x.to_owned(), value.to_vec());
                         } else if key == "uid" {
                             pax_uid = ext.value().ok().and_then(|v| v.parse().ok());
                         } else if key == "gid" {
@@ -415,6 +517,16 @@ impl RootfsView {
                 };
                 let link = || -> Result<String, ViewError> {
                     let b = entry.link_name_bytes().unwrap_or_default();
+                    if b.len() > MAX_PATH_BYTES {
+                        return Err(ViewError::TooLong {
+                            index: layer,
+                            name: lname(),
+                            entry: format!("{name:?}"),
+                            what: "a link target",
+                            len: b.len(),
+                            limit: MAX_PATH_BYTES,
+                        });
+                    }
                     String::from_utf8(b.into_owned()).map_err(|e| ViewError::NotUtf8 {
                         index: layer,
                         name: lname(),
@@ -450,8 +562,8 @@ impl RootfsView {
                         let target = ImagePath::from_tar_name(&t)
                             .ok_or_else(|| bad("which is outside the image"))?;
                         let tnode = self
-                            .nodes
-                            .get(target.as_str())
+                            .lookup(target.as_str())
+                            .map(|id| self.node_ref(id))
                             .ok_or_else(|| bad("which is not in the image"))?;
                         data = Some(
                             tnode
@@ -494,71 +606,184 @@ impl RootfsView {
                         xattrs,
                     },
                 };
+                if self.live as u64 >= MAX_ENTRIES {
+                    return Err(ViewError::Limit {
+                        index: layer,
+                        name: lname(),
+                        what: "entries",
+                        limit: MAX_ENTRIES,
+                    });
+                }
                 let node = Node {
-                    path: path.clone(),
                     entry,
                     data,
                     layer,
+                    ..synthetic_dir(layer)
                 };
-                self.insert(node);
+                self.insert(&path, node);
             }
         }
-        Ok((count, ar.into_inner()))
+        Ok((count, ar.into_inner().into_inner()))
     }
 
-    /// Make `dir` (and its parents) a directory present in `layer`: create missing ones,
-    /// turn a non-directory in the way into one (overlayfs: an upper directory hides a
+    fn node_ref(&self, id: NodeId) -> &Node {
+        self.nodes[id as usize].as_ref().expect("a live node")
+    }
+
+    fn node_mut(&mut self, id: NodeId) -> &mut Node {
+        self.nodes[id as usize].as_mut().expect("a live node")
+    }
+
+    /// The node at `path` (an [`ImagePath`] string: no `.`, `..` or empty components).
+    fn lookup(&self, path: &str) -> Option<NodeId> {
+        let mut id = ROOT;
+        for c in path.split('/').filter(|c| !c.is_empty()) {
+            id = *self.node_ref(id).children.get(c)?;
+        }
+        Some(id)
+    }
+
+    /// The full path of a node, built from its ancestors' names.
+    fn path_of(&self, id: NodeId) -> ImagePath {
+        let mut names = Vec::new();
+        let mut cur = id;
+        while cur != ROOT {
+            let n = self.node_ref(cur);
+            names.push(&*n.name);
+            cur = n.parent;
+        }
+        let mut s = String::with_capacity(names.iter().map(|n| n.len() + 1).sum::<usize>() + 1);
+        for n in names.iter().rev() {
+            s.push('/');
+            s.push_str(n);
+        }
+        ImagePath::new(&s)
+    }
+
+    fn add_child(&mut self, parent: NodeId, name: &str, mut node: Node) -> NodeId {
+        node.name = name.into();
+        node.parent = parent;
+        node.depth = self.node_ref(parent).depth.saturating_add(1);
+        self.live += 1;
+        let id = if let Some(id) = self.free.pop() {
+            self.nodes[id as usize] = Some(node);
+            id
+        } else {
+            self.nodes.push(Some(node));
+            NodeId::try_from(self.nodes.len() - 1).expect("entries are limited")
+        };
+        self.node_mut(parent).children.insert(name.into(), id);
+        id
+    }
+
+    /// Free nodes and everything below them (they are already detached from their parent).
+    /// Iterative: the depth comes from the image.
+    fn free_subtrees(&mut self, ids: Vec<NodeId>) {
+        let mut stack = ids;
+        while let Some(id) = stack.pop() {
+            if let Some(n) = self.nodes[id as usize].take() {
+                self.live -= 1;
+                self.free.push(id);
+                stack.extend(n.children.into_values());
+            }
+        }
+    }
+
+    /// Make the directory whose components are `dir` present in `layer`: create missing
+    /// ones, turn a non-directory in the way into one (overlayfs: an upper directory hides a
     /// lower file), and mark existing ones as needed by this layer so a later opaque marker
     /// in the same layer does not drop them.
-    fn ensure_dir(&mut self, dir: &ImagePath, layer: usize) {
-        if let Some(n) = self.nodes.get_mut(dir.as_str())
-            && n.entry.is_dir()
-        {
-            n.layer = n.layer.max(layer);
-            if let Some(p) = dir.parent() {
-                self.ensure_dir(&p, layer);
-            }
-            return;
+    fn ensure_dir<'p>(&mut self, dir: impl Iterator<Item = &'p str>, layer: usize) -> NodeId {
+        let mut id = ROOT;
+        let root = self.node_mut(ROOT);
+        root.layer = root.layer.max(layer);
+        for c in dir {
+            id = match self.node_ref(id).children.get(c).copied() {
+                Some(child) if self.node_ref(child).entry.is_dir() => {
+                    let n = self.node_mut(child);
+                    n.layer = n.layer.max(layer);
+                    child
+                }
+                Some(child) => {
+                    let n = self.node_mut(child);
+                    let fresh = synthetic_dir(layer);
+                    n.entry = fresh.entry;
+                    n.data = None;
+                    n.layer = layer;
+                    child
+                }
+                None => self.add_child(id, c, synthetic_dir(layer)),
+            };
         }
-        if let Some(p) = dir.parent() {
-            self.ensure_dir(&p, layer);
-        }
-        let mut n = synthetic_dir(layer);
-        n.path = dir.clone();
-        self.nodes.insert(dir.as_str().to_owned(), n);
+        id
     }
 
-    fn insert(&mut self, node: Node) {
+    fn insert(&mut self, path: &ImagePath, node: Node) {
         let layer = node.layer;
-        if let Some(p) = node.path.parent() {
-            self.ensure_dir(&p, layer);
-        }
-        let key = node.path.as_str().to_owned();
-        let replacing_dir = self.nodes.get(&key).is_some_and(|n| n.entry.is_dir());
-        if replacing_dir && !node.entry.is_dir() {
+        let comps: Vec<&str> = path.components().collect();
+        let id = match comps.split_last() {
+            None => ROOT,
+            Some((name, parents)) => {
+                let parent = self.ensure_dir(parents.iter().copied(), layer);
+                if let Some(id) = self.node_ref(parent).children.get(*name).copied() {
+                    id
+                } else {
+                    self.add_child(parent, name, node);
+                    return;
+                }
+            }
+        };
+        let n = self.node_mut(id);
+        n.entry = node.entry;
+        n.data = node.data;
+        n.layer = layer;
+        if !n.entry.is_dir() {
             // A file over a directory hides everything the directory held.
-            self.remove_below(&key, usize::MAX, false);
+            let kids = std::mem::take(&mut n.children).into_values().collect();
+            self.free_subtrees(kids);
         }
-        self.nodes.insert(key, node);
     }
 
     /// Remove entries strictly below `path` (and `path` itself with `inclusive`) that come
-    /// from layers below `layer`.
-    fn remove_below(&mut self, path: &str, layer: usize, inclusive: bool) {
-        if inclusive && path != "/" && self.nodes.get(path).is_some_and(|n| n.layer < layer) {
-            self.nodes.remove(path);
+    /// from layers below `layer`. A node of a lower layer has only lower-layer nodes below
+    /// it (inserting an entry marks its parents with its layer), so it goes as a whole.
+    fn remove_below(&mut self, path: &ImagePath, layer: usize, inclusive: bool) {
+        let Some(id) = self.lookup(path.as_str()) else {
+            return;
+        };
+        if inclusive && id != ROOT && self.node_ref(id).layer < layer {
+            let n = self.node_ref(id);
+            let (parent, name) = (n.parent, n.name.clone());
+            self.node_mut(parent).children.remove(&name);
+            self.free_subtrees(vec![id]);
+            return;
         }
-        let prefix = child_prefix(path);
-        let doomed: Vec<String> = self
-            .nodes
-            .range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(&prefix))
-            .filter(|(_, n)| n.layer < layer)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in doomed {
-            self.nodes.remove(&k);
+        let mut stack = vec![id];
+        while let Some(dir) = stack.pop() {
+            let mut doomed = Vec::new();
+            for (name, &child) in &self.node_ref(dir).children {
+                if self.node_ref(child).layer < layer {
+                    doomed.push((name.clone(), child));
+                } else {
+                    stack.push(child);
+                }
+            }
+            let ids = doomed
+                .into_iter()
+                .map(|(name, child)| {
+                    self.node_mut(dir).children.remove(&name);
+                    child
+                })
+                .collect();
+            self.free_subtrees(ids);
         }
+    }
+
+    fn live_nodes(&self) -> impl Iterator<Item = (NodeId, &Node)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.as_ref().map(|n| (i as NodeId, n)))
     }
 
     /// Make every hardlink point at a regular file that is still in the view: members of a
@@ -566,31 +791,32 @@ impl RootfsView {
     /// to it. A link whose original target was later replaced or deleted thus still reads
     /// its own bytes, and the result does not depend on which layer spelled the link.
     fn normalise_hardlinks(&mut self) {
-        let mut groups: HashMap<DataLoc, Vec<String>> = HashMap::new();
-        for (k, n) in &self.nodes {
+        let mut groups: HashMap<DataLoc, Vec<NodeId>> = HashMap::new();
+        for (id, n) in self.live_nodes() {
             if let Some((loc, _)) = n.data
                 && matches!(n.entry.kind, EntryKind::Hardlink { .. })
             {
-                groups.entry(loc).or_default().push(k.clone());
+                groups.entry(loc).or_default().push(id);
             }
         }
         if groups.is_empty() {
             return;
         }
-        for (k, n) in &self.nodes {
+        for (id, n) in self.live_nodes() {
             if let Some((loc, _)) = n.data
                 && matches!(n.entry.kind, EntryKind::File)
                 && let Some(g) = groups.get_mut(&loc)
             {
-                g.push(k.clone());
+                g.push(id);
             }
         }
-        for (_, mut members) in groups {
+        for (_, ids) in groups {
+            let mut members: Vec<(ImagePath, NodeId)> =
+                ids.into_iter().map(|id| (self.path_of(id), id)).collect();
             members.sort();
-            let first = members[0].clone();
-            let primary_path = self.nodes[&first].path.clone();
-            for (i, k) in members.iter().enumerate() {
-                let n = self.nodes.get_mut(k).expect("member is in the index");
+            let primary_path = members[0].0.clone();
+            for (i, (_, id)) in members.iter().enumerate() {
+                let n = self.node_mut(*id);
                 let size = n.data.map_or(0, |(_, s)| s);
                 if i == 0 {
                     n.entry.kind = EntryKind::File;
@@ -612,49 +838,68 @@ impl RootfsView {
 
     /// Number of entries (every type, the root included).
     pub fn entry_count(&self) -> usize {
-        self.nodes.len()
+        self.live
     }
 
     /// Number of regular files (hardlinks included).
     pub fn file_count(&self) -> usize {
-        self.nodes.values().filter(|n| n.entry.is_file()).count()
+        self.live_nodes().filter(|(_, n)| n.entry.is_file()).count()
     }
 
     /// Bytes of regular file content (hardlinked content counted once).
     pub fn content_size(&self) -> u64 {
-        self.nodes.values().map(|n| n.entry.size).sum()
+        self.live_nodes().map(|(_, n)| n.entry.size).sum()
     }
 
     /// The `n` directories with the most file bytes below them (the root left out),
-    /// largest first, ties by path.
+    /// largest first, ties by depth (a parent before its only child), then by path.
     pub fn largest_dirs(&self, n: usize) -> Vec<DirSize> {
-        let mut sizes: HashMap<&str, (u64, u64)> = HashMap::new();
-        for node in self.nodes.values() {
+        let mut sizes: HashMap<NodeId, (u64, u64)> = HashMap::new();
+        for (_, node) in self.live_nodes() {
             if !node.entry.is_file() {
                 continue;
             }
-            let mut p = node.path.as_str();
-            while let Some(i) = p.rfind('/') {
-                p = &p[..i];
-                if p.is_empty() {
-                    break;
-                }
+            let mut p = node.parent;
+            while p != ROOT {
                 let s = sizes.entry(p).or_default();
                 s.0 += node.entry.size;
                 s.1 += 1;
+                p = self.node_ref(p).parent;
             }
         }
-        let mut v: Vec<DirSize> = sizes
+        let mut v: Vec<(u64, u16, u64, NodeId)> = sizes
             .into_iter()
-            .map(|(p, (bytes, files))| DirSize {
-                path: self.nodes[p].path.clone(),
-                bytes,
-                files,
-            })
+            .map(|(id, (bytes, files))| (bytes, self.node_ref(id).depth, files, id))
             .collect();
-        v.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.path.cmp(&b.path)));
-        v.truncate(n);
-        v
+        v.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        // Paths are built only for the winners, one group of equal size and depth at a time,
+        // holding at most `n` paths: building them all costs depth x directories (a deep
+        // hostile tree), building one group costs at most the index's size.
+        let mut out = Vec::new();
+        let mut i = 0;
+        while out.len() < n && i < v.len() {
+            let (bytes, depth) = (v[i].0, v[i].1);
+            let end = i + v[i..]
+                .iter()
+                .take_while(|x| x.0 == bytes && x.1 == depth)
+                .count();
+            let need = n - out.len();
+            let mut best: std::collections::BinaryHeap<(ImagePath, u64)> =
+                std::collections::BinaryHeap::new();
+            for &(_, _, files, id) in &v[i..end] {
+                best.push((self.path_of(id), files));
+                if best.len() > need {
+                    best.pop();
+                }
+            }
+            out.extend(
+                best.into_sorted_vec()
+                    .into_iter()
+                    .map(|(path, files)| DirSize { path, bytes, files }),
+            );
+            i = end;
+        }
+        out
     }
 
     /// A reader over a regular file's (or hardlink's) bytes, streaming from the layer.
@@ -664,13 +909,19 @@ impl RootfsView {
     }
 
     fn data_of(&self, path: &ImagePath) -> io::Result<(DataLoc, u64)> {
-        let node = self.nodes.get(path.as_str()).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::NotFound, format!("{path}: not in the image"))
-        })?;
+        let node = self
+            .lookup(path.as_str())
+            .map(|id| self.node_ref(id))
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{path:?}: not in the image"),
+                )
+            })?;
         node.data.ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("{path}: not a regular file"),
+                format!("{path:?}: not a regular file"),
             )
         })
     }
@@ -681,13 +932,17 @@ impl RootfsView {
 
     /// The entry and where its bytes are, for packing.
     pub(crate) fn node(&self, path: &ImagePath) -> Option<(&Entry, Option<(DataLoc, u64)>)> {
-        self.nodes.get(path.as_str()).map(|n| (&n.entry, n.data))
+        self.lookup(path.as_str()).map(|id| {
+            let n = self.node_ref(id);
+            (&n.entry, n.data)
+        })
     }
 }
 
 impl Rootfs for RootfsView {
     fn entry(&self, path: &ImagePath) -> Option<&Entry> {
-        self.nodes.get(path.as_str()).map(|n| &n.entry)
+        self.lookup(path.as_str())
+            .map(|id| &self.node_ref(id).entry)
     }
 
     fn read(&self, path: &ImagePath, limit: Option<u64>) -> io::Result<Vec<u8>> {
@@ -699,39 +954,36 @@ impl Rootfs for RootfsView {
     }
 
     fn children(&self, dir: &ImagePath) -> Vec<ImagePath> {
-        if !self
-            .nodes
-            .get(dir.as_str())
-            .is_some_and(|n| n.entry.is_dir())
-        {
+        let Some(id) = self.lookup(dir.as_str()) else {
+            return Vec::new();
+        };
+        let n = self.node_ref(id);
+        if !n.entry.is_dir() {
             return Vec::new();
         }
         let prefix = child_prefix(dir.as_str());
-        let mut out = Vec::new();
-        let mut from = Bound::Included(prefix.clone());
-        loop {
-            let next = self
-                .nodes
-                .range::<str, _>((from.as_ref().map(String::as_str), Bound::Unbounded))
-                .next();
-            let Some((k, n)) = next else { break };
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            let rest = &k[prefix.len()..];
-            if let Some(i) = rest.find('/') {
-                // A grandchild: skip the whole subtree of that child ('0' follows '/').
-                from = Bound::Included(format!("{prefix}{}0", &rest[..i]));
-            } else {
-                out.push(n.path.clone());
-                from = Bound::Excluded(k.clone());
-            }
-        }
-        out
+        n.children
+            .keys()
+            .map(|name| ImagePath::new(&format!("{prefix}{name}")))
+            .collect()
     }
 
     fn paths(&self) -> Vec<ImagePath> {
-        self.nodes.values().map(|n| n.path.clone()).collect()
+        let mut out = Vec::with_capacity(self.live);
+        let mut stack = vec![(ROOT, String::new())];
+        while let Some((id, path)) = stack.pop() {
+            let n = self.node_ref(id);
+            for (name, &child) in &n.children {
+                stack.push((child, format!("{path}/{name}")));
+            }
+            out.push(if path.is_empty() {
+                ImagePath::root()
+            } else {
+                ImagePath::new(&path)
+            });
+        }
+        out.sort();
+        out
     }
 
     fn env(&self) -> &[String] {
