@@ -21,7 +21,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<u8> {
         None => None,
     };
     let al_name = args.allowlist.display().to_string();
-    let text = fs_err::read_to_string(&args.allowlist)?;
+    let text = minify_model::input::read_text(&args.allowlist, minify_model::input::INPUT_LIMIT)?;
     let allowlist = Allowlist::from_json(&al_name, &text)?;
 
     crate::cmd::block_on_interruptible(async {

@@ -8,7 +8,7 @@ use crate::cli::MergeArgs;
 pub fn run(args: &MergeArgs) -> anyhow::Result<u8> {
     let mut items = Vec::new();
     for path in &args.inputs {
-        let text = fs_err::read_to_string(path)?;
+        let text = minify_model::input::read_text(path, minify_model::input::INPUT_LIMIT)?;
         let name = path.display().to_string();
         let al = Allowlist::from_json(&name, &text)?;
         items.push((name, al));
