@@ -9,4 +9,5 @@ mod gc;
 mod image;
 mod run;
 mod skeleton;
+mod source;
 mod trace;

@@ -110,6 +110,63 @@ impl ImageRef {
         }
     }
 
+    /// For a daemon reference: the fully qualified form the daemon resolves it to, so two
+    /// spellings of one reference compare equal: `x`, `x:latest`, `library/x`,
+    /// `docker.io/library/x:latest` and `index.docker.io/library/x` all give
+    /// `docker.io/library/x:latest`; `team/app:1` gives `docker.io/team/app:1`. A digest
+    /// is kept (`name@sha256:..` gains no `:latest`), an image id is returned as it is.
+    /// Docker's own rules (its `ParseNormalizedNamed`): the first component names a registry
+    /// only when it holds a `.` or a `:` or is `localhost`.
+    pub fn normalized_daemon_name(&self) -> Option<String> {
+        let ImageRef::Daemon(name) = self else {
+            return None;
+        };
+        if name.starts_with("sha256:") {
+            return Some(name.clone());
+        }
+        let (named, digest) = match name.split_once('@') {
+            Some((n, d)) => (n, Some(d)),
+            None => (name.as_str(), None),
+        };
+        let (repo, tag) = ImageRef::Daemon(named.to_owned())
+            .daemon_repo_tag()
+            .map(|(r, t)| (r.to_owned(), t.map(str::to_owned)))?;
+        let (domain, path) = match repo.split_once('/') {
+            Some((first, rest))
+                if first.contains(['.', ':'])
+                    || first == "localhost"
+                    || first.bytes().any(|b| b.is_ascii_uppercase()) =>
+            {
+                (first, rest.to_owned())
+            }
+            _ => ("docker.io", repo.clone()),
+        };
+        let domain = if domain == "index.docker.io" {
+            "docker.io"
+        } else {
+            domain
+        };
+        let path = if domain == "docker.io" && !path.contains('/') {
+            format!("library/{path}")
+        } else {
+            path
+        };
+        let mut out = format!("{domain}/{path}");
+        match (tag, digest) {
+            (Some(t), _) => {
+                out.push(':');
+                out.push_str(&t);
+            }
+            (None, None) => out.push_str(":latest"),
+            (None, Some(_)) => {}
+        }
+        if let Some(d) = digest {
+            out.push('@');
+            out.push_str(d);
+        }
+        Some(out)
+    }
+
     /// Whether this names a file or directory output (not the daemon).
     pub fn is_file(&self) -> bool {
         !matches!(self, ImageRef::Daemon(_))
@@ -312,6 +369,64 @@ mod tests {
             );
         }
         assert_eq!(ArchiveImage::Index(3).repo_tag(), None);
+    }
+
+    #[test]
+    fn spellings_of_one_daemon_reference_normalise_alike() {
+        let norm = |s: &str| s.parse::<ImageRef>().unwrap().normalized_daemon_name();
+        let hex = "b".repeat(64);
+        for (spellings, canonical) in [
+            (
+                &[
+                    "x",
+                    "x:latest",
+                    "library/x",
+                    "docker.io/x",
+                    "docker.io/library/x:latest",
+                    "index.docker.io/library/x",
+                    "docker-daemon:x",
+                ][..],
+                "docker.io/library/x:latest",
+            ),
+            (
+                &[
+                    "team/app:1",
+                    "docker.io/team/app:1",
+                    "index.docker.io/team/app:1",
+                ][..],
+                "docker.io/team/app:1",
+            ),
+            (
+                &["localhost/app", "localhost/app:latest"][..],
+                "localhost/app:latest",
+            ),
+            (
+                &[
+                    "localhost:5000/app:v1",
+                    "docker-daemon:localhost:5000/app:v1",
+                ][..],
+                "localhost:5000/app:v1",
+            ),
+        ] {
+            for s in spellings {
+                assert_eq!(norm(s).as_deref(), Some(canonical), "{s}");
+            }
+        }
+        // Different references stay different.
+        assert_ne!(norm("x:1"), norm("x:2"));
+        assert_ne!(norm("team/x"), norm("x"));
+        assert_ne!(norm("localhost/x"), norm("x"));
+        assert_ne!(norm("quay.io/x"), norm("x"));
+        // A digest is kept and gains no tag; an id is left as it is.
+        assert_eq!(
+            norm(&format!("x@sha256:{hex}")).unwrap(),
+            format!("docker.io/library/x@sha256:{hex}")
+        );
+        assert_eq!(
+            norm(&format!("sha256:{hex}")).unwrap(),
+            format!("sha256:{hex}")
+        );
+        assert_eq!(norm("oci:dir"), None);
     }
 
     #[test]

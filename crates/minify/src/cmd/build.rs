@@ -20,6 +20,9 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<u8> {
         Some(t) => Some(t.parse().map_err(image_err)?),
         None => None,
     };
+    if let Some(out) = &out {
+        crate::pipeline::source_guard::refuse_same_location(&source, out)?;
+    }
     let al_name = args.allowlist.display().to_string();
     let text = minify_model::input::read_text(&args.allowlist, minify_model::input::INPUT_LIMIT)?;
     let allowlist = Allowlist::from_json(&al_name, &text)?;
@@ -40,6 +43,23 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<u8> {
                 format!("image {source} has no name to derive NAME:TAG-min from; give --tag")
             })?,
         };
+        // Whatever --force says, the source is never the output. A daemon output is looked
+        // up to see whether it names the source's image now.
+        let runtime = match &out {
+            ImageRef::Daemon(_) => Some(
+                minify_runtime::Runtime::connect()
+                    .await
+                    .map_err(crate::lib_error)?,
+            ),
+            _ => None,
+        };
+        crate::pipeline::source_guard::refuse_source_as_output(
+            &source,
+            &image.id().to_string(),
+            &out,
+            runtime.as_ref(),
+        )
+        .await?;
         let view = tokio::task::block_in_place(|| RootfsView::build(&image)).map_err(image_err)?;
         let paths = allowlist.path_set();
         if let Some(missing) = paths.iter().find(|p| view.entry(p).is_none()) {

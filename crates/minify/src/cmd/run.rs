@@ -45,6 +45,11 @@ pub fn plan(args: &RunArgs) -> anyhow::Result<RunPlan> {
             format!("image {image} has no name to derive NAME:TAG-min from; give --tag")
         })?),
     };
+    // The source is never the output; an output that only names the source's image id is
+    // found once the daemon is asked (in the pipeline).
+    if let Some(out) = &output {
+        crate::pipeline::source_guard::refuse_same_location(&image, out)?;
+    }
     for kv in &args.env {
         if !kv.contains('=') || kv.starts_with('=') {
             anyhow::bail!("--env {kv:?}: expected KEY=value");

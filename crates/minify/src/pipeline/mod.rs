@@ -20,8 +20,8 @@
 //! and the messages name the file as given.
 
 pub mod progress;
+pub mod source_guard;
 
-use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -165,9 +165,15 @@ async fn open_source(image: &ImageRef) -> anyhow::Result<SourceImage> {
     })
 }
 
-/// Refuse, before tracing, an output that exists (without `--force`) or that is the source.
-async fn check_output(plan: &RunPlan, output: &ImageRef, runtime: &Runtime) -> anyhow::Result<()> {
-    let source = &plan.image;
+/// Refuse, before tracing, an output that is the source (whatever `--force` says) or that
+/// exists (without `--force`).
+async fn check_output(
+    plan: &RunPlan,
+    source_id: &str,
+    output: &ImageRef,
+    runtime: &Runtime,
+) -> anyhow::Result<()> {
+    source_guard::refuse_source_as_output(&plan.image, source_id, output, Some(runtime)).await?;
     if let ImageRef::DockerArchive {
         image: Some(minify_image::ArchiveImage::Index(_)),
         ..
@@ -178,22 +184,13 @@ async fn check_output(plan: &RunPlan, output: &ImageRef, runtime: &Runtime) -> a
             minify_image::sink::ARCHIVE_INDEX_OUTPUT
         );
     }
-    if let ImageRef::Daemon(out) = output {
-        if output == source {
-            anyhow::bail!("output {out} would replace the source image {source}");
-        }
-        if !plan.write.force && runtime.inspect_image(out).await.is_ok() {
-            anyhow::bail!("output image {out} already exists (use --force to replace it)");
-        }
+    if let ImageRef::Daemon(out) = output
+        && !plan.write.force
+        && runtime.inspect_image(out).await.is_ok()
+    {
+        anyhow::bail!("output image {out} already exists (use --force to replace it)");
     }
     if let Some(path) = minify_image::source::file_path(output) {
-        // The same file or directory under another name is still the source.
-        if let Some(src) = minify_image::source::file_path(source)
-            && let (Ok(a), Ok(b)) = (fs_err::metadata(src), fs_err::metadata(path))
-            && (a.dev(), a.ino()) == (b.dev(), b.ino())
-        {
-            anyhow::bail!("output {output} would replace the source image {source}");
-        }
         // Fail before tracing, not after: the sink refuses to replace an output too.
         if !plan.write.force && path.exists() {
             anyhow::bail!(
@@ -247,7 +244,12 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
         ),
         _ => None,
     };
-    check_output(plan, &output, &runtime).await?;
+    let source_id = match (&daemon_info, &file_source) {
+        (Some(info), _) => info.id.clone(),
+        (None, Some(src)) => src.id().to_string(),
+        (None, None) => String::new(),
+    };
+    check_output(plan, &source_id, &output, &runtime).await?;
     let source = match file_source {
         Some(source) => source,
         None => open_source(&plan.image).await?,
