@@ -6,7 +6,8 @@ use aya::programs::{BtfTracePoint, FEntry, KProbe, Lsm, RawTracePoint, TracePoin
 use aya::{Ebpf, EbpfLoader};
 use minify_trace_common::KernelConfig;
 
-use crate::loader::{EBPF_OBJECT, aya_error, chain_message};
+use crate::error::{aya_error, chain_message};
+use crate::tracer::EBPF_OBJECT;
 use crate::{TraceError, btf, cgroup, tracefs};
 
 /// Outcome of one check.
@@ -102,7 +103,7 @@ pub fn check_environment() -> Vec<Check> {
     });
     if let Ok(b) = &kbtf {
         // The same lookup the tracer makes.
-        out.push(if crate::loader::RdonlyCast::find(b, crate::TraceOptions::default()).is_some() {
+        out.push(if crate::kernel_config::RdonlyCast::find(b, crate::TraceOptions::default()).is_some() {
             Check::new(
                 "kfuncs",
                 Status::Ok,

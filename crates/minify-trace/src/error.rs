@@ -100,3 +100,107 @@ pub(crate) fn is_permission(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES))
         || e.kind() == std::io::ErrorKind::PermissionDenied
 }
+
+/// Find an `io::Error` in an error's source chain (aya nests them).
+fn io_in_chain<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// An error and its sources, `outer: inner: ...` (aya's own messages omit the cause).
+pub(crate) fn chain_message(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Turn an aya error into ours: EPERM/EACCES anywhere in the chain means "not permitted".
+pub(crate) fn aya_error(
+    what: &str,
+    program: &str,
+    e: &(dyn std::error::Error + 'static),
+) -> TraceError {
+    let detail = chain_message(e);
+    let verifier_log = match e.downcast_ref::<aya::programs::ProgramError>() {
+        Some(aya::programs::ProgramError::LoadError { verifier_log, .. }) => {
+            verifier_log.to_string()
+        }
+        _ => String::new(),
+    };
+    // The verifier rejects a program with EACCES too; with a log that is not about rights.
+    if let Some(io) = io_in_chain(e)
+        && is_permission(io)
+        && verifier_log.trim().is_empty()
+    {
+        return TraceError::NotPermitted {
+            what: format!("{what} {program}"),
+            source: std::io::Error::from_raw_os_error(io.raw_os_error().unwrap_or(libc::EPERM)),
+        };
+    }
+    TraceError::Load {
+        program: program.to_owned(),
+        detail,
+        verifier_log,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error with a cause, as aya nests them (`ProgramError::SyscallError` -> io).
+    #[derive(Debug, thiserror::Error)]
+    #[error("{what}")]
+    struct Outer {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    }
+
+    fn nested(errno: i32) -> Outer {
+        Outer {
+            what: "bpf_prog_load failed",
+            source: std::io::Error::from_raw_os_error(errno),
+        }
+    }
+
+    #[test]
+    fn chain_message_names_every_cause() {
+        let m = chain_message(&nested(libc::EINVAL));
+        assert!(m.starts_with("bpf_prog_load failed: "), "{m}");
+        assert!(m.contains("Invalid argument"), "{m}");
+    }
+
+    #[test]
+    fn a_refusal_anywhere_in_the_chain_is_not_permitted() {
+        for errno in [libc::EPERM, libc::EACCES] {
+            let e = aya_error("loading", "sys_exit", &nested(errno));
+            let TraceError::NotPermitted { what, source } = e else {
+                panic!("{errno}: {e:?}");
+            };
+            assert_eq!(what, "loading sys_exit");
+            assert_eq!(source.raw_os_error(), Some(errno));
+        }
+        // Anything else is a load error naming the program, with the causes.
+        let e = aya_error("attaching", "sched_fork", &nested(libc::ENOENT));
+        let TraceError::Load {
+            program, detail, ..
+        } = e
+        else {
+            panic!("{e:?}");
+        };
+        assert_eq!(program, "sched_fork");
+        assert!(detail.contains("No such file"), "{detail}");
+    }
+}

@@ -73,23 +73,29 @@
 //! - Detaching takes ~0.15 s (5 links, an RCU grace period each, overlapped);
 //!   [`Tracer::finish`] does it in the background once the traced cgroup is empty.
 
+mod attach;
 mod btf;
 mod cgroup;
 mod decode;
 pub mod doctor;
 mod error;
-mod loader;
+mod kernel_config;
 mod mountinfo;
 mod patch;
+mod reader;
 mod ring;
 mod spawn;
+mod syscalls;
 mod tracefs;
+mod tracer;
 
+pub use attach::wait_for_detach;
 pub use cgroup::TraceCgroup;
 pub use error::TraceError;
-pub use loader::{Backend, TraceEvents, Tracer, wait_for_detach};
 pub use minify_model::Trace;
+pub use reader::TraceEvents;
 pub use spawn::{Sandbox, SpawnSpec};
+pub use tracer::{Backend, Tracer};
 
 /// Default ring buffer size: 16 MiB. Measured on our machines: two workers doing ~800k file
 /// operations in 0.8 s lose nothing at 16 MiB and 12.6 % at 1 MiB (shared/KERNEL.md).
