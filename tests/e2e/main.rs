@@ -8,6 +8,7 @@ mod fixtures_smoke;
 mod gc;
 mod image;
 mod run;
+mod signals;
 mod skeleton;
 mod source;
 mod trace;

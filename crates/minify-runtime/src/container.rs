@@ -307,6 +307,120 @@ impl Drop for Container {
     }
 }
 
+/// A container create request that nobody can abandon halfway. The request runs on a thread
+/// of its own (with its own runtime and Docker client) and always runs to its answer; the
+/// caller awaits that answer. If the caller is dropped first (Ctrl-C or SIGTERM while the
+/// daemon is still creating the container), the drop waits for the thread and removes what it
+/// created. Dropping the request itself instead, as a plain `await` would, leaves the daemon
+/// creating a container that no guard knows about: a Ctrl-C about 2 s into a run left a
+/// `created` container behind in 7 of 42 tries.
+pub(crate) struct PendingCreate {
+    /// The caller's client, for the cleanup only if a fresh one cannot be made.
+    docker: Docker,
+    thread: Option<std::thread::JoinHandle<()>>,
+    answer: tokio::sync::oneshot::Receiver<Result<String, RuntimeError>>,
+    name: String,
+    cgroup_parent: Option<String>,
+    /// The answer was handed to the caller, which owns the container from then on.
+    delivered: bool,
+}
+
+impl PendingCreate {
+    /// Send the create request for a container called `name` and return at once.
+    pub(crate) fn send(
+        docker: &Docker,
+        name: String,
+        body: bollard::models::ContainerCreateBody,
+        what: String,
+        cgroup_parent: Option<String>,
+    ) -> PendingCreate {
+        let (tx, answer) = tokio::sync::oneshot::channel();
+        let create_name = name.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(RuntimeError::Thread {
+                        action: format!("creating container {create_name}"),
+                        detail: format!("no runtime: {e}"),
+                    }));
+                    return;
+                }
+            };
+            let res = rt.block_on(async {
+                let docker = Docker::connect_with_local_defaults()
+                    .map_err(|source| RuntimeError::Connect { source })?
+                    .with_timeout(Duration::from_mins(10));
+                let docker = docker
+                    .negotiate_version()
+                    .await
+                    .map_err(|source| RuntimeError::Connect { source })?;
+                let opts = bollard::query_parameters::CreateContainerOptionsBuilder::default()
+                    .name(&create_name)
+                    .build();
+                docker
+                    .create_container(Some(opts), body)
+                    .await
+                    .map(|created| created.id)
+                    .map_err(crate::docker::docker_err(what))
+            });
+            let _ = tx.send(res);
+        });
+        PendingCreate {
+            docker: docker.clone(),
+            thread: Some(thread),
+            answer,
+            name,
+            cgroup_parent,
+            delivered: false,
+        }
+    }
+
+    /// The created container's id, or the daemon's error. The caller owns the container
+    /// from then on.
+    pub(crate) async fn id(mut self) -> Result<String, RuntimeError> {
+        let res = (&mut self.answer).await.unwrap_or_else(|_| {
+            Err(RuntimeError::Thread {
+                action: format!("creating container {}", self.name),
+                detail: "the request's thread ended without an answer".to_owned(),
+            })
+        });
+        // From here the caller owns the container (or there is none).
+        self.delivered = true;
+        res
+    }
+}
+
+impl Drop for PendingCreate {
+    fn drop(&mut self) {
+        if self.delivered {
+            // The thread has sent its answer and is ending on its own.
+            return;
+        }
+        // The request may still be with the daemon: wait for its answer.
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let Ok(Ok(id)) = self.answer.try_recv() else {
+            return;
+        };
+        let name = self.name.clone();
+        cleanup_blocking(
+            &format!("container {name}"),
+            self.docker.clone(),
+            move |docker| async move { remove_async(&docker, &id, &name).await },
+        );
+        if let Some(p) = &self.cgroup_parent
+            && let Err(e) = remove_v1_controller_dirs(p)
+        {
+            tracing::warn!("cleanup: {e}");
+        }
+    }
+}
+
 /// Run an async cleanup `job` to its end from a `Drop`, which cannot await: on a fresh thread
 /// with its own small tokio runtime and its own Docker client (the caller's client is bound to
 /// its runtime's reactor, which may be shutting down), waiting for it, so the process does not

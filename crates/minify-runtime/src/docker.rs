@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig};
-use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveImageOptionsBuilder};
+use bollard::query_parameters::RemoveImageOptionsBuilder;
 use serde::Serialize;
 
 use crate::container::Container;
@@ -284,21 +284,22 @@ impl Runtime {
             }),
             ..Default::default()
         };
-        let created = self
-            .docker
-            .create_container(
-                Some(CreateContainerOptionsBuilder::default().name(&name).build()),
-                body,
-            )
-            .await
-            .map_err(docker_err(format!(
-                "creating a container from {}",
-                spec.image
-            )))?;
-        // From here on the guard owns the container: any early return removes it.
+        // The guard exists before the request is sent: whenever this future is dropped from
+        // here on, what the daemon creates is removed. Once it has answered, the container
+        // guard below owns the container (there is no await in between).
+        tracing::debug!(container = %name, image = %spec.image, "creating container");
+        let id = crate::container::PendingCreate::send(
+            &self.docker,
+            name.clone(),
+            body,
+            format!("creating a container from {}", spec.image),
+            spec.cgroup_parent.clone(),
+        )
+        .id()
+        .await?;
         let mut container = Container::new(
             self.docker.clone(),
-            created.id,
+            id,
             name,
             image,
             spec.cgroup_parent.clone(),

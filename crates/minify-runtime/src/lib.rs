@@ -103,6 +103,10 @@ pub enum RuntimeError {
     /// A cleanup task failed to run to its end.
     #[error("cleanup task failed: {0}")]
     Cleanup(String),
+    /// The thread that sends a request to the daemon (see `PendingCreate`) could not run or
+    /// ended without an answer.
+    #[error("{action}: {detail}")]
+    Thread { action: String, detail: String },
 }
 
 impl RuntimeError {
@@ -112,7 +116,8 @@ impl RuntimeError {
             RuntimeError::Connect { .. }
             | RuntimeError::Cgroup(_)
             | RuntimeError::Owner { .. }
-            | RuntimeError::Cleanup(_) => true,
+            | RuntimeError::Cleanup(_)
+            | RuntimeError::Thread { .. } => true,
             RuntimeError::Docker { source, .. } => !matches!(
                 source,
                 bollard::errors::Error::DockerResponseServerError {

@@ -161,6 +161,82 @@ fn nginx_lifecycle_probes_and_cleanup() -> anyhow::Result<()> {
     })
 }
 
+/// Containers, in any state, whose owner label is `owner`.
+fn containers_owned_by(owner: &str) -> Vec<String> {
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--no-trunc", "--filter"])
+        .arg(format!("label={}={owner}", minify_runtime::OWNER_LABEL))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `start` abandoned at 50 moments spread over its create request and the start that
+/// follows, the way Ctrl-C drops the pipeline's future: no container is left, in any state,
+/// and no v1 cgroup directory; not right away, and not after the daemon had time to finish
+/// a request that was in flight. (Before the create request had a guard, a drop while the
+/// daemon was creating left a `created` container in about a third of these.)
+#[test]
+fn start_abandoned_at_any_moment_leaves_nothing() -> anyhow::Result<()> {
+    if !require_docker() || !require_root() {
+        return Ok(());
+    }
+    let image = fixture("nginx")?;
+    let parent = format!("minify-rt-abandon-{}", std::process::id());
+    let _v2 = V2Dir::new(&parent);
+    let result = rt().block_on(async {
+        let runtime = Runtime::connect().await?;
+        let owner = runtime.owner().to_string();
+        let mut spec = RunSpec::new(&image);
+        spec.cgroup_parent = Some(parent.clone());
+        // Warm: the image's config is cached by the daemon, so the moments below fall in
+        // the create and start requests rather than in the inspect before them.
+        drop(runtime.start(&spec).await?);
+        let mut finished = 0;
+        let mut left = std::collections::BTreeMap::new();
+        for i in 0..50u64 {
+            let delay = Duration::from_millis(i * 7);
+            match tokio::time::timeout(delay, runtime.start(&spec)).await {
+                // Finished first: dropped here, as the pipeline's guard would be.
+                Ok(c) => {
+                    drop(c?);
+                    finished += 1;
+                }
+                Err(_elapsed) => {}
+            }
+            for c in containers_owned_by(&owner) {
+                left.entry(c).or_insert(delay);
+            }
+            assert_eq!(v1_dirs(&parent), Vec::<String>::new(), "after {delay:?}");
+        }
+        anyhow::Ok((owner, finished, left))
+    })?;
+    let (owner, finished, mut left) = result;
+    // A request still in flight would have ended by now.
+    std::thread::sleep(Duration::from_secs(2));
+    for c in containers_owned_by(&owner) {
+        left.entry(c).or_insert(Duration::MAX);
+    }
+    for c in left.keys() {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", c])
+            .output();
+    }
+    assert!(
+        left.is_empty(),
+        "{} of 50 left a container behind (abandoned after, MAX: seen only later): {left:?}",
+        left.len()
+    );
+    assert!(
+        finished < 45,
+        "only {finished} of 50 starts were abandoned before they finished: the moments miss the create request"
+    );
+    Ok(())
+}
+
 #[test]
 fn drop_removes_the_container() -> anyhow::Result<()> {
     if !require_docker() || !require_root() {

@@ -1,0 +1,238 @@
+//! Ctrl-C and SIGTERM landing at many moments of a real nginx run leave nothing behind: no
+//! container (created or running), no trace cgroup or Docker's v1 cgroup directories under
+//! it, no temporary image, no output. The signals are real and sent to the real process;
+//! the moments are spread over the create request and the start of the container (where a
+//! signal used to leave a `created` container behind: the request was dropped while the
+//! daemon went on creating) and over the phases before it. Leftovers are looked up in Docker
+//! and `/sys/fs/cgroup`, not in minify's own words.
+
+use std::io::BufRead as _;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use minify_fixtures::{TestContext, fixture, require_docker, require_ebpf, require_root};
+
+use crate::common::minify;
+
+/// When each run is signalled, alternating SIGINT and SIGTERM: `(true, d)` is `d` after
+/// minify logs that it sends the create request (during the request, between create and
+/// start, during start and the first readiness polls), `(false, d)` is `d` after the process
+/// started (opening the image, loading the tracer, indexing the layers). Few, because each
+/// run indexes the whole nginx image first (about 12 s in a debug build); the same moments
+/// 50 times over, without the process around them, are `minify-runtime`'s
+/// `start_abandoned_at_any_moment_leaves_nothing`.
+const MOMENTS: [(bool, u64); 8] = [
+    (false, 300),
+    (true, 0),
+    (true, 10),
+    (true, 25),
+    (false, 4000),
+    (true, 50),
+    (true, 100),
+    (true, 250),
+];
+
+/// Containers whose owner label names the minify process `pid`, in any state.
+fn containers_of(pid: u32) -> Vec<String> {
+    minify_fixtures::docker([
+        "ps",
+        "-a",
+        "--no-trunc",
+        "--filter",
+        &format!("label={}=1", minify_runtime::LABEL),
+        "--format",
+        &format!(
+            "{{{{.ID}}}} {{{{.State}}}} {{{{.Label \"{}\"}}}}",
+            minify_runtime::OWNER_LABEL
+        ),
+    ])
+    .unwrap()
+    .lines()
+    .filter(|l| {
+        l.rsplit_once(' ')
+            .is_some_and(|(_, o)| o.starts_with(&format!("{pid}-")))
+    })
+    .map(str::to_owned)
+    .collect()
+}
+
+/// Temporary images (`minify-verify/...:<owner>`) of the minify process `pid`.
+fn temp_images_of(pid: u32) -> Vec<String> {
+    minify_fixtures::docker([
+        "images",
+        "--format",
+        "{{.Repository}}:{{.Tag}}",
+        minify_runtime::VERIFY_REPO,
+    ])
+    .unwrap_or_default()
+    .lines()
+    .chain(
+        minify_fixtures::docker(["images", "--format", "{{.Repository}}:{{.Tag}}"])
+            .unwrap_or_default()
+            .lines(),
+    )
+    .filter(|r| {
+        r.starts_with(&format!("{}/", minify_runtime::VERIFY_REPO))
+            && r.rsplit_once(':')
+                .is_some_and(|(_, t)| t.starts_with(&format!("{pid}-")))
+    })
+    .map(str::to_owned)
+    .collect()
+}
+
+/// The trace cgroup a `minify -v` run names in its log.
+fn logged_trace_cgroup(log: &str) -> Option<String> {
+    let at = log.find("created trace cgroup")?;
+    let rest = &log[at..];
+    let start = rest.find("minify-")?;
+    let name: String = rest[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    minify_runtime::is_trace_cgroup_name(&name).then_some(name)
+}
+
+/// Cgroup directories of this name in any hierarchy.
+fn cgroup_dirs(name: &str) -> Vec<String> {
+    let root = Path::new("/sys/fs/cgroup");
+    let dirs = fs_err::read_dir(root).unwrap().flatten().map(|m| m.path());
+    std::iter::once(root.to_path_buf())
+        .chain(dirs)
+        .map(|d| d.join(name))
+        .filter(|d| d.exists())
+        .map(|d| d.display().to_string())
+        .collect()
+}
+
+/// Read `child`'s stderr on a thread, a line at a time.
+fn stderr_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn a_signal_at_any_moment_of_a_run_leaves_nothing() {
+    if !(require_root() && require_docker() && require_ebpf()) {
+        return;
+    }
+    let _serial = crate::run::SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let image = fixture("nginx").unwrap();
+    let ctx = TestContext::new().unwrap();
+    let mut failures = Vec::new();
+    let mut during_create = 0;
+    let mut pids = Vec::new();
+    for (i, &(after_create, delay)) in MOMENTS.iter().enumerate() {
+        let delay = Duration::from_millis(delay);
+        let (signal, code) = if i % 2 == 0 {
+            ("INT", 130)
+        } else {
+            ("TERM", 143)
+        };
+        let out = ctx.unique_image_ref("signalled");
+        let mut child = minify()
+            .args(["-v", "run", &image, "--probe-http", "/", "--tag", &out])
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        pids.push(pid);
+        let lines = stderr_lines(&mut child);
+        let mut log = String::new();
+        let start = Instant::now();
+        if after_create {
+            let deadline = start + Duration::from_mins(2);
+            loop {
+                let line = lines
+                    .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                    .unwrap_or_else(|_| panic!("run {i}: no create request logged:\n{log}"));
+                let create = line.contains("creating container");
+                log.push_str(&line);
+                log.push('\n');
+                if create {
+                    break;
+                }
+            }
+            during_create += 1;
+        }
+        std::thread::sleep(delay);
+        let sent = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let status = child.wait().unwrap();
+        log.extend(lines.iter().map(|l| l + "\n"));
+        let mut left = Vec::new();
+        if status.code() != Some(code) {
+            left.push(format!("exit {status}, not {code}"));
+        }
+        left.extend(containers_of(pid));
+        left.extend(temp_images_of(pid));
+        if let Some(cg) = logged_trace_cgroup(&log) {
+            left.extend(cgroup_dirs(&cg));
+        }
+        if minify_fixtures::image_exists(&out) {
+            left.push(format!("output {out}"));
+        }
+        eprintln!(
+            "run {i}: SIG{signal} {} ms after {}: {}",
+            delay.as_millis(),
+            if after_create {
+                "the create request"
+            } else {
+                "the start"
+            },
+            if left.is_empty() {
+                "nothing left".to_owned()
+            } else {
+                format!("LEFT {left:?}")
+            }
+        );
+        if !left.is_empty() {
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            failures.push(format!(
+                "run {i} (SIG{signal} after {delay:?}): {left:?}\n{tail:?}"
+            ));
+            // Clean up for the next run (and the machine).
+            for c in containers_of(pid) {
+                let id = c.split(' ').next().unwrap_or_default().to_owned();
+                let _ = minify_fixtures::docker(["rm", "-f", &id]);
+            }
+        }
+    }
+    // A create request that was still in flight when a run ended would have made its
+    // container by now.
+    std::thread::sleep(Duration::from_secs(2));
+    for &pid in &pids {
+        let late = containers_of(pid);
+        if !late.is_empty() {
+            failures.push(format!("minify {pid} left, seen only later: {late:?}"));
+            for c in late {
+                let id = c.split(' ').next().unwrap_or_default().to_owned();
+                let _ = minify_fixtures::docker(["rm", "-f", &id]);
+            }
+        }
+    }
+    eprintln!(
+        "{} runs ({during_create} signalled around the create request): {} left something",
+        MOMENTS.len(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
