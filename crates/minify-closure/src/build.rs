@@ -118,6 +118,10 @@ impl<'a> Builder<'a> {
             reports.push((set, added, absent));
         }
 
+        let (packages, package_warnings) =
+            self.add_packages(&opts.packages, opts.default_sets.locale)?;
+        self.warnings.extend(package_warnings);
+
         self.add_parents();
         let removed = self.apply_excludes(excludes.as_ref(), &opts.exclude);
 
@@ -156,7 +160,34 @@ impl<'a> Builder<'a> {
             excluded: removed,
             required_bytes,
             kept_bytes,
+            packages,
         })
+    }
+
+    /// The package rule (module `packages`): keep what it asks for.
+    pub(crate) fn add_packages(
+        &mut self,
+        opts: &crate::PackageOptions,
+        locale: bool,
+    ) -> Result<(Vec<crate::PackageReport>, Vec<String>), ClosureError> {
+        let x = crate::packages::expand(self.fs, &self.entries, opts, locale)?;
+        for (p, reason, detail) in &x.keep {
+            self.keep(p, *reason, detail);
+        }
+        Ok((x.reports, x.warnings))
+    }
+
+    /// For [`crate::expand_allowlist`]: an allowlist's entry as it is.
+    pub(crate) fn keep_entry(&mut self, path: &ImagePath, reason: Reason, detail: &str) {
+        self.keep(path, reason, detail);
+    }
+
+    pub(crate) fn add_parents_pub(&mut self) {
+        self.add_parents();
+    }
+
+    pub(crate) fn into_entries(self) -> BTreeMap<ImagePath, Kept> {
+        self.entries
     }
 
     fn file_size(&self, p: &ImagePath) -> u64 {

@@ -21,6 +21,9 @@
 //!   directory entries of `/tmp`, `/var/tmp`, the user's and root's home, the `WORKDIR` and
 //!   every `VOLUME` ([`SkeletonInput`]), and the runtime's mount points, when the source has
 //!   them;
+//! - with `--granularity package` ([`PackageOptions`], module `packages`): the rest of every
+//!   package owning a kept file, minus docs, locales and `bin/`/`sbin/` executables
+//!   (`package`);
 //! - parent directories of everything kept (`parent`);
 //! - then `exclude` globs are applied, but never to a directory above a kept path.
 //!
@@ -37,6 +40,7 @@
 //! ```
 
 mod build;
+mod packages;
 mod sets;
 mod skeleton;
 
@@ -45,6 +49,7 @@ use std::collections::BTreeMap;
 use minify_model::allowlist::SourceImage;
 use minify_model::{Allowlist, AllowlistEntry, ImagePath, Reason, Rootfs, Trace};
 
+pub use packages::{Granularity, PackageOptions, PackageReport};
 pub use sets::{DefaultSet, DefaultSets};
 pub use skeleton::SkeletonInput;
 
@@ -66,6 +71,8 @@ pub struct ClosureOptions {
     pub default_sets: DefaultSets,
     /// The image config's user, working directory and volumes, for the `skeleton` set.
     pub skeleton: SkeletonInput,
+    /// `--granularity`, `--include-package`, `--exclude-package`.
+    pub packages: PackageOptions,
 }
 
 /// Why one path is kept.
@@ -106,6 +113,8 @@ pub struct Closure {
     pub required_bytes: u64,
     /// Bytes of all kept regular files.
     pub kept_bytes: u64,
+    /// The packages kept whole by the package rule, most added bytes first.
+    pub packages: Vec<PackageReport>,
 }
 
 impl Closure {
@@ -151,6 +160,9 @@ pub enum ClosureError {
     /// A plain `include` path is not in the image.
     #[error("--include {path}: not in the image ({reason})")]
     IncludeNotFound { path: String, reason: String },
+    /// `--include-package NAME` names no package of the image.
+    #[error("{rule} {name}: no such package in the image")]
+    PackageNotFound { rule: &'static str, name: String },
     /// An `include_bin` program is not in the image or not on its PATH.
     #[error("--include-bin {path}: not in the image ({reason})")]
     IncludeBinNotFound { path: String, reason: String },
@@ -189,4 +201,32 @@ pub fn compute_with_workdir(
 /// (before symlinks).
 pub fn which(fs: &dyn Rootfs, name: &str, env: &[String]) -> Option<ImagePath> {
     build::which(fs, name, env)
+}
+
+/// The package rule applied to an existing allowlist (`minify build --granularity package`):
+/// every package owning one of its non-directory paths is added whole, with the parents of
+/// what is added. Paths and reasons already in it stay as they are.
+pub fn expand_allowlist(
+    fs: &dyn Rootfs,
+    allowlist: &Allowlist,
+    opts: &PackageOptions,
+    locale: bool,
+) -> Result<(Allowlist, Vec<PackageReport>, Vec<String>), ClosureError> {
+    let mut b = build::Builder::new(fs, "/");
+    for e in &allowlist.paths {
+        b.keep_entry(&e.path, e.reason, &e.detail);
+    }
+    let (reports, warnings) = b.add_packages(opts, locale)?;
+    b.add_parents_pub();
+    let entries = b.into_entries();
+    let al = Allowlist::new(
+        allowlist.source.clone(),
+        allowlist.tool.clone(),
+        entries.into_iter().map(|(path, k)| AllowlistEntry {
+            path,
+            reason: k.reason,
+            detail: k.detail,
+        }),
+    );
+    Ok((al, reports, warnings))
 }

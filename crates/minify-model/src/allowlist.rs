@@ -9,7 +9,8 @@
 //!   "paths": [
 //!     {"path": "/", "reason": "parent"},
 //!     {"path": "/usr/sbin/nginx", "reason": "traced"},
-//!     {"path": "/etc/ssl/certs", "reason": "default-set", "detail": "ca-certificates"}
+//!     {"path": "/etc/ssl/certs", "reason": "default-set", "detail": "ca-certificates"},
+//!     {"path": "/usr/lib/x86_64-linux-gnu/gconv/ISO8859-1.so", "reason": "package", "detail": "libc6 2.36-9+deb12u13 (deb)"}
 //!   ]
 //! }
 //! ```
@@ -42,6 +43,9 @@ pub enum Reason {
     Interpreter,
     /// A default support set (CA certificates, NSS, passwd/group, ...).
     DefaultSet,
+    /// `--granularity package`: part of a package (dpkg, Python, npm, JDK) that owns a kept
+    /// file; the detail is `NAME VERSION (KIND)`.
+    Package,
     /// A symlink met on the way to a kept path.
     Symlink,
     /// A directory above a kept path.
@@ -56,6 +60,7 @@ impl Reason {
             Reason::Elf => "elf",
             Reason::Interpreter => "interpreter",
             Reason::DefaultSet => "default-set",
+            Reason::Package => "package",
             Reason::Symlink => "symlink",
             Reason::Parent => "parent",
         }

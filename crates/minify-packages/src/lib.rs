@@ -74,6 +74,8 @@ pub struct Package {
     /// The non-directory entries it owns, as real image paths (directory part resolved
     /// through the image's links), sorted, each existing in the image.
     pub files: Vec<ImagePath>,
+    /// Problems with its own file list (paths not in the image, `..`, a truncated list).
+    pub warnings: Vec<String>,
 }
 
 impl Package {
@@ -95,7 +97,8 @@ pub type PackageId = usize;
 pub struct PackageDb {
     pub packages: Vec<Package>,
     owners: HashMap<ImagePath, Vec<PackageId>>,
-    /// Problems with the image's databases, deterministic order.
+    /// Problems with the image's databases that belong to no one unit (a status paragraph
+    /// without a name, an unreadable status file, the unit cap), deterministic order.
     pub warnings: Vec<String>,
 }
 
@@ -214,8 +217,9 @@ impl Collector<'_> {
         source: &str,
         stats: &ListStats,
     ) {
+        let mut warnings = Vec::new();
         if stats.missing > 0 {
-            self.warn(format!(
+            warnings.push(format!(
                 "{source}: {} listed path(s) are not in the image (first: {})",
                 stats.missing,
                 stats.first_missing.as_deref().unwrap_or("?")
@@ -223,7 +227,7 @@ impl Collector<'_> {
         }
         if stats.dotdot > 0 && kind != Kind::Python {
             // RECORDs name `../../../bin/x` legitimately; elsewhere `..` is suspicious.
-            self.warn(format!(
+            warnings.push(format!(
                 "{source}: {} listed path(s) contain `..` (taken inside the image root)",
                 stats.dotdot
             ));
@@ -260,6 +264,7 @@ impl Collector<'_> {
             name,
             version,
             files,
+            warnings,
         });
     }
 }

@@ -55,6 +55,11 @@ pub struct BuildArgs {
     /// The allowlist to pack (from `minify run --allowlist-out`, or hand-written).
     #[arg(long)]
     pub allowlist: PathBuf,
+    /// package: add to the allowlist every package owning one of its files, whole, as
+    /// `minify run --granularity package` does (locales only if the allowlist holds the locale
+    /// set). An allowlist written by `run --granularity package` needs nothing: it lists them.
+    #[arg(long, value_name = "file|package", default_value = "file")]
+    pub granularity: minify_closure::Granularity,
     /// Output image (default NAME:TAG-min in the daemon); also docker-archive:PATH[:NAME:TAG]
     /// (the name `docker load` gives it), oci:DIR[:TAG], oci-archive:PATH[:TAG].
     #[arg(long)]
@@ -137,6 +142,19 @@ pub struct RunArgs {
     /// Add an optional support set: zoneinfo, locale.
     #[arg(long, value_name = "NAME")]
     pub with_set: Vec<String>,
+    /// file (the default): keep the files the workload used. package: also keep whole every
+    /// package owning one of them (dpkg, Python distribution, npm package, JDK home), except
+    /// docs, locales (unless --with-set locale) and executables under bin/ and sbin/; their
+    /// dependencies are not added.
+    #[arg(long, value_name = "file|package", default_value = "file")]
+    pub granularity: minify_closure::Granularity,
+    /// Keep this package whole (by name, any kind), used or not; bin/ and sbin/ stay out.
+    #[arg(long, value_name = "NAME")]
+    pub include_package: Vec<String>,
+    /// Do not keep this package whole under --granularity package (what the workload used of
+    /// it stays).
+    #[arg(long, value_name = "NAME")]
+    pub exclude_package: Vec<String>,
     /// Do not run the minified image and its probes again.
     #[arg(long)]
     pub no_verify: bool,

@@ -49,6 +49,37 @@ pub struct SetReport {
     pub absent: Vec<String>,
 }
 
+/// A package kept whole by `--granularity package` (or `--include-package`).
+#[derive(Clone, Debug, Serialize)]
+pub struct PackageKept {
+    /// `deb`, `python`, `npm` or `jdk`.
+    pub kind: String,
+    pub name: String,
+    pub version: String,
+    /// Its files (non-directory entries) in the output, used or added.
+    pub files: usize,
+    /// Bytes of its regular files in the output.
+    pub bytes: u64,
+    /// Bytes the package rule added beyond what the workload used.
+    pub added_bytes: u64,
+    /// The kept path that made it used (or `--include-package`).
+    pub pulled_by: String,
+}
+
+impl From<&minify_closure::PackageReport> for PackageKept {
+    fn from(p: &minify_closure::PackageReport) -> Self {
+        PackageKept {
+            kind: p.kind.to_owned(),
+            name: p.name.clone(),
+            version: p.version.clone(),
+            files: p.files,
+            bytes: p.bytes,
+            added_bytes: p.added_bytes,
+            pulled_by: p.pulled_by.clone(),
+        }
+    }
+}
+
 /// When the workload ran without probes: how its main process ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "state")]
@@ -121,6 +152,10 @@ pub struct Report {
     /// Probes that ran through the image's `/bin/sh` (so `sh` is kept).
     pub shell_probes: Vec<String>,
     pub default_sets: Vec<SetReport>,
+    /// `file` or `package`.
+    pub granularity: String,
+    /// Packages kept whole, most added bytes first.
+    pub packages: Vec<PackageKept>,
     pub largest_files: Vec<FileSize>,
     pub warnings: Vec<String>,
     pub verify: Option<VerifyStatus>,
@@ -190,6 +225,22 @@ impl Report {
             "  trace: {} events, {} lost; {exercised}",
             self.events, self.events_lost_total,
         );
+        if !self.packages.is_empty() {
+            let added: u64 = self.packages.iter().map(|p| p.added_bytes).sum();
+            let top: Vec<String> = self
+                .packages
+                .iter()
+                .take(3)
+                .map(|p| format!("{} +{}", p.name, human_bytes(p.added_bytes)))
+                .collect();
+            let _ = writeln!(
+                s,
+                "  packages: {} kept whole, {} added ({})",
+                self.packages.len(),
+                human_bytes(added),
+                top.join(", ")
+            );
+        }
         for w in self.warnings.iter().take(3) {
             let _ = writeln!(s, "  warning: {w}");
         }

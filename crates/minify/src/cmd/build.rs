@@ -3,8 +3,9 @@
 //! same allowlist give the same image id.
 
 use anyhow::Context as _;
+use minify_closure::{DefaultSet, Granularity, PackageOptions};
 use minify_image::{ImageError, ImageRef, PackOptions, RootfsView, SourceImage, pack};
-use minify_model::{Allowlist, Rootfs as _};
+use minify_model::{Allowlist, Reason, Rootfs as _};
 
 use crate::cli::BuildArgs;
 use crate::pipeline::default_output;
@@ -61,13 +62,42 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<u8> {
         )
         .await?;
         let view = tokio::task::block_in_place(|| RootfsView::build(&image)).map_err(image_err)?;
-        let paths = allowlist.path_set();
-        if let Some(missing) = paths.iter().find(|p| view.entry(p).is_none()) {
+        if let Some(missing) = allowlist
+            .paths
+            .iter()
+            .find(|e| view.entry(&e.path).is_none())
+        {
             anyhow::bail!(
-                "{al_name}: {missing} is not in the image {source} ({})",
+                "{al_name}: {} is not in the image {source} ({})",
+                missing.path,
                 image.id()
             );
         }
+        let paths = match args.granularity {
+            Granularity::File => allowlist.path_set(),
+            Granularity::Package => {
+                let locale = allowlist.paths.iter().any(|e| {
+                    e.reason == Reason::DefaultSet && e.detail == DefaultSet::Locale.name()
+                });
+                let options = PackageOptions {
+                    granularity: Granularity::Package,
+                    ..PackageOptions::default()
+                };
+                let (expanded, packages, warnings) = tokio::task::block_in_place(|| {
+                    minify_closure::expand_allowlist(&view, &allowlist, &options, locale)
+                })?;
+                for w in &warnings {
+                    tracing::warn!("{w}");
+                }
+                let added: u64 = packages.iter().map(|p| p.added_bytes).sum();
+                errln!(
+                    "minify: --granularity package: {} packages kept whole, {} bytes added",
+                    packages.len(),
+                    added
+                );
+                expanded.path_set()
+            }
+        };
         let packed =
             tokio::task::block_in_place(|| pack(&view, &image, &paths, &PackOptions::default()))
                 .map_err(image_err)?;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::CommandFactory as _;
-use minify_closure::{ClosureOptions, DefaultSet, DefaultSets};
+use minify_closure::{ClosureOptions, DefaultSet, DefaultSets, PackageOptions};
 use minify_image::ImageRef;
 use minify_runtime::{ExecMode, Overrides, Probe, exec_mode};
 
@@ -99,6 +99,11 @@ pub fn plan(args: &RunArgs) -> anyhow::Result<RunPlan> {
             include_bin: args.include_bin.clone(),
             exclude: args.exclude.clone(),
             default_sets: default_sets(&args.no_default_set, &args.with_set)?,
+            packages: PackageOptions {
+                granularity: args.granularity,
+                include: args.include_package.clone(),
+                exclude: args.exclude_package.clone(),
+            },
             // Filled from the source image's config once it is open.
             ..ClosureOptions::default()
         },

@@ -494,6 +494,12 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
             absent: s.absent.clone(),
         })
         .collect();
+    plan.closure.packages.granularity.name().clone_into(&mut report.granularity);
+    report.packages = closure
+        .packages
+        .iter()
+        .map(crate::report::PackageKept::from)
+        .collect();
     let mut files: Vec<FileSize> = closure
         .entries
         .keys()
