@@ -7,6 +7,7 @@ mod common;
 mod fixtures_smoke;
 mod gc;
 mod image;
+mod refusals;
 mod run;
 mod signals;
 mod skeleton;

@@ -52,11 +52,12 @@ pub struct ImageInfo {
 }
 
 impl ImageInfo {
-    /// The exposed TCP ports, sorted.
+    /// The exposed TCP ports, sorted. Without `0/tcp`, which an image can declare but no
+    /// server can listen on: waiting for it would wait out the whole readiness timeout.
     pub fn tcp_ports(&self) -> Vec<u16> {
         self.exposed_ports
             .iter()
-            .filter(|p| p.proto == "tcp")
+            .filter(|p| p.proto == "tcp" && p.port != 0)
             .map(|p| p.port)
             .collect()
     }
@@ -363,6 +364,19 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(o.apply(&img).argv(), vec!["/docker-entrypoint.sh", "x"]);
+    }
+
+    #[test]
+    fn port_zero_is_not_waited_for() {
+        let port = |port, proto: &str| ExposedPort {
+            port,
+            proto: proto.to_owned(),
+        };
+        let img = ImageInfo {
+            exposed_ports: vec![port(0, "tcp"), port(53, "udp"), port(80, "tcp")],
+            ..Default::default()
+        };
+        assert_eq!(img.tcp_ports(), vec![80]);
     }
 
     #[test]

@@ -202,6 +202,36 @@ async fn check_output(
     Ok(())
 }
 
+/// `--probe-http` GETs every exposed TCP port. Refuse it at once on an image that exposes
+/// none, or exposes `0/tcp` (no server can listen on port 0: the run would wait out the
+/// whole readiness timeout, then fail the probe on the original image).
+fn refuse_http_probe_without_port(
+    plan: &RunPlan,
+    info: &minify_runtime::ImageInfo,
+) -> anyhow::Result<()> {
+    let Some(probe) = plan.probes.iter().find(|p| matches!(p, Probe::Http(_))) else {
+        return Ok(());
+    };
+    let why = if info
+        .exposed_ports
+        .iter()
+        .any(|p| p.port == 0 && p.proto == "tcp")
+    {
+        "exposes port 0/tcp, which no server can listen on"
+    } else if info.tcp_ports().is_empty() {
+        "exposes no TCP port"
+    } else {
+        return Ok(());
+    };
+    Err(with_code(
+        anyhow::anyhow!(
+            "{probe}: {} {why}, and --probe-http GETs every exposed TCP port; probe it with --probe-cmd (the container's address is in $MINIFY_HOST) or --probe-exec instead",
+            plan.image
+        ),
+        exit::USAGE,
+    ))
+}
+
 /// Run the pipeline.
 pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunOutcome> {
     let mut timer = Timer::new();
@@ -299,6 +329,7 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
             .await
             .map_err(crate::lib_error)?
     };
+    refuse_http_probe_without_port(plan, &info)?;
     let work = Workload::new(plan, &info);
     let healthcheck_warning = info.healthcheck.as_ref().filter(|_| !plan.healthcheck).map(|h| {
         format!(
