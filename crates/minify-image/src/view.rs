@@ -35,9 +35,11 @@ pub const MAX_EXTENSION_BYTES: u64 = 1 << 20;
 pub const MAX_XATTR_VALUE: usize = 64 << 10;
 /// All xattrs read from one image together (names and values).
 pub const MAX_XATTR_TOTAL: u64 = 16 << 20;
-/// Entries in one image's index at a time, each about 250 bytes of memory (the largest
-/// images seen hold well under a million files).
-pub const MAX_ENTRIES: u64 = 2_000_000;
+/// Entries in one image's index at a time. Each takes about 350 bytes of memory (a 192-byte
+/// node, its name and child list, and the node vector's growth), so the index of any image
+/// stays near 350 MB, under the 512 MiB the hostile-input corpus runs in; the largest
+/// images seen hold a few hundred thousand files.
+pub const MAX_ENTRIES: u64 = 1_000_000;
 
 /// Where a regular file's bytes are: `offset` into data file number `file`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -57,7 +59,7 @@ struct Node {
     parent: NodeId,
     /// Components from the root (at most 2048, from [`MAX_PATH_BYTES`]).
     depth: u16,
-    children: BTreeMap<Box<str>, NodeId>,
+    children: Children,
     entry: Entry,
     /// Bytes of a regular file or hardlink: where, and how many.
     data: Option<(DataLoc, u64)>,
@@ -68,6 +70,84 @@ struct Node {
 
 type NodeId = u32;
 const ROOT: NodeId = 0;
+
+/// A directory's children by name, sorted. Most directories of a hostile deep tree hold one
+/// child, and a `BTreeMap` allocates a whole leaf (some 250 bytes) for it: small sets are a
+/// sorted `Vec` sized exactly, large ones a `BTreeMap` (inserting into a big `Vec` in random
+/// order would cost its square).
+#[derive(Clone, Debug)]
+enum Children {
+    Small(Vec<(Box<str>, NodeId)>),
+    Large(BTreeMap<Box<str>, NodeId>),
+}
+
+const SMALL_CHILDREN: usize = 32;
+
+impl Default for Children {
+    fn default() -> Self {
+        Children::Small(Vec::new())
+    }
+}
+
+impl Children {
+    fn get(&self, name: &str) -> Option<NodeId> {
+        match self {
+            Children::Small(v) => v
+                .binary_search_by(|(n, _)| (**n).cmp(name))
+                .ok()
+                .map(|i| v[i].1),
+            Children::Large(m) => m.get(name).copied(),
+        }
+    }
+
+    fn insert(&mut self, name: Box<str>, id: NodeId) {
+        match self {
+            Children::Small(v) => match v.binary_search_by(|(n, _)| (**n).cmp(&name)) {
+                Ok(i) => v[i].1 = id,
+                Err(i) if v.len() < SMALL_CHILDREN => {
+                    v.reserve_exact(1);
+                    v.insert(i, (name, id));
+                }
+                Err(_) => {
+                    let mut m: BTreeMap<Box<str>, NodeId> = std::mem::take(v).into_iter().collect();
+                    m.insert(name, id);
+                    *self = Children::Large(m);
+                }
+            },
+            Children::Large(m) => {
+                m.insert(name, id);
+            }
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        match self {
+            Children::Small(v) => {
+                if let Ok(i) = v.binary_search_by(|(n, _)| (**n).cmp(name)) {
+                    v.remove(i);
+                }
+            }
+            Children::Large(m) => {
+                m.remove(name);
+            }
+        }
+    }
+
+    /// Names and ids, sorted by name.
+    fn iter(&self) -> Box<dyn Iterator<Item = (&str, NodeId)> + '_> {
+        match self {
+            Children::Small(v) => Box::new(v.iter().map(|(n, id)| (&**n, *id))),
+            Children::Large(m) => Box::new(m.iter().map(|(n, id)| (&**n, *id))),
+        }
+    }
+
+    fn ids(self) -> Vec<NodeId> {
+        match self {
+            Children::Small(v) => v.into_iter().map(|(_, id)| id).collect(),
+            Children::Large(m) => m.into_values().collect(),
+        }
+    }
+}
 
 /// What one layer held, measured while streaming it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -233,7 +313,7 @@ fn synthetic_dir(layer: usize) -> Node {
         name: "".into(),
         parent: ROOT,
         depth: 0,
-        children: BTreeMap::new(),
+        children: Children::default(),
         entry: Entry {
             kind: EntryKind::Dir,
             mode: 0o755,
@@ -638,7 +718,7 @@ impl RootfsView {
     fn lookup(&self, path: &str) -> Option<NodeId> {
         let mut id = ROOT;
         for c in path.split('/').filter(|c| !c.is_empty()) {
-            id = *self.node_ref(id).children.get(c)?;
+            id = self.node_ref(id).children.get(c)?;
         }
         Some(id)
     }
@@ -684,7 +764,7 @@ impl RootfsView {
             if let Some(n) = self.nodes[id as usize].take() {
                 self.live -= 1;
                 self.free.push(id);
-                stack.extend(n.children.into_values());
+                stack.extend(n.children.ids());
             }
         }
     }
@@ -698,7 +778,7 @@ impl RootfsView {
         let root = self.node_mut(ROOT);
         root.layer = root.layer.max(layer);
         for c in dir {
-            id = match self.node_ref(id).children.get(c).copied() {
+            id = match self.node_ref(id).children.get(c) {
                 Some(child) if self.node_ref(child).entry.is_dir() => {
                     let n = self.node_mut(child);
                     n.layer = n.layer.max(layer);
@@ -725,7 +805,7 @@ impl RootfsView {
             None => ROOT,
             Some((name, parents)) => {
                 let parent = self.ensure_dir(parents.iter().copied(), layer);
-                if let Some(id) = self.node_ref(parent).children.get(*name).copied() {
+                if let Some(id) = self.node_ref(parent).children.get(name) {
                     id
                 } else {
                     self.add_child(parent, name, node);
@@ -739,7 +819,7 @@ impl RootfsView {
         n.layer = layer;
         if !n.entry.is_dir() {
             // A file over a directory hides everything the directory held.
-            let kids = std::mem::take(&mut n.children).into_values().collect();
+            let kids = std::mem::take(&mut n.children).ids();
             self.free_subtrees(kids);
         }
     }
@@ -761,9 +841,9 @@ impl RootfsView {
         let mut stack = vec![id];
         while let Some(dir) = stack.pop() {
             let mut doomed = Vec::new();
-            for (name, &child) in &self.node_ref(dir).children {
+            for (name, child) in self.node_ref(dir).children.iter() {
                 if self.node_ref(child).layer < layer {
-                    doomed.push((name.clone(), child));
+                    doomed.push((Box::<str>::from(name), child));
                 } else {
                     stack.push(child);
                 }
@@ -963,8 +1043,8 @@ impl Rootfs for RootfsView {
         }
         let prefix = child_prefix(dir.as_str());
         n.children
-            .keys()
-            .map(|name| ImagePath::new(&format!("{prefix}{name}")))
+            .iter()
+            .map(|(name, _)| ImagePath::new(&format!("{prefix}{name}")))
             .collect()
     }
 
@@ -973,7 +1053,7 @@ impl Rootfs for RootfsView {
         let mut stack = vec![(ROOT, String::new())];
         while let Some((id, path)) = stack.pop() {
             let n = self.node_ref(id);
-            for (name, &child) in &n.children {
+            for (name, child) in n.children.iter() {
                 stack.push((child, format!("{path}/{name}")));
             }
             out.push(if path.is_empty() {
