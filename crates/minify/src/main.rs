@@ -5,33 +5,36 @@
 /// that has exited): the std macros panic there, which mid-run would leave the run's
 /// container and cgroup behind, and at the end turns a finished run into exit 101. ripgrep
 /// treats a broken pipe as success the same way.
+/// Everything they print goes through [`escape::terminal_safe`]: text from images and
+/// allowlists never reaches the terminal raw.
 macro_rules! out {
     ($($t:tt)*) => {{
         use std::io::Write as _;
-        let _ = write!(std::io::stdout(), $($t)*);
+        let _ = write!(std::io::stdout(), "{}", crate::escape::terminal_safe(&format!($($t)*)));
     }};
 }
 macro_rules! outln {
     ($($t:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($t)*);
+        let _ = writeln!(std::io::stdout(), "{}", crate::escape::terminal_safe(&format!($($t)*)));
     }};
 }
 macro_rules! err {
     ($($t:tt)*) => {{
         use std::io::Write as _;
-        let _ = write!(std::io::stderr(), $($t)*);
+        let _ = write!(std::io::stderr(), "{}", crate::escape::terminal_safe(&format!($($t)*)));
     }};
 }
 macro_rules! errln {
     ($($t:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($t)*);
+        let _ = writeln!(std::io::stderr(), "{}", crate::escape::terminal_safe(&format!($($t)*)));
     }};
 }
 
 mod cli;
 mod cmd;
+mod escape;
 mod pipeline;
 mod report;
 
@@ -145,6 +148,8 @@ fn main() -> ExitCode {
                 }
                 msg.push_str(&part);
             }
+            // One line, whatever the causes hold.
+            let msg = msg.replace('\n', "\\n");
             errln!("minify: error: {msg}");
             ExitCode::from(code)
         }
