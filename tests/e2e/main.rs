@@ -6,6 +6,7 @@ mod closure;
 mod common;
 mod fixtures_smoke;
 mod gc;
+mod hostile;
 mod image;
 mod refusals;
 mod run;

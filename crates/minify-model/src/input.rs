@@ -114,7 +114,9 @@ const O_NONBLOCK: i32 = 0o4000;
 /// Read a regular file of at most `limit` bytes as text.
 pub fn read_text(path: &Path, limit: u64) -> Result<String, InputError> {
     let file = open_regular(path)?;
-    let mut bytes = Vec::new();
+    // Sized from the file once, so reading does not double the buffer past the limit.
+    let claimed = file.metadata().map_or(0, |m| m.len());
+    let mut bytes = Vec::with_capacity(usize::try_from(claimed.min(limit + 1)).unwrap_or(0));
     // One byte over the limit tells "too big" from "exactly the limit"; the length the
     // file claims is not trusted (procfs and sysfs files claim 0 or 4096).
     file.take(limit + 1)
