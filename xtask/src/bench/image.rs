@@ -4,7 +4,9 @@
 //!
 //! Each step is one child process; its peak RSS comes from `wait4`'s rusage for that child
 //! alone, and is put side by side with the image size: reading streams layers and packing
-//! streams files, so the ratio must stay far below 1.
+//! streams files, so the ratio must stay far below 1. A second table gives peak RSS on the
+//! worst cases of the hostile-input corpus (1 and 10 MB paths, a deep tree, pax and GNU
+//! long-name bombs, an xattr flood).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -26,6 +28,23 @@ struct Measure {
 
 /// Runs `minify ARGS` and measures it; stdout is returned, stderr goes to `log`.
 fn measure(bin: &Path, args: &[&str], log: &Path) -> anyhow::Result<(String, f64, u64)> {
+    let (code, out, secs, max_rss) = measure_any(bin, args, log)?;
+    if code != Some(0) {
+        bail!(
+            "minify {} failed (exit {code:?}): {}",
+            args.join(" "),
+            fs_err::read_to_string(log).unwrap_or_default().trim()
+        );
+    }
+    Ok((out, secs, max_rss))
+}
+
+/// [`measure`] for a run that may fail: also returns its exit code (`None`: a signal).
+fn measure_any(
+    bin: &Path,
+    args: &[&str],
+    log: &Path,
+) -> anyhow::Result<(Option<i32>, String, f64, u64)> {
     let out_path = log.with_extension("out");
     let stdout = fs_err::File::create(&out_path)?;
     let stderr = fs_err::File::create(log)?;
@@ -50,16 +69,47 @@ fn measure(bin: &Path, args: &[&str], log: &Path) -> anyhow::Result<(String, f64
     if r != pid {
         bail!("wait4({pid}): {}", std::io::Error::last_os_error());
     }
-    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        bail!(
-            "minify {} failed (status {status}): {}",
-            args.join(" "),
-            fs_err::read_to_string(log).unwrap_or_default().trim()
-        );
-    }
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
     // ru_maxrss is in KiB on Linux.
     let max_rss = u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024;
-    Ok((fs_err::read_to_string(&out_path)?, secs, max_rss))
+    Ok((code, fs_err::read_to_string(&out_path)?, secs, max_rss))
+}
+
+/// Peak memory of `minify inspect` on the worst cases of the hostile-input corpus
+/// (`minify_fixtures::hostile::WORST`): before issue 12's fixes the 1 MB path took more
+/// than 4 GiB and the pax bomb as much as it inflated to. Markdown table rows.
+fn hostile(bin: &Path, tmp: &Path) -> anyhow::Result<String> {
+    use minify_fixtures::hostile;
+    let canary = tmp.join("canary");
+    fs_err::write(&canary, hostile::canary_bytes())?;
+    let env = hostile::Env { canary };
+    let mut md = String::new();
+    for (name, _, make) in hostile::cases() {
+        if !hostile::WORST.contains(&name) {
+            continue;
+        }
+        step(&format!("hostile input {name}"));
+        let dir = tmp.join("hostile").join(name);
+        fs_err::create_dir_all(&dir)?;
+        let args = make(&env, &dir);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let log = dir.join("minify.log");
+        let (code, _, secs, max_rss) = measure_any(bin, &args, &log)?;
+        let said = fs_err::read_to_string(&log)?;
+        let said = said.lines().next().unwrap_or("").replace('|', "\\|");
+        // The layout's path is of no interest in the table.
+        let said = said.replace(&format!("{}/", dir.display()), "");
+        let _ = writeln!(
+            md,
+            "| `{name}` | {} | {:.2} s | {} | {} |",
+            args[0],
+            secs,
+            mb(max_rss),
+            code.map_or_else(|| "signal".to_owned(), |c| format!("{c}: {said}"))
+        );
+        let _ = fs_err::remove_dir_all(&dir);
+    }
+    Ok(md)
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -77,8 +127,10 @@ pub fn run() -> anyhow::Result<()> {
     let tmp = std::env::temp_dir().join(format!("minify-bench-image-{}", std::process::id()));
     fs_err::create_dir_all(&tmp)?;
     let result = bench(&bin, &image, image_size, &tmp);
+    let hostile_rows = hostile(&bin, &tmp);
     let _ = fs_err::remove_dir_all(&tmp);
     let measures = result?;
+    let hostile_rows = hostile_rows?;
 
     let mut md = String::new();
     let _ = writeln!(md, "# minify-image benchmark\n");
@@ -106,6 +158,19 @@ pub fn run() -> anyhow::Result<()> {
             m.max_rss as f64 / image_size as f64
         );
     }
+    let _ = writeln!(
+        md,
+        "\n## Hostile inputs\n\nPeak RSS of `minify` on the worst cases of the hostile-input \
+         corpus (`tests/fixtures/src/hostile.rs`, issue 12); a refusal is exit 2 with one line. \
+         Before the fixes, `pax-path-1mb` took `inspect` past 4 GiB, `pax-path-10mb` to the OOM \
+         killer, and the bombs as much memory as their records inflated to.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| case | command | time | peak RSS | exit: first line |"
+    );
+    let _ = writeln!(md, "|---|---|---:|---:|---|");
+    md.push_str(&hostile_rows);
     let _ = writeln!(
         md,
         "\nMachine: {} cores. Run `cargo xtask bench image` to refresh.",
