@@ -1,6 +1,8 @@
 //! `cargo xtask fuzz`: run each cargo-fuzz target in `fuzz/` for a short time (nightly,
-//! libFuzzer), so CI exercises the ELF and ld.so.cache parsers and in-image path resolution on
-//! hostile input.
+//! libFuzzer), so CI exercises the ELF and ld.so.cache parsers, in-image path resolution, the
+//! layer reader (tar, gzip, zstd, whiteouts) and the OCI / docker-archive manifest readers on
+//! hostile input. `-rss_limit_mb` makes a memory blow-up (a decompression bomb, a path whose
+//! cost grows with its square) a finding like a crash.
 
 use std::process::Command;
 
@@ -9,7 +11,17 @@ use anyhow::{Context, bail};
 use crate::util;
 
 /// Every target in `fuzz/fuzz_targets/`.
-pub const TARGETS: &[&str] = &["elf_parse", "resolve_path", "ld_cache"];
+pub const TARGETS: &[&str] = &[
+    "elf_parse",
+    "resolve_path",
+    "ld_cache",
+    "image_layer",
+    "image_manifest",
+];
+
+/// The memory one input may take: the image readers stream layers and hold only an index,
+/// so anything near this is a blow-up.
+const RSS_LIMIT_MB: u32 = 1024;
 
 /// Run `targets` (all when empty) for `seconds` each; a crash fails with the reproducer path.
 pub fn run(targets: &[String], seconds: u64) -> anyhow::Result<()> {
@@ -34,7 +46,8 @@ pub fn run(targets: &[String], seconds: u64) -> anyhow::Result<()> {
         cmd.current_dir(&dir)
             .args(["run", &toolchain, "cargo", "fuzz", "run", t, "--"])
             .arg(format!("-max_total_time={seconds}"))
-            .arg("-rss_limit_mb=2048")
+            .arg(format!("-rss_limit_mb={RSS_LIMIT_MB}"))
+            .arg("-malloc_limit_mb=512")
             .arg("-timeout=10");
         util::run_status(&mut cmd).with_context(|| {
             format!(

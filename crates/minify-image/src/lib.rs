@@ -25,6 +25,9 @@
 mod archive;
 pub mod config;
 pub mod digest;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod hashio;
 pub mod pack;
 pub mod reference;

@@ -432,7 +432,7 @@ fn digest_in_name(name: &str) -> Option<Digest> {
 
 /// Read the image of a docker-archive that `pick` names (by name or position), or its only
 /// image. `tags`, when given, replaces the names the archive gives it.
-fn read_docker_archive(
+pub(crate) fn read_docker_archive(
     reference: ImageRef,
     c: &Container,
     pick: Option<&ArchiveImage>,
@@ -622,7 +622,7 @@ fn descriptor_blob(
     Ok((blob, digest))
 }
 
-fn read_oci(
+pub(crate) fn read_oci(
     reference: ImageRef,
     c: &Container,
     tag: Option<&str>,

@@ -1108,3 +1108,14 @@ async fn archives_that_are_not_tars_are_never_quoted() {
         .to_string();
     assert!(msg.contains("it is a character device"), "{msg}");
 }
+
+#[tokio::test]
+async fn errors_quoting_a_bad_header_stay_on_one_line() {
+    // Found by the image_layer fuzz target: the tar reader quotes the bytes of a bad numeric
+    // field, newlines and escape sequences included.
+    let mut t = layer(&[E::File("a", b"a")]);
+    t[148..156].copy_from_slice(b"\n\x1b[2J\n\x07\0");
+    let msg = view_err(&[(t, Compression::None)]).await;
+    assert!(msg.contains("when getting cksum"), "{msg}");
+    assert!(!msg.chars().any(char::is_control), "{msg:?}");
+}

@@ -180,7 +180,7 @@ pub struct DirSize {
 #[derive(Debug, thiserror::Error)]
 pub enum ViewError {
     /// Reading or decompressing a layer failed (corrupt or truncated stream, bad tar).
-    #[error("layer {index} ({name}, {compression}): {source}")]
+    #[error("layer {index} ({name}, {compression}): {}", one_line(source))]
     LayerRead {
         index: usize,
         name: String,
@@ -262,6 +262,24 @@ pub enum ViewError {
     /// The private temp dir for decompressed layers.
     #[error("temporary file {path}: {source}")]
     Temp { path: String, source: io::Error },
+}
+
+/// `e`'s message with control characters escaped: the tar reader quotes a bad header's
+/// bytes, newlines and all, and an error must stay one line.
+pub(crate) fn one_line(e: &impl std::fmt::Display) -> String {
+    let s = e.to_string();
+    if !s.chars().any(char::is_control) {
+        return s;
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// An image's flattened filesystem (implements [`Rootfs`]).
