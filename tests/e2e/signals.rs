@@ -236,3 +236,71 @@ fn a_signal_at_any_moment_of_a_run_leaves_nothing() {
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Ctrl-C while a daemon output is being verified: the output was written before
+/// verification began and stays (as documented), and so does the allowlist; the message
+/// says so instead of claiming everything was removed. The verify container and the probe
+/// are gone. The probe (on the host) passes at once on the original image and hangs on the
+/// minified one, which is when the signal is sent.
+#[test]
+fn ctrl_c_during_verify_says_what_stays() {
+    if !(require_root() && require_docker() && require_ebpf()) {
+        return;
+    }
+    let _serial = crate::run::SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let image = fixture("nginx").unwrap();
+    let ctx = TestContext::new().unwrap();
+    let out = ctx.unique_image_ref("interrupted-verify");
+    let allowlist = ctx.temp_dir().join("allowlist.json");
+    let marker = ctx.temp_dir().join("original-probed");
+    let verifying = ctx.temp_dir().join("verifying");
+    // `sleep 3931`: an odd length, so no one else's sleep is taken for the probe's.
+    let probe = format!(
+        "if [ -e {m} ]; then touch {v}; exec sleep 3931; fi; touch {m}",
+        m = marker.display(),
+        v = verifying.display()
+    );
+    let child = minify()
+        .args(["run", &image, "--probe-cmd", &probe, "--tag", &out])
+        .arg("--allowlist-out")
+        .arg(&allowlist)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_mins(3);
+    while !verifying.exists() {
+        assert!(Instant::now() < deadline, "verification never began");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stderr = crate::common::signal_and_wait(child, "INT", 130);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("minify: error: interrupted (Ctrl-C)"),
+        "{stderr}"
+    );
+    assert!(
+        !last.contains("everything this run made was removed"),
+        "{last}"
+    );
+    assert!(
+        last.contains(&format!(
+            "the output {out} (written before verification, not verified)"
+        )) && last.contains(&format!("the allowlist {}", allowlist.display()))
+            && last.contains("kept"),
+        "{last}"
+    );
+    // What it says stays, stays; everything else went.
+    assert!(minify_fixtures::image_exists(&out), "{out} was removed");
+    assert!(allowlist.exists());
+    assert_eq!(containers_of(pid), Vec::<String>::new());
+    assert_eq!(temp_images_of(pid), Vec::<String>::new());
+    let sleeps = std::process::Command::new("pgrep")
+        .args(["-f", "^sleep 3931$"])
+        .output()
+        .unwrap();
+    assert!(sleeps.stdout.is_empty(), "the probe survived");
+}

@@ -40,6 +40,39 @@ pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()>
     })
 }
 
+/// What a command has finished making and keeps on purpose even when it is interrupted (a
+/// written output, an allowlist file), so the interruption's message says what stays instead
+/// of claiming that everything was removed.
+#[derive(Debug, Default)]
+pub struct Kept(std::sync::Mutex<Vec<String>>);
+
+impl Kept {
+    /// Record `what` (e.g. `the output app:1-min (written, not verified)`) as staying.
+    pub fn add(&self, what: String) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(what);
+    }
+
+    /// `everything this run made was removed`, or what stays besides.
+    fn removed_message(&self) -> String {
+        let kept = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if kept.is_empty() {
+            "everything this run made was removed".to_owned()
+        } else {
+            format!(
+                "everything else this run made was removed, but {} {} kept",
+                kept.join(" and "),
+                if kept.len() == 1 { "is" } else { "are" }
+            )
+        }
+    }
+}
+
 /// Run `work` on a fresh tokio runtime until it finishes or Ctrl-C or SIGTERM (what CI
 /// runners send to cancel a job) arrives. On either signal the future is dropped, which runs
 /// every cleanup guard it holds (containers, the tracer and its cgroup, temp dirs with
@@ -48,6 +81,15 @@ pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()>
 /// (indexing, packing) finishes before the drop happens.
 pub fn block_on_interruptible<T>(
     work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    block_on_interruptible_keeping(work, &Kept::default())
+}
+
+/// [`block_on_interruptible`] for work that records in `kept` what it finished and keeps
+/// (an output written before verification): the message on a signal names those.
+pub fn block_on_interruptible_keeping<T>(
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+    kept: &Kept,
 ) -> anyhow::Result<T> {
     use anyhow::Context as _;
     use tokio::signal::unix::{SignalKind, signal};
@@ -59,17 +101,17 @@ pub fn block_on_interruptible<T>(
         let mut term = signal(SignalKind::terminate())
             .context("installing the SIGTERM handler")
             .map_err(crate::env_error)?;
-        tokio::select! {
-            r = work => r,
-            _ = tokio::signal::ctrl_c() => Err(crate::with_code(
-                anyhow::anyhow!("interrupted (Ctrl-C); everything this run made was removed"),
-                crate::exit::INTERRUPTED,
-            )),
-            _ = term.recv() => Err(crate::with_code(
-                anyhow::anyhow!("terminated (SIGTERM); everything this run made was removed"),
-                crate::exit::TERMINATED,
-            )),
-        }
+        // The message is made after the work future is dropped (its guards have run), from
+        // what it had recorded as kept by then.
+        let stopped = tokio::select! {
+            r = work => return r,
+            _ = tokio::signal::ctrl_c() => ("interrupted (Ctrl-C)", crate::exit::INTERRUPTED),
+            _ = term.recv() => ("terminated (SIGTERM)", crate::exit::TERMINATED),
+        };
+        Err(crate::with_code(
+            anyhow::anyhow!("{}; {}", stopped.0, kept.removed_message()),
+            stopped.1,
+        ))
     })
 }
 

@@ -16,7 +16,9 @@ use crate::pipeline::{RunPlan, default_output, execute};
 pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let plan = plan(args)?;
     let progress = Progress::new();
-    let outcome = crate::cmd::block_on_interruptible(execute(&plan, &progress));
+    let kept = crate::cmd::Kept::default();
+    let outcome =
+        crate::cmd::block_on_interruptible_keeping(execute(&plan, &progress, &kept), &kept);
     drop(progress);
     let outcome = outcome?;
     let report = &outcome.report;

@@ -232,8 +232,13 @@ fn refuse_http_probe_without_port(
     ))
 }
 
-/// Run the pipeline.
-pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunOutcome> {
+/// Run the pipeline. What it writes and keeps even if it is interrupted later (the allowlist,
+/// an output written before verification) is recorded in `kept`, for the message.
+pub async fn execute(
+    plan: &RunPlan,
+    progress: &Progress,
+    kept: &crate::cmd::Kept,
+) -> anyhow::Result<RunOutcome> {
     let mut timer = Timer::new();
     let mut report = Report {
         tool: tool_name(),
@@ -448,6 +453,7 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
         let json = serde_json::to_vec_pretty(&trace).context("serialising the trace")?;
         crate::cmd::write_atomic(path, &json)
             .with_context(|| format!("writing the trace {}", path.display()))?;
+        kept.add(format!("the trace {}", path.display()));
     }
     timer.lap("trace");
     if report.events_lost_total > 0 && !plan.allow_lossy {
@@ -525,7 +531,11 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
             absent: s.absent.clone(),
         })
         .collect();
-    plan.closure.packages.granularity.name().clone_into(&mut report.granularity);
+    plan.closure
+        .packages
+        .granularity
+        .name()
+        .clone_into(&mut report.granularity);
     report.packages = closure
         .packages
         .iter()
@@ -549,6 +559,7 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
     if let Some(path) = &plan.allowlist_out {
         crate::cmd::write_atomic(path, allowlist.to_json().as_bytes())
             .with_context(|| format!("writing the allowlist {}", path.display()))?;
+        kept.add(format!("the allowlist {}", path.display()));
         report.allowlist = Some(path.display().to_string());
     }
     timer.lap("closure");
@@ -574,6 +585,11 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
         (write_after_verify && verify_already.is_none()).then(|| runtime.temp_image());
     if !write_after_verify {
         write_output(&output, &plan.write, &packed, &mut report, progress).await?;
+        kept.add(if plan.verify {
+            format!("the output {output} (written before verification, not verified)")
+        } else {
+            format!("the output {output}")
+        });
         timer.lap("write");
     }
     // The written daemon output's id as the daemon gives it: what a verification of it runs.
@@ -710,6 +726,7 @@ pub async fn execute(plan: &RunPlan, progress: &Progress) -> anyhow::Result<RunO
         if write_after_verify {
             if code == 0 {
                 write_output(&output, &plan.write, &packed, &mut report, progress).await?;
+                kept.add(format!("the output {output}"));
                 timer.lap("write");
             } else {
                 report.warnings.insert(
