@@ -1119,3 +1119,18 @@ async fn errors_quoting_a_bad_header_stay_on_one_line() {
     assert!(msg.contains("when getting cksum"), "{msg}");
     assert!(!msg.chars().any(char::is_control), "{msg:?}");
 }
+
+#[tokio::test]
+async fn whiteouts_of_dot_names_remove_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lower = layer(&[E::Dir("a/"), E::File("a/x", b"x"), E::File("top", b"t")]);
+    let upper = layer(&[E::File("a/.wh...", b""), E::File("a/.wh..", b"")]);
+    let dir = oci_dir(
+        tmp.path(),
+        &[(lower, Compression::None), (upper, Compression::Gzip)],
+    );
+    let (_, view) = open_view(&format!("oci:{}", dir.display())).await.unwrap();
+    // Joined onto `/a`, `..` is the root: the whole lower layer would go.
+    assert!(view.entry(&p("/a/x")).is_some());
+    assert!(view.entry(&p("/top")).is_some());
+}

@@ -549,7 +549,9 @@ impl RootfsView {
                     if hidden == ".wh..opq" {
                         self.remove_below(&parent, layer, false);
                         self.ensure_dir(parent.components(), layer);
-                    } else if !hidden.starts_with(".wh.") {
+                    } else if !hidden.starts_with(".wh.") && !matches!(hidden, "" | "." | "..") {
+                        // `.wh..` and `.wh...` name no entry: joined, they would whiteout
+                        // the directory itself or its parent (up to the whole lower image).
                         let target = parent.join(hidden);
                         self.remove_below(&target, layer, true);
                         self.ensure_dir(parent.components(), layer);
