@@ -120,7 +120,8 @@ pub fn run() -> anyhow::Result<()> {
             .args(["build", "--release", "-p", "minify"])
             .current_dir(&root),
     )?;
-    let bin = root.join("target/release/minify");
+    // Where cargo put it (`CARGO_TARGET_DIR` when set), not always `target/`.
+    let bin = crate::util::target_dir().join("release/minify");
     step("fat fixture");
     let image = minify_fixtures::fixture("fat")?;
     let image_size = minify_fixtures::image_size(&image)?;
