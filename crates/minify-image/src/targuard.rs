@@ -93,11 +93,11 @@ impl<R> TarGuard<R> {
             self.next = None;
             return Ok(());
         };
-        // The tar crate treats these as extensions only in ustar/GNU headers.
+        // The tar crate treats these as extensions only in ustar/GNU headers; in an old
+        // header it hands them out as entries, and reading their pax records (which the view
+        // does for every entry) reads them whole just the same: the limit holds for both.
         let recognised = h.as_ustar().is_some() || h.as_gnu().is_some();
-        let what = if !recognised {
-            None
-        } else if ty.is_pax_local_extensions() {
+        let what = if ty.is_pax_local_extensions() {
             Some("pax extended header")
         } else if ty.is_gnu_longname() {
             Some("GNU long name record")
@@ -117,8 +117,14 @@ impl<R> TarGuard<R> {
                     ),
                 ));
             }
-            if ty.is_pax_local_extensions() {
+            if recognised && ty.is_pax_local_extensions() {
                 self.pax = Some((self.pos + size, Vec::with_capacity(size as usize)));
+            } else if !recognised
+                && !ty.is_pax_global_extensions()
+                && let Some(s) = self.pax_size.take()
+            {
+                // An entry for the tar crate: a pending pax size applies to it.
+                size = s;
             }
         } else if ty.is_gnu_sparse() {
             // Its extension blocks change the framing; the view refuses sparse entries.

@@ -1134,3 +1134,26 @@ async fn whiteouts_of_dot_names_remove_nothing() {
     assert!(view.entry(&p("/a/x")).is_some());
     assert!(view.entry(&p("/top")).is_some());
 }
+
+#[tokio::test]
+async fn refuses_big_pax_records_in_old_style_headers_too() {
+    // A v7 header (no ustar magic) typed `x`: the tar crate hands it out as an entry, and
+    // asking an entry for its pax records read its data whole.
+    let mut h = tar::Header::new_old();
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_size(4 << 20);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_path("x").unwrap();
+    h.set_cksum();
+    let mut t = h.as_bytes().to_vec();
+    t.extend(std::iter::repeat_n(b'a', 4 << 20));
+    t.extend([0u8; 1024]);
+    let msg = view_err(&[(t, Compression::Gzip)]).await;
+    assert!(
+        msg.contains("the pax extended header at offset 0 is 4194304 bytes"),
+        "{msg}"
+    );
+}
