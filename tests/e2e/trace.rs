@@ -241,7 +241,11 @@ fn probe_reads_give_the_same_trace_as_direct_loads() {
     if direct_log.contains("files read with direct loads") {
         assert_eq!(direct, probed);
     } else {
-        eprintln!("note: this kernel has no bpf_rdonly_cast; both runs used probe reads");
+        // The comparison this test exists for cannot be made: say so loudly (a failure in
+        // CI, whose kernels have bpf_rdonly_cast), and still check the probe-read run.
+        minify_fixtures::skip(
+            "this kernel has no bpf_rdonly_cast: both runs used probe reads, nothing to compare",
+        );
     }
     for ev in [&direct, &probed] {
         assert_has(ev, "stat", "/usr/lib/os-release", true);

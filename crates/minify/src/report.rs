@@ -361,7 +361,10 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
         assert_eq!(v["output_written"], true);
         assert_eq!(v["verified_image"], copy);
-        assert_eq!(v["verified_image_id"], v["output_id"]);
+        // Each under its own key (comparing the two keys with each other would pass with
+        // both missing).
+        assert_eq!(v["verified_image_id"], "sha256:aa");
+        assert_eq!(v["output_id"], "sha256:aa");
         // A daemon output verified in place says nothing more.
         let r = Report {
             output: "a:1-min".into(),
