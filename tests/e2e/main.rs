@@ -4,13 +4,16 @@
 
 mod closure;
 mod common;
+mod features;
 mod fixtures_smoke;
 mod gc;
 mod hostile;
 mod image;
 mod refusals;
+mod report;
 mod run;
 mod signals;
 mod skeleton;
 mod source;
 mod trace;
+mod verify;
