@@ -567,3 +567,73 @@ fn no_docker_is_exit_3() {
         .unwrap();
     assert_eq!(o.status.code(), Some(0));
 }
+
+/// `--workdir` is where the traced command runs (a relative path resolves there), and
+/// `--trace-out` writes the raw trace, which shows that lookup and the exec.
+#[test]
+fn workdir_and_trace_out_on_base() {
+    let Some(_serial) = serial_if_run() else {
+        return;
+    };
+    let base = fixture("base").unwrap();
+    let ctx = TestContext::new().unwrap();
+    let out = ctx.unique_image_ref("workdir");
+    let trace_path = ctx.temp_dir().join("trace.json");
+    let report_path = ctx.temp_dir().join("report.json");
+    // `test -f UTC` exits 0 only in /usr/share/zoneinfo.
+    let o = run(minify()
+        .args([
+            "run",
+            &base,
+            "--tag",
+            &out,
+            "--workdir",
+            "/usr/share/zoneinfo",
+        ])
+        .args(["--entrypoint", "test", "--cmd", "-f UTC"])
+        .arg("--trace-out")
+        .arg(&trace_path)
+        .arg("--report")
+        .arg(&report_path));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let r = report(&report_path);
+    assert_eq!(r["main_process"]["code"], 0, "{r:#}");
+    assert_eq!(r["main_process_minified"]["code"], 0, "{r:#}");
+    let trace: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(&trace_path).unwrap()).unwrap();
+    let events = trace["events"].as_array().unwrap();
+    assert_eq!(events.len() as u64, r["events"].as_u64().unwrap());
+    let seen = |kind: &str, path: &str| {
+        events
+            .iter()
+            .any(|e| e["kind"] == kind && e["path"] == path && e["ok"] == true)
+    };
+    assert!(seen("exec", "/usr/bin/test"), "{trace:#}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["path"] == "/usr/share/zoneinfo/UTC" && e["ok"] == true),
+        "the relative UTC was not looked up in the workdir: {trace:#}"
+    );
+    // Run by hand in the same directory, the output finds it too; elsewhere it does not.
+    let ok = Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "-w",
+            "/usr/share/zoneinfo",
+            "--entrypoint",
+            "test",
+        ])
+        .args([out.as_str(), "-f", "UTC"])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let elsewhere = Command::new("docker")
+        .args(["run", "--rm", "-w", "/", "--entrypoint", "test"])
+        .args([out.as_str(), "-f", "UTC"])
+        .status()
+        .unwrap();
+    assert_eq!(elsewhere.code(), Some(1));
+}
