@@ -182,7 +182,7 @@ fn ebpf_toolchain_with_rust_src() -> anyhow::Result<()> {
 fn bpf_linker() -> anyhow::Result<()> {
     let current = output_of("bpf-linker", &["--version"]).unwrap_or_default();
     if !current.contains(BPF_LINKER_VERSION) {
-        // Newer releases need a system LLVM these machines cannot install (shared/KERNEL.md).
+        // Newer releases need a system LLVM these machines cannot install (docs/KERNEL.md).
         eprintln!("    installing bpf-linker {BPF_LINKER_VERSION} (about a minute)");
         run_status(Command::new(crate::util::cargo()).args([
             "install",

@@ -26,7 +26,7 @@
 //! runc execs anything) and nothing else on the host, with no pid bookkeeping race.
 //!
 //! Where the kernel allows fentry/`bpf_d_path` those would be cheaper and see opens made by
-//! io_uring; on our machines they fail with EPERM (shared/KERNEL.md), so the programs hook
+//! io_uring; on our machines they fail with EPERM (docs/KERNEL.md), so the programs hook
 //! tracepoints and rebuild paths themselves by walking dentries and mounts up to the task's
 //! root. [`Backend`] names the choice; [`doctor`] reports what this kernel allows.
 //!
@@ -57,7 +57,7 @@
 //!   its own consumer that stays clear of the producer's cache lines; decoding runs in bulk at
 //!   idle priority.
 //!
-//! # Limits (see shared/KERNEL.md)
+//! # Limits (see docs/KERNEL.md)
 //! - Not seen: the ELF interpreter and binary the kernel opens during exec (the ELF resolver
 //!   covers them), opens made through io_uring, 32-bit (compat) syscalls.
 //! - A directory renamed by a process *outside* the cgroup while the workload uses it may be
@@ -98,7 +98,7 @@ pub use spawn::{Sandbox, SpawnSpec};
 pub use tracer::{Backend, Tracer};
 
 /// Default ring buffer size: 16 MiB. Measured on our machines: two workers doing ~800k file
-/// operations in 0.8 s lose nothing at 16 MiB and 12.6 % at 1 MiB (shared/KERNEL.md).
+/// operations in 0.8 s lose nothing at 16 MiB and 12.6 % at 1 MiB (docs/KERNEL.md).
 pub const DEFAULT_RING_BYTES: u32 = 16 << 20;
 
 /// How to trace.

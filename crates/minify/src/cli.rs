@@ -1,5 +1,5 @@
 //! The command line. The `///` docs here are the `--help` text. The contract (names, flags,
-//! exit codes) is in shared/DESIGN.md: change it there first.
+//! exit codes) is in docs/DESIGN.md: change it there first.
 
 use std::path::PathBuf;
 

@@ -42,7 +42,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Exit codes, the contract in shared/DESIGN.md.
+/// Exit codes, the contract in docs/DESIGN.md.
 pub mod exit {
     /// The minified image failed verification.
     pub const VERIFY_FAILED: u8 = 1;
