@@ -7,7 +7,8 @@
 //! after each one, keeps pulling the cache lines the producer is writing (the positions,
 //! the record in progress) over to its own core; measured on the stat-storm benchmark that
 //! cost the producer ~60 ns a record. This reader
-//! - is woken rarely (the programs wake it every few thousand records, see the loader),
+//! - is woken rarely (the programs wake it every few thousand records, see
+//!   `kernel_config::wakeup_every`),
 //! - reads the producer position once per batch and publishes its own once per batch,
 //! - leaves the newest [`Ring::keep_back`] bytes alone until told to take everything, so it
 //!   never reads a line the producer is still writing.
