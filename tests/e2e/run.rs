@@ -38,30 +38,7 @@ fn image_id(reference: &str) -> String {
         .unwrap_or_else(|e| panic!("inspect {reference}: {e:#}"))
 }
 
-/// Whether a command runs in `image` with `/bin/sh` as its entrypoint: `true` when
-/// `sh -c 'exit 0'` ran, `false` only when the engine says there is no such file (exit 127).
-/// Any other failure (no such image, engine down) panics: "no shell" must not be concluded
-/// from a Docker error.
-pub(crate) fn has_working_shell(image: &str) -> bool {
-    let o = Command::new("docker")
-        .args([
-            "run",
-            "--rm",
-            "--entrypoint",
-            "/bin/sh",
-            image,
-            "-c",
-            "exit 0",
-        ])
-        .output()
-        .expect("start the docker CLI");
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    match o.status.code() {
-        Some(0) => true,
-        Some(127) if stderr.contains("no such file or directory") => false,
-        other => panic!("docker run --entrypoint /bin/sh {image}: exit {other:?}: {stderr}"),
-    }
-}
+pub(crate) use minify_fixtures::has_working_shell;
 
 const SHELLS: [&str; 5] = [
     "/bin/sh",
