@@ -170,8 +170,9 @@ fn nginx_lifecycle_probes_and_cleanup() -> anyhow::Result<()> {
     })
 }
 
-/// Containers, in any state, whose owner label is `owner`.
-fn containers_owned_by(owner: &str) -> Vec<String> {
+/// Containers, in any state, whose owner label is `owner` (this test process, shared by
+/// the tests running beside each other) and whose cgroup parent is `parent` (this test's).
+fn containers_owned_by(owner: &str, parent: &str) -> Vec<String> {
     let out = std::process::Command::new("docker")
         .args(["ps", "-aq", "--no-trunc", "--filter"])
         .arg(format!("label={}={owner}", minify_runtime::OWNER_LABEL))
@@ -179,6 +180,12 @@ fn containers_owned_by(owner: &str) -> Vec<String> {
         .unwrap();
     String::from_utf8_lossy(&out.stdout)
         .lines()
+        .filter(|id| {
+            std::process::Command::new("docker")
+                .args(["inspect", "--format", "{{.HostConfig.CgroupParent}}", id])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == parent)
+        })
         .map(str::to_owned)
         .collect()
 }
@@ -216,7 +223,7 @@ fn start_abandoned_at_any_moment_leaves_nothing() -> anyhow::Result<()> {
                 }
                 Err(_elapsed) => {}
             }
-            for c in containers_owned_by(&owner) {
+            for c in containers_owned_by(&owner, &parent) {
                 left.entry(c).or_insert(delay);
             }
             assert_eq!(v1_dirs(&parent), Vec::<String>::new(), "after {delay:?}");
@@ -226,7 +233,7 @@ fn start_abandoned_at_any_moment_leaves_nothing() -> anyhow::Result<()> {
     let (owner, finished, mut left) = result;
     // A request still in flight would have ended by now.
     std::thread::sleep(Duration::from_secs(2));
-    for c in containers_owned_by(&owner) {
+    for c in containers_owned_by(&owner, &parent) {
         left.entry(c).or_insert(Duration::MAX);
     }
     for c in left.keys() {
