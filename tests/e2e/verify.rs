@@ -15,7 +15,7 @@ use crate::common::{minify, run};
 
 /// A server for port 8000 (Python, from the python-http fixture). `GET /NAME` answers 200
 /// with the file `/srv/needs/NAME`; when that file cannot be read it answers by the name:
-/// `close` closes the connection without a word, `refuse` closes it and stops listening (the
+/// `close` closes the connection without a word, `refuse` stops listening and closes it (the
 /// process stays, so later connections are refused), anything else answers 500.
 const SERVER: &str = r#"
 import os, signal, socket
@@ -44,8 +44,10 @@ while True:
             if name == "close":
                 continue
             if name == "refuse":
-                c.close()
+                # The listener first: the client, seeing this connection close, may
+                # connect again at once, and must find nothing listening.
                 srv.close()
+                c.close()
                 signal.pause()
             c.sendall(b"HTTP/1.0 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n")
             continue
