@@ -19,9 +19,17 @@ pub const TARGETS: &[&str] = &[
     "image_manifest",
 ];
 
-/// The memory one input may take: the image readers stream layers and hold only an index,
-/// so anything near this is a blow-up.
-const RSS_LIMIT_MB: u32 = 1024;
+/// The memory one input may take (`-rss_limit_mb`, and `-malloc_limit_mb` for one
+/// allocation). The image readers stream layers and hold only an index, so for them anything
+/// near 1 GiB is a blow-up (a decompression bomb, a path costing its square); the other
+/// targets keep the 2 GiB they were tuned with.
+fn memory_limits_mb(target: &str) -> (u32, u32) {
+    if target.starts_with("image_") {
+        (1024, 512)
+    } else {
+        (2048, 2048)
+    }
+}
 
 /// Run `targets` (all when empty) for `seconds` each; a crash fails with the reproducer path.
 pub fn run(targets: &[String], seconds: u64) -> anyhow::Result<()> {
@@ -46,8 +54,8 @@ pub fn run(targets: &[String], seconds: u64) -> anyhow::Result<()> {
         cmd.current_dir(&dir)
             .args(["run", &toolchain, "cargo", "fuzz", "run", t, "--"])
             .arg(format!("-max_total_time={seconds}"))
-            .arg(format!("-rss_limit_mb={RSS_LIMIT_MB}"))
-            .arg("-malloc_limit_mb=512")
+            .arg(format!("-rss_limit_mb={}", memory_limits_mb(t).0))
+            .arg(format!("-malloc_limit_mb={}", memory_limits_mb(t).1))
             .arg("-timeout=10");
         util::run_status(&mut cmd).with_context(|| {
             format!(
