@@ -9,6 +9,7 @@ mod fixtures_smoke;
 mod gc;
 mod hostile;
 mod image;
+mod packages;
 mod refusals;
 mod report;
 mod run;

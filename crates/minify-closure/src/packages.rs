@@ -13,6 +13,12 @@
 //!
 //! Packages that are only dependencies (`Depends:`) of a used one are not added: a used
 //! package's dependencies that the workload really reached own a kept file themselves.
+//!
+//! A Python distribution is a bundle of top-level parts of its `site-packages` (setuptools
+//! ships `setuptools/`, `pkg_resources/` and `_distutils_hack/`, and every interpreter start
+//! in a venv imports the last through a `.pth` hook): only the parts something was used from
+//! are kept whole, with the distribution's metadata. A part imported lazily from another part
+//! of the same distribution is the price (none of the fixtures has one).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -127,6 +133,13 @@ fn left_out(fs: &dyn Rootfs, p: &ImagePath, locale: bool) -> bool {
     false
 }
 
+/// The first component of `p` below `site` (`jinja2` for `SITE/jinja2/ext.py`), with a
+/// module's extension kept (`six.py`); `None` outside `site`.
+fn top_part<'p>(site: &ImagePath, p: &'p ImagePath) -> Option<&'p str> {
+    let rest = p.as_str().strip_prefix(site.as_str())?.strip_prefix('/')?;
+    rest.split('/').next().filter(|t| !t.is_empty())
+}
+
 fn file_size(fs: &dyn Rootfs, p: &ImagePath) -> u64 {
     fs.entry(p)
         .filter(|e| matches!(e.kind, EntryKind::File))
@@ -162,6 +175,8 @@ pub(crate) fn expand(
     // Used: owns a kept non-directory entry (directories and links to them are never
     // evidence: the model does not own them).
     let mut used: BTreeMap<PackageId, String> = BTreeMap::new();
+    // Python distributions: the top-level parts of their site-packages that were used.
+    let mut parts: BTreeMap<PackageId, BTreeSet<String>> = BTreeMap::new();
     if opts.granularity == Granularity::Package {
         for (p, k) in kept {
             if k.reason == Reason::Parent {
@@ -169,6 +184,9 @@ pub(crate) fn expand(
             }
             for &id in db.owners(p) {
                 used.entry(id).or_insert_with(|| p.to_string());
+                if let Some(top) = db.packages[id].site.as_ref().and_then(|s| top_part(s, p)) {
+                    parts.entry(id).or_default().insert(top.to_owned());
+                }
             }
         }
     }
@@ -206,9 +224,25 @@ pub(crate) fn expand(
         let mut files = 0usize;
         let mut bytes = 0u64;
         let mut added_bytes = 0u64;
+        // `--include-package` keeps every part; otherwise a Python distribution's parts that
+        // nothing used stay out (its metadata and files outside site-packages stay in).
+        let used_parts = if pulled_by == "--include-package" {
+            None
+        } else {
+            parts.get(&id)
+        };
         for f in &pkg.files {
             let already = kept.contains_key(f);
             if !already && left_out(fs, f, locale) {
+                continue;
+            }
+            if !already
+                && let (Some(site), Some(used_parts)) = (&pkg.site, used_parts)
+                && let Some(top) = top_part(site, f)
+                && !top.ends_with(".dist-info")
+                && !top.ends_with(".egg-info")
+                && !used_parts.contains(top)
+            {
                 continue;
             }
             files += 1;

@@ -238,3 +238,63 @@ fn allowlist_expansion_matches_the_closure() {
     assert_eq!(expanded.path_set(), pkg_al.path_set());
     assert_eq!(reports.len(), 2);
 }
+
+#[test]
+fn python_distributions_keep_only_their_used_top_level_parts() {
+    let mut fs = image();
+    let site = "/venv/lib/python3.11/site-packages";
+    file(
+        &mut fs,
+        &format!("{site}/_distutils_hack/__init__.py"),
+        b"hook",
+        0o644,
+    );
+    file(
+        &mut fs,
+        &format!("{site}/_distutils_hack/override.py"),
+        b"o",
+        0o644,
+    );
+    file(
+        &mut fs,
+        &format!("{site}/setuptools/__init__.py"),
+        b"big",
+        0o644,
+    );
+    file(
+        &mut fs,
+        &format!("{site}/distutils-precedence.pth"),
+        b"import _distutils_hack",
+        0o644,
+    );
+    file(
+        &mut fs,
+        &format!("{site}/setuptools-66.1.1.dist-info/METADATA"),
+        b"m",
+        0o644,
+    );
+    file(
+        &mut fs,
+        &format!("{site}/setuptools-66.1.1.dist-info/RECORD"),
+        b"_distutils_hack/__init__.py,,\n_distutils_hack/override.py,,\nsetuptools/__init__.py,,\ndistutils-precedence.pth,,\nsetuptools-66.1.1.dist-info/METADATA,,\n",
+        0o644,
+    );
+    let t = Trace {
+        events: vec![
+            open(&format!("{site}/distutils-precedence.pth")),
+            open(&format!("{site}/_distutils_hack/__init__.py")),
+        ],
+        ..Trace::default()
+    };
+    let c = compute(&fs, &t, &[], &opts(Granularity::Package)).unwrap();
+    assert!(c.contains(&format!("{site}/_distutils_hack/override.py")));
+    assert!(c.contains(&format!("{site}/setuptools-66.1.1.dist-info/METADATA")));
+    assert!(!c.contains(&format!("{site}/setuptools/__init__.py")));
+    let st = c.packages.iter().find(|p| p.name == "setuptools").unwrap();
+    assert_eq!(st.kind, "python");
+    // `--include-package` keeps every part.
+    let mut o = opts(Granularity::Package);
+    o.packages.include = vec!["setuptools".into()];
+    let c = compute(&fs, &t, &[], &o).unwrap();
+    assert!(c.contains(&format!("{site}/setuptools/__init__.py")));
+}

@@ -76,6 +76,10 @@ pub struct Package {
     pub files: Vec<ImagePath>,
     /// Problems with its own file list (paths not in the image, `..`, a truncated list).
     pub warnings: Vec<String>,
+    /// Python distributions: the `site-packages` directory its RECORD is relative to. Each
+    /// top-level entry of it the distribution owns (`setuptools/`, `_distutils_hack/`,
+    /// `six.py`) is a part a caller may keep alone.
+    pub site: Option<ImagePath>,
 }
 
 impl Package {
@@ -216,7 +220,7 @@ impl Collector<'_> {
         mut files: Vec<ImagePath>,
         source: &str,
         stats: &ListStats,
-    ) {
+    ) -> Option<PackageId> {
         let mut warnings = Vec::new();
         if stats.missing > 0 {
             warnings.push(format!(
@@ -238,7 +242,7 @@ impl Collector<'_> {
                     "more than {MAX_UNITS} packages: the rest are not in the model"
                 ));
             }
-            return;
+            return None;
         }
         files.sort();
         files.dedup();
@@ -265,7 +269,9 @@ impl Collector<'_> {
             version,
             files,
             warnings,
+            site: None,
         });
+        Some(id)
     }
 }
 

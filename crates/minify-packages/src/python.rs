@@ -117,13 +117,15 @@ pub(crate) fn read(c: &mut Collector<'_>, paths: &[ImagePath]) {
             }
         }
         let (name, version) = name_version(stem);
-        c.add(
+        if let Some(id) = c.add(
             Kind::Python,
             name,
             version,
             files,
             list_path.as_str(),
             &stats,
-        );
+        ) {
+            c.db.packages[id].site = Some(parent);
+        }
     }
 }
