@@ -14,6 +14,11 @@
 //! Packages that are only dependencies (`Depends:`) of a used one are not added: a used
 //! package's dependencies that the workload really reached own a kept file themselves.
 //!
+//! glibc's gconv modules (8-10 MB of `libc6`) are loaded by name, only by a program that
+//! converts charsets with `iconv`, and such a program reads the directory's
+//! `gconv-modules.cache` first (PHP and Python do at start, nginx and redis never): they are
+//! kept only when something in their directory was used.
+//!
 //! A Python distribution is a bundle of top-level parts of its `site-packages` (setuptools
 //! ships `setuptools/`, `pkg_resources/` and `_distutils_hack/`, and every interpreter start
 //! in a venv imports the last through a `.pth` hook): only the parts something was used from
@@ -133,6 +138,13 @@ fn left_out(fs: &dyn Rootfs, p: &ImagePath, locale: bool) -> bool {
     false
 }
 
+/// The `.../gconv` directory `p` lies in, if any.
+fn gconv_dir(p: &ImagePath) -> Option<ImagePath> {
+    let s = p.as_str();
+    let i = s.find("/gconv/")?;
+    Some(ImagePath::new(&s[..i + "/gconv".len()]))
+}
+
 /// The first component of `p` below `site` (`jinja2` for `SITE/jinja2/ext.py`), with a
 /// module's extension kept (`six.py`); `None` outside `site`.
 fn top_part<'p>(site: &ImagePath, p: &'p ImagePath) -> Option<&'p str> {
@@ -214,6 +226,13 @@ pub(crate) fn expand(
         }
     }
 
+    // gconv directories the workload used (it read `gconv-modules.cache`: it calls iconv).
+    let used_gconv: BTreeSet<ImagePath> = kept
+        .iter()
+        .filter(|(_, k)| k.reason != Reason::Parent)
+        .filter_map(|(p, _)| gconv_dir(p))
+        .collect();
+
     let mut keep = Vec::new();
     let mut reports = Vec::new();
     let mut added: BTreeSet<ImagePath> = BTreeSet::new();
@@ -226,14 +245,14 @@ pub(crate) fn expand(
         let mut added_bytes = 0u64;
         // `--include-package` keeps every part; otherwise a Python distribution's parts that
         // nothing used stay out (its metadata and files outside site-packages stay in).
-        let used_parts = if pulled_by == "--include-package" {
-            None
-        } else {
-            parts.get(&id)
-        };
+        let included = pulled_by == "--include-package";
+        let used_parts = if included { None } else { parts.get(&id) };
         for f in &pkg.files {
             let already = kept.contains_key(f);
             if !already && left_out(fs, f, locale) {
+                continue;
+            }
+            if !already && !included && gconv_dir(f).is_some_and(|g| !used_gconv.contains(&g)) {
                 continue;
             }
             if !already

@@ -50,6 +50,12 @@ fn image() -> MemFs {
         b"gconv",
         0o644,
     );
+    file(
+        &mut fs,
+        "/usr/lib/x86_64-linux-gnu/gconv/gconv-modules.cache",
+        b"c",
+        0o644,
+    );
     file(&mut fs, "/usr/share/doc/libc6/copyright", b"doc", 0o644);
     file(
         &mut fs,
@@ -88,7 +94,7 @@ Package: openjdk-17-jre-headless\nStatus: install ok installed\nArchitecture: am
     file(
         &mut fs,
         "/var/lib/dpkg/info/libc6:amd64.list",
-        b"/.\n/lib\n/lib/x86_64-linux-gnu\n/lib/x86_64-linux-gnu/libc.so.6\n/usr/lib/x86_64-linux-gnu/gconv/ISO8859-1.so\n/usr/share/doc/libc6/copyright\n/usr/share/locale/de/LC_MESSAGES/libc.mo\n/usr/bin/iconv\n/sbin/ldconfig\n",
+        b"/.\n/lib\n/lib/x86_64-linux-gnu\n/lib/x86_64-linux-gnu/libc.so.6\n/usr/lib/x86_64-linux-gnu/gconv/ISO8859-1.so\n/usr/lib/x86_64-linux-gnu/gconv/gconv-modules.cache\n/usr/share/doc/libc6/copyright\n/usr/share/locale/de/LC_MESSAGES/libc.mo\n/usr/bin/iconv\n/sbin/ldconfig\n",
         0o644,
     );
     file(
@@ -128,9 +134,11 @@ fn opts(granularity: Granularity) -> ClosureOptions {
 
 fn trace() -> Trace {
     Trace {
-        // The workload opened libc through the /lib link and one JDK library.
+        // The workload opened libc through the /lib link, glibc's iconv cache (it converts
+        // charsets) and one JDK library.
         events: vec![
             open("/lib/x86_64-linux-gnu/libc.so.6"),
+            open("/usr/lib/x86_64-linux-gnu/gconv/gconv-modules.cache"),
             open(&format!("{JDK}/lib/libjava.so")),
         ],
         ..Trace::default()
@@ -174,10 +182,14 @@ fn package_granularity_keeps_used_packages_whole_minus_docs_locales_and_bins() {
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(names.contains(&"libc6") && names.contains(&"openjdk-17-jre-headless"));
     let libc = c.packages.iter().find(|p| p.name == "libc6").unwrap();
-    assert_eq!(libc.pulled_by, "/usr/lib/x86_64-linux-gnu/libc.so.6");
+    assert_eq!(
+        libc.pulled_by,
+        "/usr/lib/x86_64-linux-gnu/gconv/gconv-modules.cache"
+    );
     assert_eq!((libc.kind, libc.version.as_str()), ("deb", "2.36-9"));
-    // libc.so.6, the gconv module and the `/lib` link libc6 lists (kept on the way).
-    assert_eq!((libc.files, libc.bytes, libc.added_bytes), (3, 9, 5));
+    // libc.so.6, the gconv cache and module and the `/lib` link libc6 lists (kept on the
+    // way).
+    assert_eq!((libc.files, libc.bytes, libc.added_bytes), (4, 10, 5));
     // Parents of what the rule added are kept.
     assert!(c.contains("/usr/lib/x86_64-linux-gnu/gconv"));
 }
@@ -297,4 +309,19 @@ fn python_distributions_keep_only_their_used_top_level_parts() {
     o.packages.include = vec!["setuptools".into()];
     let c = compute(&fs, &t, &[], &o).unwrap();
     assert!(c.contains(&format!("{site}/setuptools/__init__.py")));
+}
+
+#[test]
+fn gconv_modules_only_for_a_workload_that_read_the_gconv_cache() {
+    let mut t = trace();
+    t.events.retain(|e| !e.path.contains("gconv"));
+    let c = compute(&image(), &t, &[], &opts(Granularity::Package)).unwrap();
+    assert!(!c.contains("/usr/lib/x86_64-linux-gnu/gconv/ISO8859-1.so"));
+    assert!(!c.contains("/usr/lib/x86_64-linux-gnu/gconv/gconv-modules.cache"));
+    // libc6 is still kept whole otherwise, and `--include-package` keeps the modules too.
+    assert!(c.packages.iter().any(|p| p.name == "libc6"));
+    let mut o = opts(Granularity::Package);
+    o.packages.include = vec!["libc6".into()];
+    let c = compute(&image(), &t, &[], &o).unwrap();
+    assert!(c.contains("/usr/lib/x86_64-linux-gnu/gconv/ISO8859-1.so"));
 }
