@@ -2,6 +2,7 @@
 //! One test binary (`cargo test -p minify --test e2e`); one module per theme. Shared helpers
 //! (fixture images, skip guards, `TestContext`) come from the `minify-fixtures` crate.
 
+mod ci;
 mod closure;
 mod common;
 mod features;

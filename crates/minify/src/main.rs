@@ -131,27 +131,33 @@ fn main() -> ExitCode {
     match cmd::dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            // `chain()` yields anyhow's context wrappers, which a plain `dyn Error` downcast
-            // does not see through; `anyhow::Error::downcast_ref` walks the context chain.
-            let marker = err.downcast_ref::<FailureMarker>();
-            let code = marker.map_or(exit::USAGE, |m| m.0);
-            let marker = marker.map(ToString::to_string);
-            // One line: the outermost context first, then its causes (without the marker,
-            // and without a cause that only repeats the end of the line so far).
-            let mut msg = String::new();
-            for part in err.chain().map(ToString::to_string) {
-                if Some(&part) == marker.as_ref() || msg.ends_with(&part) {
-                    continue;
-                }
-                if !msg.is_empty() {
-                    msg.push_str(": ");
-                }
-                msg.push_str(&part);
-            }
-            // One line, whatever the causes hold.
-            let msg = msg.replace('\n', "\\n");
+            let (code, msg) = describe(&err);
             errln!("minify: error: {msg}");
             ExitCode::from(code)
         }
     }
+}
+
+/// The exit code an error calls for and its one-line message (what `main` prints after
+/// `minify: error: `, and what a report's `error` holds).
+pub fn describe(err: &anyhow::Error) -> (u8, String) {
+    // `chain()` yields anyhow's context wrappers, which a plain `dyn Error` downcast
+    // does not see through; `anyhow::Error::downcast_ref` walks the context chain.
+    let marker = err.downcast_ref::<FailureMarker>();
+    let code = marker.map_or(exit::USAGE, |m| m.0);
+    let marker = marker.map(ToString::to_string);
+    // One line: the outermost context first, then its causes (without the marker,
+    // and without a cause that only repeats the end of the line so far).
+    let mut msg = String::new();
+    for part in err.chain().map(ToString::to_string) {
+        if Some(&part) == marker.as_ref() || msg.ends_with(&part) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&part);
+    }
+    // One line, whatever the causes hold.
+    (code, msg.replace('\n', "\\n"))
 }

@@ -19,6 +19,31 @@ pub enum VerifyStatus {
     Skipped,
 }
 
+/// How a run ended: the one field a CI step reads. Every exit of `minify run --report FILE`
+/// writes it (also exits 2, 3, 130 and 143), so a report at that path is never an older
+/// run's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Written, and every probe that passed on the original passed on the output (exit 0).
+    Verified,
+    /// Written (a daemon output) or not (a file output), and verification failed (exit 1).
+    VerifyFailed,
+    /// `--no-verify`: written and not run again (exit 0).
+    NotVerified,
+    /// A probe (or the readiness wait before it) failed on the original image, so nothing
+    /// was built (exit 2).
+    ProbeFailedOnOriginal,
+    /// Bad arguments or input: an image that does not exist, a corrupt file (exit 2).
+    /// The default only so a report in the making has a value; every written report sets it.
+    #[default]
+    InputError,
+    /// No daemon, no eBPF rights, a lossy trace (exit 3).
+    EnvironmentError,
+    /// Ctrl-C or SIGTERM (exit 130 or 143); what it had made was removed.
+    Interrupted,
+}
+
 /// One probe on both images.
 #[derive(Clone, Debug, Serialize)]
 pub struct ProbeReport {
@@ -94,6 +119,16 @@ pub enum MainProcess {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Report {
     pub tool: String,
+    /// How the run ended (see [`RunStatus`]).
+    pub status: RunStatus,
+    /// The exit code of `minify run`.
+    pub exit_code: u8,
+    /// The error line `minify run` printed (without `minify: error: `); `null` on exits 0
+    /// and 1.
+    pub error: Option<String>,
+    /// The phase the run was in when it stopped (`arguments`, `open`, `untraced-run`,
+    /// `trace`, `closure`, `pack`, `write`, `verify`), or `done`.
+    pub phase: String,
     pub image: String,
     pub image_id: String,
     pub output: String,
@@ -339,6 +374,26 @@ mod tests {
         assert_eq!(v["output_written"], false, "{j}");
         assert!(v["verified_image"].is_null(), "{j}");
         assert!(v["verified_image_id"].is_null(), "{j}");
+    }
+
+    #[test]
+    fn statuses_are_snake_case() {
+        let names: Vec<String> = [
+            RunStatus::Verified,
+            RunStatus::VerifyFailed,
+            RunStatus::NotVerified,
+            RunStatus::ProbeFailedOnOriginal,
+            RunStatus::InputError,
+            RunStatus::EnvironmentError,
+            RunStatus::Interrupted,
+        ]
+        .iter()
+        .map(|s| serde_json::to_string(s).unwrap())
+        .collect();
+        assert_eq!(
+            names.join(" "),
+            r#""verified" "verify_failed" "not_verified" "probe_failed_on_original" "input_error" "environment_error" "interrupted""#
+        );
     }
 
     #[test]

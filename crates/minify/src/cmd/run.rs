@@ -1,5 +1,6 @@
 //! `minify run IMAGE [--probe-*]...`: turn the arguments into a [`RunPlan`], run the pipeline
-//! under a tokio runtime that cleans up on Ctrl-C and SIGTERM, write the report, print the summary.
+//! under a tokio runtime that cleans up on Ctrl-C and SIGTERM, write the report (on every
+//! exit, with its `status`), print the summary.
 
 use std::time::Duration;
 
@@ -10,27 +11,70 @@ use minify_image::ImageRef;
 use minify_runtime::{ExecMode, Overrides, Probe, exec_mode};
 
 use crate::cli::{Cli, RunArgs};
+use crate::exit;
 use crate::pipeline::progress::Progress;
-use crate::pipeline::{RunPlan, default_output, execute};
+use crate::pipeline::{RunOutcome, RunPlan, RunState, default_output, execute};
+use crate::report::{Report, RunStatus, VerifyStatus};
 
 pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
-    let plan = plan(args)?;
-    let progress = Progress::new();
-    let kept = crate::cmd::Kept::default();
-    let outcome =
-        crate::cmd::block_on_interruptible_keeping(execute(&plan, &progress, &kept), &kept);
-    drop(progress);
-    let outcome = outcome?;
-    let report = &outcome.report;
+    let state = RunState::default();
+    let outcome = plan(args).and_then(|plan| {
+        let progress = Progress::new();
+        let kept = crate::cmd::Kept::default();
+        crate::cmd::block_on_interruptible_keeping(execute(&plan, &progress, &kept, &state), &kept)
+    });
+    match outcome {
+        Ok(RunOutcome { mut report, code }) => {
+            report.status = match (&report.verify, code) {
+                (_, exit::VERIFY_FAILED) => RunStatus::VerifyFailed,
+                (Some(VerifyStatus::Passed), _) => RunStatus::Verified,
+                _ => RunStatus::NotVerified,
+            };
+            report.exit_code = code;
+            "done".clone_into(&mut report.phase);
+            emit(args, &report)?;
+            err!("{}", report.summary());
+            Ok(code)
+        }
+        Err(e) => {
+            // Whatever the run knew when it stopped; with `--report`, a CI step that reads
+            // the file never reads an older run's.
+            let mut report = state.take();
+            let (code, line) = crate::describe(&e);
+            if report.phase.is_empty() {
+                // Stopped before the pipeline began: the arguments were refused.
+                report.tool = crate::pipeline::tool_name();
+                report.image.clone_from(&args.image);
+                "arguments".clone_into(&mut report.phase);
+            }
+            report.status = match code {
+                exit::INTERRUPTED | exit::TERMINATED => RunStatus::Interrupted,
+                exit::ENVIRONMENT => RunStatus::EnvironmentError,
+                _ if report.status == RunStatus::ProbeFailedOnOriginal => report.status,
+                _ => RunStatus::InputError,
+            };
+            report.exit_code = code;
+            report.error = Some(line);
+            if let Err(write) = emit(args, &report) {
+                // The run's own error is the one to report; this one is said besides.
+                errln!("minify: warning: {}", crate::describe(&write).1);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Write the report to `--report` (atomically, replacing an older one) and print it for
+/// `--json`.
+fn emit(args: &RunArgs, report: &Report) -> anyhow::Result<()> {
+    if args.json {
+        out!("{}", report.to_json());
+    }
     if let Some(path) = &args.report {
         crate::cmd::write_atomic(path, report.to_json().as_bytes())
             .with_context(|| format!("writing the report {}", path.display()))?;
     }
-    if args.json {
-        out!("{}", report.to_json());
-    }
-    err!("{}", report.summary());
-    Ok(outcome.code)
+    Ok(())
 }
 
 /// Validate the arguments into a plan; every problem here is a usage error (exit 2).

@@ -110,6 +110,48 @@ pub struct RunOutcome {
     pub code: u8,
 }
 
+/// What a run knew so far, kept outside the pipeline's future: a run that fails, or is
+/// interrupted (the future is dropped), still reports the phase it was in, the probes that
+/// had run and the timings so far.
+#[derive(Debug, Default)]
+pub struct RunState(std::sync::Mutex<Report>);
+
+impl RunState {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Report> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The run enters `phase`, knowing `report` and the phases `timer` has timed.
+    fn enter(&self, phase: &str, report: &Report, timer: &Timer) {
+        let mut r = report.clone();
+        phase.clone_into(&mut r.phase);
+        r.timings_ms.clone_from(&timer.0);
+        *self.lock() = r;
+    }
+
+    /// A probe finished: on the original image it is appended, on the minified image it
+    /// fills the `index`th probe's `minified`.
+    fn probe_done(&self, original: bool, index: usize, result: &ProbeResult) {
+        let mut r = self.lock();
+        if original {
+            r.probes.push(ProbeReport {
+                name: result.probe.to_string(),
+                original: result.clone(),
+                minified: None,
+            });
+        } else if let Some(p) = r.probes.get_mut(index) {
+            p.minified = Some(result.clone());
+        }
+    }
+
+    /// What the run knew when it stopped.
+    pub fn take(&self) -> Report {
+        std::mem::take(&mut *self.lock())
+    }
+}
+
 /// Tool name written into allowlists and reports.
 pub fn tool_name() -> String {
     format!("minify {}", env!("CARGO_PKG_VERSION"))
@@ -238,6 +280,7 @@ pub async fn execute(
     plan: &RunPlan,
     progress: &Progress,
     kept: &crate::cmd::Kept,
+    state: &RunState,
 ) -> anyhow::Result<RunOutcome> {
     let mut timer = Timer::new();
     let mut report = Report {
@@ -245,6 +288,7 @@ pub async fn execute(
         image: plan.image.to_string(),
         ..Default::default()
     };
+    state.enter("open", &report, &timer);
 
     // --- open: the daemon, the image's run config, its layers as a rootfs view. A file
     // source is opened (and so checked) first, before anything is made in the daemon.
@@ -270,6 +314,7 @@ pub async fn execute(
         (None, None) => anyhow::bail!("no output for {}; give --tag", plan.image),
     };
     report.output = output.to_string();
+    state.enter("open", &report, &timer);
     let daemon_info = match &plan.image {
         ImageRef::Daemon(name) => Some(
             runtime
@@ -346,6 +391,15 @@ pub async fn execute(
     report.size_before = info.size;
     report.files_before = view.file_count() as u64;
     timer.lap("open");
+    state.enter(
+        if plan.measure_untraced {
+            "untraced-run"
+        } else {
+            "trace"
+        },
+        &report,
+        &timer,
+    );
 
     if plan.measure_untraced {
         // Untraced first, one warm-up run then three measured ones (the median is kept): the
@@ -363,7 +417,7 @@ pub async fn execute(
         for round in 0..4 {
             let start = Instant::now();
             let c = runtime.start(&spec).await.map_err(crate::lib_error)?;
-            exercise(plan, &work, &c, progress, false).await?;
+            exercise(plan, &work, &c, progress, false, None).await?;
             let ms = start.elapsed().as_millis() as u64;
             c.remove().await.map_err(crate::lib_error)?;
             if round > 0 {
@@ -373,6 +427,7 @@ pub async fn execute(
         samples.sort_unstable();
         report.untraced_probe_phase_ms = samples.get(samples.len() / 2).copied();
         timer.lap("untraced-run");
+        state.enter("trace", &report, &timer);
     }
 
     // --- trace: cgroup + tracer attached before the container exists, then run and probe.
@@ -397,9 +452,21 @@ pub async fn execute(
     };
     let phase_start = Instant::now();
     let container = runtime.start(&spec).await.map_err(crate::lib_error)?;
-    let (readiness, originals, main) = exercise(plan, &work, &container, progress, true).await?;
+    let (readiness, originals, main) =
+        exercise(plan, &work, &container, progress, true, Some(state)).await?;
     report.probe_phase_ms = phase_start.elapsed().as_millis() as u64;
+    report.probes = originals
+        .iter()
+        .map(|original| ProbeReport {
+            name: original.probe.to_string(),
+            original: original.clone(),
+            minified: None,
+        })
+        .collect();
     if let Some(bad) = originals.iter().find(|r| !r.passed) {
+        report.readiness = Some(readiness.clone());
+        report.status = crate::report::RunStatus::ProbeFailedOnOriginal;
+        state.enter("trace", &report, &timer);
         let logs = container.logs_tail(20).await;
         let fix = if matches!(bad.probe, Probe::Healthcheck(_)) {
             "fix the image's HEALTHCHECK, or leave it out with --no-healthcheck"
@@ -456,6 +523,7 @@ pub async fn execute(
         kept.add(format!("the trace {}", path.display()));
     }
     timer.lap("trace");
+    state.enter("closure", &report, &timer);
     if report.events_lost_total > 0 && !plan.allow_lossy {
         return Err(with_code(
             anyhow::anyhow!(
@@ -563,6 +631,7 @@ pub async fn execute(
         report.allowlist = Some(path.display().to_string());
     }
     timer.lap("closure");
+    state.enter("pack", &report, &timer);
 
     // --- pack and write: exactly what `minify build --allowlist` does, so the ids match.
     progress.phase(format!("packing {} paths", allowlist.paths.len()));
@@ -584,6 +653,7 @@ pub async fn execute(
     let verify_copy =
         (write_after_verify && verify_already.is_none()).then(|| runtime.temp_image());
     if !write_after_verify {
+        state.enter("write", &report, &timer);
         write_output(&output, &plan.write, &packed, &mut report, progress).await?;
         kept.add(if plan.verify {
             format!("the output {output} (written before verification, not verified)")
@@ -653,6 +723,7 @@ pub async fn execute(
         progress.phase(format!("verifying {image}"));
         report.verified_image = Some(image.clone());
         report.verified_image_id = Some(id);
+        state.enter("verify", &report, &timer);
         let spec = RunSpec {
             image,
             overrides: plan.overrides.clone(),
@@ -660,7 +731,8 @@ pub async fn execute(
             stop_timeout: plan.stop_timeout,
         };
         let c = runtime.start(&spec).await.map_err(crate::lib_error)?;
-        let (_, results, main_min) = exercise(plan, &work, &c, progress, false).await?;
+        let (_, results, main_min) =
+            exercise(plan, &work, &c, progress, false, Some(state)).await?;
         let logs = c.logs_tail(20).await;
         c.stop().await.map_err(crate::lib_error)?;
         c.remove().await.map_err(crate::lib_error)?;
@@ -725,6 +797,7 @@ pub async fn execute(
         timer.lap("verify");
         if write_after_verify {
             if code == 0 {
+                state.enter("write", &report, &timer);
                 write_output(&output, &plan.write, &packed, &mut report, progress).await?;
                 kept.add(format!("the output {output}"));
                 timer.lap("write");
@@ -774,13 +847,16 @@ async fn write_output(
 /// Wait for readiness, then run every probe in order (stopping at the first failure when
 /// `stop_at_failure`, i.e. on the original image); with no probe, wait for the entrypoint to
 /// exit or the timeout, then run the health check if it still runs. Returns what readiness
-/// saw, the probe results, and how the main process ended (no-probe runs only).
+/// saw, the probe results, and how the main process ended (no-probe runs only). Each
+/// result is also recorded in `state` as it comes (the original image's when
+/// `stop_at_failure`), so an interrupted run reports the probes that had run.
 async fn exercise(
     plan: &RunPlan,
     work: &Workload,
     c: &Container,
     progress: &Progress,
     stop_at_failure: bool,
+    state: Option<&RunState>,
 ) -> anyhow::Result<(Readiness, Vec<ProbeResult>, Option<MainProcess>)> {
     let readiness = if work.probes.is_empty() {
         Readiness::NoPorts
@@ -826,6 +902,9 @@ async fn exercise(
             progress.phase(format!("probe {probe}"));
             let r = c.run_probe(probe, plan.probe_timeout).await;
             progress.println(&format!("minify: {}", r.summary()));
+            if let Some(state) = state {
+                state.probe_done(stop_at_failure, results.len(), &r);
+            }
             results.push(r);
         }
         return Ok((readiness, results, Some(main)));
@@ -849,6 +928,9 @@ async fn exercise(
             c.run_probe(probe, plan.probe_timeout).await
         };
         progress.println(&format!("minify: {}", r.summary()));
+        if let Some(state) = state {
+            state.probe_done(stop_at_failure, results.len(), &r);
+        }
         let failed = !r.passed;
         results.push(r);
         if failed && stop_at_failure {
