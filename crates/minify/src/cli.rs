@@ -102,15 +102,28 @@ pub struct RunArgs {
     /// one with shell syntax runs through the image's /bin/sh, which is then kept.
     #[arg(long = "probe-exec", value_name = "CMD")]
     pub probe_exec: Vec<String>,
-    /// GET PATH on every exposed TCP port; any answer below 500 passes.
+    /// GET PATH on every exposed TCP port; any answer below 500 passes. A connection error
+    /// or a 5xx answer is retried until --ready-timeout runs out (an app behind a front that
+    /// opens its port first), then the last answer counts.
     #[arg(long = "probe-http", value_name = "PATH")]
     pub probe_http: Vec<String>,
     /// Seconds each probe may take before it is killed and fails.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub probe_timeout: u64,
-    /// Seconds to wait for the exposed TCP ports to accept connections.
+    /// Seconds to wait, on each image, for readiness: the exposed TCP ports accepting
+    /// connections, then --ready-http and --ready-cmd passing, and --probe-http's retries.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub ready_timeout: u64,
+    /// Before any probe, on each image: wait until GET PATH on every exposed TCP port answers
+    /// below 500 (retried every half second). Not a probe: it is not counted or reported as
+    /// one. An image that never answers fails (on the minified image: verification fails).
+    #[arg(long = "ready-http", value_name = "PATH")]
+    pub ready_http: Vec<String>,
+    /// Before any probe, on each image: wait until `sh -c CMD` on the host exits 0 (retried
+    /// every half second; MINIFY_CONTAINER and MINIFY_HOST set as for --probe-cmd). Not a
+    /// probe.
+    #[arg(long = "ready-cmd", value_name = "CMD")]
+    pub ready_cmd: Vec<String>,
     /// With no probe: trace until the entrypoint exits or this many seconds pass.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub timeout: u64,

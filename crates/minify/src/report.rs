@@ -178,6 +178,14 @@ pub struct Report {
     pub events_lost: BTreeMap<String, u64>,
     pub events_lost_total: u64,
     pub readiness: Option<Readiness>,
+    /// The same wait on the image verified; `null` when verification did not run.
+    pub readiness_minified: Option<Readiness>,
+    /// Milliseconds until the original image's app answered: its ports accepted,
+    /// `--ready-http`/`--ready-cmd` passed and, without those, the first `--probe-http`
+    /// passed (after its retries). `null` when it never did, or with no probe.
+    pub ready_ms: Option<u64>,
+    /// The same on the image verified.
+    pub ready_ms_minified: Option<u64>,
     /// With no probe: how the entrypoint ended on each image.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub main_process: Option<MainProcess>,

@@ -138,6 +138,8 @@ pub fn plan(args: &RunArgs) -> anyhow::Result<RunPlan> {
         overrides,
         probe_timeout: Duration::from_secs(args.probe_timeout),
         ready_timeout: Duration::from_secs(args.ready_timeout),
+        ready_http: args.ready_http.clone(),
+        ready_cmd: args.ready_cmd.clone(),
         timeout: Duration::from_secs(args.timeout),
         stop_timeout: Duration::from_secs(args.stop_timeout),
         closure: ClosureOptions {

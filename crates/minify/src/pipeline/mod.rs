@@ -22,6 +22,7 @@
 pub mod progress;
 pub mod source_guard;
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -49,7 +50,12 @@ pub struct RunPlan {
     pub probes: Vec<Probe>,
     pub overrides: Overrides,
     pub probe_timeout: Duration,
+    /// Bounds the whole readiness wait: ports, `--ready-*`, `--probe-http` retries.
     pub ready_timeout: Duration,
+    /// `--ready-http PATH`: GET on every exposed TCP port answers below 500.
+    pub ready_http: Vec<String>,
+    /// `--ready-cmd CMD`: exits 0 on the host, with the probes' environment.
+    pub ready_cmd: Vec<String>,
     /// With no probe: how long to let the entrypoint run.
     pub timeout: Duration,
     pub stop_timeout: Duration,
@@ -452,8 +458,13 @@ pub async fn execute(
     };
     let phase_start = Instant::now();
     let container = runtime.start(&spec).await.map_err(crate::lib_error)?;
-    let (readiness, originals, main) =
-        exercise(plan, &work, &container, progress, true, Some(state)).await?;
+    let Exercised {
+        readiness,
+        results: originals,
+        main,
+        ready_ms,
+    } = exercise(plan, &work, &container, progress, true, Some(state)).await?;
+    report.ready_ms = ready_ms;
     report.probe_phase_ms = phase_start.elapsed().as_millis() as u64;
     report.probes = originals
         .iter()
@@ -731,8 +742,14 @@ pub async fn execute(
             stop_timeout: plan.stop_timeout,
         };
         let c = runtime.start(&spec).await.map_err(crate::lib_error)?;
-        let (_, results, main_min) =
-            exercise(plan, &work, &c, progress, false, Some(state)).await?;
+        let Exercised {
+            readiness: readiness_min,
+            results,
+            main: main_min,
+            ready_ms,
+        } = exercise(plan, &work, &c, progress, false, Some(state)).await?;
+        report.readiness_minified = Some(readiness_min);
+        report.ready_ms_minified = ready_ms;
         let logs = c.logs_tail(20).await;
         c.stop().await.map_err(crate::lib_error)?;
         c.remove().await.map_err(crate::lib_error)?;
@@ -844,12 +861,105 @@ async fn write_output(
     Ok(())
 }
 
+/// How long to wait between two readiness attempts (`--ready-http`, `--ready-cmd`, a
+/// `--probe-http` answered with a connection error or a 5xx).
+const READY_RETRY: Duration = Duration::from_millis(500);
+
+/// What [`exercise`] saw on one image.
+struct Exercised {
+    /// The wait for the exposed ports.
+    readiness: Readiness,
+    results: Vec<ProbeResult>,
+    /// With no probe: how the main process ended.
+    main: Option<MainProcess>,
+    /// Milliseconds from the start of the readiness wait until the app answered: the ports
+    /// accepted, `--ready-http`/`--ready-cmd` passed and, without those, the first
+    /// `--probe-http` passed. `None` when it never did, or with no probe.
+    ready_ms: Option<u64>,
+}
+
+/// A failed probe that did not run because the image never became ready.
+fn not_ready(probe: &Probe, message: &str) -> ProbeResult {
+    ProbeResult {
+        probe: probe.clone(),
+        passed: false,
+        outcome: minify_runtime::ProbeOutcome::Error {
+            message: message.lines().next().unwrap_or_default().to_owned(),
+        },
+        duration_ms: 0,
+        output: message.to_owned(),
+        used_shell: false,
+    }
+}
+
+/// Whether a failed `--probe-http` may only mean the app is not up yet: the connection
+/// failed, or a front answered 5xx (nginx before php-fpm made its socket answers 502).
+fn retryable(r: &ProbeResult) -> bool {
+    match &r.outcome {
+        minify_runtime::ProbeOutcome::Error { .. } => true,
+        minify_runtime::ProbeOutcome::Http { statuses } => statuses.iter().any(|(_, s)| *s >= 500),
+        _ => false,
+    }
+}
+
+async fn exited(c: &Container) -> bool {
+    matches!(c.state().await, Ok((false, _)))
+}
+
+/// `--ready-http` and `--ready-cmd`, each retried until it passes, within `--ready-timeout`
+/// from `start`. They are not probes: they do not count, and are not verified. `Err` says
+/// which check did not pass and how it last failed.
+async fn wait_app_ready(
+    plan: &RunPlan,
+    c: &Container,
+    progress: &Progress,
+    start: Instant,
+) -> Result<(), String> {
+    let checks = plan
+        .ready_http
+        .iter()
+        .map(|p| (format!("--ready-http {p:?}"), Probe::Http(p.clone())))
+        .chain(
+            plan.ready_cmd
+                .iter()
+                .map(|cmd| (format!("--ready-cmd {cmd:?}"), Probe::Cmd(cmd.clone()))),
+        );
+    for (name, check) in checks {
+        progress.phase(format!("waiting for {} to pass {name}", c.name()));
+        loop {
+            let left = plan.ready_timeout.saturating_sub(start.elapsed());
+            let r = c
+                .run_probe(
+                    &check,
+                    plan.probe_timeout.min(left.max(Duration::from_secs(1))),
+                )
+                .await;
+            if r.passed {
+                break;
+            }
+            if start.elapsed() >= plan.ready_timeout || exited(c).await {
+                let what = r.summary();
+                let what = what.split_once(": ").map_or(what.as_str(), |(_, w)| w);
+                return Err(format!(
+                    "not ready: {name} did not pass within --ready-timeout {} s (last attempt: {what})\n{}",
+                    plan.ready_timeout.as_secs(),
+                    r.output.trim_end()
+                ));
+            }
+            tokio::time::sleep(READY_RETRY).await;
+        }
+    }
+    Ok(())
+}
+
 /// Wait for readiness, then run every probe in order (stopping at the first failure when
 /// `stop_at_failure`, i.e. on the original image); with no probe, wait for the entrypoint to
-/// exit or the timeout, then run the health check if it still runs. Returns what readiness
-/// saw, the probe results, and how the main process ended (no-probe runs only). Each
-/// result is also recorded in `state` as it comes (the original image's when
-/// `stop_at_failure`), so an interrupted run reports the probes that had run.
+/// exit or the timeout, then run the health check if it still runs. Readiness is the
+/// exposed ports accepting, then `--ready-http`/`--ready-cmd` passing; a `--probe-http`
+/// that gets a connection error or a 5xx is retried until `--ready-timeout` (from the start
+/// of the wait) runs out. An image that never becomes ready fails every probe with a message
+/// that says so. Each result is also recorded in `state` as it comes (the original image's
+/// when `stop_at_failure`), so an interrupted run reports the probes that had run.
 async fn exercise(
     plan: &RunPlan,
     work: &Workload,
@@ -857,7 +967,8 @@ async fn exercise(
     progress: &Progress,
     stop_at_failure: bool,
     state: Option<&RunState>,
-) -> anyhow::Result<(Readiness, Vec<ProbeResult>, Option<MainProcess>)> {
+) -> anyhow::Result<Exercised> {
+    let ready_start = Instant::now();
     let readiness = if work.probes.is_empty() {
         Readiness::NoPorts
     } else {
@@ -868,21 +979,13 @@ async fn exercise(
             // failure of every probe (exit 1), not an input error.
             Err(e @ minify_runtime::RuntimeError::ReadyTimeout { .. }) if !stop_at_failure => {
                 let message = e.to_string();
-                let results = plan
-                    .probes
-                    .iter()
-                    .map(|probe| ProbeResult {
-                        probe: probe.clone(),
-                        passed: false,
-                        outcome: minify_runtime::ProbeOutcome::Error {
-                            message: message.lines().next().unwrap_or_default().to_owned(),
-                        },
-                        duration_ms: 0,
-                        output: message.clone(),
-                        used_shell: false,
-                    })
-                    .collect();
-                return Ok((Readiness::NoPorts, results, None));
+                let results = plan.probes.iter().map(|p| not_ready(p, &message)).collect();
+                return Ok(Exercised {
+                    readiness: Readiness::NoPorts,
+                    results,
+                    main: None,
+                    ready_ms: None,
+                });
             }
             Err(e) => return Err(crate::lib_error(e)),
         }
@@ -907,7 +1010,35 @@ async fn exercise(
             }
             results.push(r);
         }
-        return Ok((readiness, results, Some(main)));
+        return Ok(Exercised {
+            readiness,
+            results,
+            main: Some(main),
+            ready_ms: None,
+        });
+    }
+    let mut ready_ms = None;
+    if !matches!(readiness, Readiness::Exited { .. }) {
+        if let Err(message) = wait_app_ready(plan, c, progress, ready_start).await {
+            progress.println(&format!(
+                "minify: {}",
+                message.lines().next().unwrap_or_default()
+            ));
+            let results: Vec<ProbeResult> =
+                work.probes.iter().map(|p| not_ready(p, &message)).collect();
+            if let (Some(state), Some(first)) = (state, results.first()) {
+                state.probe_done(stop_at_failure, 0, first);
+            }
+            return Ok(Exercised {
+                readiness,
+                results,
+                main: None,
+                ready_ms: None,
+            });
+        }
+        if !plan.ready_http.is_empty() || !plan.ready_cmd.is_empty() {
+            ready_ms = Some(ready_start.elapsed().as_millis() as u64);
+        }
     }
     let mut results = Vec::new();
     for probe in &work.probes {
@@ -925,7 +1056,31 @@ async fn exercise(
             }
         } else {
             progress.phase(format!("probe {probe}"));
-            c.run_probe(probe, plan.probe_timeout).await
+            let mut r = c.run_probe(probe, plan.probe_timeout).await;
+            let mut retries = 0u32;
+            let first = Instant::now();
+            while matches!(probe, Probe::Http(_))
+                && !r.passed
+                && retryable(&r)
+                && ready_start.elapsed() < plan.ready_timeout
+                && !exited(c).await
+            {
+                tokio::time::sleep(READY_RETRY).await;
+                retries += 1;
+                r = c.run_probe(probe, plan.probe_timeout).await;
+            }
+            if retries > 0 {
+                let _ = writeln!(
+                    r.output,
+                    "(retried {retries} times over {:.1} s after a connection error or a 5xx answer, within --ready-timeout {} s)",
+                    first.elapsed().as_secs_f64(),
+                    plan.ready_timeout.as_secs()
+                );
+            }
+            if ready_ms.is_none() && r.passed && matches!(probe, Probe::Http(_)) {
+                ready_ms = Some(ready_start.elapsed().as_millis() as u64);
+            }
+            r
         };
         progress.println(&format!("minify: {}", r.summary()));
         if let Some(state) = state {
@@ -937,7 +1092,19 @@ async fn exercise(
             break;
         }
     }
-    Ok((readiness, results, None))
+    if ready_ms.is_none() && results.iter().all(|r| r.passed) {
+        ready_ms = match &readiness {
+            Readiness::Ready { after_ms, .. } => Some(*after_ms),
+            Readiness::NoPorts => Some(0),
+            Readiness::Exited { .. } => None,
+        };
+    }
+    Ok(Exercised {
+        readiness,
+        results,
+        main: None,
+        ready_ms,
+    })
 }
 
 fn indent(s: &str) -> String {
