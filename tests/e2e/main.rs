@@ -13,6 +13,7 @@ mod image;
 mod packages;
 mod refusals;
 mod report;
+mod reuse;
 mod run;
 mod signals;
 mod skeleton;

@@ -41,6 +41,7 @@
 
 mod build;
 mod packages;
+mod reclose;
 mod sets;
 mod skeleton;
 
@@ -50,6 +51,7 @@ use minify_model::allowlist::SourceImage;
 use minify_model::{Allowlist, AllowlistEntry, ImagePath, Reason, Rootfs, Trace};
 
 pub use packages::{Granularity, PackageOptions, PackageReport};
+pub use reclose::{Reclosure, RootReport, RootState, is_root, reclose};
 pub use sets::{DefaultSet, DefaultSets};
 pub use skeleton::SkeletonInput;
 

@@ -1,11 +1,12 @@
 //! `minify build IMAGE --allowlist FILE [--tag OUT] [--force]`: pack an image from a kept
-//! allowlist, with no tracing. This is the reuse path CI relies on: the same image and the
-//! same allowlist give the same image id.
+//! allowlist, with no tracing. This is the reuse path CI relies on: the allowlist's roots are
+//! re-closed on the image being built (`minify_closure::reclose`), so a rebuilt image gets its
+//! own libraries and links; the same image and the same allowlist give the same image id.
 
 use anyhow::Context as _;
-use minify_closure::{DefaultSet, Granularity, PackageOptions};
+use minify_closure::{ClosureOptions, PackageOptions, SkeletonInput};
 use minify_image::{ImageError, ImageRef, PackOptions, RootfsView, SourceImage, pack};
-use minify_model::{Allowlist, Reason, Rootfs as _};
+use minify_model::{Allowlist, ImagePath};
 
 use crate::cli::BuildArgs;
 use crate::pipeline::default_output;
@@ -62,42 +63,60 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<u8> {
         )
         .await?;
         let view = tokio::task::block_in_place(|| RootfsView::build(&image)).map_err(image_err)?;
-        if let Some(missing) = allowlist
-            .paths
+        // The allowlist's roots are the input; everything derived from them (ELF closure,
+        // symlinks, parents, interpreters, default sets, packages) is computed again on this
+        // image by the closure code `run` uses, so a rebuilt image with a new library or
+        // package version gets its own dependencies, not the recorded ones.
+        let config = image.config();
+        let entrypoint: Vec<String> = config
+            .entrypoint
             .iter()
-            .find(|e| view.entry(&e.path).is_none())
-        {
+            .chain(&config.cmd)
+            .cloned()
+            .collect();
+        let opts = ClosureOptions {
+            skeleton: SkeletonInput {
+                user: config.user.clone(),
+                workdir: config.working_dir.clone(),
+                volumes: config.volumes.clone(),
+            },
+            packages: PackageOptions {
+                granularity: args.granularity,
+                ..PackageOptions::default()
+            },
+            ..ClosureOptions::default()
+        };
+        let re = tokio::task::block_in_place(|| {
+            minify_closure::reclose(&view, &allowlist, &entrypoint, &config.working_dir, &opts)
+        })?;
+        let missing: Vec<String> = re.missing().map(|r| r.path.to_string()).collect();
+        if !missing.is_empty() {
             anyhow::bail!(
-                "{al_name}: {} is not in the image {source} ({})",
-                missing.path,
-                image.id()
+                "{al_name}: {} of its roots are not in the image {source} ({}): {}; trace the image again (minify run) to make a new allowlist",
+                missing.len(),
+                image.id(),
+                missing.join(", ")
             );
         }
-        let paths = match args.granularity {
-            Granularity::File => allowlist.path_set(),
-            Granularity::Package => {
-                let locale = allowlist.paths.iter().any(|e| {
-                    e.reason == Reason::DefaultSet && e.detail == DefaultSet::Locale.name()
-                });
-                let options = PackageOptions {
-                    granularity: Granularity::Package,
-                    ..PackageOptions::default()
-                };
-                let (expanded, packages, warnings) = tokio::task::block_in_place(|| {
-                    minify_closure::expand_allowlist(&view, &allowlist, &options, locale)
-                })?;
-                for w in &warnings {
-                    tracing::warn!("{w}");
-                }
-                let added: u64 = packages.iter().map(|p| p.added_bytes).sum();
-                errln!(
-                    "minify: --granularity package: {} packages kept whole, {} bytes added",
-                    packages.len(),
-                    added
-                );
-                expanded.path_set()
-            }
-        };
+        for w in &re.closure.warnings {
+            tracing::warn!("{w}");
+        }
+        if !re.closure.packages.is_empty() {
+            let added: u64 = re.closure.packages.iter().map(|p| p.added_bytes).sum();
+            errln!(
+                "minify: --granularity package: {} packages kept whole, {} bytes added",
+                re.closure.packages.len(),
+                added
+            );
+        }
+        if !re.added.is_empty() || !re.dropped.is_empty() {
+            errln!(
+                "minify: re-closed on {source}: {} paths added, {} dropped compared with {al_name}",
+                re.added.len(),
+                re.dropped.len()
+            );
+        }
+        let paths: Vec<ImagePath> = re.closure.entries.keys().cloned().collect();
         let packed =
             tokio::task::block_in_place(|| pack(&view, &image, &paths, &PackOptions::default()))
                 .map_err(image_err)?;
