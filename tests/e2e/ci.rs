@@ -20,6 +20,33 @@ use crate::run::serial_if_run;
 /// after a later run.
 const STALE: &str = "{\"status\": \"verified\", \"verify\": \"passed\", \"stale\": true}\n";
 
+/// A traced run's set-up: the serial lock (`None` when this machine cannot run it: skip),
+/// the fixture, a context, an output name and the report's path.
+struct Case {
+    _serial: std::sync::MutexGuard<'static, ()>,
+    image: String,
+    ctx: TestContext,
+    out: String,
+    report: std::path::PathBuf,
+}
+
+impl Case {
+    fn new(fixture_name: &str, prefix: &str) -> Option<Case> {
+        let serial = serial_if_run()?;
+        let image = fixture(fixture_name).unwrap();
+        let ctx = TestContext::new().unwrap();
+        let out = ctx.unique_image_ref(prefix);
+        let report = ctx.temp_dir().join("r.json");
+        Some(Case {
+            _serial: serial,
+            image,
+            ctx,
+            out,
+            report,
+        })
+    }
+}
+
 fn read_report(path: &Path) -> serde_json::Value {
     let text = fs_err::read_to_string(path).unwrap();
     assert!(
@@ -67,13 +94,16 @@ fn check_report(
 /// from `cmd/run.rs`, the stale report stays and this fails.
 #[test]
 fn probe_failed_on_original_replaces_an_older_report() {
-    let Some(_serial) = serial_if_run() else {
+    let Some(Case {
+        _serial,
+        image,
+        ctx,
+        out,
+        report,
+    }) = Case::new("static", "ci")
+    else {
         return;
     };
-    let image = fixture("static").unwrap();
-    let ctx = TestContext::new().unwrap();
-    let out = ctx.unique_image_ref("ci");
-    let report = ctx.temp_dir().join("r.json");
     fs_err::write(&report, STALE).unwrap();
     let o = run(minify()
         .args(["run", &image, "--tag", &out, "--json"])
@@ -120,13 +150,16 @@ fn probe_failed_on_original_replaces_an_older_report() {
 /// phase, with the probe that had finished.
 #[test]
 fn interrupted_run_reports_interrupted() {
-    let Some(_serial) = serial_if_run() else {
+    let Some(Case {
+        _serial,
+        image,
+        ctx,
+        out,
+        report,
+    }) = Case::new("static", "ci")
+    else {
         return;
     };
-    let image = fixture("static").unwrap();
-    let ctx = TestContext::new().unwrap();
-    let out = ctx.unique_image_ref("ci");
-    let report = ctx.temp_dir().join("r.json");
     let started = ctx.temp_dir().join("started");
     fs_err::write(&report, STALE).unwrap();
     let child = minify()
@@ -226,13 +259,16 @@ fn dead_docker_socket_reports_environment_error() {
 /// `--no-verify`: exit 0 and `not_verified`; a successful run replaces an older report too.
 #[test]
 fn no_verify_reports_not_verified() {
-    let Some(_serial) = serial_if_run() else {
+    let Some(Case {
+        _serial,
+        image,
+        ctx: _ctx,
+        out,
+        report,
+    }) = Case::new("static", "ci")
+    else {
         return;
     };
-    let image = fixture("static").unwrap();
-    let ctx = TestContext::new().unwrap();
-    let out = ctx.unique_image_ref("ci");
-    let report = ctx.temp_dir().join("r.json");
     fs_err::write(&report, STALE).unwrap();
     let o = run(minify()
         .args(["run", &image, "--tag", &out, "--json", "--no-verify"])
@@ -333,13 +369,16 @@ fn plain_probe_http_waits_for_an_app_behind_its_port() {
 /// fails from then on.
 #[test]
 fn ready_checks_are_not_probes_and_a_never_ready_output_fails_verification() {
-    let Some(_serial) = serial_if_run() else {
+    let Some(Case {
+        _serial,
+        image,
+        ctx,
+        out,
+        report,
+    }) = Case::new("slow-app", "ci-ready")
+    else {
         return;
     };
-    let image = fixture("slow-app").unwrap();
-    let ctx = TestContext::new().unwrap();
-    let out = ctx.unique_image_ref("ci-ready");
-    let report = ctx.temp_dir().join("r.json");
     let seen = ctx.temp_dir().join("seen");
     let once = format!(
         "test ! -e {0} && touch {0} && echo ready-cmd ran",
