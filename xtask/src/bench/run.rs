@@ -19,7 +19,19 @@ const SET: &[(&str, &[&str])] = &[
     ("redis", &["--probe-exec", "redis-cli ping"]),
     ("node", &["--probe-http", "/"]),
     ("java", &["--probe-http", "/"]),
-    ("postgres", &["--probe-exec", POSTGRES_PROBE]),
+    // The data directory is the server's state, not code: which relation files a connection
+    // reads depends on the query and on a cache file the first connection writes, so a trace
+    // of one probe keeps an image that serves that one query once (the e2e test's own check
+    // found it; tests/e2e/run.rs includes it the same way).
+    (
+        "postgres",
+        &[
+            "--probe-exec",
+            POSTGRES_PROBE,
+            "--include",
+            "/var/lib/postgresql/data",
+        ],
+    ),
     ("static", &["--probe-http", "/"]),
 ];
 
