@@ -17,6 +17,7 @@ pub const TARGETS: &[&str] = &[
     "ld_cache",
     "image_layer",
     "image_manifest",
+    "package_db",
 ];
 
 /// The memory one input may take (`-rss_limit_mb`, and `-malloc_limit_mb` for one
