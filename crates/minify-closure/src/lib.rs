@@ -51,7 +51,7 @@ use minify_model::allowlist::SourceImage;
 use minify_model::{Allowlist, AllowlistEntry, ImagePath, Reason, Rootfs, Trace};
 
 pub use packages::{Granularity, PackageOptions, PackageReport};
-pub use reclose::{Reclosure, RootReport, RootState, is_root, reclose};
+pub use reclose::{Reclosure, RootReport, RootState, is_root, reclose, renamed};
 pub use sets::{DefaultSet, DefaultSets};
 pub use skeleton::SkeletonInput;
 

@@ -49,10 +49,9 @@ pub struct Reclosure {
     pub closure: Closure,
     /// Every root of the allowlist, sorted by path.
     pub roots: Vec<RootReport>,
-    /// Paths kept now that the allowlist does not list, sorted.
+    /// Paths kept now that the allowlist does not list (other than renamed roots), sorted.
     pub added: Vec<ImagePath>,
-    /// Paths the allowlist lists that are not kept now (derived ones, and missing roots),
-    /// sorted.
+    /// Derived paths the allowlist lists that are not kept now, sorted.
     pub dropped: Vec<ImagePath>,
 }
 
@@ -113,14 +112,22 @@ pub fn reclose(
         let state = if present(fs, &e.path) {
             RootState::Same
         } else {
-            RootState::Missing
+            match renamed(fs, &e.path) {
+                Some((to, rule)) => RootState::Renamed { to, rule },
+                None => RootState::Missing,
+            }
         };
-        if state == RootState::Same {
+        let now = match &state {
+            RootState::Same => Some(&e.path),
+            RootState::Renamed { to, .. } => Some(to),
+            RootState::Missing => None,
+        };
+        if let Some(now) = now {
             match e.reason {
-                Reason::Traced => events.extend(synthetic_events(&e.path, &e.detail)),
+                Reason::Traced => events.extend(synthetic_events(now, &e.detail)),
                 _ => match e.detail.strip_prefix("--include-bin ") {
-                    Some(bin) => opts.include_bin.push(bin.to_owned()),
-                    None => pre.push((e.path.clone(), e.reason, e.detail.clone())),
+                    Some(bin) if now == &e.path => opts.include_bin.push(bin.to_owned()),
+                    _ => pre.push((now.clone(), e.reason, e.detail.clone())),
                 },
             }
         }
@@ -144,17 +151,25 @@ pub fn reclose(
     }
     let closure = b.run(&trace, entrypoint, &opts)?;
 
+    // Roots are reported by state; added and dropped are about the derived paths.
     let before: BTreeSet<&ImagePath> = allowlist.paths.iter().map(|e| &e.path).collect();
+    let renamed_to: BTreeSet<&ImagePath> = roots
+        .iter()
+        .filter_map(|r| match &r.state {
+            RootState::Renamed { to, .. } => Some(to),
+            _ => None,
+        })
+        .collect();
     let added = closure
         .entries
         .keys()
-        .filter(|p| !before.contains(p))
+        .filter(|p| !before.contains(p) && !renamed_to.contains(p))
         .cloned()
         .collect();
     let dropped = allowlist
         .paths
         .iter()
-        .filter(|e| !closure.entries.contains_key(&e.path))
+        .filter(|e| !is_root(e.reason) && !closure.entries.contains_key(&e.path))
         .map(|e| e.path.clone())
         .collect();
     Ok(Reclosure {
@@ -163,6 +178,104 @@ pub fn reclose(
         added,
         dropped,
     })
+}
+
+/// The successor of a root the image no longer has, by the rules that cover real upgrades:
+/// - a versioned shared object (`libpcre2-8.so.0.11.2`) is found through its soname link in
+///   the same directory (`libpcre2-8.so.0`, then shorter versions), when that link now names
+///   another version of the same library;
+/// - a path inside `NAME-VERSION.dist-info` / `.egg-info` is found in the one directory of
+///   the same distribution beside it (another version);
+/// - `__pycache__/MOD.cpython-3XY[.opt-N].pyc` is found as the same module compiled for
+///   another Python 3, else as its source `MOD.py`.
+pub fn renamed(fs: &dyn Rootfs, path: &ImagePath) -> Option<(ImagePath, &'static str)> {
+    let dir = path.parent()?;
+    let name = path.file_name()?;
+    if let Some(to) = by_soname(fs, &dir, name) {
+        return Some((to, "soname"));
+    }
+    if let Some(to) = by_distribution(fs, path) {
+        return Some((to, "distribution"));
+    }
+    if let Some(to) = by_pyc(fs, &dir, name) {
+        return Some((to, "pyc"));
+    }
+    None
+}
+
+fn by_soname(fs: &dyn Rootfs, dir: &ImagePath, name: &str) -> Option<ImagePath> {
+    let at = name.find(".so.")?;
+    let stem = &name[..at + 3];
+    let versions: Vec<&str> = name[at + 4..].split('.').collect();
+    for k in (1..versions.len()).rev() {
+        let link = dir.join(&format!("{stem}.{}", versions[..k].join(".")));
+        let Ok(r) = resolve(fs, link.as_str(), true) else {
+            continue;
+        };
+        let same_library = r
+            .path
+            .file_name()
+            .is_some_and(|n| n.starts_with(&format!("{stem}.")));
+        if same_library && fs.entry(&r.path).is_some_and(minify_model::Entry::is_file) {
+            return Some(r.path);
+        }
+    }
+    None
+}
+
+/// `Flask-2.2.2.dist-info` -> (`flask`, `.dist-info`).
+fn distribution(component: &str) -> Option<(String, &'static str)> {
+    let suffix = [".dist-info", ".egg-info"]
+        .into_iter()
+        .find(|s| component.ends_with(s))?;
+    let (dist, _version) = component[..component.len() - suffix.len()].split_once('-')?;
+    Some((dist.to_ascii_lowercase().replace(['-', '.'], "_"), suffix))
+}
+
+fn by_distribution(fs: &dyn Rootfs, path: &ImagePath) -> Option<ImagePath> {
+    let comps: Vec<&str> = path.components().collect();
+    let (i, (dist, suffix)) = comps
+        .iter()
+        .enumerate()
+        .find_map(|(i, c)| distribution(c).map(|d| (i, d)))?;
+    let parent = ImagePath::new(&format!("/{}", comps[..i].join("/")));
+    let mut found = fs.children(&parent).into_iter().filter(|c| {
+        c.file_name().and_then(distribution) == Some((dist.clone(), suffix)) && c != &parent
+    });
+    let new_dir = found.next()?;
+    if found.next().is_some() {
+        return None; // two versions side by side: no way to tell which one
+    }
+    let rest = &comps[i + 1..];
+    let to = if rest.is_empty() {
+        new_dir
+    } else {
+        new_dir.join(&rest.join("/"))
+    };
+    (to != *path && present(fs, &to)).then_some(to)
+}
+
+fn by_pyc(fs: &dyn Rootfs, dir: &ImagePath, name: &str) -> Option<ImagePath> {
+    if dir.file_name() != Some("__pycache__") {
+        return None;
+    }
+    let (module, tag_rest) = name.split_once(".cpython-3")?;
+    let rest = tag_rest.trim_start_matches(|c: char| c.is_ascii_digit());
+    let mut other: Vec<ImagePath> = fs
+        .children(dir)
+        .into_iter()
+        .filter(|c| {
+            c.file_name()
+                .and_then(|n| n.strip_prefix(&format!("{module}.cpython-3")))
+                .is_some_and(|t| t.trim_start_matches(|c: char| c.is_ascii_digit()) == rest)
+        })
+        .collect();
+    other.sort();
+    if let Some(p) = other.pop() {
+        return Some(p);
+    }
+    let source = dir.parent()?.join(&format!("{module}.py"));
+    present(fs, &source).then_some(source)
 }
 
 /// Whether the image has an entry at `path` itself (not following a final symlink).

@@ -60,6 +60,11 @@ pub struct BuildArgs {
     /// set). An allowlist written by `run --granularity package` needs nothing: it lists them.
     #[arg(long, value_name = "file|package", default_value = "file")]
     pub granularity: minify_closure::Granularity,
+    /// A root of the allowlist (a traced or included path) that the image no longer has and
+    /// that no rename rule (soname, dist-info, pyc) finds: error (exit 2, the default) or warn
+    /// (build without it).
+    #[arg(long, value_name = "error|warn", value_parser = ["error", "warn"], default_value = "error")]
+    pub on_missing: String,
     /// Output image (default NAME:TAG-min in the daemon); also docker-archive:PATH[:NAME:TAG]
     /// (the name `docker load` gives it), oci:DIR[:TAG], oci-archive:PATH[:TAG].
     #[arg(long)]

@@ -4,7 +4,7 @@
 //! own libraries and links; the same image and the same allowlist give the same image id.
 
 use anyhow::Context as _;
-use minify_closure::{ClosureOptions, PackageOptions, SkeletonInput};
+use minify_closure::{ClosureOptions, PackageOptions, Reclosure, RootState, SkeletonInput};
 use minify_image::{ImageError, ImageRef, PackOptions, RootfsView, SourceImage, pack};
 use minify_model::{Allowlist, ImagePath};
 
@@ -89,14 +89,20 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<u8> {
         let re = tokio::task::block_in_place(|| {
             minify_closure::reclose(&view, &allowlist, &entrypoint, &config.working_dir, &opts)
         })?;
+        report_drift(&re, &al_name, &source.to_string());
         let missing: Vec<String> = re.missing().map(|r| r.path.to_string()).collect();
         if !missing.is_empty() {
-            anyhow::bail!(
-                "{al_name}: {} of its roots are not in the image {source} ({}): {}; trace the image again (minify run) to make a new allowlist",
+            let msg = format!(
+                "{al_name}: {} of its roots are not in the image {source} ({}) and no rename rule finds them: {}; trace the image again (minify run) to make a new allowlist",
                 missing.len(),
                 image.id(),
                 missing.join(", ")
             );
+            if args.on_missing == "warn" {
+                tracing::warn!("--on-missing warn: {msg}");
+            } else {
+                anyhow::bail!(msg);
+            }
         }
         for w in &re.closure.warnings {
             tracing::warn!("{w}");
@@ -107,13 +113,6 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<u8> {
                 "minify: --granularity package: {} packages kept whole, {} bytes added",
                 re.closure.packages.len(),
                 added
-            );
-        }
-        if !re.added.is_empty() || !re.dropped.is_empty() {
-            errln!(
-                "minify: re-closed on {source}: {} paths added, {} dropped compared with {al_name}",
-                re.added.len(),
-                re.dropped.len()
             );
         }
         let paths: Vec<ImagePath> = re.closure.entries.keys().cloned().collect();
@@ -134,4 +133,36 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<u8> {
         outln!("{}", written.id);
         Ok(0)
     })
+}
+
+/// What changed since the allowlist was made, on stderr: every root that is not the same
+/// (renamed with its rule, or missing), then the derived paths added and dropped.
+fn report_drift(re: &Reclosure, al_name: &str, source: &str) {
+    let mut same = 0;
+    let mut renamed = 0;
+    for r in &re.roots {
+        match &r.state {
+            RootState::Same => same += 1,
+            RootState::Renamed { to, rule } => {
+                renamed += 1;
+                errln!("minify: drift: renamed {} -> {to} ({rule})", r.path);
+            }
+            RootState::Missing => errln!("minify: drift: missing {} ({})", r.path, r.reason.name()),
+        }
+    }
+    let missing = re.roots.len() - same - renamed;
+    if renamed + missing == 0 && re.added.is_empty() && re.dropped.is_empty() {
+        return;
+    }
+    for p in &re.added {
+        errln!("minify: drift: added {p}");
+    }
+    for p in &re.dropped {
+        errln!("minify: drift: dropped {p}");
+    }
+    errln!(
+        "minify: re-closed {al_name} on {source}: roots {same} same, {renamed} renamed, {missing} missing; {} paths added, {} dropped",
+        re.added.len(),
+        re.dropped.len()
+    );
 }
