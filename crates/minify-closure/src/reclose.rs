@@ -325,3 +325,79 @@ fn kind_by_name(name: &str) -> Option<AccessKind> {
     ];
     ALL.into_iter().find(|k| k.name() == name)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use minify_model::rootfs::memfs::MemFs;
+
+    fn renamed_to(fs: &MemFs, path: &str) -> Option<(String, &'static str)> {
+        renamed(fs, &ImagePath::new(path)).map(|(p, r)| (p.to_string(), r))
+    }
+
+    #[test]
+    fn soname_rule_follows_the_moved_link() {
+        let mut fs = MemFs::default();
+        fs.dir("/")
+            .dir("/usr")
+            .dir("/usr/lib")
+            .file("/usr/lib/libpcre2-8.so.0.11.3", b"\x7fELF")
+            .symlink("/usr/lib/libpcre2-8.so.0", "libpcre2-8.so.0.11.3")
+            .file("/usr/lib/libother.so.1.0.0", b"x")
+            .symlink("/usr/lib/libgone.so.1", "libother.so.1.0.0");
+        assert_eq!(
+            renamed_to(&fs, "/usr/lib/libpcre2-8.so.0.11.2"),
+            Some(("/usr/lib/libpcre2-8.so.0.11.3".into(), "soname"))
+        );
+        // A link of that name now naming another library is no successor.
+        assert_eq!(renamed_to(&fs, "/usr/lib/libgone.so.1.2.3"), None);
+    }
+
+    #[test]
+    fn distribution_rule_finds_the_new_version() {
+        let mut fs = MemFs::default();
+        fs.dir("/site")
+            .dir("/site/flask-3.0.1.dist-info")
+            .file("/site/flask-3.0.1.dist-info/METADATA", b"x")
+            .dir("/site/werkzeug-3.0.0.dist-info");
+        assert_eq!(
+            renamed_to(&fs, "/site/Flask-2.2.2.dist-info/METADATA"),
+            Some((
+                "/site/flask-3.0.1.dist-info/METADATA".into(),
+                "distribution"
+            ))
+        );
+        assert_eq!(
+            renamed_to(&fs, "/site/Jinja2-3.1.2.dist-info/METADATA"),
+            None
+        );
+        // Two versions side by side: no guess.
+        fs.dir("/site/flask-3.0.2.dist-info")
+            .file("/site/flask-3.0.2.dist-info/METADATA", b"x");
+        assert_eq!(
+            renamed_to(&fs, "/site/Flask-2.2.2.dist-info/METADATA"),
+            None
+        );
+    }
+
+    #[test]
+    fn pyc_rule_takes_another_python_or_the_source() {
+        let mut fs = MemFs::default();
+        fs.dir("/app")
+            .file("/app/views.py", b"x")
+            .dir("/app/__pycache__")
+            .file("/app/__pycache__/models.cpython-312.pyc", b"x");
+        assert_eq!(
+            renamed_to(&fs, "/app/__pycache__/models.cpython-311.pyc"),
+            Some(("/app/__pycache__/models.cpython-312.pyc".into(), "pyc"))
+        );
+        assert_eq!(
+            renamed_to(&fs, "/app/__pycache__/views.cpython-311.pyc"),
+            Some(("/app/views.py".into(), "pyc"))
+        );
+        assert_eq!(
+            renamed_to(&fs, "/app/__pycache__/gone.cpython-311.pyc"),
+            None
+        );
+    }
+}
