@@ -93,10 +93,10 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<u8> {
         let missing: Vec<String> = re.missing().map(|r| r.path.to_string()).collect();
         if !missing.is_empty() {
             let msg = format!(
-                "{al_name}: {} of its roots are not in the image {source} ({}) and no rename rule finds them: {}; trace the image again (minify run) to make a new allowlist",
-                missing.len(),
+                "{al_name}: {} is not in the image {source} ({}) and no rename rule finds {}; trace the image again (minify run) to make a new allowlist",
+                missing.join(", "),
                 image.id(),
-                missing.join(", ")
+                if missing.len() == 1 { "it" } else { "them" }
             );
             if args.on_missing == "warn" {
                 tracing::warn!("--on-missing warn: {msg}");
