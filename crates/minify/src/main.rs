@@ -120,6 +120,13 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal: a CI log or a file gets plain text, and the
+        // hostile-input corpus counts any escape byte in the output as a raw control
+        // character that reached the user (it did, from a WARN of the re-closure).
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
         // When stderr is gone (piped into `head` that has exited), logging must not report
         // that with `eprintln!`, which panics: a panic mid-run leaves its container and
         // cgroup behind.
