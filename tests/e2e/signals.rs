@@ -123,6 +123,45 @@ fn stderr_lines(child: &mut Child) -> mpsc::Receiver<String> {
     rx
 }
 
+/// `minify -v run IMAGE --probe-http / --tag OUT`, its stderr read a line at a time, and
+/// the signal (alternating SIGINT and SIGTERM by `i`) and exit code it is to be stopped with.
+fn spawn_run(
+    image: &str,
+    out: &str,
+    i: usize,
+) -> (Child, mpsc::Receiver<String>, &'static str, i32) {
+    let (signal, code) = if i.is_multiple_of(2) {
+        ("INT", 130)
+    } else {
+        ("TERM", 143)
+    };
+    let mut child = minify()
+        .args(["-v", "run", image, "--probe-http", "/", "--tag", out])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = stderr_lines(&mut child);
+    (child, lines, signal, code)
+}
+
+/// Read `lines` into `log` until one contains `marker` (bounded: two minutes).
+fn wait_for_line(lines: &mpsc::Receiver<String>, marker: &str, log: &mut String, run: usize) {
+    let deadline = Instant::now() + Duration::from_mins(2);
+    loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("run {run}: no {marker:?} logged:\n{log}"));
+        let seen = line.contains(marker);
+        log.push_str(&line);
+        log.push('\n');
+        if seen {
+            return;
+        }
+    }
+}
+
 #[test]
 fn a_signal_at_any_moment_of_a_run_leaves_nothing() {
     if !(require_root() && require_docker() && require_ebpf()) {
@@ -139,37 +178,13 @@ fn a_signal_at_any_moment_of_a_run_leaves_nothing() {
     for (i, &(marker, delay)) in MOMENTS.iter().enumerate() {
         let after_create = marker == "creating container";
         let delay = Duration::from_millis(delay);
-        let (signal, code) = if i % 2 == 0 {
-            ("INT", 130)
-        } else {
-            ("TERM", 143)
-        };
         let out = ctx.unique_image_ref("signalled");
-        let mut child = minify()
-            .args(["-v", "run", &image, "--probe-http", "/", "--tag", &out])
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let (mut child, lines, signal, code) = spawn_run(&image, &out, i);
         let pid = child.id();
         pids.push(pid);
-        let lines = stderr_lines(&mut child);
         let mut log = String::new();
-        let start = Instant::now();
         if !marker.is_empty() {
-            let deadline = start + Duration::from_mins(2);
-            loop {
-                let line = lines
-                    .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                    .unwrap_or_else(|_| panic!("run {i}: no {marker:?} logged:\n{log}"));
-                let seen = line.contains(marker);
-                log.push_str(&line);
-                log.push('\n');
-                if seen {
-                    break;
-                }
-            }
+            wait_for_line(&lines, marker, &mut log, i);
             if after_create {
                 during_create += 1;
             }
@@ -361,34 +376,11 @@ fn a_signal_during_a_file_load_leaves_no_temporary_image() {
     let source = format!("docker-archive:{}", archive.display());
     let mut failures = Vec::new();
     for (i, delay) in [0u64, 20, 60, 150, 300, 600].into_iter().enumerate() {
-        let (signal, code) = if i % 2 == 0 {
-            ("INT", 130)
-        } else {
-            ("TERM", 143)
-        };
         let out = ctx.unique_image_ref("load-signalled");
-        let mut child = minify()
-            .args(["-v", "run", &source, "--probe-http", "/", "--tag", &out])
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let (mut child, lines, signal, code) = spawn_run(&source, &out, i);
         let pid = child.id();
-        let lines = stderr_lines(&mut child);
         let mut log = String::new();
-        let deadline = Instant::now() + Duration::from_mins(2);
-        loop {
-            let line = lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|_| panic!("run {i}: no load logged:\n{log}"));
-            let loading = line.contains("into the Docker daemon as");
-            log.push_str(&line);
-            log.push('\n');
-            if loading {
-                break;
-            }
-        }
+        wait_for_line(&lines, "into the Docker daemon as", &mut log, i);
         std::thread::sleep(Duration::from_millis(delay));
         let sent = std::process::Command::new("kill")
             .arg(format!("-{signal}"))
