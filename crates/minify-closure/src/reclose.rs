@@ -308,22 +308,7 @@ fn synthetic_events(path: &ImagePath, detail: &str) -> Vec<TraceEvent> {
 }
 
 fn kind_by_name(name: &str) -> Option<AccessKind> {
-    const ALL: [AccessKind; 13] = [
-        AccessKind::Open,
-        AccessKind::OpenRequested,
-        AccessKind::Stat,
-        AccessKind::Access,
-        AccessKind::Readlink,
-        AccessKind::Exec,
-        AccessKind::ExecBinary,
-        AccessKind::Chdir,
-        AccessKind::ListDir,
-        AccessKind::Create,
-        AccessKind::RenameFrom,
-        AccessKind::RenameTo,
-        AccessKind::Delete,
-    ];
-    ALL.into_iter().find(|k| k.name() == name)
+    AccessKind::ALL.into_iter().find(|k| k.name() == name)
 }
 
 #[cfg(test)]

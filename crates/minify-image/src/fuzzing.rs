@@ -80,11 +80,16 @@ pub fn layers(data: &[u8]) -> Result<RootfsView, ImageError> {
     }
     parts.push(rest);
     layout(tmp.path(), &parts);
+    open_layout(tmp.path())
+}
+
+/// Read the OCI layout at `dir` as `inspect` does, and check the view.
+fn open_layout(dir: &Path) -> Result<RootfsView, ImageError> {
     let r = ImageRef::OciDir {
-        dir: tmp.path().to_owned(),
+        dir: dir.to_owned(),
         tag: None,
     };
-    let image = read_oci(r, &Container::dir(tmp.path()), None)?;
+    let image = read_oci(r, &Container::dir(dir), None)?;
     let view = RootfsView::build(&image)?;
     check(&view);
     Ok(view)
@@ -142,14 +147,7 @@ pub fn oci_index(data: &[u8]) -> Result<RootfsView, ImageError> {
     let tmp = tempfile::tempdir().expect("temp dir");
     layout(tmp.path(), &[&seed_layer()]);
     std::fs::write(tmp.path().join("index.json"), data).expect("write index");
-    let r = ImageRef::OciDir {
-        dir: tmp.path().to_owned(),
-        tag: None,
-    };
-    let image = read_oci(r, &Container::dir(tmp.path()), None)?;
-    let view = RootfsView::build(&image)?;
-    check(&view);
-    Ok(view)
+    open_layout(tmp.path())
 }
 
 /// Open `data` as a docker-archive file.
