@@ -32,8 +32,37 @@ fn memory_limits_mb(target: &str) -> (u32, u32) {
     }
 }
 
-/// Run `targets` (all when empty) for `seconds` each; a crash fails with the reproducer path.
-pub fn run(targets: &[String], seconds: u64) -> anyhow::Result<()> {
+/// How long and how randomly each target runs.
+#[derive(Clone, Copy, Debug)]
+pub enum Budget {
+    /// `cargo xtask fuzz`: explore for this many seconds from a random seed, with the corpus
+    /// libFuzzer keeps growing in `fuzz/corpus/<target>`.
+    Explore { seconds: u64 },
+    /// `cargo xtask test` (CI): a fixed seed, a fixed number of runs, and a fresh corpus made
+    /// of the committed seeds only, so what CI runs is what a developer's machine ran before
+    /// submitting, input for input. A random seed once let CI find a crash no rehearsal had
+    /// seen (a tar error quoting a newline), which is what exploring is for, not a gate.
+    Regress,
+}
+
+/// The fixed seed of [`Budget::Regress`].
+const REGRESS_SEED: u32 = 1;
+
+/// Runs per target in [`Budget::Regress`]: about 20 s each on the 2-core CI machine
+/// (measured with `cargo xtask fuzz --regress`; the rate falls as the corpus grows).
+fn regress_runs(target: &str) -> u64 {
+    match target {
+        "image_layer" => 4_000,
+        "image_manifest" => 10_000,
+        "ld_cache" => 30_000,
+        "resolve_path" => 40_000,
+        "package_db" => 60_000,
+        _ => 100_000,
+    }
+}
+
+/// Run `targets` (all when empty) within `budget`; a crash fails with the reproducer path.
+pub fn run(targets: &[String], budget: Budget) -> anyhow::Result<()> {
     for t in targets {
         if !TARGETS.contains(&t.as_str()) {
             bail!("unknown fuzz target {t:?} (known: {})", TARGETS.join(", "));
@@ -48,14 +77,48 @@ pub fn run(targets: &[String], seconds: u64) -> anyhow::Result<()> {
     ensure_cargo_fuzz(&toolchain)?;
     let dir = util::workspace_root().join("fuzz");
     for t in chosen {
-        util::step(&format!("fuzz {t} for {seconds} s (nightly, libFuzzer)"));
         // Go through rustup so the pinned nightly (the eBPF one: `cargo xtask setup` installs
         // it) is picked whatever toolchain runs xtask.
         let mut cmd = Command::new("rustup");
         cmd.current_dir(&dir)
-            .args(["run", &toolchain, "cargo", "fuzz", "run", t, "--"])
-            .arg(format!("-max_total_time={seconds}"))
-            .arg(format!("-rss_limit_mb={}", memory_limits_mb(t).0))
+            .args(["run", &toolchain, "cargo", "fuzz", "run", t]);
+        // Kept alive until the target has run: the fresh corpus of a regression run.
+        let _corpus: Option<tempfile::TempDir>;
+        match budget {
+            Budget::Explore { seconds } => {
+                util::step(&format!("fuzz {t} for {seconds} s (nightly, libFuzzer)"));
+                _corpus = None;
+                cmd.arg("--").arg(format!("-max_total_time={seconds}"));
+            }
+            Budget::Regress => {
+                let runs = regress_runs(t);
+                util::step(&format!(
+                    "fuzz {t}: {runs} runs from seed {REGRESS_SEED} and the committed corpus (nightly, libFuzzer)"
+                ));
+                let tmp = tempfile::tempdir().context("temp dir for the fuzz corpus")?;
+                let seeds = dir.join("corpus").join(t);
+                let entries = if seeds.is_dir() {
+                    fs_err::read_dir(&seeds)?.collect::<Vec<_>>()
+                } else {
+                    Vec::new()
+                };
+                for e in entries {
+                    let p = e?.path();
+                    let name = p.file_name().unwrap_or_default().to_string_lossy();
+                    if name.starts_with("seed") {
+                        fs_err::copy(&p, tmp.path().join(&*name))?;
+                    }
+                }
+                cmd.arg(tmp.path())
+                    .arg("--")
+                    .arg(format!("-seed={REGRESS_SEED}"))
+                    .arg(format!("-runs={runs}"))
+                    // A cap, not the budget: on a machine this slow the run ends early.
+                    .arg("-max_total_time=120");
+                _corpus = Some(tmp);
+            }
+        }
+        cmd.arg(format!("-rss_limit_mb={}", memory_limits_mb(t).0))
             .arg(format!("-malloc_limit_mb={}", memory_limits_mb(t).1))
             .arg("-timeout=10");
         util::run_status(&mut cmd).with_context(|| {

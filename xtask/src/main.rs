@@ -48,11 +48,16 @@ enum Task {
     Demo,
     /// Run the cargo-fuzz targets (fuzz/, nightly) for a short time each.
     Fuzz {
-        /// Targets (elf_parse, resolve_path, ld_cache); all when none is given.
+        /// Targets (elf_parse, resolve_path, ld_cache, image_layer, image_manifest,
+        /// package_db); all when none is given.
         targets: Vec<String>,
         /// Seconds per target.
         #[arg(long, default_value_t = 30)]
         seconds: u64,
+        /// Run exactly what `cargo xtask test` (CI) runs: a fixed seed, a fixed number of
+        /// runs, the committed seeds as the corpus.
+        #[arg(long, conflicts_with = "seconds")]
+        regress: bool,
     },
     /// Benchmarks; results go to bench/results/<area>.md.
     Bench {
@@ -70,7 +75,18 @@ fn main() -> std::process::ExitCode {
         Task::Test { cargo_args } | Task::Ci { cargo_args } => test(&cargo_args),
         Task::Demo => demo::run(),
         Task::Bench { area } => bench::run(area),
-        Task::Fuzz { targets, seconds } => fuzz::run(&targets, seconds),
+        Task::Fuzz {
+            targets,
+            seconds,
+            regress,
+        } => {
+            let budget = if regress {
+                fuzz::Budget::Regress
+            } else {
+                fuzz::Budget::Explore { seconds }
+            };
+            fuzz::run(&targets, budget)
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -103,8 +119,9 @@ fn test(cargo_args: &[String]) -> anyhow::Result<()> {
         .args(cargo_args);
     util::run_status(&mut cmd)?;
     lap("cargo test");
-    // A short fuzz of the ELF parser and in-image path resolution (hostile-input code).
-    fuzz::run(&[], 20)
+    // A short, reproducible fuzz of every parser of hostile input (ELF, ld.so.cache, in-image
+    // paths, layers, manifests, package databases).
+    fuzz::run(&[], fuzz::Budget::Regress)
 }
 
 #[cfg(test)]

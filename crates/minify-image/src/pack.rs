@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::hashio::HashWriter;
 use crate::view::DataLoc;
+use crate::view::one_line;
 use crate::{Digest, RootfsView, SOURCE_DIGEST_LABEL, SourceImage};
 
 /// Knobs for [`pack`].
@@ -40,7 +41,7 @@ pub enum PackError {
     #[error("{path} is not in the image {image}")]
     NotInImage { path: ImagePath, image: Digest },
     /// Reading a file's bytes from the source layers failed.
-    #[error("reading {path} from the image: {source}")]
+    #[error("reading {path} from the image: {}", one_line(source))]
     Read { path: ImagePath, source: io::Error },
     /// Writing the new layer failed.
     #[error("writing {what} {path}: {source}")]

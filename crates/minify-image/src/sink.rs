@@ -15,6 +15,7 @@ use serde_json::json;
 
 use crate::archive::Blob;
 use crate::hashio::HashWriter;
+use crate::view::one_line;
 use crate::{ArchiveImage, Compression, Digest, ImageRef, PackedImage, SourceImage};
 
 /// Why `docker-archive:PATH:@INDEX` cannot be an output.
@@ -82,7 +83,10 @@ pub enum SinkError {
         reason: &'static str,
     },
     /// The daemon did not answer (environment problem).
-    #[error("cannot reach the Docker daemon to load {reference}: {source}")]
+    #[error(
+        "cannot reach the Docker daemon to load {reference}: {}",
+        one_line(source)
+    )]
     DaemonUnreachable {
         reference: String,
         source: bollard::errors::Error,

@@ -13,6 +13,7 @@ use tokio::io::AsyncWriteExt as _;
 
 use crate::archive::{Blob, Container};
 use crate::reference::normalize_repo_tag;
+use crate::view::one_line;
 use crate::{ArchiveImage, Digest, ImageConfig, ImageRef};
 
 /// The most a JSON document of an image (manifest, index, config) may weigh.
@@ -108,19 +109,22 @@ pub enum SourceError {
         where_: &'static str,
     },
     /// The daemon did not answer (environment problem).
-    #[error("cannot reach the Docker daemon while reading {reference}: {source}")]
+    #[error(
+        "cannot reach the Docker daemon while reading {reference}: {}",
+        one_line(source)
+    )]
     DaemonUnreachable {
         reference: String,
         source: bollard::errors::Error,
     },
     /// The daemon answered with an error.
-    #[error("the Docker daemon failed to export {reference}: {source}")]
+    #[error("the Docker daemon failed to export {reference}: {}", one_line(source))]
     Daemon {
         reference: String,
         source: bollard::errors::Error,
     },
     /// Reading the image's files failed.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}: {}", one_line(source))]
     Io {
         path: String,
         source: std::io::Error,

@@ -1157,3 +1157,18 @@ async fn refuses_big_pax_records_in_old_style_headers_too() {
         "{msg}"
     );
 }
+
+#[test]
+fn errors_quoting_a_bad_outer_archive_header_stay_on_one_line() {
+    // Found by the image_manifest fuzz target in CI: a docker-archive whose own tar header
+    // (not a layer's) has a bad checksum field; the tar reader quotes its bytes, newline
+    // included, and the error named the archive with that text verbatim.
+    let mut t = layer(&[E::File("config.json", b"{}")]);
+    t[148..156].copy_from_slice(b"\xff\n\x1b[2J\x07\0");
+    let msg = match crate::fuzzing::docker_archive(&t) {
+        Ok(_) => panic!("a bad checksum field opened"),
+        Err(e) => e.to_string(),
+    };
+    assert!(msg.contains("when getting cksum"), "{msg}");
+    assert!(!msg.chars().any(char::is_control), "{msg:?}");
+}
