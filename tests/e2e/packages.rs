@@ -360,3 +360,36 @@ fn flask_venv_distribution_submodules_off_the_probe() {
     assert_no_executables_added(&file, &package);
     assert_build_reproduces(&image, &ctx, &package);
 }
+
+/// numpy from a PyPI wheel in a venv (the `numpy` fixture): the probe's GET sums an array with
+/// numpy's core, and numpy imports `numpy.random` and `numpy.fft` only when asked, so `file`
+/// drops them (slim-toolkit's users hit exactly this). With `package` the whole `numpy`
+/// distribution (its RECORD) comes, OpenBLAS in `numpy.libs` included.
+#[test]
+fn numpy_submodules_off_the_probe() {
+    let Some(_serial) = serial_if_run() else {
+        return;
+    };
+    let image = fixture("numpy").expect("fixture");
+    let ctx = TestContext::new().unwrap();
+    let python = "/app/venv/bin/python";
+    let script = "import numpy.random, numpy.fft, numpy.polynomial; print(numpy.random.default_rng(1).integers(0, 10, 3).tolist(), numpy.fft.fft([1, 0, 0, 0]).real.tolist(), numpy.polynomial.Polynomial([1, 2]).deriv().coef.tolist())";
+    let expected = "[4, 5, 7] [1.0, 1.0, 1.0, 1.0] [2.0]";
+    let (code, text) = exec_in(&image, &[], python, &["-c", script]);
+    assert_eq!((code, text.trim()), (0, expected));
+
+    let file = minify_with(&ctx, &image, &["--probe-http", "/"], "file");
+    let (code, text) = exec_in(&file.out, &[], python, &["-c", script]);
+    assert_ne!(code, 0, "file granularity kept numpy.random: {text}");
+    assert!(text.contains("ModuleNotFoundError"), "{text}");
+
+    let package = minify_with(&ctx, &image, &["--probe-http", "/"], "package");
+    let (code, text) = exec_in(&package.out, &[], python, &["-c", script]);
+    assert_eq!((code, text.trim()), (0, expected));
+    assert_reported(&package, "python", "numpy", |p| {
+        p.starts_with("/app/venv/lib/python3.11/site-packages/numpy")
+    });
+    minify_fixtures::check_fixture("numpy", &package.out).expect("the package output serves");
+    assert_no_executables_added(&file, &package);
+    assert_build_reproduces(&image, &ctx, &package);
+}
