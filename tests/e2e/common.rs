@@ -1,5 +1,6 @@
 //! Helpers every e2e module shares: the `minify` binary under test and a runner that echoes
-//! what it ran, so a failing test shows the command's own one-line error.
+//! what it ran, so a failing test shows the command's own one-line error; Docker's event
+//! log over the span of a run.
 
 use std::process::{Child, Command, Output};
 
@@ -37,4 +38,32 @@ pub fn signal_and_wait(child: Child, signal: &str, code: i32) -> String {
     let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
     assert_eq!(o.status.code(), Some(code), "{stderr}");
     stderr
+}
+
+/// Seconds since the epoch: the unit of `docker events --since/--until`.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The daemon's container events from `since` to `until` (seconds, from [`now_secs`] one
+/// second before and after what they cover), narrowed by `filters` (`event=start`,
+/// `label=K=V`, `image=REF`), one `format`ted line each.
+pub fn container_events(since: u64, until: u64, filters: &[&str], format: &str) -> String {
+    let mut args = vec![
+        "events".to_owned(),
+        "--since".to_owned(),
+        since.to_string(),
+        "--until".to_owned(),
+        until.to_string(),
+        "--filter".to_owned(),
+        "type=container".to_owned(),
+    ];
+    for f in filters {
+        args.extend(["--filter".to_owned(), (*f).to_owned()]);
+    }
+    args.extend(["--format".to_owned(), format.to_owned()]);
+    minify_fixtures::docker(args).unwrap()
 }

@@ -15,7 +15,7 @@ use std::time::Instant;
 use minify_fixtures::{TestContext, docker, fixture, require_ebpf, require_root};
 use minify_model::{Allowlist, Reason};
 
-use crate::common::{minify, run};
+use crate::common::{container_events, minify, now_secs, run};
 use crate::run::{has_working_shell, serial_if_run};
 
 /// One entry of an image's flattened file system, from `docker save`.
@@ -367,13 +367,7 @@ fn overrides_and_no_verify_on_base() {
     let out = ctx.unique_image_ref("no-verify");
     let report_path = ctx.temp_dir().join("report.json");
     let al_path = ctx.temp_dir().join("allowlist.json");
-    let now = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-    };
-    let since = now() - 1;
+    let since = now_secs() - 1;
     let o = run(minify()
         .args(["run", &base, "--tag", &out, "--no-verify"])
         .args(["--entrypoint", "printenv", "--cmd", "MINIFY_E2E_ENV"])
@@ -400,23 +394,13 @@ fn overrides_and_no_verify_on_base() {
     assert_eq!(r["verify"], "skipped", "{r:#}");
     assert!(r["verified_image"].is_null(), "{r:#}");
     assert!(r.get("main_process_minified").is_none(), "{r:#}");
-    let until = now() + 1;
-    let started = docker([
-        "events",
-        "--since",
-        &since.to_string(),
-        "--until",
-        &until.to_string(),
-        "--filter",
-        "type=container",
-        "--filter",
-        "event=start",
-        "--filter",
-        &format!("image={out}"),
-        "--format",
+    let until = now_secs() + 1;
+    let started = container_events(
+        since,
+        until,
+        &["event=start", &format!("image={out}")],
         "{{.Actor.ID}}",
-    ])
-    .unwrap();
+    );
     assert!(started.is_empty(), "containers of {out} started: {started}");
 
     // The output keeps the base's own config; the overrides were for the run.

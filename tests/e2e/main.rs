@@ -15,6 +15,7 @@ mod refusals;
 mod report;
 mod reuse;
 mod run;
+mod run_options;
 mod signals;
 mod skeleton;
 mod source;

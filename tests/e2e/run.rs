@@ -870,7 +870,7 @@ fn verify_images_of(pid: u32) -> Vec<String> {
 }
 
 /// `minify run` as a child, to learn its pid; waits for it and echoes like `run`.
-fn run_child(cmd: &mut Command) -> (u32, std::process::Output) {
+pub(crate) fn run_child(cmd: &mut Command) -> (u32, std::process::Output) {
     let child = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -1275,7 +1275,7 @@ fn source_copy(stderr: &str) -> (String, String) {
 }
 
 /// No temporary image and no container of the (ended) minify process `pid` is left.
-fn assert_left_nothing(pid: u32) {
+pub(crate) fn assert_left_nothing(pid: u32) {
     assert!(
         verify_images_of(pid).is_empty(),
         "{:?}",
