@@ -225,11 +225,7 @@ fn hostile_corpus_is_refused_or_handled_within_limits() {
     std::fs::write(&canary, canary_bytes()).unwrap();
     let env = Env { canary };
     if MemCgroup::new(&format!("minify-hostile-probe-{}", std::process::id())).is_none() {
-        assert!(
-            !minify_fixtures::ci_mode(),
-            "no memory cgroup (v1 or v2) can be made here"
-        );
-        eprintln!("SKIP: no memory cgroup (v1 or v2) can be made here");
+        minify_fixtures::skip("no memory cgroup (v1 or v2) can be made here");
         return;
     }
     let only = std::env::var("MINIFY_HOSTILE_CASE").ok();

@@ -220,11 +220,14 @@ mod tests {
     #[test]
     fn config_from_this_kernel() {
         let Ok(btf) = Btf::from_sys() else {
-            eprintln!("SKIP: no readable {}", btf::VMLINUX);
+            minify_fixtures::skip(&format!("no readable {}", btf::VMLINUX));
             return;
         };
         if !crate::tracefs::is_mounted() {
-            eprintln!("SKIP: tracefs not mounted at {}", crate::tracefs::TRACEFS);
+            minify_fixtures::skip(&format!(
+                "tracefs not mounted at {}",
+                crate::tracefs::TRACEFS
+            ));
             return;
         }
         let options = TraceOptions {

@@ -359,7 +359,10 @@ mod tests {
     #[test]
     fn this_kernel_has_every_numbered_syscall() {
         if !crate::tracefs::is_mounted() {
-            eprintln!("SKIP: tracefs not mounted at {}", crate::tracefs::TRACEFS);
+            minify_fixtures::skip(&format!(
+                "tracefs not mounted at {}",
+                crate::tracefs::TRACEFS
+            ));
             return;
         }
         for s in SYSCALLS {
