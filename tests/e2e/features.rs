@@ -2,9 +2,9 @@
 //! other than minify (`docker run`, `docker image inspect`, `docker save`, `docker events`,
 //! the OCI files themselves): `--include`/`--exclude`/`--include-bin`, `--with-set`/
 //! `--no-default-set`, a shell-syntax `--probe-exec`, `--env`/`--entrypoint`/`--cmd`,
-//! `--force`, `--no-verify`, `-o oci:` with `--compression`, `trace` output, and exit 3
-//! without Docker. Several flags share one run where they do not interfere: each run costs
-//! a trace and a verify.
+//! `--force`, `--no-verify`, `-o oci:` with `--compression`, `trace` output, exit 3
+//! without Docker, and `--include-package`/`--exclude-package`. Several flags share one run
+//! where they do not interfere: each run costs a trace and a verify.
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
@@ -624,4 +624,73 @@ fn workdir_and_trace_out_on_base() {
         .status()
         .unwrap();
     assert_eq!(elsewhere.code(), Some(1));
+}
+
+/// `--include-package` keeps a package whole that nothing used (tzdata: every zone file), and
+/// `--exclude-package` keeps a used package from being made whole (libc6: `libm.so.6`, in the
+/// package and the source, stays out; `libc.so.6`, used, stays in), while another used
+/// package is made whole (coreutils' `libstdbuf.so`, which `cat` never loads) with its `bin/`
+/// left out. Checked in the image the engine stores (`docker save`).
+#[test]
+fn include_and_exclude_package_on_base() {
+    let Some(_serial) = serial_if_run() else {
+        return;
+    };
+    let base = fixture("base").unwrap();
+    let ctx = TestContext::new().unwrap();
+    let out = ctx.unique_image_ref("packages");
+    let o = run(minify()
+        .args(["run", &base, "--tag", &out])
+        .args(["--entrypoint", "cat", "--cmd", "/etc/debian_version"])
+        .args(["--granularity", "package"])
+        .args(["--include-package", "tzdata", "--exclude-package", "libc6"]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+
+    let list = |package: &str| {
+        docker_run(
+            &base,
+            "cat",
+            &[&format!("/var/lib/dpkg/info/{package}.list")],
+        )
+        .unwrap()
+    };
+    let source = saved_files(&ctx, &base);
+    let output = saved_files(&ctx, &out);
+    let tzdata = list("tzdata");
+    let zones: Vec<&str> = tzdata
+        .lines()
+        .filter(|p| p.starts_with("/usr/share/zoneinfo/"))
+        .map(|p| p.trim_end_matches('/'))
+        .collect();
+    assert!(zones.len() > 1000, "{} tzdata zone entries", zones.len());
+    let missing: Vec<&&str> = zones.iter().filter(|p| !output.contains_key(**p)).collect();
+    assert!(
+        missing.is_empty(),
+        "tzdata not whole: {} of {} missing, first {:?}",
+        missing.len(),
+        zones.len(),
+        &missing[..missing.len().min(5)]
+    );
+
+    // libc6 lists it before usrmerge; it lives under /usr through the /lib link.
+    assert!(
+        list("libc6:amd64")
+            .lines()
+            .any(|p| p == "/lib/x86_64-linux-gnu/libm.so.6")
+    );
+    let libm = "/usr/lib/x86_64-linux-gnu/libm.so.6";
+    assert!(source.contains_key(libm));
+    assert!(!output.contains_key(libm), "excluded libc6 made whole");
+    assert!(output.contains_key("/usr/lib/x86_64-linux-gnu/libc.so.6"));
+
+    assert!(output.contains_key("/usr/libexec/coreutils/libstdbuf.so"));
+    assert!(source.contains_key("/usr/bin/ls"));
+    assert!(!output.contains_key("/usr/bin/ls"), "coreutils' bin/ kept");
+
+    let said = docker_run(&out, "cat", &["/etc/debian_version"]).unwrap();
+    assert_eq!(
+        said,
+        docker_run(&base, "cat", &["/etc/debian_version"]).unwrap()
+    );
 }
