@@ -2,7 +2,9 @@
 //! Writes `bench/results/run.md`: per image the original and minified sizes, the factor, the
 //! lower bound (bytes of the regular files the trace and the ELF closure require), the time of
 //! each phase, and the tracing overhead (the probe phase on the original image traced vs
-//! untraced, from the same `minify run` via its hidden `--measure-untraced`).
+//! untraced, from the same `minify run` via its hidden `--measure-untraced`), and each image
+//! minified again with `--granularity package`, side by side with `file` (issue 14's targets:
+//! the size ratio, the extra closure time, and the packages that cost most).
 
 use std::fmt::Write as _;
 use std::process::{Command, Stdio};
@@ -32,6 +34,8 @@ const SET: &[(&str, &[&str])] = &[
             "/var/lib/postgresql/data",
         ],
     ),
+    ("php", &["--probe-http", "/"]),
+    ("numpy", &["--probe-http", "/"]),
     ("static", &["--probe-http", "/"]),
 ];
 
@@ -43,6 +47,8 @@ const PHASES: [&str; 6] = ["open", "trace", "closure", "pack", "write", "verify"
 struct Row {
     name: String,
     report: serde_json::Value,
+    /// The same image minified with `--granularity package` (when that run wrote a report).
+    package: Option<serde_json::Value>,
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -84,42 +90,40 @@ fn measure_all(
         let image = minify_fixtures::fixture(name)?;
         let out = format!("minify-bench/{name}:min");
         let report_path = dir.join(format!("{name}.json"));
-        let o = Command::new(bin)
-            .arg("run")
-            .arg(&image)
-            .args(*probe)
-            .args(["--tag", &out, "--force", "--measure-untraced", "--report"])
-            .arg(&report_path)
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("running {}", bin.display()))?;
+        let (o, report) = minify_run(bin, &image, probe, &out, &report_path, "file")?;
         let stderr = String::from_utf8_lossy(&o.stderr);
         eprint!("{stderr}");
+        let verify = report
+            .as_ref()
+            .and_then(|r| r["verify_failures"][0].as_str())
+            .and_then(|f| f.lines().next())
+            .map(str::to_owned);
         // Exit 1 (verify failed) still writes a report worth showing.
-        if report_path.exists() {
-            let text = fs_err::read_to_string(&report_path)?;
-            let report: serde_json::Value = serde_json::from_str(&text)
-                .with_context(|| format!("report {}", report_path.display()))?;
+        if let Some(report) = report {
             rows.push(Row {
                 name: (*name).to_owned(),
                 report,
+                package: None,
             });
         }
         if !o.status.success() {
-            // The error line, or for a failed verification the first failure it names.
-            let verify = rows
-                .last()
-                .filter(|r| r.name == *name)
-                .and_then(|r| r.report["verify_failures"][0].as_str())
+            failures.push(failure(name, "file", &o, &stderr, verify));
+        }
+        step(&format!("minify run {name} --granularity package"));
+        let package_path = dir.join(format!("{name}.package.json"));
+        let (o, package) = minify_run(bin, &image, probe, &out, &package_path, "package")?;
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        eprint!("{stderr}");
+        if !o.status.success() {
+            let verify = package
+                .as_ref()
+                .and_then(|r| r["verify_failures"][0].as_str())
                 .and_then(|f| f.lines().next())
                 .map(str::to_owned);
-            let why = stderr
-                .lines()
-                .find(|l| l.starts_with("minify: error"))
-                .map(str::to_owned)
-                .or(verify)
-                .unwrap_or_default();
-            failures.push(format!("{name}: {}: {why}", o.status));
+            failures.push(failure(name, "package", &o, &stderr, verify));
+        }
+        if let Some(row) = rows.last_mut().filter(|r| r.name == *name) {
+            row.package = package;
         }
         let _ = Command::new("docker")
             .args(["image", "rm", &out])
@@ -128,6 +132,61 @@ fn measure_all(
             .status();
     }
     Ok((rows, failures))
+}
+
+/// One `minify run` with `granularity`; the file run also measures the untraced probe phase.
+fn minify_run(
+    bin: &std::path::Path,
+    image: &str,
+    probe: &[&str],
+    out: &str,
+    report_path: &std::path::Path,
+    granularity: &str,
+) -> anyhow::Result<(std::process::Output, Option<serde_json::Value>)> {
+    let mut cmd = Command::new(bin);
+    cmd.arg("run").arg(image).args(probe).args([
+        "--tag",
+        out,
+        "--force",
+        "--granularity",
+        granularity,
+    ]);
+    if granularity == "file" {
+        cmd.arg("--measure-untraced");
+    }
+    let o = cmd
+        .arg("--report")
+        .arg(report_path)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", bin.display()))?;
+    let report = if report_path.exists() {
+        let text = fs_err::read_to_string(report_path)?;
+        Some(
+            serde_json::from_str(&text)
+                .with_context(|| format!("report {}", report_path.display()))?,
+        )
+    } else {
+        None
+    };
+    Ok((o, report))
+}
+
+/// The error line, or for a failed verification the first failure it names.
+fn failure(
+    name: &str,
+    granularity: &str,
+    o: &std::process::Output,
+    stderr: &str,
+    verify: Option<String>,
+) -> String {
+    let why = stderr
+        .lines()
+        .find(|l| l.starts_with("minify: error"))
+        .map(str::to_owned)
+        .or(verify)
+        .unwrap_or_default();
+    format!("{name} ({granularity}): {}: {why}", o.status)
 }
 
 fn u(v: &serde_json::Value) -> u64 {
@@ -228,6 +287,7 @@ fn markdown(rows: &[Row], failures: &[String]) -> String {
             secs(untraced)
         );
     }
+    granularity_table(&mut s, rows);
     let _ = writeln!(s, "\n## Notes\n");
     let _ = writeln!(
         s,
@@ -256,6 +316,73 @@ fn markdown(rows: &[Row], failures: &[String]) -> String {
         }
     }
     s
+}
+
+/// `file` and `package` side by side: sizes, the ratio (issue 14's target: at most 1.5x), the
+/// closure phase of each (target: under 1 s more on the largest image), and the packages the
+/// rule added most bytes for.
+fn granularity_table(s: &mut String, rows: &[Row]) {
+    let _ = writeln!(s, "\n## Granularity: `file` and `package`\n");
+    let _ = writeln!(
+        s,
+        "The same image and probe minified twice in this run. *closure*: the closure phase of each run; *added by the rule*: the bytes `--granularity package` kept beyond `file`'s closure, by package (the three largest). The target is a package image at most 1.5x the file image; where it is more, the last column says which packages cost it.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| image | file | package | package / file | closure file (s) | closure package (s) | packages kept whole | added by the rule (largest) |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---|");
+    for row in rows {
+        let Some(p) = &row.package else {
+            let _ = writeln!(
+                s,
+                "| {} | {} | - | - | - | - | - | (no report) |",
+                row.name,
+                mb(u(&row.report["size_after"]))
+            );
+            continue;
+        };
+        let file = u(&row.report["size_after"]);
+        let package = u(&p["size_after"]);
+        let mut pkgs: Vec<&serde_json::Value> = p["packages"]
+            .as_array()
+            .map(|a| a.iter().collect())
+            .unwrap_or_default();
+        pkgs.sort_by_key(|x| std::cmp::Reverse(u(&x["added_bytes"])));
+        let largest: Vec<String> = pkgs
+            .iter()
+            .filter(|x| u(&x["added_bytes"]) > 0)
+            .take(3)
+            .map(|x| {
+                format!(
+                    "{} ({}) +{}",
+                    x["name"].as_str().unwrap_or("?"),
+                    x["kind"].as_str().unwrap_or("?"),
+                    mb(u(&x["added_bytes"]))
+                )
+            })
+            .collect();
+        let ratio = if file > 0 {
+            format!("{:.2}x", package as f64 / file as f64)
+        } else {
+            "-".to_owned()
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {ratio} | {} | {} | {} | {} |",
+            row.name,
+            mb(file),
+            mb(package),
+            secs(phase_ms(&row.report, "closure")),
+            secs(phase_ms(p, "closure")),
+            pkgs.len(),
+            if largest.is_empty() {
+                "-".to_owned()
+            } else {
+                largest.join(", ")
+            },
+        );
+    }
 }
 
 fn machine() -> String {
