@@ -649,7 +649,7 @@ fn ctrl_c_leaves_nothing_behind() {
 }
 
 /// The trace cgroup a `minify -v` run names in its log (`created trace cgroup path=...`).
-fn logged_trace_cgroup(log: &str) -> Option<String> {
+pub(crate) fn logged_trace_cgroup(log: &str) -> Option<String> {
     let at = log.find("created trace cgroup")?;
     let rest = &log[at..];
     let start = rest.find("minify-")?;
@@ -856,7 +856,7 @@ fn run_with_report(
 }
 
 /// Temporary verify images whose tag (their owner) starts with `pid-`.
-fn verify_images_of(pid: u32) -> Vec<String> {
+pub(crate) fn verify_images_of(pid: u32) -> Vec<String> {
     minify_fixtures::docker(["images", "--format", "{{.Repository}}:{{.Tag}}"])
         .unwrap()
         .lines()

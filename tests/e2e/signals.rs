@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use minify_fixtures::{TestContext, fixture, require_docker, require_ebpf, require_root};
 
 use crate::common::minify;
+use crate::run::{logged_trace_cgroup, verify_images_of};
 
 /// When each run is signalled, alternating SIGINT and SIGTERM: `(marker, d)` is `d` after
 /// minify logs a line containing `marker` (`"creating container"`: during the request,
@@ -58,42 +59,6 @@ fn containers_of(pid: u32) -> Vec<String> {
     })
     .map(str::to_owned)
     .collect()
-}
-
-/// Temporary images (`minify-verify/...:<owner>`) of the minify process `pid`.
-fn temp_images_of(pid: u32) -> Vec<String> {
-    minify_fixtures::docker([
-        "images",
-        "--format",
-        "{{.Repository}}:{{.Tag}}",
-        minify_runtime::VERIFY_REPO,
-    ])
-    .unwrap_or_default()
-    .lines()
-    .chain(
-        minify_fixtures::docker(["images", "--format", "{{.Repository}}:{{.Tag}}"])
-            .unwrap_or_default()
-            .lines(),
-    )
-    .filter(|r| {
-        r.starts_with(&format!("{}/", minify_runtime::VERIFY_REPO))
-            && r.rsplit_once(':')
-                .is_some_and(|(_, t)| t.starts_with(&format!("{pid}-")))
-    })
-    .map(str::to_owned)
-    .collect()
-}
-
-/// The trace cgroup a `minify -v` run names in its log.
-fn logged_trace_cgroup(log: &str) -> Option<String> {
-    let at = log.find("created trace cgroup")?;
-    let rest = &log[at..];
-    let start = rest.find("minify-")?;
-    let name: String = rest[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
-        .collect();
-    minify_runtime::is_trace_cgroup_name(&name).then_some(name)
 }
 
 /// Cgroup directories of this name in any hierarchy.
@@ -203,9 +168,13 @@ fn a_signal_at_any_moment_of_a_run_leaves_nothing() {
             left.push(format!("exit {status}, not {code}"));
         }
         left.extend(containers_of(pid));
-        left.extend(temp_images_of(pid));
-        if let Some(cg) = logged_trace_cgroup(&log) {
-            left.extend(cgroup_dirs(&cg));
+        left.extend(verify_images_of(pid));
+        // Signalled after the create request began, the run had made its trace cgroup (the
+        // container's parent): without its name in the log this check would test nothing.
+        match logged_trace_cgroup(&log) {
+            Some(cg) => left.extend(cgroup_dirs(&cg)),
+            None if after_create => left.push("no trace cgroup named in the log".to_owned()),
+            None => {}
         }
         if minify_fixtures::image_exists(&out) {
             left.push(format!("output {out}"));
@@ -317,7 +286,7 @@ fn ctrl_c_during_verify_says_what_stays() {
     assert!(minify_fixtures::image_exists(&out), "{out} was removed");
     assert!(allowlist.exists());
     assert_eq!(containers_of(pid), Vec::<String>::new());
-    assert_eq!(temp_images_of(pid), Vec::<String>::new());
+    assert_eq!(verify_images_of(pid), Vec::<String>::new());
     let sleeps = std::process::Command::new("pgrep")
         .args(["-f", "^sleep 3931$"])
         .output()
@@ -394,7 +363,7 @@ fn a_signal_during_a_file_load_leaves_no_temporary_image() {
             left.push(format!("exit {status}, not {code}"));
         }
         left.extend(load_tags_of(pid));
-        left.extend(temp_images_of(pid));
+        left.extend(verify_images_of(pid));
         left.extend(containers_of(pid));
         eprintln!(
             "run {i}: SIG{signal} {delay} ms into the load: {}",
@@ -406,7 +375,7 @@ fn a_signal_during_a_file_load_leaves_no_temporary_image() {
         );
         if !left.is_empty() {
             failures.push(format!("run {i} (SIG{signal} after {delay} ms): {left:?}"));
-            for tag in load_tags_of(pid).into_iter().chain(temp_images_of(pid)) {
+            for tag in load_tags_of(pid).into_iter().chain(verify_images_of(pid)) {
                 let _ = minify_fixtures::docker(["rmi", &tag]);
             }
         }
