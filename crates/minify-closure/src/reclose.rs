@@ -21,6 +21,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use minify_model::trace::TraceEvent;
 use minify_model::{AccessKind, Allowlist, ImagePath, Reason, Rootfs, Trace, resolve};
 
+use minify_packages::PackageDb;
+
 use crate::{Closure, ClosureError, ClosureOptions, DefaultSet, DefaultSets, Granularity};
 
 /// What happened to one root of the allowlist on this image.
@@ -87,6 +89,8 @@ pub fn reclose(
     let mut events = Vec::new();
     let mut pre: Vec<(ImagePath, Reason, String)> = Vec::new();
     let mut roots = Vec::new();
+    // The image's package model, read only if some root is gone (the debian-package rule).
+    let db = std::cell::OnceCell::new();
     for e in &allowlist.paths {
         if e.reason == Reason::DefaultSet {
             for set in DefaultSet::ALL {
@@ -112,7 +116,7 @@ pub fn reclose(
         let state = if present(fs, &e.path) {
             RootState::Same
         } else {
-            match renamed(fs, &e.path) {
+            match renamed_with(fs, &e.path, &|| db.get_or_init(|| PackageDb::read(fs))) {
                 Some((to, rule)) => RootState::Renamed { to, rule },
                 None => RootState::Missing,
             }
@@ -187,8 +191,22 @@ pub fn reclose(
 /// - a path inside `NAME-VERSION.dist-info` / `.egg-info` is found in the one directory of
 ///   the same distribution beside it (another version);
 /// - `__pycache__/MOD.cpython-3XY[.opt-N].pyc` is found as the same module compiled for
-///   another Python 3, else as its source `MOD.py`.
+///   another Python 3, else as its source `MOD.py`;
+/// - a file of a Debian package whose directories carry a version (`/usr/lib/python3.11/`,
+///   `/usr/lib/postgresql/15/`, `/usr/lib/jvm/java-17-openjdk-amd64/`) is found under the one
+///   sibling directory of the same shape with another version (`python3.12`), the same
+///   version replaced in the rest of the path too (`cpython-311` -> `cpython-312`), when a
+///   Debian package of this image owns the result.
 pub fn renamed(fs: &dyn Rootfs, path: &ImagePath) -> Option<(ImagePath, &'static str)> {
+    let db = std::cell::OnceCell::new();
+    renamed_with(fs, path, &|| db.get_or_init(|| PackageDb::read(fs)))
+}
+
+fn renamed_with<'a>(
+    fs: &dyn Rootfs,
+    path: &ImagePath,
+    db: &dyn Fn() -> &'a PackageDb,
+) -> Option<(ImagePath, &'static str)> {
     let dir = path.parent()?;
     let name = path.file_name()?;
     if let Some(to) = by_soname(fs, &dir, name) {
@@ -199,6 +217,86 @@ pub fn renamed(fs: &dyn Rootfs, path: &ImagePath) -> Option<(ImagePath, &'static
     }
     if let Some(to) = by_pyc(fs, &dir, name) {
         return Some((to, "pyc"));
+    }
+    if let Some(to) = by_package_version(fs, path, db) {
+        return Some((to, "debian-package"));
+    }
+    None
+}
+
+/// A component's shape: each run of digits as `#` (`python3.11` -> `python#.#`).
+fn shape(component: &str) -> String {
+    let mut out = String::with_capacity(component.len());
+    let mut in_digits = false;
+    for c in component.chars() {
+        if c.is_ascii_digit() {
+            if !in_digits {
+                out.push('#');
+            }
+            in_digits = true;
+        } else {
+            out.push(c);
+            in_digits = false;
+        }
+    }
+    out
+}
+
+/// The digit runs of a component, joined by what separates them (`java-17-openjdk` -> `17`,
+/// `python3.11` -> `3.11`): its version.
+fn version_of(component: &str) -> Option<&str> {
+    let start = component.find(|c: char| c.is_ascii_digit())?;
+    let end = component.rfind(|c: char| c.is_ascii_digit())? + 1;
+    Some(&component[start..end])
+}
+
+fn by_package_version<'a>(
+    fs: &dyn Rootfs,
+    path: &ImagePath,
+    db: &dyn Fn() -> &'a PackageDb,
+) -> Option<ImagePath> {
+    let comps: Vec<&str> = path.components().collect();
+    // The first versioned directory whose parent has exactly one sibling of its shape.
+    for i in 0..comps.len().saturating_sub(1) {
+        let c = comps[i];
+        let Some(old) = version_of(c) else {
+            continue;
+        };
+        let parent = ImagePath::new(&format!("/{}", comps[..i].join("/")));
+        let want = shape(c);
+        let mut found = fs.children(&parent).into_iter().filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n != c && shape(n) == want && version_of(n).is_some())
+        });
+        let Some(sibling) = found.next() else {
+            continue;
+        };
+        if found.next().is_some() {
+            return None; // two other versions side by side: no way to tell which one
+        }
+        let new_name = sibling.file_name()?;
+        let new = version_of(new_name)?;
+        // The same version in the rest of the path, dotted (`3.11`) or not (`311`).
+        let (old_flat, new_flat) = (old.replace('.', ""), new.replace('.', ""));
+        let rest: Vec<String> = comps[i + 1..]
+            .iter()
+            .map(|r| {
+                if r.contains(old) {
+                    r.replace(old, new)
+                } else if old_flat.len() > 1 && r.contains(&old_flat) {
+                    r.replace(&old_flat, &new_flat)
+                } else {
+                    (*r).to_owned()
+                }
+            })
+            .collect();
+        let to = sibling.join(&rest.join("/"));
+        let real = resolve(fs, to.as_str(), false).ok()?.path;
+        let owned = db()
+            .owners(&real)
+            .iter()
+            .any(|&id| db().packages[id].kind == minify_packages::Kind::Deb);
+        return (owned && fs.entry(&real).is_some()).then_some(to);
     }
     None
 }
@@ -363,6 +461,56 @@ mod tests {
             renamed_to(&fs, "/site/Flask-2.2.2.dist-info/METADATA"),
             None
         );
+    }
+
+    #[test]
+    fn debian_package_rule_follows_a_versioned_directory() {
+        let status = b"Package: libpython3.12-stdlib\nStatus: install ok installed\nVersion: 3.12.1-1\nArchitecture: amd64\n\n";
+        let list = b"/usr/lib/python3.12\n/usr/lib/python3.12/json\n/usr/lib/python3.12/json/decoder.py\n/usr/lib/python3.12/lib-dynload\n/usr/lib/python3.12/lib-dynload/_json.cpython-312-x86_64-linux-gnu.so\n";
+        let mut fs = MemFs::default();
+        fs.dir("/usr")
+            .dir("/usr/lib")
+            .dir("/usr/lib/python3.12")
+            .dir("/usr/lib/python3.12/json")
+            .file("/usr/lib/python3.12/json/decoder.py", b"x")
+            .dir("/usr/lib/python3.12/lib-dynload")
+            .file(
+                "/usr/lib/python3.12/lib-dynload/_json.cpython-312-x86_64-linux-gnu.so",
+                b"x",
+            )
+            .dir("/usr/lib/unowned-2")
+            .file("/usr/lib/unowned-2/a", b"x")
+            .dir("/var")
+            .dir("/var/lib")
+            .dir("/var/lib/dpkg")
+            .file("/var/lib/dpkg/status", status)
+            .dir("/var/lib/dpkg/info")
+            .file("/var/lib/dpkg/info/libpython3.12-stdlib:amd64.list", list);
+        assert_eq!(
+            renamed_to(&fs, "/usr/lib/python3.11/json/decoder.py"),
+            Some((
+                "/usr/lib/python3.12/json/decoder.py".into(),
+                "debian-package"
+            ))
+        );
+        assert_eq!(
+            renamed_to(
+                &fs,
+                "/usr/lib/python3.11/lib-dynload/_json.cpython-311-x86_64-linux-gnu.so"
+            ),
+            Some((
+                "/usr/lib/python3.12/lib-dynload/_json.cpython-312-x86_64-linux-gnu.so".into(),
+                "debian-package"
+            ))
+        );
+        // Not in the new version, or not a Debian package's file: no successor.
+        assert_eq!(renamed_to(&fs, "/usr/lib/python3.11/json/gone.py"), None);
+        assert_eq!(renamed_to(&fs, "/usr/lib/unowned-1/a"), None);
+        // Two other versions side by side: no guess.
+        fs.dir("/usr/lib/python3.13")
+            .dir("/usr/lib/python3.13/json")
+            .file("/usr/lib/python3.13/json/decoder.py", b"x");
+        assert_eq!(renamed_to(&fs, "/usr/lib/python3.11/json/decoder.py"), None);
     }
 
     #[test]
