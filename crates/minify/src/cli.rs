@@ -61,7 +61,7 @@ pub struct BuildArgs {
     #[arg(long, value_name = "file|package", default_value = "file")]
     pub granularity: minify_closure::Granularity,
     /// A root of the allowlist (a traced or included path) that the image no longer has and
-    /// that no rename rule (soname, dist-info, pyc) finds: error (exit 2, the default) or warn
+    /// that no rename rule (soname, dist-info, pyc, debian-package) finds: error (exit 2, the default) or warn
     /// (build without it).
     #[arg(long, value_name = "error|warn", value_parser = ["error", "warn"], default_value = "error")]
     pub on_missing: String,
