@@ -52,6 +52,12 @@ impl MemCgroup {
         Some(MemCgroup { dir, v1 })
     }
 
+    /// One of the cgroup's files. A file that cannot be read fails the test: a peak of 0 or
+    /// "never hit the cap" must come from the kernel, not from a failed read.
+    fn read(&self, file: &str) -> String {
+        fs_err::read_to_string(self.dir.join(file)).unwrap()
+    }
+
     /// Peak memory so far (v1 `max_usage_in_bytes`, v2 `memory.peak`), page cache included.
     fn peak(&self) -> u64 {
         let f = if self.v1 {
@@ -59,21 +65,20 @@ impl MemCgroup {
         } else {
             "memory.peak"
         };
-        std::fs::read_to_string(self.dir.join(f))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0)
+        let text = self.read(f);
+        text.trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{f}: {text:?}: {e}"))
     }
 
     /// Whether the kernel hit the cap (and killed or stalled something).
     fn hit_cap(&self) -> bool {
         if self.v1 {
-            std::fs::read_to_string(self.dir.join("memory.failcnt")).is_ok_and(|s| s.trim() != "0")
+            self.read("memory.failcnt").trim() != "0"
         } else {
-            std::fs::read_to_string(self.dir.join("memory.events")).is_ok_and(|s| {
-                s.lines()
-                    .any(|l| l.starts_with("oom_kill ") && !l.ends_with(" 0"))
-            })
+            self.read("memory.events")
+                .lines()
+                .any(|l| l.starts_with("oom_kill ") && !l.ends_with(" 0"))
         }
     }
 }
@@ -185,18 +190,23 @@ fn run_case(
     Ok(peak)
 }
 
-/// A file under `dir` holding `needle`, searching inside gzip layers too.
+/// A file under `dir` (none when it does not exist: a refused case writes no output)
+/// holding `needle`, searching inside gzip layers too. What cannot be read fails the test
+/// rather than counting as "no canary".
 fn grep_dir(dir: &Path, needle: &[u8]) -> Option<PathBuf> {
-    let rd = std::fs::read_dir(dir).ok()?;
-    for e in rd.flatten() {
+    if !dir.exists() {
+        return None;
+    }
+    for e in fs_err::read_dir(dir).unwrap() {
+        let e = e.unwrap();
         let p = e.path();
-        let t = e.file_type().ok()?;
+        let t = e.file_type().unwrap();
         if t.is_dir() {
             if let Some(hit) = grep_dir(&p, needle) {
                 return Some(hit);
             }
         } else if t.is_file() {
-            let bytes = std::fs::read(&p).ok()?;
+            let bytes = fs_err::read(&p).unwrap();
             let mut plain = Vec::new();
             let _ = std::io::Read::read_to_end(
                 &mut flate2::read::MultiGzDecoder::new(bytes.as_slice()),
@@ -244,4 +254,8 @@ fn hostile_corpus_is_refused_or_handled_within_limits() {
         eprintln!("{name}: peak {} MiB", peak >> 20);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(
+        !peaks.is_empty(),
+        "no case ran (MINIFY_HOSTILE_CASE={only:?})"
+    );
 }
