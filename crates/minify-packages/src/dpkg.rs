@@ -156,5 +156,8 @@ fn add_package(c: &mut Collector<'_>, e: StatusEntry, list: Option<&ImagePath>, 
             files.push(p);
         }
     }
-    c.add(Kind::Deb, e.package, e.version, files, &source, &stats);
+    let arch = e.architecture;
+    if let Some(id) = c.add(Kind::Deb, e.package, e.version, files, &source, &stats) {
+        c.db.packages[id].arch = arch;
+    }
 }

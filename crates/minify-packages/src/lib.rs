@@ -71,6 +71,9 @@ pub struct Package {
     pub name: String,
     /// As the database gives it; empty when it does not say.
     pub version: String,
+    /// dpkg's `Architecture:` (`amd64`, `all`); empty for the other kinds. An SBOM's
+    /// package URL carries it (`pkg:deb/debian/libc6@2.36-9?arch=amd64`).
+    pub arch: String,
     /// The non-directory entries it owns, as real image paths (directory part resolved
     /// through the image's links), sorted, each existing in the image.
     pub files: Vec<ImagePath>,
@@ -267,6 +270,7 @@ impl Collector<'_> {
             kind,
             name,
             version,
+            arch: String::new(),
             files,
             warnings,
             site: None,

@@ -75,6 +75,7 @@ fn dpkg_lists_resolve_through_the_images_links() {
     assert!(db.packages[0].files.contains(&p("/lib")));
     let libc = &db.packages[db.owners(&p("/usr/lib/x86_64-linux-gnu/libc.so.6"))[0]];
     assert_eq!(libc.version, "2.36-9");
+    assert_eq!(libc.arch, "amd64");
     assert_eq!(libc.label(), "libc6 2.36-9 (deb)");
     // Conffiles from the status count; an obsolete one that is gone does not.
     assert!(libc.files.contains(&p("/etc/ld.so.conf")));
@@ -183,6 +184,7 @@ fn distroless_status_d() {
     let db = PackageDb::read(&fs);
     assert_eq!(names(&db, "/usr/lib/libssl.so.3"), ["libssl3"]);
     assert_eq!(db.packages[0].version, "3.0.11");
+    assert_eq!(db.packages[0].arch, "amd64");
 }
 
 #[test]
