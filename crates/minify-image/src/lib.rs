@@ -40,7 +40,7 @@ pub use config::ImageConfig;
 pub use digest::Digest;
 pub use pack::{PackError, PackOptions, PackedImage, pack};
 pub use reference::{ArchiveImage, ImageRef, RefError};
-pub use sink::{SinkError, WriteOptions, Written};
+pub use sink::{Referrer, SinkError, WriteOptions, Written};
 pub use source::{Compression, LayerInfo, SourceError, SourceImage};
 pub use view::{DirSize, LayerStats, RootfsView, ViewError};
 

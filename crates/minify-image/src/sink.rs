@@ -26,6 +26,22 @@ const MT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const MT_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const MT_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const MT_LAYER_PREFIX: &str = "application/vnd.oci.image.layer.v1.";
+/// The empty config of an artifact manifest (image-spec 1.1, manifest.md "Guidelines for
+/// Artifact Usage"): the two bytes `{}`.
+const MT_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+const EMPTY_JSON: &[u8] = b"{}";
+
+/// A document stored beside the image in an OCI layout as an OCI 1.1 artifact whose
+/// `subject` is the image's manifest (what the referrers API of a registry lists for it): an
+/// SBOM, a signature. The artifact manifest's config is the empty descriptor and its one
+/// layer is the document; index.json lists it with its `artifactType`.
+#[derive(Clone, Debug)]
+pub struct Referrer {
+    /// The artifact's type, also the media type of its one blob
+    /// (`application/vnd.cyclonedx+json`).
+    pub artifact_type: String,
+    pub bytes: Vec<u8>,
+}
 
 /// How [`PackedImage::write_to`] writes, beyond where.
 #[derive(Clone, Copy, Debug)]
@@ -131,6 +147,18 @@ impl PackedImage {
         out: &ImageRef,
         options: &WriteOptions,
     ) -> Result<Written, SinkError> {
+        self.write_with_referrers(out, options, &[]).await
+    }
+
+    /// [`Self::write_to`], and in an `oci:` or `oci-archive:` output also `referrers`, each as
+    /// an artifact whose subject is the image (in the same atomic write). Other outputs have
+    /// no place for them: they are not written there.
+    pub async fn write_with_referrers(
+        &self,
+        out: &ImageRef,
+        options: &WriteOptions,
+        referrers: &[Referrer],
+    ) -> Result<Written, SinkError> {
         let force = options.force;
         let stored = match out {
             ImageRef::Daemon(name) => {
@@ -155,14 +183,14 @@ impl PackedImage {
             ImageRef::OciArchive { path, tag } => {
                 check_exists(path, force)?;
                 let stored = self.stored_layer(options.compression)?;
-                let layout = self.oci_layout(tag.as_deref(), &stored);
+                let layout = self.oci_layout(tag.as_deref(), &stored, referrers);
                 write_file_atomically(path, force, |tmp| write_tar(tmp, &layout.borrowed()))?;
                 stored
             }
             ImageRef::OciDir { dir, tag } => {
                 check_exists(dir, force)?;
                 let stored = self.stored_layer(options.compression)?;
-                let layout = self.oci_layout(tag.as_deref(), &stored);
+                let layout = self.oci_layout(tag.as_deref(), &stored, referrers);
                 write_dir_atomically(dir, force, &layout.borrowed())?;
                 stored
             }
@@ -245,7 +273,12 @@ impl PackedImage {
         }
     }
 
-    fn oci_layout<'a>(&'a self, tag: Option<&str>, layer: &'a StoredLayer) -> Owned<'a> {
+    fn oci_layout<'a>(
+        &'a self,
+        tag: Option<&str>,
+        layer: &'a StoredLayer,
+        referrers: &[Referrer],
+    ) -> Owned<'a> {
         // `tar`, `tar+gzip`, `tar+zstd`: the media type's last part.
         let media_type = format!("{MT_LAYER_PREFIX}{}", layer.compression);
         let manifest = serde_json::to_vec(&json!({
@@ -261,23 +294,55 @@ impl PackedImage {
         if let Some(t) = tag {
             desc["annotations"] = json!({"org.opencontainers.image.ref.name": t});
         }
-        let index = json!({"schemaVersion": 2, "mediaType": MT_INDEX, "manifests": [desc]});
+        let subject =
+            json!({"mediaType": MT_MANIFEST, "digest": mdigest.as_str(), "size": manifest.len()});
+        let mut manifests = vec![desc];
+        let mut bytes = vec![
+            (
+                "oci-layout".into(),
+                br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+            ),
+            (format!("blobs/sha256/{}", mdigest.hex()), manifest),
+            (
+                format!("blobs/sha256/{}", self.id.hex()),
+                self.config.clone(),
+            ),
+        ];
+        if !referrers.is_empty() {
+            let empty = Digest::of_bytes(EMPTY_JSON);
+            bytes.push((format!("blobs/sha256/{}", empty.hex()), EMPTY_JSON.to_vec()));
+            for r in referrers {
+                let blob = Digest::of_bytes(&r.bytes);
+                let artifact = serde_json::to_vec(&json!({
+                    "schemaVersion": 2,
+                    "mediaType": MT_MANIFEST,
+                    "artifactType": r.artifact_type,
+                    "config": {"mediaType": MT_EMPTY, "digest": empty.as_str(), "size": EMPTY_JSON.len()},
+                    "layers": [{"mediaType": r.artifact_type, "digest": blob.as_str(), "size": r.bytes.len()}],
+                    "subject": subject,
+                }))
+                .expect("json");
+                let adigest = Digest::of_bytes(&artifact);
+                manifests.push(json!({
+                    "mediaType": MT_MANIFEST,
+                    "artifactType": r.artifact_type,
+                    "digest": adigest.as_str(),
+                    "size": artifact.len(),
+                }));
+                bytes.push((format!("blobs/sha256/{}", adigest.hex()), artifact));
+                bytes.push((format!("blobs/sha256/{}", blob.hex()), r.bytes.clone()));
+            }
+            // The same blob twice (two identical documents) is one file.
+            bytes.sort_by(|a, b| a.0.cmp(&b.0));
+            bytes.dedup_by(|a, b| a.0 == b.0);
+        }
+        let index = json!({"schemaVersion": 2, "mediaType": MT_INDEX, "manifests": manifests});
+        bytes.push((
+            "index.json".into(),
+            serde_json::to_vec(&index).expect("json"),
+        ));
         Owned {
-            bytes: vec![
-                (
-                    "oci-layout".into(),
-                    br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
-                ),
-                (
-                    "index.json".into(),
-                    serde_json::to_vec(&index).expect("json"),
-                ),
-                (format!("blobs/sha256/{}", mdigest.hex()), manifest),
-                (
-                    format!("blobs/sha256/{}", self.id.hex()),
-                    self.config.clone(),
-                ),
-            ],
+            bytes,
             dirs: vec!["blobs/".into(), "blobs/sha256/".into()],
             files: vec![(format!("blobs/sha256/{}", layer.digest.hex()), &layer.path)],
         }

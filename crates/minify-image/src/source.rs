@@ -570,6 +570,10 @@ struct Descriptor {
     annotations: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     platform: Option<Platform>,
+    /// Set on an OCI 1.1 artifact (an SBOM or a signature whose `subject` is an image): not
+    /// an image to read.
+    #[serde(default)]
+    artifact_type: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -635,6 +639,9 @@ pub(crate) fn read_oci(
     let index = read_json_member(c, "index.json", FMT)?;
     let mut index: OciIndex = serde_json::from_slice(&index)
         .map_err(|e| not_image(c, FMT, format!("index.json: {e}")))?;
+    // Artifacts attached to an image (OCI 1.1 referrers, like the SBOM minify stores beside
+    // its output) are listed in index.json too; they are not images to choose from.
+    index.manifests.retain(|d| d.artifact_type.is_none());
     let names: Vec<String> = index
         .manifests
         .iter()

@@ -1172,3 +1172,80 @@ fn errors_quoting_a_bad_outer_archive_header_stay_on_one_line() {
     assert!(msg.contains("when getting cksum"), "{msg}");
     assert!(!msg.chars().any(char::is_control), "{msg:?}");
 }
+
+/// A referrer (an SBOM) in an OCI output is an OCI 1.1 artifact manifest whose subject is the
+/// image's manifest, listed in index.json with its artifactType; every blob is named by its
+/// digest; the layout still opens as the image (with and without its tag), in a directory
+/// and in an archive. Other outputs have no place for it.
+#[tokio::test]
+async fn oci_outputs_hold_referrers_whose_subject_is_the_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (img, view) = base_oci_view(tmp.path(), Compression::None).await;
+    let packed = pack(&view, &img, &[p("/etc/passwd")], &PackOptions::default()).unwrap();
+    let sbom = crate::Referrer {
+        artifact_type: "application/vnd.cyclonedx+json".into(),
+        bytes: br#"{"bomFormat":"CycloneDX"}"#.to_vec(),
+    };
+    let json = |dir: &Path, digest: &str| -> serde_json::Value {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        let bytes = std::fs::read(dir.join("blobs/sha256").join(hex)).unwrap();
+        assert_eq!(Digest::of_bytes(&bytes).as_str(), digest);
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    let out = tmp.path().join("with-sbom");
+    for r in [
+        format!("oci:{}", out.display()),
+        format!("oci:{}:min", out.display()),
+    ] {
+        let r: ImageRef = r.parse().unwrap();
+        let opts = WriteOptions {
+            force: true,
+            ..WriteOptions::default()
+        };
+        packed
+            .write_with_referrers(&r, &opts, std::slice::from_ref(&sbom))
+            .await
+            .unwrap();
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
+        let m = index["manifests"].as_array().unwrap();
+        assert_eq!(m.len(), 2, "{index}");
+        assert!(m[0].get("artifactType").is_none());
+        assert_eq!(m[1]["artifactType"], sbom.artifact_type);
+        let artifact = json(&out, m[1]["digest"].as_str().unwrap());
+        assert_eq!(artifact["artifactType"], sbom.artifact_type);
+        assert_eq!(artifact["subject"]["digest"], m[0]["digest"]);
+        assert_eq!(artifact["subject"]["size"], m[0]["size"]);
+        assert_eq!(
+            artifact["config"]["mediaType"],
+            "application/vnd.oci.empty.v1+json"
+        );
+        let cfg = artifact["config"]["digest"].as_str().unwrap();
+        assert_eq!(
+            std::fs::read(out.join("blobs/sha256").join(&cfg[7..])).unwrap(),
+            b"{}"
+        );
+        let layer = &artifact["layers"][0];
+        assert_eq!(layer["mediaType"], sbom.artifact_type);
+        let hex = layer["digest"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("sha256:")
+            .unwrap();
+        assert_eq!(
+            std::fs::read(out.join("blobs/sha256").join(hex)).unwrap(),
+            sbom.bytes
+        );
+        // The image is still the one image of the layout.
+        let back = SourceImage::open(&r).await.unwrap();
+        assert_eq!(back.id(), packed.id());
+    }
+    let archive: ImageRef = format!("oci-archive:{}", tmp.path().join("a.tar").display())
+        .parse()
+        .unwrap();
+    packed
+        .write_with_referrers(&archive, &WriteOptions::default(), &[sbom])
+        .await
+        .unwrap();
+    assert_eq!(SourceImage::open(&archive).await.unwrap().id(), packed.id());
+}
