@@ -76,6 +76,12 @@ pub struct BuildArgs {
     /// zstd or none. (A docker-archive holds it uncompressed, as `docker save` writes one.)
     #[arg(long, value_name = "FORMAT")]
     pub compression: Option<minify_image::Compression>,
+    /// Write a CycloneDX 1.5 JSON SBOM of the minified image here: every package (dpkg,
+    /// Python, npm) that still owns a kept file, with its package URL and the files kept. An
+    /// oci: or oci-archive: output also holds it, as an OCI 1.1 artifact whose subject is the
+    /// image. Written only with the output.
+    #[arg(long, value_name = "FILE")]
+    pub sbom: Option<PathBuf>,
 }
 
 /// `minify inspect`.
@@ -145,6 +151,12 @@ pub struct RunArgs {
     /// Write a JSON report here: sizes, counts, timings, events, probes on both images.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Write a CycloneDX 1.5 JSON SBOM of the minified image here: every package (dpkg,
+    /// Python, npm) that still owns a kept file, with its package URL and the files kept. An
+    /// oci: or oci-archive: output also holds it, as an OCI 1.1 artifact whose subject is the
+    /// image. Written only with the output.
+    #[arg(long, value_name = "FILE")]
+    pub sbom: Option<PathBuf>,
     /// Keep this path (a directory: recursively) or glob too.
     #[arg(long, value_name = "PATH|GLOB")]
     pub include: Vec<String>,

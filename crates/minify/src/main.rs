@@ -37,6 +37,7 @@ mod cmd;
 mod escape;
 mod pipeline;
 mod report;
+mod sbom;
 
 use std::process::ExitCode;
 

@@ -25,6 +25,9 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<u8> {
     if let Some(out) = &out {
         crate::pipeline::source_guard::refuse_same_location(&source, out)?;
     }
+    if let Some(path) = &args.sbom {
+        crate::sbom::check_path(path)?;
+    }
     let al_name = args.allowlist.display().to_string();
     let text = minify_model::input::read_text(&args.allowlist, minify_model::input::INPUT_LIMIT)?;
     let allowlist = Allowlist::from_json(&al_name, &text)?;
@@ -119,8 +122,27 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<u8> {
         let packed =
             tokio::task::block_in_place(|| pack(&view, &image, &paths, &PackOptions::default()))
                 .map_err(image_err)?;
+        let sbom = match &args.sbom {
+            Some(path) => Some(tokio::task::block_in_place(|| {
+                crate::sbom::make(
+                    path,
+                    &view,
+                    &paths,
+                    (&source, image.id().to_string()),
+                    (&out, packed.id().to_string()),
+                )
+            })?),
+            None => None,
+        };
         let options = crate::cmd::write_options(args.force, args.compression, Some(&out));
-        let written = packed.write_to(&out, &options).await.map_err(image_err)?;
+        let referrers = crate::sbom::Sbom::referrers_for(sbom.as_ref(), &out);
+        let written = packed
+            .write_with_referrers(&out, &options, &referrers)
+            .await
+            .map_err(image_err)?;
+        if let Some(sbom) = &sbom {
+            sbom.write_file()?;
+        }
         errln!(
             "minify: {out}: {} entries, {} bytes of files (source {} bytes in {} layers); layer {} bytes as {}",
             packed.entry_count(),

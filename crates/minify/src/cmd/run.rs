@@ -130,6 +130,9 @@ pub fn plan(args: &RunArgs) -> anyhow::Result<RunPlan> {
             anyhow::bail!("--{flag} must be at least 1 second");
         }
     }
+    if let Some(path) = &args.sbom {
+        crate::sbom::check_path(path)?;
+    }
     // No --tag for a file source: the output is NAME:TAG-min in the daemon.
     let write = crate::cmd::write_options(args.force, args.compression, output.as_ref());
     Ok(RunPlan {
@@ -157,6 +160,7 @@ pub fn plan(args: &RunArgs) -> anyhow::Result<RunPlan> {
         },
         output,
         allowlist_out: args.allowlist_out.clone(),
+        sbom: args.sbom.clone(),
         verify: !args.no_verify,
         allow_lossy: args.allow_lossy,
         ring_bytes: args.ring_bytes,

@@ -64,6 +64,8 @@ pub struct RunPlan {
     /// daemon after the name the file carries, known once it is open.
     pub output: Option<ImageRef>,
     pub allowlist_out: Option<PathBuf>,
+    /// `--sbom FILE` (checked writable already).
+    pub sbom: Option<PathBuf>,
     pub verify: bool,
     pub allow_lossy: bool,
     pub ring_bytes: Option<u32>,
@@ -650,6 +652,18 @@ pub async fn execute(
     let packed =
         tokio::task::block_in_place(|| pack(&view, &source, &paths, &PackOptions::default()))
             .context("packing the minified image")?;
+    let sbom = match &plan.sbom {
+        Some(path) => Some(tokio::task::block_in_place(|| {
+            crate::sbom::make(
+                path,
+                &view,
+                &paths,
+                (&plan.image, source.id().to_string()),
+                (&output, packed.id().to_string()),
+            )
+        })?),
+        None => None,
+    };
     timer.lap("pack");
     report.output_id = packed.id().to_string();
     // A file output to verify is verified in the daemon, on the identical image it already
@@ -665,7 +679,15 @@ pub async fn execute(
         (write_after_verify && verify_already.is_none()).then(|| runtime.temp_image());
     if !write_after_verify {
         state.enter("write", &report, &timer);
-        write_output(&output, &plan.write, &packed, &mut report, progress).await?;
+        write_output(
+            &output,
+            &plan.write,
+            &packed,
+            sbom.as_ref(),
+            &mut report,
+            progress,
+        )
+        .await?;
         kept.add(if plan.verify {
             format!("the output {output} (written before verification, not verified)")
         } else {
@@ -815,7 +837,15 @@ pub async fn execute(
         if write_after_verify {
             if code == 0 {
                 state.enter("write", &report, &timer);
-                write_output(&output, &plan.write, &packed, &mut report, progress).await?;
+                write_output(
+                    &output,
+                    &plan.write,
+                    &packed,
+                    sbom.as_ref(),
+                    &mut report,
+                    progress,
+                )
+                .await?;
                 kept.add(format!("the output {output}"));
                 timer.lap("write");
             } else {
@@ -842,18 +872,26 @@ pub async fn execute(
     Ok(RunOutcome { report, code })
 }
 
-/// Write the packed image to the requested output.
+/// Write the packed image to the requested output, and its SBOM (`--sbom`) with it.
 async fn write_output(
     output: &ImageRef,
     options: &minify_image::WriteOptions,
     packed: &minify_image::PackedImage,
+    sbom: Option<&crate::sbom::Sbom>,
     report: &mut Report,
     progress: &Progress,
 ) -> anyhow::Result<()> {
     progress.phase(format!("writing {output}"));
-    let written = packed.write_to(output, options).await.map_err(|e| {
-        crate::lib_error(minify_image::ImageError::from(e)).context(format!("writing {output}"))
-    })?;
+    let referrers = crate::sbom::Sbom::referrers_for(sbom, output);
+    let written = packed
+        .write_with_referrers(output, options, &referrers)
+        .await
+        .map_err(|e| {
+            crate::lib_error(minify_image::ImageError::from(e)).context(format!("writing {output}"))
+        })?;
+    if let Some(sbom) = sbom {
+        sbom.write_file()?;
+    }
     report.output_id = written.id.to_string();
     report.output_layer_bytes = written.layer_bytes;
     report.output_layer_media = written.compression.to_string();
