@@ -16,6 +16,7 @@ mod report;
 mod reuse;
 mod run;
 mod run_options;
+mod sbom;
 mod signals;
 mod skeleton;
 mod source;

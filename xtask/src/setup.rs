@@ -24,6 +24,7 @@ pub fn run() -> anyhow::Result<()> {
     ebpf_toolchain_with_rust_src()?;
     bpf_linker()?;
     ca_certs()?;
+    cyclonedx_validator()?;
     eprintln!("    setup: everything is in place");
     Ok(())
 }
@@ -229,5 +230,71 @@ fn ca_certs() -> anyhow::Result<()> {
              (copied into fixture builds that use pip)"
         ),
     );
+    Ok(())
+}
+
+/// The CycloneDX schema validator the SBOM tests use (minify_fixtures'
+/// `require_cyclonedx_validator`): `cyclonedx-python-lib` with its JSON validation extra,
+/// pinned, in a venv of its own so nothing of the system's Python changes.
+fn cyclonedx_validator() -> anyhow::Result<()> {
+    let venv = minify_fixtures::cyclonedx_venv();
+    let python = venv.join("bin/python");
+    let works = |python: &Path| {
+        Command::new(python)
+            .args([
+                "-c",
+                "import cyclonedx.validation.json, jsonschema, referencing",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !works(&python) {
+        eprintln!(
+            "    installing {} in the venv {}",
+            minify_fixtures::CYCLONEDX_PYTHON_LIB,
+            venv.display()
+        );
+        if let Some(parent) = venv.parent() {
+            fs_err::create_dir_all(parent)?;
+        }
+        if !python.is_file() {
+            let made = Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !made {
+                // Debian's python3 has no venv module without python3-venv.
+                let _ = fs_err::remove_dir_all(&venv);
+                apt_install(&["python3-venv"])?;
+                run_status(
+                    Command::new("/usr/bin/python3")
+                        .args(["-m", "venv"])
+                        .arg(&venv),
+                )?;
+            }
+        }
+        run_status(
+            Command::new(&python)
+                .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    minify_fixtures::CYCLONEDX_PYTHON_LIB,
+                ]),
+        )?;
+        if !works(&python) {
+            bail!(
+                "{} was installed in {} but does not import",
+                minify_fixtures::CYCLONEDX_PYTHON_LIB,
+                venv.display()
+            );
+        }
+    }
+    ok("CycloneDX validator", &python.display().to_string());
     Ok(())
 }
