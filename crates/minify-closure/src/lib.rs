@@ -27,6 +27,10 @@
 //! - parent directories of everything kept (`parent`);
 //! - then `exclude` globs are applied, but never to a directory above a kept path.
 //!
+//! [`attack_surface`] then says what a kept set leaves an attacker: shells, package
+//! managers, GTFOBins helpers (each with why it is kept), set-id files, world-writable
+//! directories and the user.
+//!
 //! ```no_run
 //! # fn f(fs: &dyn minify_model::Rootfs, trace: &minify_model::Trace) -> Result<(), minify_closure::ClosureError> {
 //! use minify_closure::{ClosureOptions, compute};
@@ -44,6 +48,7 @@ mod packages;
 mod reclose;
 mod sets;
 mod skeleton;
+mod surface;
 
 use std::collections::BTreeMap;
 
@@ -54,6 +59,10 @@ pub use packages::{Granularity, PackageOptions, PackageReport};
 pub use reclose::{Reclosure, RootReport, RootState, is_root, reclose, renamed};
 pub use sets::{DefaultSet, DefaultSets};
 pub use skeleton::SkeletonInput;
+pub use surface::{
+    AttackSurface, GTFOBINS, PACKAGE_MANAGERS, SHELLS, SurfaceExecutable, SurfacePath, SurfaceUser,
+    attack_surface,
+};
 
 /// User rules and switches for one closure computation.
 #[derive(Clone, Debug, Default)]
