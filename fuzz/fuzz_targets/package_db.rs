@@ -3,13 +3,15 @@
 //! of every package named `a` and a venv distribution's `RECORD`; the image also has a
 //! usrmerge link, a link loop and a link leaving the root.
 //! Invariants: no panic; every path the model says a unit owns exists in the image and is not
-//! a directory (whatever `..`, absolute or missing paths the lists name).
+//! a directory (whatever `..`, absolute or missing paths the lists name); the pruned database
+//! names only regular files of the image, a generated status is never longer than the
+//! source's, and the accounting's bytes add up to the image's.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use minify_model::rootfs::memfs::MemFs;
 use minify_model::{ImagePath, Rootfs};
-use minify_packages::{PackageDb, parse_record, parse_status};
+use minify_packages::{PackageDb, account, parse_record, parse_status, prune};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
@@ -53,4 +55,23 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = db.owners(&ImagePath::new("/lib/libc.so.6"));
+    // Keep every other path: the pruned database and the accounting over it.
+    let all = fs.paths();
+    let kept = |p: &ImagePath| all.binary_search(p).is_ok_and(|i| i % 2 == 0);
+    let pr = prune(&fs, &db, &kept);
+    for (p, f) in &pr.files {
+        let e = fs.entry(p).unwrap_or_else(|| panic!("{p} is not in the image"));
+        assert!(e.is_file(), "{p} is not a regular file");
+        if let Some(c) = &f.content {
+            assert!(c.len() as u64 <= e.size, "{p} grew");
+        }
+    }
+    let (_, totals) = account(&fs, &db, &kept);
+    let bytes: u64 = all
+        .iter()
+        .filter_map(|p| fs.entry(p))
+        .filter(|e| matches!(e.kind, minify_model::EntryKind::File))
+        .map(|e| e.size)
+        .sum();
+    assert_eq!(totals.source_bytes(), bytes);
 });

@@ -17,9 +17,11 @@
 //! which usrmerge images hold under `/usr/lib`); only non-directory entries are recorded, since
 //! every package lists `/usr` or `/etc` and a directory says nothing about which one is used.
 
+mod account;
 mod dpkg;
 mod jdk;
 mod npm;
+mod prune;
 mod python;
 
 use std::collections::HashMap;
@@ -27,7 +29,9 @@ use std::fmt;
 
 use minify_model::{ImagePath, ResolveError, Rootfs, resolve};
 
+pub use account::{Account, State, Totals, account};
 pub use dpkg::{StatusEntry, parse_status};
+pub use prune::{DbFile, Pruned, prune};
 pub use python::{parse_installed_files, parse_record};
 
 /// Most bytes read of one database file (a dpkg status, a `.list`, a RECORD). Real ones are
@@ -83,6 +87,31 @@ pub struct Package {
     /// top-level entry of it the distribution owns (`setuptools/`, `_distutils_hack/`,
     /// `six.py`) is a part a caller may keep alone.
     pub site: Option<ImagePath>,
+    /// The unit's own entries in its database, which a pruned database keeps or cuts.
+    pub db_files: DbFiles,
+}
+
+/// Where a unit's own database entries are (see [`prune`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum DbFiles {
+    /// None known (a JDK home; a unit with no list).
+    #[default]
+    None,
+    /// dpkg with the shared `/var/lib/dpkg/status`: its `info/<pkg>[:arch].list` and
+    /// `.md5sums` (each when the image has it).
+    Dpkg {
+        list: Option<ImagePath>,
+        md5sums: Option<ImagePath>,
+    },
+    /// distroless: `status.d/<pkg>`, the package's own status paragraph, and its `.md5sums`.
+    StatusD {
+        stanza: ImagePath,
+        md5sums: Option<ImagePath>,
+    },
+    /// A Python distribution's `.dist-info` or `.egg-info` directory.
+    Python { meta_dir: ImagePath },
+    /// An npm package's `package.json`.
+    Npm { manifest: ImagePath },
 }
 
 impl Package {
@@ -274,6 +303,7 @@ impl Collector<'_> {
             files,
             warnings,
             site: None,
+            db_files: DbFiles::None,
         });
         Some(id)
     }

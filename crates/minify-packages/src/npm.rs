@@ -89,13 +89,17 @@ pub(crate) fn read(c: &mut Collector<'_>, paths: &[ImagePath]) {
                 break;
             }
         }
-        c.add(
+        if let Some(id) = c.add(
             Kind::Npm,
             name,
             version,
             files,
             manifest.as_str(),
             &ListStats::default(),
-        );
+        ) {
+            c.db.packages[id].db_files = crate::DbFiles::Npm {
+                manifest: manifest.clone(),
+            };
+        }
     }
 }

@@ -126,6 +126,9 @@ pub(crate) fn read(c: &mut Collector<'_>, paths: &[ImagePath]) {
             &stats,
         ) {
             c.db.packages[id].site = Some(parent);
+            c.db.packages[id].db_files = crate::DbFiles::Python {
+                meta_dir: dir.clone(),
+            };
         }
     }
 }

@@ -333,3 +333,258 @@ fn jdk_home_lib_and_conf_are_one_unit() {
     );
     assert!(names(&db, &format!("{home}/bin/java")).is_empty());
 }
+
+/// The debian layout with md5sums, and a kept set: libc.so.6 only (with the directories
+/// above it).
+fn debian_kept() -> (MemFs, impl Fn(&ImagePath) -> bool) {
+    let mut fs = debian();
+    fs.file(
+        "/var/lib/dpkg/info/libc6:amd64.md5sums",
+        b"aa  lib/x86_64-linux-gnu/libc.so.6\nbb  usr/lib/x86_64-linux-gnu/gconv/ISO8859-1.so\ncc  usr/share/doc/libc6/copyright\n",
+    )
+    .file("/var/lib/dpkg/info/dash.md5sums", b"dd  bin/dash\n");
+    let kept = |p: &ImagePath| {
+        [
+            "/usr",
+            "/usr/lib",
+            "/usr/lib/x86_64-linux-gnu",
+            "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        ]
+        .contains(&p.as_str())
+    };
+    (fs, kept)
+}
+
+fn content(pr: &Pruned, path: &str) -> String {
+    let f = pr
+        .files
+        .get(&p(path))
+        .unwrap_or_else(|| panic!("{path} not kept: {:?}", pr.files.keys()));
+    String::from_utf8(f.content.clone().expect("generated")).unwrap()
+}
+
+#[test]
+fn prune_keeps_the_paragraphs_and_lines_of_what_is_kept() {
+    let (fs, kept) = debian_kept();
+    let db = PackageDb::read(&fs);
+    let pr = prune(&fs, &db, &kept);
+    // libc6 has a kept file, dash none.
+    let names: Vec<&str> = pr
+        .kept_units
+        .iter()
+        .map(|&i| db.packages[i].name.as_str())
+        .collect();
+    assert_eq!(names, ["libc6"]);
+    // The paragraph byte for byte, the others gone (also the one that is not installed).
+    assert_eq!(
+        content(&pr, "/var/lib/dpkg/status"),
+        "Package: libc6\nStatus: install ok installed\nArchitecture: amd64\nVersion: 2.36-9\nConffiles:\n /etc/ld.so.conf abc\n /etc/gone.conf def obsolete\nDescription: x\n more\n\n"
+    );
+    // The list: `/.`, the directories the output holds (through the /lib link) and the file;
+    // not `/lib` itself, a link this output does not hold.
+    assert_eq!(
+        content(&pr, "/var/lib/dpkg/info/libc6:amd64.list"),
+        "/.\n/lib/x86_64-linux-gnu\n/lib/x86_64-linux-gnu/libc.so.6\n"
+    );
+    assert_eq!(
+        content(&pr, "/var/lib/dpkg/info/libc6:amd64.md5sums"),
+        "aa  lib/x86_64-linux-gnu/libc.so.6\n"
+    );
+    assert!(!pr.files.contains_key(&p("/var/lib/dpkg/info/dash.list")));
+    assert!(!pr.files.contains_key(&p("/var/lib/dpkg/info/dash.md5sums")));
+    assert!(pr.files[&p("/var/lib/dpkg/status")].detail == "dpkg status: 1 of 3 paragraphs");
+}
+
+#[test]
+fn prune_with_nothing_kept_leaves_an_empty_status() {
+    let (fs, _) = debian_kept();
+    let db = PackageDb::read(&fs);
+    let pr = prune(&fs, &db, &|_| false);
+    assert!(pr.kept_units.is_empty());
+    assert_eq!(content(&pr, "/var/lib/dpkg/status"), "");
+    assert_eq!(pr.files.len(), 1, "{:?}", pr.files.keys());
+    // No dpkg at all: nothing.
+    let fs = MemFs::default();
+    assert_eq!(
+        prune(&fs, &PackageDb::read(&fs), &|_| true),
+        Pruned::default()
+    );
+}
+
+#[test]
+fn account_adds_up() {
+    let (fs, kept) = debian_kept();
+    let db = PackageDb::read(&fs);
+    let (accounts, t) = account(&fs, &db, &kept);
+    let libc = &accounts[0];
+    assert_eq!(db.packages[libc.id].name, "libc6");
+    assert_eq!(libc.state, State::Partial);
+    assert_eq!((libc.kept_files, libc.kept_bytes), (1, 3));
+    // gconv module, copyright, ld.so.conf, and the /lib link (a file of the package).
+    assert_eq!(libc.removed_files, 4, "{:?}", db.packages[0].files);
+    assert_eq!(libc.removed_bytes, 3 + 1);
+    assert_eq!(accounts[1].state, State::Absent);
+    // Every byte of the image once, in one of the four buckets.
+    let all: u64 = fs
+        .paths()
+        .iter()
+        .filter_map(|x| fs.entry(x))
+        .filter(|e| e.is_file())
+        .map(|e| e.size)
+        .sum();
+    assert_eq!(t.source_bytes(), all);
+    assert_eq!(t.kept_bytes(), 3);
+    let (accounts, _) = account(&fs, &db, &|_| true);
+    assert!(accounts.iter().all(|a| a.state == State::Whole));
+}
+
+#[test]
+fn python_and_npm_metadata_follow_their_unit() {
+    let mut fs = MemFs::default();
+    let sp = "/venv/lib/python3.11/site-packages";
+    let nm = "/app/node_modules";
+    fs.dir("/venv")
+        .dir("/venv/lib")
+        .dir("/venv/lib/python3.11")
+        .dir(sp)
+        .dir(&format!("{sp}/flask"))
+        .dir(&format!("{sp}/flask-3.1.3.dist-info"))
+        .dir(&format!("{sp}/flask-3.1.3.dist-info/licenses"))
+        .dir(&format!("{sp}/six-1.0.dist-info"))
+        .file(&format!("{sp}/flask/__init__.py"), b"")
+        .file(&format!("{sp}/flask-3.1.3.dist-info/METADATA"), b"m")
+        .file(&format!("{sp}/flask-3.1.3.dist-info/INSTALLER"), b"pip")
+        .file(
+            &format!("{sp}/flask-3.1.3.dist-info/licenses/LICENSE"),
+            b"l",
+        )
+        .file(
+            &format!("{sp}/flask-3.1.3.dist-info/RECORD"),
+            b"flask/__init__.py,,\n",
+        )
+        .file(&format!("{sp}/six.py"), b"")
+        .file(&format!("{sp}/six-1.0.dist-info/METADATA"), b"m")
+        .file(&format!("{sp}/six-1.0.dist-info/RECORD"), b"six.py,,\n")
+        .dir("/app")
+        .dir(nm)
+        .dir(&format!("{nm}/a"))
+        .dir(&format!("{nm}/b"))
+        .file(&format!("{nm}/a/package.json"), br#"{"name":"a"}"#)
+        .file(&format!("{nm}/a/index.js"), b"")
+        .file(&format!("{nm}/b/package.json"), br#"{"name":"b"}"#)
+        .file(&format!("{nm}/b/index.js"), b"");
+    let db = PackageDb::read(&fs);
+    let flask_init = format!("{sp}/flask/__init__.py");
+    let a_index = format!("{nm}/a/index.js");
+    // six's METADATA alone was read: that is its metadata, not a use of six.
+    let six_meta = format!("{sp}/six-1.0.dist-info/METADATA");
+    let kept = |x: &ImagePath| [&flask_init, &a_index, &six_meta].contains(&&x.to_string());
+    let pr = prune(&fs, &db, &kept);
+    let paths: Vec<&str> = pr.files.keys().map(ImagePath::as_str).collect();
+    assert_eq!(
+        paths,
+        [
+            "/app/node_modules/a/package.json".to_owned(),
+            format!("{sp}/flask-3.1.3.dist-info/INSTALLER"),
+            format!("{sp}/flask-3.1.3.dist-info/METADATA"),
+            format!("{sp}/flask-3.1.3.dist-info/RECORD"),
+            format!("{sp}/flask-3.1.3.dist-info/licenses/LICENSE"),
+        ]
+    );
+    assert!(pr.files.values().all(|f| f.content.is_none()));
+}
+
+/// Issue 15's bad inputs: duplicate packages, a paragraph without `Package:`, CRLF line
+/// ends, a 10 MB field, bytes that are not UTF-8. Each gives a warning and a best-effort
+/// database; the pruned status keeps the good paragraphs byte for byte.
+#[test]
+fn bad_status_gives_warnings_and_a_best_effort_database() {
+    let mut status: Vec<u8> = Vec::new();
+    status.extend_from_slice(
+        b"Package: a\r\nStatus: install ok installed\r\nArchitecture: amd64\r\nVersion: 1\r\n\r\n",
+    );
+    status.extend_from_slice(
+        b"Package: a\nStatus: install ok installed\nArchitecture: amd64\nVersion: 2\n\n",
+    );
+    status.extend_from_slice(b"Status: install ok installed\nVersion: 3\n\n");
+    status.extend_from_slice(
+        b"Package: big\nStatus: install ok installed\nArchitecture: all\nDescription: ",
+    );
+    status.extend(std::iter::repeat_n(b'x', 10 << 20));
+    status.extend_from_slice(b"\n\nPackage: caf\xe9\xff\nStatus: install ok installed\nArchitecture: all\nVersion: \xfe1\n\n");
+    let mut fs = MemFs::default();
+    fs.dir("/usr")
+        .file("/usr/a", b"1")
+        .file("/usr/big", b"22")
+        .file("/usr/caf", b"333")
+        .dir("/var")
+        .dir("/var/lib")
+        .dir("/var/lib/dpkg")
+        .dir("/var/lib/dpkg/info")
+        .file("/var/lib/dpkg/status", &status)
+        .file("/var/lib/dpkg/info/a:amd64.list", b"/usr/a\r\n")
+        .file("/var/lib/dpkg/info/big.list", b"/usr/big\n")
+        .file("/var/lib/dpkg/info/caf\u{fffd}\u{fffd}.list", b"/usr/caf\n");
+    let db = PackageDb::read(&fs);
+    let w = db.warnings.join("\n");
+    assert!(w.contains("CRLF line ends"), "{w}");
+    assert!(w.contains("paragraph 3 has no Package field"), "{w}");
+    assert!(
+        w.contains("paragraph 2: package a (amd64) appears again; the first paragraph is used"),
+        "{w}"
+    );
+    let named: Vec<(&str, &str)> = db
+        .packages
+        .iter()
+        .map(|x| (x.name.as_str(), x.version.as_str()))
+        .collect();
+    assert_eq!(
+        named,
+        [
+            ("a", "1"),
+            ("big", ""),
+            ("caf\u{fffd}\u{fffd}", "\u{fffd}1")
+        ]
+    );
+    assert_eq!(names(&db, "/usr/a"), ["a"]);
+    assert_eq!(names(&db, "/usr/caf"), ["caf\u{fffd}\u{fffd}"]);
+    // Keep all three: the status keeps the first `a` (CRLF as it was), `big` whole, and the
+    // non-UTF-8 paragraph byte for byte.
+    let pr = prune(&fs, &db, &|x: &ImagePath| x.as_str().starts_with("/usr/"));
+    let out = pr.files[&p("/var/lib/dpkg/status")]
+        .content
+        .clone()
+        .unwrap();
+    let first = status.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(out.starts_with(&status[..first]));
+    assert!(!out.windows(10).any(|w| w == b"Version: 2"));
+    assert!(out.ends_with(b"Package: caf\xe9\xff\nStatus: install ok installed\nArchitecture: all\nVersion: \xfe1\n\n"));
+    assert_eq!(out.len(), status.len() - (status.len() - out.len()));
+    assert_eq!(
+        out.len(),
+        first + (status.len() - first)
+            - b"Package: a\nStatus: install ok installed\nArchitecture: amd64\nVersion: 2\n\n"
+                .len()
+            - b"Status: install ok installed\nVersion: 3\n\n".len()
+    );
+    assert_eq!(
+        String::from_utf8(
+            pr.files[&p("/var/lib/dpkg/info/a:amd64.list")]
+                .content
+                .clone()
+                .unwrap()
+        )
+        .unwrap(),
+        "/usr/a\r\n"
+    );
+}
+
+#[test]
+fn paragraphs_split_on_blank_lines_of_both_kinds() {
+    let d = b"\n\nA: 1\r\n\r\nB: 2\n\n\nC: 3";
+    let r = crate::dpkg::paragraphs(d);
+    let parts: Vec<&[u8]> = r.iter().map(|x| &d[x.clone()]).collect();
+    assert_eq!(parts, [&b"A: 1\r\n\r\n"[..], b"B: 2\n\n\n", b"C: 3"]);
+    assert!(crate::dpkg::paragraphs(b"").is_empty());
+    assert!(crate::dpkg::paragraphs(b"\n\r\n\r").is_empty());
+}
