@@ -140,7 +140,7 @@ fn oci_zstd_output_report_shape_and_values() {
             (r"sha256:[0-9a-f]{64}", "[DIGEST]"),
             (r"minify-verify/[0-9a-z]+:[0-9a-z-]+", "[VERIFY-COPY]"),
             (r"minify [0-9][0-9a-z.+-]*", "minify [VERSION]"),
-            (r#""(size_before|size_after|kept_bytes|required_bytes|output_layer_bytes|bytes|probe_phase_ms|duration_ms|after_ms|ready_ms|ready_ms_minified|events)": [0-9]+"#, r#""$1": "[N]""#),
+            (r#""(size_before|size_after|kept_bytes|required_bytes|output_layer_bytes|bytes|source_bytes|removed_bytes|owned_kept_bytes|owned_removed_bytes|unowned_kept_bytes|unowned_removed_bytes|probe_phase_ms|duration_ms|after_ms|ready_ms|ready_ms_minified|events)": [0-9]+"#, r#""$1": "[N]""#),
             (r#""factor": [0-9.e+-]+"#, r#""factor": "[N]""#),
             (r#"(\n\s+"[a-z ]+",\n\s+)[0-9]+(\n\s+\])"#, "$1\"[MS]\"$2"),
             (r"172\.[0-9]+\.[0-9]+\.[0-9]+", "[IP]"),

@@ -528,7 +528,7 @@ fn probe_that_fails_only_on_the_minified_image_exits_1() {
     let ctx = TestContext::new().unwrap();
     let out = ctx.unique_image_ref("verify-fail");
     let report_path = ctx.temp_dir().join("report.json");
-    let probe = "docker cp \"$MINIFY_CONTAINER:/etc/debian_version\" - >/dev/null";
+    let probe = "docker cp \"$MINIFY_CONTAINER:/etc/issue\" - >/dev/null";
     let o = run(minify()
         .args([
             "run",
@@ -550,7 +550,7 @@ fn probe_that_fails_only_on_the_minified_image_exits_1() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("debian_version"),
+        stderr.contains("/etc/issue"),
         "the probe's output is shown: {stderr}"
     );
     let report: serde_json::Value =
@@ -1056,7 +1056,7 @@ fn file_output_failing_verification_is_not_written() {
     // The report goes elsewhere: the output's directory must stay empty.
     let report_dir = TestContext::new().unwrap();
     let report_path = report_dir.temp_dir().join("report.json");
-    let probe = "docker cp \"$MINIFY_CONTAINER:/etc/debian_version\" - >/dev/null";
+    let probe = "docker cp \"$MINIFY_CONTAINER:/etc/issue\" - >/dev/null";
     let (pid, o) = run_child(
         minify()
             .args(["run", &image, "--probe-cmd", probe, "--tag"])

@@ -10,6 +10,7 @@ use minify_model::trace::Special;
 use minify_model::{
     AccessKind, EntryKind, ImagePath, Reason, ResolveError, Rootfs, Trace, resolve,
 };
+use minify_packages::PackageDb;
 
 use crate::skeleton::{self, Found};
 use crate::{Closure, ClosureError, ClosureOptions, DefaultSet, DefaultSetReport, Kept};
@@ -33,6 +34,8 @@ pub(crate) struct Builder<'a> {
     main_elf: Option<(Rc<ElfInfo>, Libc)>,
     /// The image's working directory, where the entrypoint runs (absolute, as configured).
     workdir: ImagePath,
+    /// The image's package model, read once when first needed.
+    db: Option<PackageDb>,
 }
 
 /// Lookup kinds: a successful one means the workload needed the path to exist.
@@ -52,6 +55,7 @@ impl<'a> Builder<'a> {
             programs_done: HashSet::new(),
             main_elf: None,
             workdir: ImagePath::new(workdir),
+            db: None,
         }
     }
 
@@ -124,6 +128,12 @@ impl<'a> Builder<'a> {
 
         self.add_parents();
         let removed = self.apply_excludes(excludes.as_ref(), &opts.exclude);
+        let generated = self.add_package_db(excludes.as_ref());
+        let (package_accounts, package_totals) = {
+            let db = self.db.get_or_insert_with(|| PackageDb::read(self.fs));
+            let entries = &self.entries;
+            minify_packages::account(self.fs, db, &|p| entries.contains_key(p))
+        };
 
         let default_sets = reports
             .into_iter()
@@ -161,7 +171,45 @@ impl<'a> Builder<'a> {
             required_bytes,
             kept_bytes,
             packages,
+            generated,
+            package_db: self.db.unwrap_or_default(),
+            package_accounts,
+            package_totals,
         })
+    }
+
+    /// The pruned package database (`minify_packages::prune`) of what is kept now, with the
+    /// parents of its files; a file an `exclude` glob matches stays out. Returns the generated
+    /// contents of the kept ones.
+    fn add_package_db(&mut self, excludes: Option<&GlobSet>) -> BTreeMap<ImagePath, Vec<u8>> {
+        let db = self.db.take().unwrap_or_else(|| PackageDb::read(self.fs));
+        let pruned = {
+            let entries = &self.entries;
+            minify_packages::prune(self.fs, &db, &|p| entries.contains_key(p))
+        };
+        // The model's own problems (a status with CRLF, repeated packages, a paragraph
+        // without a name) in both granularities; the package rule says the same (kept once).
+        self.warnings
+            .extend(db.warnings.iter().map(|w| format!("package model: {w}")));
+        self.db = Some(db);
+        self.warnings.extend(
+            pruned
+                .warnings
+                .iter()
+                .map(|w| format!("package database: {w}")),
+        );
+        let mut generated = BTreeMap::new();
+        for (path, f) in pruned.files {
+            if excludes.is_some_and(|x| x.is_match(path.as_str())) {
+                continue;
+            }
+            self.keep(&path, Reason::PackageDb, &f.detail);
+            if let Some(bytes) = f.content {
+                generated.insert(path, bytes);
+            }
+        }
+        self.add_parents();
+        generated
     }
 
     /// The package rule (module `packages`): keep what it asks for.
@@ -170,7 +218,10 @@ impl<'a> Builder<'a> {
         opts: &crate::PackageOptions,
         locale: bool,
     ) -> Result<(Vec<crate::PackageReport>, Vec<String>), ClosureError> {
-        let x = crate::packages::expand(self.fs, &self.entries, opts, locale)?;
+        let db = self.db.take().unwrap_or_else(|| PackageDb::read(self.fs));
+        let x = crate::packages::expand(self.fs, &db, &self.entries, opts, locale);
+        self.db = Some(db);
+        let x = x?;
         for (p, reason, detail) in &x.keep {
             self.keep(p, *reason, detail);
         }

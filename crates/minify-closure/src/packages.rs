@@ -161,6 +161,7 @@ fn file_size(fs: &dyn Rootfs, p: &ImagePath) -> u64 {
 /// Run the package rule over `kept`.
 pub(crate) fn expand(
     fs: &dyn Rootfs,
+    db: &PackageDb,
     kept: &BTreeMap<ImagePath, Kept>,
     opts: &PackageOptions,
     locale: bool,
@@ -172,7 +173,6 @@ pub(crate) fn expand(
             warnings: Vec::new(),
         });
     }
-    let db = PackageDb::read(fs);
     let mut warnings: Vec<String> = db
         .warnings
         .iter()

@@ -19,17 +19,21 @@ pub enum DefaultSet {
     /// alone, never its contents: `/tmp`, `/var/tmp`, root's and the image `USER`'s home, the
     /// `WORKDIR`, every `VOLUME`, and `/proc`, `/sys`, `/dev`, `/run` (see `skeleton.rs`).
     Skeleton,
+    /// The distribution's identity, which scanners read to know whose packages these are:
+    /// `/etc/os-release`, `/usr/lib/os-release`, `/etc/debian_version`.
+    OsRelease,
 }
 
 impl DefaultSet {
     /// Every set, in report order.
-    pub const ALL: [DefaultSet; 6] = [
+    pub const ALL: [DefaultSet; 7] = [
         DefaultSet::CaCertificates,
         DefaultSet::Nss,
         DefaultSet::Passwd,
         DefaultSet::Zoneinfo,
         DefaultSet::Locale,
         DefaultSet::Skeleton,
+        DefaultSet::OsRelease,
     ];
 
     /// The name used in the allowlist's `detail` and in reports.
@@ -41,6 +45,7 @@ impl DefaultSet {
             DefaultSet::Zoneinfo => "zoneinfo",
             DefaultSet::Locale => "locale",
             DefaultSet::Skeleton => "skeleton",
+            DefaultSet::OsRelease => "os-release",
         }
     }
 
@@ -74,6 +79,11 @@ impl DefaultSet {
                 "/etc/locale.conf",
             ],
             DefaultSet::Skeleton => &[],
+            DefaultSet::OsRelease => &[
+                "/etc/os-release",
+                "/usr/lib/os-release",
+                "/etc/debian_version",
+            ],
         }
     }
 
@@ -86,8 +96,8 @@ impl DefaultSet {
     }
 }
 
-/// Which default sets are added. CA certificates, NSS, passwd and skeleton are on by
-/// default; zoneinfo and locale are off.
+/// Which default sets are added. CA certificates, NSS, passwd, skeleton and os-release are
+/// on by default; zoneinfo and locale are off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[allow(clippy::struct_excessive_bools)]
 pub struct DefaultSets {
@@ -97,6 +107,7 @@ pub struct DefaultSets {
     pub zoneinfo: bool,
     pub locale: bool,
     pub skeleton: bool,
+    pub os_release: bool,
 }
 
 impl Default for DefaultSets {
@@ -108,6 +119,7 @@ impl Default for DefaultSets {
             zoneinfo: false,
             locale: false,
             skeleton: true,
+            os_release: true,
         }
     }
 }
@@ -122,6 +134,7 @@ impl DefaultSets {
             zoneinfo: false,
             locale: false,
             skeleton: false,
+            os_release: false,
         }
     }
 
@@ -134,6 +147,7 @@ impl DefaultSets {
             DefaultSet::Zoneinfo => self.zoneinfo,
             DefaultSet::Locale => self.locale,
             DefaultSet::Skeleton => self.skeleton,
+            DefaultSet::OsRelease => self.os_release,
         }
     }
 
@@ -146,6 +160,7 @@ impl DefaultSets {
             DefaultSet::Zoneinfo => &mut self.zoneinfo,
             DefaultSet::Locale => &mut self.locale,
             DefaultSet::Skeleton => &mut self.skeleton,
+            DefaultSet::OsRelease => &mut self.os_release,
         };
         *flag = on;
     }

@@ -325,3 +325,53 @@ fn gconv_modules_only_for_a_workload_that_read_the_gconv_cache() {
     let c = compute(&image(), &t, &[], &o).unwrap();
     assert!(c.contains("/usr/lib/x86_64-linux-gnu/gconv/ISO8859-1.so"));
 }
+
+/// The pruned database is in every output (both granularities): the status keeps the
+/// paragraphs of packages with a kept file, the lists are cut, all with reason `package-db`;
+/// re-closing the allowlist (what `minify build` does) gives the same paths and bytes.
+#[test]
+fn pruned_package_db_in_both_granularities_and_again_on_reclose() {
+    let fs = image();
+    for g in [Granularity::File, Granularity::Package] {
+        let c = compute(&fs, &trace(), &[], &opts(g)).unwrap();
+        let status =
+            String::from_utf8(c.generated[&ImagePath::new("/var/lib/dpkg/status")].clone())
+                .unwrap();
+        let names: Vec<&str> = status
+            .lines()
+            .filter_map(|l| l.strip_prefix("Package: "))
+            .collect();
+        assert_eq!(names, ["libc6", "openjdk-17-jre-headless"], "{g:?}");
+        let e = &c.entries[&ImagePath::new("/var/lib/dpkg/status")];
+        assert_eq!(e.reason, Reason::PackageDb);
+        assert_eq!(e.detail, "dpkg status: 2 of 4 paragraphs");
+        assert!(c.contains("/var/lib/dpkg/info/libc6:amd64.list"));
+        assert!(!c.contains("/var/lib/dpkg/info/apt.list"));
+        assert!(!c.contains("/var/lib/dpkg/info/dash.list"));
+        let list = String::from_utf8(
+            c.generated[&ImagePath::new("/var/lib/dpkg/info/libc6:amd64.list")].clone(),
+        )
+        .unwrap();
+        assert!(list.contains("/lib/x86_64-linux-gnu/libc.so.6\n"), "{list}");
+        assert!(!list.contains("copyright"), "{list}");
+        // The accounting: libc6 partly kept, apt absent.
+        let acc = |name: &str| {
+            let a = c
+                .package_accounts
+                .iter()
+                .find(|a| c.package_db.packages[a.id].name == name)
+                .unwrap();
+            a.state
+        };
+        assert_eq!(acc("apt"), minify_packages::State::Absent);
+        assert_eq!(acc("libc6"), minify_packages::State::Partial);
+
+        let al = c.to_allowlist(SourceImage::default(), "t");
+        let re = minify_closure::reclose(&fs, &al, &[], "/", &opts(g)).unwrap();
+        assert_eq!(re.closure.generated, c.generated, "{g:?}");
+        assert_eq!(
+            re.closure.entries.keys().collect::<Vec<_>>(),
+            c.entries.keys().collect::<Vec<_>>()
+        );
+    }
+}

@@ -5,8 +5,13 @@
 //! written sorted by path, every header field comes from the source entry (never from the
 //! clock or the host), headers are GNU format with PAX records only for xattrs, and the
 //! history entry reuses the source's `created` time.
+//!
+//! Generated files ([`PackOptions::generated`]) are the one way content other than the
+//! source's enters an output: a path of the source whose bytes are given (a pruned package
+//! database), written with the source entry's metadata and the new size. Their bytes come
+//! from the caller's deterministic computation, so determinism holds for them too.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
@@ -24,12 +29,17 @@ use crate::{Digest, RootfsView, SOURCE_DIGEST_LABEL, SourceImage};
 pub struct PackOptions {
     /// The history entry's `created_by`.
     pub created_by: String,
+    /// Generated files: paths whose content is these bytes instead of the source's. Each must
+    /// be a regular file (or hardlink) of the source; it is packed (with its parents) even if
+    /// `paths` does not list it, with the source entry's mode, owner, mtime and xattrs.
+    pub generated: BTreeMap<ImagePath, Vec<u8>>,
 }
 
 impl Default for PackOptions {
     fn default() -> Self {
         PackOptions {
             created_by: format!("minify {} build", env!("CARGO_PKG_VERSION")),
+            generated: BTreeMap::new(),
         }
     }
 }
@@ -40,6 +50,9 @@ pub enum PackError {
     /// A requested path is not in the image.
     #[error("{path} is not in the image {image}")]
     NotInImage { path: ImagePath, image: Digest },
+    /// A generated file's path is not a regular file of the image.
+    #[error("{path}: generated content for what is not a regular file of the image {image}")]
+    GeneratedNotAFile { path: ImagePath, image: Digest },
     /// Reading a file's bytes from the source layers failed.
     #[error("reading {path} from the image: {}", one_line(source))]
     Read { path: ImagePath, source: io::Error },
@@ -110,7 +123,15 @@ pub fn pack(
     options: &PackOptions,
 ) -> Result<PackedImage, PackError> {
     let mut set: BTreeSet<ImagePath> = BTreeSet::new();
-    for p in paths {
+    for p in options.generated.keys() {
+        if !view.node(p).is_some_and(|(e, _)| e.is_file()) {
+            return Err(PackError::GeneratedNotAFile {
+                path: p.clone(),
+                image: source.id().clone(),
+            });
+        }
+    }
+    for p in paths.iter().chain(options.generated.keys()) {
         if view.node(p).is_none() {
             return Err(PackError::NotInImage {
                 path: p.clone(),
@@ -161,6 +182,16 @@ pub fn pack(
         h.set_mtime(entry.mtime);
         h.set_size(0);
         let name = path.tar_name();
+        if let Some(bytes) = options.generated.get(path) {
+            // Never a hardlink, nor the target of one: its bytes are its own.
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(bytes.len() as u64);
+            content_size += bytes.len() as u64;
+            builder
+                .append_data(&mut h, name, bytes.as_slice())
+                .map_err(werr)?;
+            continue;
+        }
         match (&entry.kind, data) {
             (EntryKind::Dir, _) => {
                 h.set_entry_type(tar::EntryType::Directory);

@@ -1249,3 +1249,51 @@ async fn oci_outputs_hold_referrers_whose_subject_is_the_image() {
         .unwrap();
     assert_eq!(SourceImage::open(&archive).await.unwrap().id(), packed.id());
 }
+
+/// Generated files: their bytes replace the source's, with the source entry's metadata; a
+/// generated hardlink target does not take its other names along (they keep the source's
+/// bytes); the result is deterministic; a generated path that is not a file is refused.
+#[tokio::test]
+async fn pack_writes_generated_files_with_source_metadata() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (img, view) = base_oci_view(tmp.path(), Compression::None).await;
+    let mut options = PackOptions::default();
+    options
+        .generated
+        .insert(p("/etc/passwd"), b"pruned\n".to_vec());
+    options.generated.insert(p("/usr/bin/app"), b"gen".to_vec());
+    let keep = [p("/usr/bin/app2")];
+    let a = pack(&view, &img, &keep, &options).unwrap();
+    let b = pack(&view, &img, &keep, &options).unwrap();
+    assert_eq!(a.id(), b.id());
+    let plain = pack(&view, &img, &keep, &PackOptions::default()).unwrap();
+    assert_ne!(a.id(), plain.id());
+    let mut found = std::collections::BTreeMap::new();
+    let mut ar = tar::Archive::new(std::fs::File::open(a.layer_path()).unwrap());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().display().to_string();
+        let kind = e.header().entry_type();
+        let mode = e.header().mode().unwrap();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        found.insert(name, (kind, mode, data));
+    }
+    let passwd = &found["etc/passwd"];
+    assert_eq!(passwd.0, tar::EntryType::Regular);
+    assert_eq!(passwd.2, b"pruned\n");
+    assert_eq!(passwd.1, view.entry(&p("/etc/passwd")).unwrap().mode);
+    assert_eq!(found["usr/bin/app"].2, b"gen");
+    let app2 = &found["usr/bin/app2"];
+    assert_eq!(
+        app2.0,
+        tar::EntryType::Regular,
+        "not a link to the generated file"
+    );
+    assert_eq!(app2.2, view.read(&p("/usr/bin/app2"), None).unwrap());
+    assert_ne!(app2.2, b"gen");
+    let mut bad = PackOptions::default();
+    bad.generated.insert(p("/usr/bin"), b"x".to_vec());
+    let err = pack(&view, &img, &keep, &bad).unwrap_err().to_string();
+    assert!(err.contains("/usr/bin: generated content"), "{err}");
+}

@@ -46,6 +46,11 @@ pub enum Reason {
     /// `--granularity package`: part of a package (dpkg, Python, npm, JDK) that owns a kept
     /// file; the detail is `NAME VERSION (KIND)`.
     Package,
+    /// The pruned package database (`/var/lib/dpkg/status`, `info/<pkg>.list`/`.md5sums`, a
+    /// kept Python distribution's `dist-info`, a kept npm package's `package.json`): always
+    /// derived from the rest of the kept set; some of these files' bytes are generated (cut
+    /// to what is kept), deterministically.
+    PackageDb,
     /// A symlink met on the way to a kept path.
     Symlink,
     /// A directory above a kept path.
@@ -61,6 +66,7 @@ impl Reason {
             Reason::Interpreter => "interpreter",
             Reason::DefaultSet => "default-set",
             Reason::Package => "package",
+            Reason::PackageDb => "package-db",
             Reason::Symlink => "symlink",
             Reason::Parent => "parent",
         }

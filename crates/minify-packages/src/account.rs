@@ -5,7 +5,7 @@
 //! list counts them; "bytes" are regular file content only (a hardlink's bytes are its
 //! target's, counted once there), so the totals' bytes add up to the source's content size.
 //! A path owned by two units (a JDK home inside its deb) counts in both units' entries and
-//! once in the totals.
+//! once in the totals. Links to directories are nobody's here (see [`PackageDb::owners`]).
 
 use std::collections::HashSet;
 
@@ -113,7 +113,9 @@ pub fn account(
             removed_bytes: 0,
             state: State::Absent,
         };
-        for f in &pkg.files {
+        // A link to a directory (`/lib -> usr/lib`) is listed by many packages and tells
+        // nothing about any one of them: not counted (it is in the totals, as unowned).
+        for f in pkg.files.iter().filter(|f| !db.owners(f).is_empty()) {
             owned.insert(f);
             let bytes = file_bytes(fs, f);
             if kept(f) {

@@ -1,13 +1,15 @@
 //! The pruned package database of an output: what scanners (Trivy, Grype, Syft) read must
 //! name exactly the units the output still holds files of.
 //!
-//! A unit is kept when the output holds at least one of its files (for a Python
-//! distribution, one outside its own metadata directory). Then:
+//! A unit is kept when the output holds at least one of its files (not a link to a
+//! directory such as `/lib`, which many packages list; for a Python distribution, not one of
+//! its own metadata directory). Then:
 //! - dpkg: `/var/lib/dpkg/status` keeps exactly the paragraphs of kept packages, each with its
 //!   bytes unchanged (the first one of a package named twice); `info/<pkg>.list` and
 //!   `.md5sums` are cut to the lines naming what the output holds (the list's directories
 //!   included), so `dpkg -V` complains only about what is really missing. The status file is
 //!   written even when no package is kept (then empty): the image still is a dpkg system.
+//!   `info/format` and `arch` (how dpkg names the lists) are kept as they are.
 //! - distroless: `status.d/<pkg>` is kept unchanged, its `.md5sums` cut the same way;
 //! - Python: the whole `.dist-info`/`.egg-info` directory (`METADATA`, `RECORD`, `INSTALLER`,
 //!   ...) unchanged;
@@ -24,6 +26,9 @@ use minify_model::{ImagePath, Rootfs, resolve};
 
 use crate::dpkg::{STATUS, field, paragraphs};
 use crate::{DbFiles, Kind, MAX_DB_BYTES, PackageDb, PackageId};
+
+/// Files that say how dpkg's database is laid out, kept with the status as they are.
+const DPKG_LAYOUT: [&str; 2] = ["/var/lib/dpkg/info/format", "/var/lib/dpkg/arch"];
 
 /// Most entries taken from one Python metadata directory.
 const MAX_META_FILES: usize = 10_000;
@@ -95,12 +100,12 @@ impl Pruner<'_> {
         }
     }
 
-    /// Whether the output holds what `raw` (an absolute path as a list names it) is in the
-    /// image: its directory part resolved through the image's links, the last component not
-    /// followed.
+    /// Whether the output holds `raw` (an absolute path as a list names it) as the image
+    /// does: its directory part resolved through the image's links, the last component not
+    /// followed, and every link on the way kept too (`dpkg -V` looks the path up as listed).
     fn holds(&self, raw: &str) -> bool {
         match resolve(self.fs, raw, false) {
-            Ok(r) => r.path.is_root() || (self.kept)(&r.path),
+            Ok(r) => (r.path.is_root() || (self.kept)(&r.path)) && r.via.iter().all(self.kept),
             Err(_) => false,
         }
     }
@@ -189,6 +194,11 @@ impl Pruner<'_> {
                 content: Some(out),
             },
         );
+        // How dpkg reads the rest: without `info/format` (`1`: multiarch) it looks for
+        // `info/libc6.list`, not `info/libc6:amd64.list`, and finds no files.
+        for extra in DPKG_LAYOUT {
+            self.unchanged(&ImagePath::new(extra), "dpkg database layout");
+        }
     }
 }
 
@@ -226,8 +236,10 @@ pub fn prune(fs: &dyn Rootfs, db: &PackageDb, kept: &dyn Fn(&ImagePath) -> bool)
             DbFiles::Python { meta_dir } => Some(meta_dir),
             _ => None,
         };
+        // Links to directories (`/lib`) are no evidence (as in `PackageDb::owners`).
         let used = pkg.files.iter().any(|f| {
             kept(f)
+                && !db.owners(f).is_empty()
                 && !meta.is_some_and(|m| {
                     f.as_str()
                         .strip_prefix(m.as_str())

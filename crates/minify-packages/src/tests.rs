@@ -334,8 +334,8 @@ fn jdk_home_lib_and_conf_are_one_unit() {
     assert!(names(&db, &format!("{home}/bin/java")).is_empty());
 }
 
-/// The debian layout with md5sums, and a kept set: libc.so.6 only (with the directories
-/// above it).
+/// The debian layout with md5sums, and a kept set: libc.so.6 only, with the directories
+/// above it and the `/lib` link (the loader found it through it).
 fn debian_kept() -> (MemFs, impl Fn(&ImagePath) -> bool) {
     let mut fs = debian();
     fs.file(
@@ -345,6 +345,7 @@ fn debian_kept() -> (MemFs, impl Fn(&ImagePath) -> bool) {
     .file("/var/lib/dpkg/info/dash.md5sums", b"dd  bin/dash\n");
     let kept = |p: &ImagePath| {
         [
+            "/lib",
             "/usr",
             "/usr/lib",
             "/usr/lib/x86_64-linux-gnu",
@@ -380,12 +381,18 @@ fn prune_keeps_the_paragraphs_and_lines_of_what_is_kept() {
         content(&pr, "/var/lib/dpkg/status"),
         "Package: libc6\nStatus: install ok installed\nArchitecture: amd64\nVersion: 2.36-9\nConffiles:\n /etc/ld.so.conf abc\n /etc/gone.conf def obsolete\nDescription: x\n more\n\n"
     );
-    // The list: `/.`, the directories the output holds (through the /lib link) and the file;
-    // not `/lib` itself, a link this output does not hold.
+    // The list: `/.`, the `/lib` link, the directories the output holds (through it) and the
+    // file.
     assert_eq!(
         content(&pr, "/var/lib/dpkg/info/libc6:amd64.list"),
-        "/.\n/lib/x86_64-linux-gnu\n/lib/x86_64-linux-gnu/libc.so.6\n"
+        "/.\n/lib\n/lib/x86_64-linux-gnu\n/lib/x86_64-linux-gnu/libc.so.6\n"
     );
+    // Without the link the paths as listed are not there (`dpkg -V` would say "missing"):
+    // cut; libc6 is still kept, its file is.
+    let no_link = |x: &ImagePath| x.as_str() != "/lib" && kept(x);
+    let pr2 = prune(&fs, &db, &no_link);
+    assert_eq!(content(&pr2, "/var/lib/dpkg/info/libc6:amd64.list"), "/.\n");
+    assert_eq!(pr2.kept_units, pr.kept_units);
     assert_eq!(
         content(&pr, "/var/lib/dpkg/info/libc6:amd64.md5sums"),
         "aa  lib/x86_64-linux-gnu/libc.so.6\n"
@@ -420,8 +427,9 @@ fn account_adds_up() {
     assert_eq!(db.packages[libc.id].name, "libc6");
     assert_eq!(libc.state, State::Partial);
     assert_eq!((libc.kept_files, libc.kept_bytes), (1, 3));
-    // gconv module, copyright, ld.so.conf, and the /lib link (a file of the package).
-    assert_eq!(libc.removed_files, 4, "{:?}", db.packages[0].files);
+    // gconv module, copyright, ld.so.conf; not the /lib link (a link to a directory is no
+    // one package's).
+    assert_eq!(libc.removed_files, 3, "{:?}", db.packages[0].files);
     assert_eq!(libc.removed_bytes, 3 + 1);
     assert_eq!(accounts[1].state, State::Absent);
     // Every byte of the image once, in one of the four buckets.

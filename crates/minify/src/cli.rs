@@ -27,6 +27,9 @@ pub enum Command {
     Build(BuildArgs),
     /// Show an image's size, layers, file count and largest directories.
     Inspect(InspectArgs),
+    /// What OUTPUT keeps of every package of SOURCE (e.g. an image and its minified form):
+    /// kept and removed files and bytes, largest removals first, and totals.
+    Diff(DiffArgs),
     /// Run a command under the eBPF tracer and print every path it touched.
     Trace(TraceArgs),
     /// Check what this machine allows: eBPF attach types, BTF, tracefs, privileges, Docker.
@@ -90,6 +93,18 @@ pub struct InspectArgs {
     /// Image: name:tag or name@sha256:.. in the Docker daemon,
     /// docker-archive:PATH[:NAME:TAG|:@INDEX], oci:DIR[:TAG] or oci-archive:PATH[:TAG].
     pub image: String,
+    /// Print JSON on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `minify diff`.
+#[derive(Debug, clap::Args)]
+pub struct DiffArgs {
+    /// The image whose packages are accounted (same forms as `minify inspect`).
+    pub source: String,
+    /// The image compared with it.
+    pub output: String,
     /// Print JSON on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -166,7 +181,8 @@ pub struct RunArgs {
     /// Drop paths matching this glob (never a directory above a kept path).
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
-    /// Leave out a default support set: ca-certificates, nss, passwd, skeleton (or `all`).
+    /// Leave out a default support set: ca-certificates, nss, passwd, skeleton, os-release
+    /// (or `all`).
     #[arg(long, value_name = "NAME")]
     pub no_default_set: Vec<String>,
     /// Add an optional support set: zoneinfo, locale.

@@ -74,35 +74,120 @@ pub struct SetReport {
     pub absent: Vec<String>,
 }
 
-/// A package kept whole by `--granularity package` (or `--include-package`).
+/// One package (dpkg package, Python distribution, npm package, JDK home) of the source
+/// image and what the output keeps of it; also, for one kept whole by `--granularity package`
+/// (or `--include-package`), what that rule added. Files are non-directory entries; bytes are
+/// the source's bytes of its regular files (a file of two units, a JDK home inside its deb,
+/// counts in both).
 #[derive(Clone, Debug, Serialize)]
 pub struct PackageKept {
     /// `deb`, `python`, `npm` or `jdk`.
     pub kind: String,
     pub name: String,
     pub version: String,
-    /// Its files (non-directory entries) in the output, used or added.
+    /// `absent` (no file kept), `partial` or `whole`.
+    pub state: String,
+    pub kept_files: usize,
+    pub kept_bytes: u64,
+    /// Files the output lacks (for a `partial` package, how many it lost).
+    pub removed_files: usize,
+    pub removed_bytes: u64,
+    /// Same as `kept_files` (the name before the audit).
     pub files: usize,
-    /// Bytes of its regular files in the output.
+    /// Same as `kept_bytes`.
     pub bytes: u64,
-    /// Bytes the package rule added beyond what the workload used.
+    /// Bytes the package rule added beyond what the workload used (0 when it did not keep
+    /// this package whole).
     pub added_bytes: u64,
-    /// The kept path that made it used (or `--include-package`).
+    /// The kept path that made the package rule keep it whole (or `--include-package`);
+    /// empty when the rule did not.
     pub pulled_by: String,
 }
 
-impl From<&minify_closure::PackageReport> for PackageKept {
-    fn from(p: &minify_closure::PackageReport) -> Self {
-        PackageKept {
-            kind: p.kind.to_owned(),
-            name: p.name.clone(),
-            version: p.version.clone(),
-            files: p.files,
-            bytes: p.bytes,
-            added_bytes: p.added_bytes,
-            pulled_by: p.pulled_by.clone(),
-        }
-    }
+/// Every file of the source once, by whether a package owns it and whether the output keeps
+/// it. `kept_bytes + removed_bytes == source_bytes`, the source's bytes of regular files
+/// (hardlinked content once); unowned files (written by maintainer scripts, `/etc/passwd`,
+/// the dpkg database itself, the app) are counted in the `unowned_` fields.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PackageTotals {
+    pub packages: usize,
+    pub absent: usize,
+    pub partial: usize,
+    pub whole: usize,
+    pub source_files: usize,
+    pub source_bytes: u64,
+    pub kept_files: usize,
+    pub kept_bytes: u64,
+    pub removed_files: usize,
+    pub removed_bytes: u64,
+    pub owned_kept_bytes: u64,
+    pub owned_removed_bytes: u64,
+    pub unowned_kept_bytes: u64,
+    pub unowned_removed_bytes: u64,
+    /// `kept_bytes / source_bytes` (1.0 for an empty source).
+    pub kept_ratio: f64,
+}
+
+/// The audit of every package of `db` from its accounts (largest removals first), with what
+/// the package rule reported for those it kept whole.
+pub fn package_audit(
+    db: &minify_packages::PackageDb,
+    accounts: &[minify_packages::Account],
+    totals: &minify_packages::Totals,
+    whole: &[minify_closure::PackageReport],
+) -> (Vec<PackageKept>, PackageTotals) {
+    let mut out: Vec<PackageKept> = accounts
+        .iter()
+        .map(|a| {
+            let p = &db.packages[a.id];
+            let rule = whole
+                .iter()
+                .find(|w| w.kind == p.kind.name() && w.name == p.name && w.version == p.version);
+            PackageKept {
+                kind: p.kind.name().to_owned(),
+                name: p.name.clone(),
+                version: p.version.clone(),
+                state: a.state.name().to_owned(),
+                kept_files: a.kept_files,
+                kept_bytes: a.kept_bytes,
+                removed_files: a.removed_files,
+                removed_bytes: a.removed_bytes,
+                files: a.kept_files,
+                bytes: a.kept_bytes,
+                added_bytes: rule.map_or(0, |w| w.added_bytes),
+                pulled_by: rule.map(|w| w.pulled_by.clone()).unwrap_or_default(),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.removed_bytes
+            .cmp(&a.removed_bytes)
+            .then_with(|| (&a.kind, &a.name, &a.version).cmp(&(&b.kind, &b.name, &b.version)))
+    });
+    let count = |s: minify_packages::State| accounts.iter().filter(|a| a.state == s).count();
+    let source_bytes = totals.source_bytes();
+    let t = PackageTotals {
+        packages: accounts.len(),
+        absent: count(minify_packages::State::Absent),
+        partial: count(minify_packages::State::Partial),
+        whole: count(minify_packages::State::Whole),
+        source_files: totals.source_files(),
+        source_bytes,
+        kept_files: totals.kept_files(),
+        kept_bytes: totals.kept_bytes(),
+        removed_files: totals.removed_files(),
+        removed_bytes: totals.removed_bytes(),
+        owned_kept_bytes: totals.owned_kept_bytes,
+        owned_removed_bytes: totals.owned_removed_bytes,
+        unowned_kept_bytes: totals.unowned_kept_bytes,
+        unowned_removed_bytes: totals.unowned_removed_bytes,
+        kept_ratio: if source_bytes == 0 {
+            1.0
+        } else {
+            totals.kept_bytes() as f64 / source_bytes as f64
+        },
+    };
+    (out, t)
 }
 
 /// When the workload ran without probes: how its main process ended.
@@ -197,8 +282,11 @@ pub struct Report {
     pub default_sets: Vec<SetReport>,
     /// `file` or `package`.
     pub granularity: String,
-    /// Packages kept whole, most added bytes first.
+    /// Every package of the source image and what the output keeps of it, largest removals
+    /// first (see [`PackageKept`]).
     pub packages: Vec<PackageKept>,
+    /// The same over every file of the source once, owned or not.
+    pub package_totals: PackageTotals,
     pub largest_files: Vec<FileSize>,
     pub warnings: Vec<String>,
     pub verify: Option<VerifyStatus>,
@@ -268,10 +356,15 @@ impl Report {
             "  trace: {} events, {} lost; {exercised}",
             self.events, self.events_lost_total,
         );
-        if !self.packages.is_empty() {
-            let added: u64 = self.packages.iter().map(|p| p.added_bytes).sum();
-            let top: Vec<String> = self
-                .packages
+        let mut whole: Vec<&PackageKept> = self
+            .packages
+            .iter()
+            .filter(|p| !p.pulled_by.is_empty())
+            .collect();
+        if !whole.is_empty() {
+            whole.sort_by_key(|p| std::cmp::Reverse(p.added_bytes));
+            let added: u64 = whole.iter().map(|p| p.added_bytes).sum();
+            let top: Vec<String> = whole
                 .iter()
                 .take(3)
                 .map(|p| format!("{} +{}", p.name, human_bytes(p.added_bytes)))
@@ -279,9 +372,21 @@ impl Report {
             let _ = writeln!(
                 s,
                 "  packages: {} kept whole, {} added ({})",
-                self.packages.len(),
+                whole.len(),
                 human_bytes(added),
                 top.join(", ")
+            );
+        }
+        let t = &self.package_totals;
+        if t.packages > 0 {
+            let _ = writeln!(
+                s,
+                "  package database: {} of {} packages kept ({} whole, {} partial), {} removed",
+                t.whole + t.partial,
+                t.packages,
+                t.whole,
+                t.partial,
+                t.absent
             );
         }
         for w in self.warnings.iter().take(3) {

@@ -119,9 +119,12 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<u8> {
             );
         }
         let paths: Vec<ImagePath> = re.closure.entries.keys().cloned().collect();
-        let packed =
-            tokio::task::block_in_place(|| pack(&view, &image, &paths, &PackOptions::default()))
-                .map_err(image_err)?;
+        let pack_options = PackOptions {
+            generated: re.closure.generated.clone(),
+            ..PackOptions::default()
+        };
+        let packed = tokio::task::block_in_place(|| pack(&view, &image, &paths, &pack_options))
+            .map_err(image_err)?;
         let sbom = match &args.sbom {
             Some(path) => Some(tokio::task::block_in_place(|| {
                 crate::sbom::make(

@@ -1,6 +1,7 @@
 //! One module per subcommand; `dispatch` routes to them and returns the exit code.
 
 mod build;
+mod diff;
 mod doctor;
 mod gc;
 mod inspect;
@@ -16,6 +17,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(args) => run::run(&args),
         Command::Build(args) => build::run(&args),
         Command::Inspect(args) => inspect::run(&args),
+        Command::Diff(args) => diff::run(&args),
         Command::Trace(args) => trace::run(&args),
         Command::Doctor(args) => doctor::run(&args),
         Command::Gc(args) => gc::run(&args),

@@ -617,11 +617,12 @@ pub async fn execute(
         .granularity
         .name()
         .clone_into(&mut report.granularity);
-    report.packages = closure
-        .packages
-        .iter()
-        .map(crate::report::PackageKept::from)
-        .collect();
+    (report.packages, report.package_totals) = crate::report::package_audit(
+        &closure.package_db,
+        &closure.package_accounts,
+        &closure.package_totals,
+        &closure.packages,
+    );
     let mut files: Vec<FileSize> = closure
         .entries
         .keys()
@@ -649,9 +650,12 @@ pub async fn execute(
     // --- pack and write: exactly what `minify build --allowlist` does, so the ids match.
     progress.phase(format!("packing {} paths", allowlist.paths.len()));
     let paths: Vec<ImagePath> = allowlist.path_set();
-    let packed =
-        tokio::task::block_in_place(|| pack(&view, &source, &paths, &PackOptions::default()))
-            .context("packing the minified image")?;
+    let pack_options = PackOptions {
+        generated: closure.generated.clone(),
+        ..PackOptions::default()
+    };
+    let packed = tokio::task::block_in_place(|| pack(&view, &source, &paths, &pack_options))
+        .context("packing the minified image")?;
     let sbom = match &plan.sbom {
         Some(path) => Some(tokio::task::block_in_place(|| {
             crate::sbom::make(
