@@ -10,6 +10,7 @@ mod fixtures_smoke;
 mod gc;
 mod hostile;
 mod image;
+mod package_db;
 mod packages;
 mod refusals;
 mod report;
