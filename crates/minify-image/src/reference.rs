@@ -1,7 +1,7 @@
 //! `ImageRef`: where an image is read from or written to, in the transport syntax skopeo and
 //! podman use (`docker-archive:PATH[:NAME:TAG|:@INDEX]`, `oci:DIR[:TAG]`,
-//! `oci-archive:PATH[:TAG]`), with a bare `name:tag` / `name@sha256:..` meaning the Docker
-//! daemon.
+//! `oci-archive:PATH[:TAG]`, `docker://HOST[:PORT]/NAME[:TAG|@DIGEST]`), with a bare
+//! `name:tag` / `name@sha256:..` meaning the Docker daemon.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -25,6 +25,70 @@ pub enum ImageRef {
     OciDir { dir: PathBuf, tag: Option<String> },
     /// An OCI image layout in a tarball, optionally naming one image like [`ImageRef::OciDir`].
     OciArchive { path: PathBuf, tag: Option<String> },
+    /// In a registry: `docker://HOST[:PORT]/NAME[:TAG|@DIGEST]`.
+    Registry(RegistryRef),
+}
+
+/// An image in a registry, and how to reach it (skopeo's `--tls-verify`, `--cert-dir`; the
+/// platform to pick from a multi-platform index).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistryRef {
+    /// `host[:port]`; `docker.io` for Docker Hub.
+    pub registry: String,
+    /// `team/app` (`library/x` on Docker Hub for a one-part name).
+    pub repository: String,
+    /// The tag; `latest` when neither a tag nor a digest was given.
+    pub tag: Option<String>,
+    /// The manifest digest (it wins over a tag when both are given, as in Docker).
+    pub digest: Option<crate::Digest>,
+    /// How to reach it: set from the command line, not part of the reference's text.
+    pub access: RegistryAccess,
+}
+
+/// How to talk to a registry (skopeo's flags of the same names).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistryAccess {
+    /// `--tls-verify=false`: HTTPS without checking the certificate, or plain HTTP.
+    pub tls_verify: bool,
+    /// `--cert-dir DIR`: its `*.crt` files are trusted CAs besides the system's.
+    pub cert_dir: Option<PathBuf>,
+    /// `--platform os/arch[/variant]`: the image to take from a multi-platform index (this
+    /// machine's by default).
+    pub platform: Option<String>,
+}
+
+impl Default for RegistryAccess {
+    fn default() -> Self {
+        RegistryAccess {
+            tls_verify: true,
+            cert_dir: None,
+            platform: None,
+        }
+    }
+}
+
+impl RegistryRef {
+    /// `host/name:tag` (or `host/name@digest`) as Docker names the image once pulled.
+    pub fn docker_name(&self) -> String {
+        let mut s = format!("{}/{}", self.registry, self.repository);
+        if let Some(t) = &self.tag {
+            s.push(':');
+            s.push_str(t);
+        }
+        if let Some(d) = &self.digest {
+            s.push('@');
+            s.push_str(d.as_str());
+        }
+        s
+    }
+
+    /// Whether two references name the same tag or digest of the same repository.
+    pub fn same_image(&self, other: &RegistryRef) -> bool {
+        self.registry == other.registry
+            && self.repository == other.repository
+            && self.tag == other.tag
+            && self.digest == other.digest
+    }
 }
 
 /// Which image of a docker-archive (skopeo's `docker-archive:PATH:NAME:TAG` and
@@ -83,6 +147,11 @@ pub enum RefError {
     /// A transport with no path after it.
     #[error("image reference {0:?}: the {1}: transport needs a path")]
     MissingPath(String, &'static str),
+    /// What follows `docker://` is not `HOST[:PORT]/NAME[:TAG|@DIGEST]`.
+    #[error(
+        "image reference {0:?}: expected docker://HOST[:PORT]/NAME[:TAG|@sha256:<hex>] after docker://"
+    )]
+    BadRegistryRef(String),
     /// What follows a docker-archive's path is neither `name:tag` nor `@INDEX`.
     #[error(
         "image reference {0:?}: after the docker-archive path, expected :NAME[:TAG] (a name in the archive, no digest) or :@INDEX (its position, from 0), got {1:?}"
@@ -167,9 +236,20 @@ impl ImageRef {
         Some(out)
     }
 
-    /// Whether this names a file or directory output (not the daemon).
+    /// Whether this is not in the Docker daemon: a file, a directory or a registry. Such a
+    /// source runs from a temporary copy in the daemon, and such an output is written once
+    /// it has been verified.
     pub fn is_file(&self) -> bool {
         !matches!(self, ImageRef::Daemon(_))
+    }
+
+    /// Set how registries are reached (no effect on other transports).
+    #[must_use]
+    pub fn with_access(mut self, access: &RegistryAccess) -> ImageRef {
+        if let ImageRef::Registry(r) = &mut self {
+            r.access = access.clone();
+        }
+        self
     }
 }
 
@@ -264,11 +344,46 @@ impl FromStr for ImageRef {
         if let Some(rest) = s.strip_prefix("docker-daemon:") {
             return rest.parse();
         }
+        if let Some(rest) = s.strip_prefix("docker://") {
+            return parse_registry(s, rest);
+        }
         if !valid_daemon_name(s) {
             return Err(RefError::BadName(s.to_owned()));
         }
         Ok(ImageRef::Daemon(s.to_owned()))
     }
+}
+
+/// `HOST[:PORT]/NAME[:TAG|@DIGEST]` (or a Docker Hub name), normalised as Docker does.
+fn parse_registry(whole: &str, rest: &str) -> Result<ImageRef, RefError> {
+    let bad = || RefError::BadRegistryRef(whole.to_owned());
+    if rest.starts_with("sha256:") || !valid_daemon_name(rest) {
+        return Err(bad());
+    }
+    let full = ImageRef::Daemon(rest.to_owned())
+        .normalized_daemon_name()
+        .ok_or_else(bad)?;
+    let (named, digest) = match full.split_once('@') {
+        Some((n, d)) => (n, Some(crate::Digest::parse(d).map_err(|_| bad())?)),
+        None => (full.as_str(), None),
+    };
+    let (registry, path) = named.split_once('/').ok_or_else(bad)?;
+    let slash = path.rfind('/').map_or(0, |i| i + 1);
+    let (repository, tag) = match path[slash..].rfind(':') {
+        Some(i) => (&path[..slash + i], Some(path[slash + i + 1..].to_owned())),
+        None => (path, None),
+    };
+    // Registries take lower-case repository names only.
+    if repository.is_empty() || repository.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(bad());
+    }
+    Ok(ImageRef::Registry(RegistryRef {
+        registry: registry.to_owned(),
+        repository: repository.to_owned(),
+        tag,
+        digest,
+        access: RegistryAccess::default(),
+    }))
 }
 
 impl fmt::Display for ImageRef {
@@ -290,6 +405,7 @@ impl fmt::Display for ImageRef {
             ImageRef::OciArchive { path, tag: Some(t) } => {
                 write!(f, "oci-archive:{}:{t}", path.display())
             }
+            ImageRef::Registry(r) => write!(f, "docker://{}", r.docker_name()),
         }
     }
 }
@@ -316,6 +432,9 @@ mod tests {
             "oci:/tmp/layout:v1",
             "oci-archive:out.tar",
             "oci-archive:out.tar:v1",
+            "docker://127.0.0.1:5000/team/app:v1",
+            "docker://localhost:5000/app:latest",
+            &format!("docker://registry.example:443/app@sha256:{hex}"),
         ] {
             let r: ImageRef = s.parse().unwrap();
             assert_eq!(r.to_string(), s);
@@ -350,6 +469,44 @@ mod tests {
                 image: Some(ArchiveImage::Index(0))
             }
         );
+    }
+
+    #[test]
+    fn registry_references_parse_as_skopeo_reads_them() {
+        let reg = |s: &str| match s.parse::<ImageRef>().unwrap() {
+            ImageRef::Registry(r) => r,
+            other => panic!("{s}: {other:?}"),
+        };
+        let r = reg("docker://127.0.0.1:5000/team/app:v1");
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()),
+            ("127.0.0.1:5000", "team/app", Some("v1"))
+        );
+        assert!(r.access.tls_verify);
+        let r = reg("docker://localhost:5000/app");
+        assert_eq!(r.tag.as_deref(), Some("latest"));
+        // A Docker Hub name, as skopeo takes it.
+        let r = reg("docker://nginx");
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str()),
+            ("docker.io", "library/nginx")
+        );
+        let hex = "c".repeat(64);
+        let r = reg(&format!("docker://h:1/a@sha256:{hex}"));
+        assert_eq!(
+            (r.tag, r.digest.map(|d| d.hex().to_owned())),
+            (None, Some(hex))
+        );
+        for bad in [
+            "docker://",
+            "docker://h:1/",
+            "docker://h:1/Upper/x:1",
+            "docker://h:1/a@sha256:12",
+            &format!("docker://sha256:{}", "d".repeat(64)),
+            "docker://has space/x",
+        ] {
+            assert!(bad.parse::<ImageRef>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Writing a [`PackedImage`] out: into the Docker daemon, or as `docker-archive:`, `oci:`
-//! or `oci-archive:`. And loading a [`SourceImage`] read from a file into the daemon, so it
+//! Writing a [`PackedImage`] out: into the Docker daemon, as `docker-archive:`, `oci:`
+//! or `oci-archive:`, or pushed to a registry (`docker://`). And loading a [`SourceImage`] read from a file into the daemon, so it
 //! can be run ([`SourceImage::load_into_daemon`]).
 //!
 //! No half-written output is ever visible: files and directories are written under a
@@ -73,6 +73,8 @@ pub struct Written {
     pub layer_digest: Digest,
     pub layer_bytes: u64,
     pub compression: Compression,
+    /// For a registry output: the digest of the manifest pushed (`NAME@DIGEST` pulls it).
+    pub manifest_digest: Option<Digest>,
 }
 
 /// The new layer as one output stores it.
@@ -114,12 +116,19 @@ pub enum SinkError {
         reference: String,
         reason: String,
     },
+    /// Pushing to a registry.
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
 }
 
 impl SinkError {
     /// The daemon is missing: exit code 3, not 2.
     pub fn is_environment(&self) -> bool {
-        matches!(self, SinkError::DaemonUnreachable { .. })
+        match self {
+            SinkError::DaemonUnreachable { .. } => true,
+            SinkError::Registry(e) => e.is_environment(),
+            _ => false,
+        }
     }
 }
 
@@ -160,7 +169,22 @@ impl PackedImage {
         referrers: &[Referrer],
     ) -> Result<Written, SinkError> {
         let force = options.force;
+        let mut manifest_digest = None;
         let stored = match out {
+            ImageRef::Registry(r) => {
+                let stored = self.stored_layer(options.compression)?;
+                let manifest = self.oci_manifest(&stored);
+                let image = crate::registry::PushImage {
+                    config: &self.config,
+                    config_digest: &self.id,
+                    layer_path: &stored.path,
+                    layer_digest: &stored.digest,
+                    layer_bytes: stored.bytes,
+                    manifest: &manifest,
+                };
+                manifest_digest = Some(crate::registry::push(r, &image).await?);
+                stored
+            }
             ImageRef::Daemon(name) => {
                 self.load_into_daemon(name).await?;
                 self.uncompressed()
@@ -200,6 +224,7 @@ impl PackedImage {
             layer_digest: stored.digest,
             layer_bytes: stored.bytes,
             compression: stored.compression,
+            manifest_digest,
         })
     }
 
@@ -273,21 +298,26 @@ impl PackedImage {
         }
     }
 
+    /// The OCI manifest of this image with `layer` as stored.
+    fn oci_manifest(&self, layer: &StoredLayer) -> Vec<u8> {
+        // `tar`, `tar+gzip`, `tar+zstd`: the media type's last part.
+        let media_type = format!("{MT_LAYER_PREFIX}{}", layer.compression);
+        serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": MT_MANIFEST,
+            "config": {"mediaType": MT_CONFIG, "digest": self.id.as_str(), "size": self.config.len()},
+            "layers": [{"mediaType": media_type, "digest": layer.digest.as_str(), "size": layer.bytes}],
+        }))
+        .expect("json")
+    }
+
     fn oci_layout<'a>(
         &'a self,
         tag: Option<&str>,
         layer: &'a StoredLayer,
         referrers: &[Referrer],
     ) -> Owned<'a> {
-        // `tar`, `tar+gzip`, `tar+zstd`: the media type's last part.
-        let media_type = format!("{MT_LAYER_PREFIX}{}", layer.compression);
-        let manifest = serde_json::to_vec(&json!({
-            "schemaVersion": 2,
-            "mediaType": MT_MANIFEST,
-            "config": {"mediaType": MT_CONFIG, "digest": self.id.as_str(), "size": self.config.len()},
-            "layers": [{"mediaType": media_type, "digest": layer.digest.as_str(), "size": layer.bytes}],
-        }))
-        .expect("json");
+        let manifest = self.oci_manifest(layer);
         let mdigest = Digest::of_bytes(&manifest);
         let mut desc =
             json!({"mediaType": MT_MANIFEST, "digest": mdigest.as_str(), "size": manifest.len()});

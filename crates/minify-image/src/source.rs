@@ -94,9 +94,9 @@ pub struct SourceImage {
     config_bytes: Vec<u8>,
     config: ImageConfig,
     layers: Vec<LayerInfo>,
-    repo_tags: Vec<String>,
-    /// Holds the daemon export while the image is in use.
-    tmp: Option<tempfile::TempDir>,
+    pub(crate) repo_tags: Vec<String>,
+    /// Holds the daemon export (or the registry pull) while the image is in use.
+    pub(crate) tmp: Option<tempfile::TempDir>,
 }
 
 /// Why an image could not be opened.
@@ -178,12 +178,19 @@ pub enum SourceError {
     /// `oci:DIR:TAG` with a tag the index does not hold, or several images and no tag.
     #[error("{location}: {reason}")]
     Ambiguous { location: String, reason: String },
+    /// Pulling from a registry.
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
 }
 
 impl SourceError {
     /// The daemon is missing: exit code 3, not 2.
     pub fn is_environment(&self) -> bool {
-        matches!(self, SourceError::DaemonUnreachable { .. })
+        match self {
+            SourceError::DaemonUnreachable { .. } => true,
+            SourceError::Registry(e) => e.is_environment(),
+            _ => false,
+        }
     }
 }
 
@@ -219,6 +226,7 @@ impl SourceImage {
                 })
                 .await
             }
+            ImageRef::Registry(r) => crate::registry::pull(reference, r).await,
             ImageRef::OciDir { dir, tag } => {
                 let dir = dir.clone();
                 let tag = tag.clone();
@@ -786,7 +794,7 @@ fn finish(
 /// For tests and tools: the path of a file transport.
 pub fn file_path(r: &ImageRef) -> Option<&PathBuf> {
     match r {
-        ImageRef::Daemon(_) => None,
+        ImageRef::Daemon(_) | ImageRef::Registry(_) => None,
         ImageRef::DockerArchive { path, .. } | ImageRef::OciArchive { path, .. } => Some(path),
         ImageRef::OciDir { dir, .. } => Some(dir),
     }

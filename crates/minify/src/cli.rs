@@ -49,11 +49,42 @@ pub struct MergeArgs {
     pub output: PathBuf,
 }
 
+/// How `docker://` images are reached (skopeo's flags of the same names). Credentials come
+/// from Docker's config.json ($DOCKER_CONFIG, else ~/.docker), credential helpers included.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegistryArgs {
+    /// false: reach docker:// registries over HTTPS without checking their certificate, or
+    /// over plain HTTP when they do not speak TLS.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub tls_verify: bool,
+    /// Trust the CA certificates (*.crt) in DIR for docker:// registries, besides the
+    /// system's.
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+    /// The image to take from a docker:// multi-platform index: os/arch[/variant] (default:
+    /// this machine's, linux/amd64 here).
+    #[arg(long, value_name = "OS/ARCH")]
+    pub platform: Option<String>,
+}
+
+impl RegistryArgs {
+    /// As the image crate takes them.
+    pub fn access(&self) -> minify_image::RegistryAccess {
+        minify_image::RegistryAccess {
+            tls_verify: self.tls_verify,
+            cert_dir: self.cert_dir.clone(),
+            platform: self.platform.clone(),
+        }
+    }
+}
+
 /// `minify build`.
 #[derive(Debug, clap::Args)]
 pub struct BuildArgs {
     /// Source image: name:tag or name@sha256:.. in the Docker daemon,
-    /// docker-archive:PATH[:NAME:TAG|:@INDEX], oci:DIR[:TAG] or oci-archive:PATH[:TAG].
+    /// docker-archive:PATH[:NAME:TAG|:@INDEX], oci:DIR[:TAG], oci-archive:PATH[:TAG] or
+    /// docker://HOST[:PORT]/NAME[:TAG|@DIGEST] (a registry).
     pub image: String,
     /// The allowlist to pack (from `minify run --allowlist-out`, or hand-written).
     #[arg(long)]
@@ -69,14 +100,16 @@ pub struct BuildArgs {
     #[arg(long, value_name = "error|warn", value_parser = ["error", "warn"], default_value = "error")]
     pub on_missing: String,
     /// Output image (default NAME:TAG-min in the daemon); also docker-archive:PATH[:NAME:TAG]
-    /// (the name `docker load` gives it), oci:DIR[:TAG], oci-archive:PATH[:TAG].
+    /// (the name `docker load` gives it), oci:DIR[:TAG], oci-archive:PATH[:TAG],
+    /// docker://HOST[:PORT]/NAME:TAG (pushed; its tag is replaced as `docker push` does).
     #[arg(long)]
     pub tag: Option<String>,
     /// Replace an existing output file or directory.
     #[arg(long)]
     pub force: bool,
-    /// How the new layer is stored in an oci: or oci-archive: output: gzip (the default),
-    /// zstd or none. (A docker-archive holds it uncompressed, as `docker save` writes one.)
+    /// How the new layer is stored in an oci:, oci-archive: or docker:// output: gzip (the
+    /// default), zstd or none. (A docker-archive holds it uncompressed, as `docker save`
+    /// writes one.)
     #[arg(long, value_name = "FORMAT")]
     pub compression: Option<minify_image::Compression>,
     /// Write a CycloneDX 1.5 JSON SBOM of the minified image here: every package (dpkg,
@@ -85,17 +118,22 @@ pub struct BuildArgs {
     /// image. Written only with the output.
     #[arg(long, value_name = "FILE")]
     pub sbom: Option<PathBuf>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 /// `minify inspect`.
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
     /// Image: name:tag or name@sha256:.. in the Docker daemon,
-    /// docker-archive:PATH[:NAME:TAG|:@INDEX], oci:DIR[:TAG] or oci-archive:PATH[:TAG].
+    /// docker-archive:PATH[:NAME:TAG|:@INDEX], oci:DIR[:TAG], oci-archive:PATH[:TAG] or
+    /// docker://HOST[:PORT]/NAME[:TAG|@DIGEST].
     pub image: String,
     /// Print JSON on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 /// `minify diff`.
@@ -116,9 +154,11 @@ pub struct DiffArgs {
 pub struct RunArgs {
     /// The image to minify: name:tag or name@digest in the Docker daemon, or a file:
     /// docker-archive:PATH[:NAME:TAG|:@INDEX] (`docker save`; which image of several),
-    /// oci:DIR[:TAG], oci-archive:PATH[:TAG]. A file is only
-    /// read; it runs from a copy loaded into the daemon under a temporary name
-    /// (minify-verify/...), removed when the run ends, also on failure, Ctrl-C and SIGTERM.
+    /// oci:DIR[:TAG], oci-archive:PATH[:TAG], or a registry:
+    /// docker://HOST[:PORT]/NAME[:TAG|@DIGEST] (pulled into a temporary directory). A file
+    /// or a pulled image is only read; it runs from a copy loaded into the daemon under a
+    /// temporary name (minify-verify/...), removed when the run ends, also on failure,
+    /// Ctrl-C and SIGTERM.
     pub image: String,
     /// Probe on the host with `sh -c CMD`; MINIFY_CONTAINER (id) and MINIFY_HOST (the
     /// container's address) are set. Passes on exit code 0.
@@ -154,7 +194,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub timeout: u64,
     /// Output image: name:tag in the daemon, docker-archive:PATH[:NAME:TAG] (the name
-    /// `docker load` gives it), oci:DIR[:TAG] or oci-archive:PATH[:TAG]. Default NAME:TAG-min in the daemon, after the source's name; for a
+    /// `docker load` gives it), oci:DIR[:TAG], oci-archive:PATH[:TAG] or
+    /// docker://HOST[:PORT]/NAME:TAG (pushed once verified; the report gives its digest).
+    /// Default NAME:TAG-min in the daemon, after the source's name; for a
     /// file source after the name:tag it carries (docker save's RepoTags, an OCI ref name),
     /// and without one give --tag.
     #[arg(long, short = 'o', value_name = "OUT")]
@@ -218,10 +260,13 @@ pub struct RunArgs {
     /// Overwrite an existing output image tag or file.
     #[arg(long)]
     pub force: bool,
-    /// How the new layer is stored in an oci: or oci-archive: output: gzip (the default),
-    /// zstd or none. (A docker-archive holds it uncompressed, as `docker save` writes one.)
+    /// How the new layer is stored in an oci:, oci-archive: or docker:// output: gzip (the
+    /// default), zstd or none. (A docker-archive holds it uncompressed, as `docker save`
+    /// writes one.)
     #[arg(long, value_name = "FORMAT")]
     pub compression: Option<minify_image::Compression>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,

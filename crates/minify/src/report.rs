@@ -237,6 +237,9 @@ pub struct Report {
     pub output_layer_bytes: u64,
     /// How `output` stores the new layer: `tar`, `tar+gzip` or `tar+zstd`.
     pub output_layer_media: String,
+    /// For a `docker://` output that was pushed: the manifest's digest (`NAME@DIGEST` pulls
+    /// exactly this image). `None` otherwise.
+    pub output_digest: Option<String>,
     /// Bytes as the Docker daemon reports them (uncompressed layers).
     pub size_before: u64,
     pub size_after: u64,
@@ -324,6 +327,9 @@ impl Report {
                 human_bytes(self.output_layer_bytes),
                 self.output_layer_media
             );
+        }
+        if let Some(d) = &self.output_digest {
+            let _ = writeln!(s, "  pushed: {} as {d}", self.output);
         }
         let passed = self.probes.iter().filter(|p| p.original.passed).count();
         let exercised = match &self.main_process {

@@ -17,9 +17,18 @@ pub(crate) fn image_err(e: impl Into<ImageError>) -> anyhow::Error {
 }
 
 pub fn run(args: &BuildArgs) -> anyhow::Result<u8> {
-    let source: ImageRef = args.image.parse().map_err(image_err)?;
+    let access = args.registry.access();
+    let source = args
+        .image
+        .parse::<ImageRef>()
+        .map_err(image_err)?
+        .with_access(&access);
     let out: Option<ImageRef> = match &args.tag {
-        Some(t) => Some(t.parse().map_err(image_err)?),
+        Some(t) => Some(
+            t.parse::<ImageRef>()
+                .map_err(image_err)?
+                .with_access(&access),
+        ),
         None => None,
     };
     if let Some(out) = &out {
@@ -155,6 +164,9 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<u8> {
             written.layer_bytes,
             written.compression,
         );
+        if let Some(d) = &written.manifest_digest {
+            errln!("minify: pushed {out} as {d}");
+        }
         outln!("{}", written.id);
         Ok(0)
     })

@@ -15,7 +15,11 @@ use crate::report::human_bytes;
 const TOP_DIRS: usize = 10;
 
 pub fn run(args: &InspectArgs) -> anyhow::Result<u8> {
-    let reference: ImageRef = args.image.parse().map_err(image_err)?;
+    let reference = args
+        .image
+        .parse::<ImageRef>()
+        .map_err(image_err)?
+        .with_access(&args.registry.access());
     let (image, view) = crate::cmd::block_on_interruptible(async {
         let image = SourceImage::open(&reference).await.map_err(image_err)?;
         let view = tokio::task::block_in_place(|| RootfsView::build(&image)).map_err(image_err)?;

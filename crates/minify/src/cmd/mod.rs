@@ -126,13 +126,17 @@ pub fn write_options(
 ) -> minify_image::WriteOptions {
     let oci = matches!(
         out,
-        Some(minify_image::ImageRef::OciDir { .. } | minify_image::ImageRef::OciArchive { .. })
+        Some(
+            minify_image::ImageRef::OciDir { .. }
+                | minify_image::ImageRef::OciArchive { .. }
+                | minify_image::ImageRef::Registry(_)
+        )
     );
     if let Some(c) = compression
         && !oci
     {
         tracing::warn!(
-            "--compression {}: only oci: and oci-archive: outputs compress the layer; {} stores it uncompressed",
+            "--compression {}: only oci:, oci-archive: and docker:// outputs compress the layer; {} stores it uncompressed",
             c.name(),
             out.map_or_else(|| "the Docker daemon".to_owned(), ToString::to_string)
         );

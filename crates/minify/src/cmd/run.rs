@@ -79,12 +79,18 @@ fn emit(args: &RunArgs, report: &Report) -> anyhow::Result<()> {
 
 /// Validate the arguments into a plan; every problem here is a usage error (exit 2).
 pub fn plan(args: &RunArgs) -> anyhow::Result<RunPlan> {
-    let image: ImageRef = args
+    let access = args.registry.access();
+    let image = args
         .image
-        .parse()
-        .with_context(|| format!("image {}", args.image))?;
+        .parse::<ImageRef>()
+        .with_context(|| format!("image {}", args.image))?
+        .with_access(&access);
     let output = match &args.tag {
-        Some(t) => Some(t.parse().with_context(|| format!("--tag {t}"))?),
+        Some(t) => Some(
+            t.parse::<ImageRef>()
+                .with_context(|| format!("--tag {t}"))?
+                .with_access(&access),
+        ),
         // A file's own name is known once it is open (the pipeline derives it then).
         None if image.is_file() => None,
         None => Some(default_output(&image, &[]).with_context(|| {

@@ -899,6 +899,7 @@ async fn write_output(
     report.output_id = written.id.to_string();
     report.output_layer_bytes = written.layer_bytes;
     report.output_layer_media = written.compression.to_string();
+    report.output_digest = written.manifest_digest.map(|d| d.to_string());
     report.output_written = true;
     Ok(())
 }

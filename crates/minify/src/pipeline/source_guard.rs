@@ -33,8 +33,11 @@ pub async fn refuse_source_as_output(
 /// id, so a command can refuse at once, before it starts anything: the same reference in
 /// another spelling, or the same file or directory.
 pub fn refuse_same_location(source: &ImageRef, output: &ImageRef) -> anyhow::Result<()> {
-    let why = match output {
-        ImageRef::Daemon(_) => same_reference(source, output),
+    let why = match (source, output) {
+        (_, ImageRef::Daemon(_)) => same_reference(source, output),
+        (ImageRef::Registry(a), ImageRef::Registry(b)) => a
+            .same_image(b)
+            .then(|| format!("both are {}", b.docker_name())),
         _ => same_file(source, output),
     };
     why.map_or(Ok(()), |why| Err(refusal(source, output, &why)))
