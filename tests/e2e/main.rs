@@ -13,6 +13,7 @@ mod image;
 mod package_db;
 mod packages;
 mod refusals;
+mod registry;
 mod report;
 mod reuse;
 mod run;

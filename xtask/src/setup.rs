@@ -25,6 +25,7 @@ pub fn run() -> anyhow::Result<()> {
     bpf_linker()?;
     ca_certs()?;
     cyclonedx_validator()?;
+    registry_tools()?;
     eprintln!("    setup: everything is in place");
     Ok(())
 }
@@ -209,6 +210,38 @@ fn tracefs() -> anyhow::Result<()> {
     ok(
         "tracefs",
         "was not mounted: mounted it at /sys/kernel/tracing",
+    );
+    Ok(())
+}
+
+/// What the registry e2e tests start and drive: Debian's docker-registry (distribution),
+/// skopeo, htpasswd (bcrypt, which distribution needs) and openssl (the test CA). Installing
+/// docker-registry does not start its service here (no init system in these machines); the
+/// tests start their own on a free port.
+fn registry_tools() -> anyhow::Result<()> {
+    let wanted = [
+        ("docker-registry", "docker-registry"),
+        ("skopeo", "skopeo"),
+        ("htpasswd", "apache2-utils"),
+        ("openssl", "openssl"),
+    ];
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(program, _)| !have(program))
+        .map(|(_, package)| *package)
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("    installing {}", missing.join(", "));
+        apt_install(&missing)?;
+    }
+    ok(
+        "registry tools",
+        &format!(
+            "docker-registry {}, skopeo {}",
+            output_of("dpkg-query", &["-W", "-f", "${Version}", "docker-registry"])
+                .unwrap_or_default(),
+            output_of("dpkg-query", &["-W", "-f", "${Version}", "skopeo"]).unwrap_or_default()
+        ),
     );
     Ok(())
 }
