@@ -423,12 +423,7 @@ struct Manifest {
 
 /// This machine's platform as OCI names it.
 fn host_platform() -> String {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
-    format!("linux/{arch}")
+    format!("linux/{}", crate::source::host_arch())
 }
 
 /// Pick the entry of an index for `wanted` (`os/arch[/variant]`).
@@ -740,18 +735,7 @@ pub(crate) async fn push(r: &RegistryRef, image: &PushImage<'_>) -> Result<Diges
                 path: path.display().to_string(),
                 source,
             })?;
-        let body = futures_util::stream::unfold(file, |mut f| async move {
-            use tokio::io::AsyncReadExt as _;
-            let mut buf = vec![0u8; 1 << 20];
-            match f.read(&mut buf).await {
-                Ok(0) => None,
-                Ok(n) => {
-                    buf.truncate(n);
-                    Some((Ok(bytes::Bytes::from(buf)), f))
-                }
-                Err(e) => Some((Err(OciDistributionError::IoError(e)), f)),
-            }
-        });
+        let body = crate::sink::file_chunks(file).map_err(OciDistributionError::IoError);
         session
             .client
             .push_blob_stream(&session.reference, body, digest.as_str(), Some(bytes))

@@ -390,18 +390,7 @@ impl PackedImage {
         let file = tokio::fs::File::open(&archive)
             .await
             .map_err(io_at(&archive))?;
-        let body = futures_util::stream::unfold(file, |mut f| async move {
-            use tokio::io::AsyncReadExt as _;
-            let mut buf = vec![0u8; 1 << 20];
-            match f.read(&mut buf).await {
-                Ok(0) => None,
-                Ok(n) => {
-                    buf.truncate(n);
-                    Some((Ok::<_, io::Error>(bytes::Bytes::from(buf)), f))
-                }
-                Err(e) => Some((Err(e), f)),
-            }
-        });
+        let body = file_chunks(file);
         load_and_tag(&docker, name, (&repo, &tag), &tmp_tag, &self.id, body).await
     }
 }
@@ -473,6 +462,24 @@ impl SourceImage {
             _ => loaded,
         }
     }
+}
+
+/// A file as a stream of 1 MiB chunks, for a request body (a daemon load, a registry push).
+pub(crate) fn file_chunks(
+    file: tokio::fs::File,
+) -> impl futures_util::Stream<Item = io::Result<bytes::Bytes>> + Send + 'static {
+    futures_util::stream::unfold(file, |mut f| async move {
+        use tokio::io::AsyncReadExt as _;
+        let mut buf = vec![0u8; 1 << 20];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(bytes::Bytes::from(buf)), f))
+            }
+            Err(e) => Some((Err(e), f)),
+        }
+    })
 }
 
 /// The temporary tag an image is loaded under before it gets its name. `minify gc` knows

@@ -603,7 +603,8 @@ struct OciManifest {
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
-fn host_arch() -> &'static str {
+/// This machine's architecture as OCI names it (`amd64`, `arm64`).
+pub(crate) fn host_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
