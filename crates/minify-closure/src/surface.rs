@@ -317,6 +317,7 @@ fn why(reason: Reason, detail: &str) -> String {
         Reason::Interpreter => "the interpreter of a kept script",
         Reason::DefaultSet => "a default set",
         Reason::Package => "the package rule (--granularity package)",
+        Reason::PackageDb => "the pruned package database",
         Reason::Symlink => "a symlink on the way to a kept path",
         Reason::Parent => "a parent directory",
     };
