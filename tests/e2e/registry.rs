@@ -176,7 +176,9 @@ fn registry_failures_give_one_line_and_leave_nothing() {
         None,
         &s(&["inspect", &reg.reference(NAME)]),
     ));
-    assert!(one_error(&o, 3).contains("cannot reach the registry"));
+    let line = one_error(&o, 3);
+    assert!(line.contains("cannot reach the registry"), "{line}");
+    assert!(line.contains("--tls-verify=false"), "{line}");
     assert_empty(&tmp);
 
     // An unknown tag.

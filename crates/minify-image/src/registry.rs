@@ -144,6 +144,18 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     crate::view::one_line(&parts.join(": "))
 }
 
+/// A TLS failure says what the user can do about it, as skopeo's flags name it.
+fn with_tls_hint(reason: String) -> String {
+    let hint = if reason.contains("InvalidContentType") || reason.contains("corrupt message") {
+        "; the registry does not speak TLS: --tls-verify=false reaches it over plain HTTP"
+    } else if reason.contains("invalid peer certificate") {
+        "; trust its CA with --cert-dir DIR (DIR/*.crt), or skip the check with --tls-verify=false"
+    } else {
+        ""
+    };
+    reason + hint
+}
+
 /// Where Docker's credentials are read from, for messages.
 fn config_path() -> String {
     match std::env::var_os("DOCKER_CONFIG") {
@@ -232,7 +244,7 @@ impl Session {
             E::RequestError(re) => RegistryError::Unreachable {
                 registry: self.registry.clone(),
                 reference: self.shown.clone(),
-                reason: chain(&re),
+                reason: with_tls_hint(chain(&re)),
             },
             E::IoError(io) => RegistryError::Unreachable {
                 registry: self.registry.clone(),
