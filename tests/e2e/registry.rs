@@ -170,6 +170,60 @@ fn registry_failures_give_one_line_and_leave_nothing() {
     assert_eq!(doc["id"], id.trim());
     assert_empty(&tmp);
 
+    // A multi-platform index (made here: the fixture is one platform) resolves to this
+    // machine's image; a platform it lacks is one line that lists what it has.
+    // The other platform's entry names another image (the static fixture), so taking the
+    // wrong entry gives another id.
+    reg.push_from_daemon(&fixture("static").unwrap(), "fixture/nginx:other")
+        .unwrap();
+    let entry = |name: &str, platform: serde_json::Value| {
+        let manifest = reg.raw_manifest(name).unwrap();
+        let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+        serde_json::json!({
+            "mediaType": m["mediaType"],
+            "digest": format!("sha256:{}", minify_fixtures::sha256_hex(&manifest)),
+            "size": manifest.len(), "platform": platform,
+        })
+    };
+    let host_arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let other = if host_arch == "amd64" {
+        "arm64"
+    } else {
+        "amd64"
+    };
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            entry(
+                "fixture/nginx:other",
+                serde_json::json!({"os": "linux", "architecture": other})
+            ),
+            entry(NAME, serde_json::json!({"os": "linux", "architecture": host_arch})),
+        ],
+    });
+    reg.put_manifest(
+        "fixture/nginx",
+        "multi",
+        "application/vnd.oci.image.index.v1+json",
+        &serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    let o = common::run(&mut inspect(&reg, "fixture/nginx:multi"));
+    assert_eq!(o.status.code(), Some(0));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["id"], id.trim());
+    let mut cmd = inspect(&reg, "fixture/nginx:multi");
+    cmd.args(["--platform", "linux/s390x"]);
+    let line = one_error(&common::run(&mut cmd), 2);
+    assert!(line.contains("no image for linux/s390x"), "{line}");
+    assert!(line.contains(&format!("linux/{host_arch}")), "{line}");
+    assert_empty(&tmp);
+
     // Without --tls-verify=false, HTTPS to a plain HTTP registry: unreachable, exit 3.
     let o = common::run(&mut minify(
         &tmp,
