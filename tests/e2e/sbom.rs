@@ -189,6 +189,68 @@ fn nginx_sbom_is_valid_cyclonedx_attached_to_the_oci_output_and_deterministic() 
     }
 }
 
+/// Python distributions in a venv are `pkg:pypi` components, versions as the venv's own
+/// `importlib.metadata` gives them; one the workload never imported (pip) is not listed.
+#[test]
+fn flask_sbom_lists_the_venvs_distributions_as_pypi() {
+    let Some(_serial) = serial_if_run() else {
+        return;
+    };
+    let Some(python) = require_cyclonedx_validator() else {
+        return;
+    };
+    let ctx = minify_fixtures::TestContext::new().unwrap();
+    let image = fixture("flask").unwrap();
+    let out = format!("oci:{}", ctx.temp_dir().join("out").display());
+    let sbom_path = ctx.temp_dir().join("flask.cdx.json");
+    let o = run(minify()
+        .args([
+            "run",
+            &image,
+            "--probe-http",
+            "/",
+            "--no-verify",
+            "--tag",
+            &out,
+        ])
+        .arg("--sbom")
+        .arg(&sbom_path));
+    assert_eq!(o.status.code(), Some(0));
+    validate_cyclonedx_1_5(&python, &sbom_path).unwrap_or_else(|e| panic!("{e}"));
+    let sbom = read_json(&sbom_path);
+    let purls: Vec<&str> = sbom["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["purl"].as_str())
+        .collect();
+    for (dist, purl_name) in [
+        ("flask", "flask"),
+        ("werkzeug", "werkzeug"),
+        ("jinja2", "jinja2"),
+    ] {
+        let version = in_image(
+            &image,
+            &format!(
+                "/app/venv/bin/python -c \"import importlib.metadata as m; print(m.version('{dist}'))\""
+            ),
+        );
+        let want = format!("pkg:pypi/{purl_name}@{version}");
+        assert!(purls.contains(&want.as_str()), "{want} not in {purls:#?}");
+    }
+    assert!(
+        !purls.iter().any(|p| p.starts_with("pkg:pypi/pip@")),
+        "{purls:#?}"
+    );
+    // The interpreter is Debian's.
+    assert!(
+        purls
+            .iter()
+            .any(|p| p.starts_with("pkg:deb/debian/libpython3.11-minimal@")),
+        "{purls:#?}"
+    );
+}
+
 fn which(program: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {program}")])
