@@ -29,7 +29,14 @@ impl Sbom {
     /// The referrers to store with `output`: the SBOM for an OCI layout, none elsewhere.
     pub fn referrers_for(sbom: Option<&Sbom>, output: &ImageRef) -> Vec<Referrer> {
         match (sbom, output) {
-            (Some(s), ImageRef::OciDir { .. } | ImageRef::OciArchive { .. }) => {
+            (Some(s), ImageRef::OciDir { tag, .. } | ImageRef::OciArchive { tag, .. }) => {
+                if tag.is_none() {
+                    // containers/image (skopeo 1.9, podman) takes a layout's only manifest
+                    // when no tag is given, and the SBOM's artifact is a second one.
+                    tracing::warn!(
+                        "{output} holds the SBOM beside the image; tools that pick the only image of a layout (skopeo) need a tag: give the output as {output}:TAG"
+                    );
+                }
                 vec![s.referrer()]
             }
             _ => Vec::new(),
