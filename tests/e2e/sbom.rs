@@ -127,6 +127,44 @@ fn nginx_sbom_is_valid_cyclonedx_attached_to_the_oci_output_and_deterministic() 
             "{l} is not nginx's"
         );
     }
+    // The same packages, with the same figures, as the report's audit of the output.
+    let mut audited: Vec<(String, String, String)> = report["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["state"] != "absent")
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_owned(),
+                p["state"].as_str().unwrap().to_owned(),
+                p["kept_files"].to_string(),
+            )
+        })
+        .collect();
+    let prop = |c: &Value, name: &str| {
+        c["properties"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["value"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    let mut listed_pkgs: Vec<(String, String, String)> = sbom["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_owned(),
+                prop(c, "minify:state"),
+                prop(c, "minify:kept-files"),
+            )
+        })
+        .collect();
+    audited.sort();
+    listed_pkgs.sort();
+    assert_eq!(listed_pkgs, audited);
     // The metadata names both images and the tool.
     let m = &sbom["metadata"];
     assert_eq!(m["component"]["type"], "container");

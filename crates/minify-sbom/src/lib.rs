@@ -24,7 +24,7 @@ use cyclonedx_bom::models::tool::Tools;
 use cyclonedx_bom::prelude::{Bom, Component, Components, Metadata, Purl, SpecVersion, UrnUuid};
 use cyclonedx_bom::validation::Validate as _;
 use minify_model::{ImagePath, Rootfs, resolve};
-use minify_packages::{Kind, Package, PackageDb, PackageId};
+use minify_packages::{Account, Kind, Package, PackageDb, State, account};
 use sha2::{Digest as _, Sha256};
 
 /// The media type of the document, also the `artifactType` of its OCI referrer.
@@ -109,6 +109,8 @@ impl OsRelease {
 
 /// What an SBOM is made from.
 pub struct SbomInput<'a> {
+    /// The source image's rootfs (for the files' sizes).
+    pub fs: &'a dyn Rootfs,
     /// The package model of the source image.
     pub db: &'a PackageDb,
     /// The paths the minified image holds (real paths, as packed).
@@ -123,28 +125,34 @@ pub struct SbomInput<'a> {
     pub tool_version: &'a str,
 }
 
-/// One package of the minified image: a unit of the model with at least one kept file that
-/// it owns (a kept link to a directory, like `/lib`, says nothing about which package is
-/// used, as in the model), and those files.
+/// One package of the minified image: a unit the output holds some of
+/// ([`minify_packages::account`]'s `partial` or `whole`, the same rule the pruned package
+/// database and the report follow: a kept link to a directory, like `/lib`, is no package's
+/// evidence), with its kept files.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeptPackage {
-    pub id: PackageId,
+    pub account: Account,
     pub files: Vec<ImagePath>,
 }
 
 /// The packages with kept files, in the model's order, each with its kept owned files.
-pub fn kept_packages(db: &PackageDb, kept: &BTreeSet<ImagePath>) -> Vec<KeptPackage> {
-    db.packages
-        .iter()
-        .enumerate()
-        .filter_map(|(id, p)| {
-            let files: Vec<ImagePath> = p
+pub fn kept_packages(
+    fs: &dyn Rootfs,
+    db: &PackageDb,
+    kept: &BTreeSet<ImagePath>,
+) -> Vec<KeptPackage> {
+    let (accounts, _) = account(fs, db, &|p| kept.contains(p));
+    accounts
+        .into_iter()
+        .filter(|a| a.state != State::Absent)
+        .map(|a| {
+            let files = db.packages[a.id]
                 .files
                 .iter()
-                .filter(|f| kept.contains(*f) && db.owners(f).contains(&id))
+                .filter(|f| kept.contains(*f) && db.owners(f).contains(&a.id))
                 .cloned()
                 .collect();
-            (!files.is_empty()).then_some(KeptPackage { id, files })
+            KeptPackage { account: a, files }
         })
         .collect()
 }
@@ -254,8 +262,8 @@ pub fn build(input: &SbomInput<'_>) -> Result<Bom, SbomError> {
     let os = input.os.as_ref();
     let mut components = Vec::new();
     let mut refs: HashSet<String> = HashSet::new();
-    for KeptPackage { id, files } in kept_packages(input.db, input.kept) {
-        let p = &input.db.packages[id];
+    for KeptPackage { account, files } in kept_packages(input.fs, input.db, input.kept) {
+        let p = &input.db.packages[account.id];
         let purl = purl(p, os)?;
         // bom-refs must be unique: the same distribution can sit in two venvs.
         let base = purl
@@ -281,10 +289,14 @@ pub fn build(input: &SbomInput<'_>) -> Result<Bom, SbomError> {
             callstack: None,
             identity: None,
         });
+        // The same figures as the report's `packages` entry for it.
         let mut props = vec![
             Property::new("minify:package-kind", p.kind.name()),
-            Property::new("minify:kept-files", &files.len().to_string()),
-            Property::new("minify:package-files", &p.files.len().to_string()),
+            Property::new("minify:state", account.state.name()),
+            Property::new("minify:kept-files", &account.kept_files.to_string()),
+            Property::new("minify:kept-bytes", &account.kept_bytes.to_string()),
+            Property::new("minify:removed-files", &account.removed_files.to_string()),
+            Property::new("minify:removed-bytes", &account.removed_bytes.to_string()),
         ];
         if let Some(site) = &p.site {
             props.push(Property::new("minify:site-packages", site.as_str()));

@@ -65,8 +65,9 @@ Package: bash\nStatus: install ok installed\nArchitecture: amd64\nVersion: 5.2.1
     fs
 }
 
-fn input<'a>(db: &'a PackageDb, kept: &'a BTreeSet<ImagePath>, fs: &MemFs) -> SbomInput<'a> {
+fn input<'a>(db: &'a PackageDb, kept: &'a BTreeSet<ImagePath>, fs: &'a MemFs) -> SbomInput<'a> {
     SbomInput {
+        fs,
         db,
         kept,
         os: OsRelease::read(fs),
@@ -129,6 +130,19 @@ fn components_are_the_packages_with_kept_files() {
         libc["evidence"]["occurrences"],
         serde_json::json!([{"location": "/usr/lib/x86_64-linux-gnu/libc.so.6"}])
     );
+    let prop = |c: &Value, name: &str| {
+        c["properties"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["value"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(prop(libc, "minify:state").as_deref(), Some("partial"));
+    assert_eq!(prop(libc, "minify:kept-files").as_deref(), Some("1"));
+    assert_eq!(prop(libc, "minify:removed-files").as_deref(), Some("1"));
+    assert_eq!(prop(libc, "minify:kept-bytes").as_deref(), Some("3"));
+    assert_eq!(prop(&comps[1], "minify:state").as_deref(), Some("partial"));
     // The metadata names both images and the tool.
     let m = &v["metadata"];
     assert_eq!(m["component"]["type"], "container");

@@ -106,6 +106,7 @@ pub fn make(
     let db = minify_packages::PackageDb::read(fs);
     let kept: std::collections::BTreeSet<ImagePath> = kept.iter().cloned().collect();
     let input = SbomInput {
+        fs,
         db: &db,
         kept: &kept,
         os: OsRelease::read(fs),
