@@ -78,18 +78,7 @@ impl<'a> Builder<'a> {
         self.add_trace(trace);
 
         for bin in &opts.include_bin {
-            let Some(found) = which(self.fs, bin, self.fs.env()) else {
-                return Err(ClosureError::IncludeBinNotFound {
-                    path: bin.clone(),
-                    reason: "not found on the image's PATH".into(),
-                });
-            };
-            if let Err(e) = resolve(self.fs, found.as_str(), true) {
-                return Err(ClosureError::IncludeBinNotFound {
-                    path: bin.clone(),
-                    reason: e.to_string(),
-                });
-            }
+            let found = self.find_include_bin(bin)?;
             self.add_program(
                 found.as_str(),
                 Reason::Include,
@@ -575,6 +564,48 @@ impl<'a> Builder<'a> {
                 }
             }
         }
+    }
+
+    /// An `--include-bin` program as found on the image's `PATH`, resolvable in the image.
+    fn find_include_bin(&self, bin: &str) -> Result<ImagePath, ClosureError> {
+        let Some(found) = which(self.fs, bin, self.fs.env()) else {
+            return Err(ClosureError::IncludeBinNotFound {
+                path: bin.to_owned(),
+                reason: "not found on the image's PATH".into(),
+            });
+        };
+        if let Err(e) = resolve(self.fs, found.as_str(), true) {
+            return Err(ClosureError::IncludeBinNotFound {
+                path: bin.to_owned(),
+                reason: e.to_string(),
+            });
+        }
+        Ok(found)
+    }
+
+    /// The errors [`Builder::run`] gives for the user's rules, in the same order, without
+    /// a trace and without computing the kept set.
+    pub(crate) fn check_rules(&self, opts: &ClosureOptions) -> Result<(), ClosureError> {
+        build_excludes(&opts.exclude)?;
+        let include_globs: Vec<(&String, Option<GlobSet>)> = opts
+            .include
+            .iter()
+            .map(|p| Ok((p, include_glob(p)?)))
+            .collect::<Result<_, ClosureError>>()?;
+        for bin in &opts.include_bin {
+            self.find_include_bin(bin)?;
+        }
+        for (pat, glob) in include_globs {
+            if glob.is_none()
+                && let Err(e) = resolve(self.fs, pat, true)
+            {
+                return Err(ClosureError::IncludeNotFound {
+                    path: pat.clone(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+        crate::packages::check_included(self.fs, &opts.packages)
     }
 
     fn add_include(&mut self, pat: &str, glob: Option<&GlobSet>) -> Result<(), ClosureError> {

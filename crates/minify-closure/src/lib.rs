@@ -194,6 +194,13 @@ pub enum ClosureError {
     IncludeBinNotFound { path: String, reason: String },
 }
 
+/// Check the user's rules (`include`, `include_bin`, `exclude`, included packages) against
+/// the image: the errors [`compute`] would give for them, before there is a trace to
+/// compute from.
+pub fn check_rules(fs: &dyn Rootfs, opts: &ClosureOptions) -> Result<(), ClosureError> {
+    build::Builder::new(fs, "/").check_rules(opts)
+}
+
 /// Compute the kept set. `entrypoint` is the image's effective argv (entrypoint + cmd); it
 /// may be empty. A relative program path in it is taken from `/`; use
 /// [`compute_with_workdir`] to give the image's working directory.

@@ -158,6 +158,26 @@ fn file_size(fs: &dyn Rootfs, p: &ImagePath) -> u64 {
         .map_or(0, |e| e.size)
 }
 
+/// The error [`expand`] gives for an `--include-package` that names no package of the
+/// image, without expanding anything.
+pub(crate) fn check_included(fs: &dyn Rootfs, opts: &PackageOptions) -> Result<(), ClosureError> {
+    if opts.include.is_empty() {
+        return Ok(());
+    }
+    let db = PackageDb::read(fs);
+    match opts
+        .include
+        .iter()
+        .find(|name| !db.packages.iter().any(|p| &p.name == *name))
+    {
+        Some(name) => Err(ClosureError::PackageNotFound {
+            rule: "--include-package",
+            name: name.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Run the package rule over `kept`.
 pub(crate) fn expand(
     fs: &dyn Rootfs,

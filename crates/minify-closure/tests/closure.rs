@@ -2,7 +2,7 @@
 //! (programs with their real libraries) plus small synthetic files.
 
 use minify_closure::{
-    ClosureError, ClosureOptions, DefaultSet, DefaultSets, SkeletonInput, compute,
+    ClosureError, ClosureOptions, DefaultSet, DefaultSets, SkeletonInput, check_rules, compute,
     compute_with_workdir,
 };
 use minify_elf::testutil::{copy_host, copy_host_program, exe, parents};
@@ -532,7 +532,26 @@ fn include_include_bin_exclude() {
 #[test]
 fn bad_rules_are_clear_errors() {
     let fs = image();
-    let run = |o: ClosureOptions| compute(&fs, &Trace::default(), &[], &o).unwrap_err();
+    // `check_rules` (what `minify run` checks before tracing) gives the same error as the
+    // closure itself, without computing it.
+    let run = |o: ClosureOptions| {
+        let e = compute(&fs, &Trace::default(), &[], &o).unwrap_err();
+        let checked = check_rules(&fs, &o).unwrap_err();
+        assert_eq!(checked.to_string(), e.to_string());
+        e
+    };
+    // Several bad rules: the first in the closure's own order (globs before paths).
+    let e = run(ClosureOptions {
+        include: vec!["/etc/shadow".into(), "/usr/[".into()],
+        ..no_sets()
+    });
+    assert!(matches!(e, ClosureError::InvalidGlob { .. }), "{e}");
+    let e = run(ClosureOptions {
+        include: vec!["/etc/shadow".into()],
+        include_bin: vec!["nginx".into()],
+        ..no_sets()
+    });
+    assert!(matches!(e, ClosureError::IncludeBinNotFound { .. }), "{e}");
     let e = run(ClosureOptions {
         include: vec!["/etc/shadow".into()],
         ..no_sets()
@@ -573,6 +592,13 @@ fn bad_rules_are_clear_errors() {
     )
     .unwrap();
     assert!(c.warnings.iter().any(|w| w.contains("matched nothing")));
+    // Good rules pass the check.
+    let good = ClosureOptions {
+        include: vec!["/opt/**".into(), "/usr/share/data/a.txt".into()],
+        exclude: vec!["*.pyc".into()],
+        ..no_sets()
+    };
+    check_rules(&fs, &good).unwrap();
 }
 
 #[test]

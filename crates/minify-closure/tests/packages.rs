@@ -229,6 +229,8 @@ fn include_and_exclude_package() {
     o.packages.include = vec!["nonesuch".into()];
     let err = compute(&image(), &trace(), &[], &o).unwrap_err();
     assert!(matches!(err, ClosureError::PackageNotFound { .. }));
+    let checked = minify_closure::check_rules(&image(), &o).unwrap_err();
+    assert_eq!(checked.to_string(), err.to_string());
     assert_eq!(
         err.to_string(),
         "--include-package nonesuch: no such package in the image"
