@@ -45,7 +45,7 @@ impl Sbom {
 
     /// Write FILE (atomically, replacing an older one).
     pub fn write_file(&self) -> anyhow::Result<()> {
-        crate::cmd::write_atomic(&self.path, &self.bytes)
+        crate::files::write_atomic(&self.path, &self.bytes)
             .with_context(|| format!("writing the SBOM {}", self.path.display()))
     }
 }

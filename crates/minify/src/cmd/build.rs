@@ -5,30 +5,19 @@
 
 use anyhow::Context as _;
 use minify_closure::{ClosureOptions, PackageOptions, Reclosure, RootState, SkeletonInput};
-use minify_image::{ImageError, ImageRef, PackOptions, RootfsView, SourceImage, pack};
+use minify_image::{ImageRef, RootfsView, SourceImage};
 use minify_model::{Allowlist, ImagePath};
 
 use crate::cli::BuildArgs;
-use crate::pipeline::default_output;
-
-/// An image error (or one that converts to it, like a bad reference) as the CLI's.
-pub(crate) fn image_err(e: impl Into<ImageError>) -> anyhow::Error {
-    crate::lib_error(e.into())
-}
+use crate::pipeline::progress::Progress;
+use crate::pipeline::pack::Generated;
+use crate::pipeline::{default_output, open, pack};
 
 pub fn run(args: &BuildArgs) -> anyhow::Result<u8> {
     let access = args.registry.access();
-    let source = args
-        .image
-        .parse::<ImageRef>()
-        .map_err(image_err)?
-        .with_access(&access);
+    let source = args.image.parse::<ImageRef>()?.with_access(&access);
     let out: Option<ImageRef> = match &args.tag {
-        Some(t) => Some(
-            t.parse::<ImageRef>()
-                .map_err(image_err)?
-                .with_access(&access),
-        ),
+        Some(t) => Some(t.parse::<ImageRef>()?.with_access(&access)),
         None => None,
     };
     if let Some(out) = &out {
@@ -42,7 +31,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<u8> {
     let allowlist = Allowlist::from_json(&al_name, &text)?;
 
     crate::cmd::block_on_interruptible(async {
-        let image = SourceImage::open(&source).await.map_err(image_err)?;
+        let (image, view) = open::open_image(&source).await?;
         if !allowlist.source.digest.is_empty() && allowlist.source.digest != image.id().as_str() {
             tracing::warn!(
                 "{al_name} was made from {} ({}), not from {source} ({}); building anyway",
@@ -60,11 +49,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<u8> {
         // Whatever --force says, the source is never the output. A daemon output is looked
         // up to see whether it names the source's image now.
         let runtime = match &out {
-            ImageRef::Daemon(_) => Some(
-                minify_runtime::Runtime::connect()
-                    .await
-                    .map_err(crate::lib_error)?,
-            ),
+            ImageRef::Daemon(_) => Some(minify_runtime::Runtime::connect().await?),
             _ => None,
         };
         crate::pipeline::source_guard::refuse_source_as_output(
@@ -74,87 +59,19 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<u8> {
             runtime.as_ref(),
         )
         .await?;
-        let view = tokio::task::block_in_place(|| RootfsView::build(&image)).map_err(image_err)?;
-        // The allowlist's roots are the input; everything derived from them (ELF closure,
-        // symlinks, parents, interpreters, default sets, packages) is computed again on this
-        // image by the closure code `run` uses, so a rebuilt image with a new library or
-        // package version gets its own dependencies, not the recorded ones.
-        let config = image.config();
-        let entrypoint: Vec<String> = config
-            .entrypoint
-            .iter()
-            .chain(&config.cmd)
-            .cloned()
-            .collect();
-        let opts = ClosureOptions {
-            skeleton: SkeletonInput {
-                user: config.user.clone(),
-                workdir: config.working_dir.clone(),
-                volumes: config.volumes.clone(),
-            },
-            packages: PackageOptions {
-                granularity: args.granularity,
-                ..PackageOptions::default()
-            },
-            ..ClosureOptions::default()
+        let (paths, generated) = reclose(args, &source, &image, &view, &allowlist)?;
+        // The one code path `minify run` packs and writes through too, so the ids match.
+        let progress = Progress::new();
+        let ends = pack::Ends {
+            source: &source,
+            output: &out,
+            sbom: args.sbom.as_deref(),
         };
-        let re = tokio::task::block_in_place(|| {
-            minify_closure::reclose(&view, &allowlist, &entrypoint, &config.working_dir, &opts)
-        })?;
-        report_drift(&re, &al_name, &source.to_string());
-        let missing: Vec<String> = re.missing().map(|r| r.path.to_string()).collect();
-        if !missing.is_empty() {
-            let msg = format!(
-                "{al_name}: {} is not in the image {source} ({}) and no rename rule finds {}; trace the image again (minify run) to make a new allowlist",
-                missing.join(", "),
-                image.id(),
-                if missing.len() == 1 { "it" } else { "them" }
-            );
-            if args.on_missing == "warn" {
-                tracing::warn!("--on-missing warn: {msg}");
-            } else {
-                anyhow::bail!(msg);
-            }
-        }
-        for w in &re.closure.warnings {
-            tracing::warn!("{w}");
-        }
-        if !re.closure.packages.is_empty() {
-            let added: u64 = re.closure.packages.iter().map(|p| p.added_bytes).sum();
-            errln!(
-                "minify: --granularity package: {} packages kept whole, {} bytes added",
-                re.closure.packages.len(),
-                added
-            );
-        }
-        let paths: Vec<ImagePath> = re.closure.entries.keys().cloned().collect();
-        let pack_options = PackOptions {
-            generated: re.closure.generated.clone(),
-            ..PackOptions::default()
-        };
-        let packed = tokio::task::block_in_place(|| pack(&view, &image, &paths, &pack_options))
-            .map_err(image_err)?;
-        let sbom = match &args.sbom {
-            Some(path) => Some(tokio::task::block_in_place(|| {
-                crate::sbom::make(
-                    path,
-                    &view,
-                    &paths,
-                    (&source, image.id().to_string()),
-                    (&out, packed.id().to_string()),
-                )
-            })?),
-            None => None,
-        };
+        let packed = pack::pack(&view, &image, (&paths, &generated), &ends, &progress)?;
         let options = crate::cmd::write_options(args.force, args.compression, Some(&out));
-        let referrers = crate::sbom::Sbom::referrers_for(sbom.as_ref(), &out);
-        let written = packed
-            .write_with_referrers(&out, &options, &referrers)
-            .await
-            .map_err(image_err)?;
-        if let Some(sbom) = &sbom {
-            sbom.write_file()?;
-        }
+        let written = pack::write(&packed, &out, &options, &progress).await?;
+        drop(progress);
+        let packed = packed.image;
         errln!(
             "minify: {out}: {} entries, {} bytes of files (source {} bytes in {} layers); layer {} bytes as {}",
             packed.entry_count(),
@@ -170,6 +87,72 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<u8> {
         outln!("{}", written.id);
         Ok(0)
     })
+}
+
+/// The allowlist's roots re-closed on `image`: the paths to pack. Drift is said on stderr;
+/// a root missing from the image fails the build (or, `--on-missing warn`, is said).
+fn reclose(
+    args: &BuildArgs,
+    source: &ImageRef,
+    image: &SourceImage,
+    view: &RootfsView,
+    allowlist: &Allowlist,
+) -> anyhow::Result<(Vec<ImagePath>, Generated)> {
+    let al_name = args.allowlist.display().to_string();
+    // The allowlist's roots are the input; everything derived from them (ELF closure,
+    // symlinks, parents, interpreters, default sets, packages) is computed again on this
+    // image by the closure code `run` uses, so a rebuilt image with a new library or
+    // package version gets its own dependencies, not the recorded ones.
+    let config = image.config();
+    let entrypoint: Vec<String> = config
+        .entrypoint
+        .iter()
+        .chain(&config.cmd)
+        .cloned()
+        .collect();
+    let opts = ClosureOptions {
+        skeleton: SkeletonInput {
+            user: config.user.clone(),
+            workdir: config.working_dir.clone(),
+            volumes: config.volumes.clone(),
+        },
+        packages: PackageOptions {
+            granularity: args.granularity,
+            ..PackageOptions::default()
+        },
+        ..ClosureOptions::default()
+    };
+    let re = tokio::task::block_in_place(|| {
+        minify_closure::reclose(view, allowlist, &entrypoint, &config.working_dir, &opts)
+    })?;
+    report_drift(&re, &al_name, &source.to_string());
+    let missing: Vec<String> = re.missing().map(|r| r.path.to_string()).collect();
+    if !missing.is_empty() {
+        let msg = format!(
+            "{al_name}: {} is not in the image {source} ({}) and no rename rule finds {}; trace the image again (minify run) to make a new allowlist",
+            missing.join(", "),
+            image.id(),
+            if missing.len() == 1 { "it" } else { "them" }
+        );
+        if args.on_missing == "warn" {
+            tracing::warn!("--on-missing warn: {msg}");
+        } else {
+            anyhow::bail!(msg);
+        }
+    }
+    for w in &re.closure.warnings {
+        tracing::warn!("{w}");
+    }
+    if !re.closure.packages.is_empty() {
+        let added: u64 = re.closure.packages.iter().map(|p| p.added_bytes).sum();
+        errln!(
+            "minify: --granularity package: {} packages kept whole, {} bytes added",
+            re.closure.packages.len(),
+            added
+        );
+    }
+    let paths = re.closure.entries.keys().cloned().collect();
+    Ok((paths, re.closure.generated))
 }
 
 /// What changed since the allowlist was made, on stderr: every root that is not the same

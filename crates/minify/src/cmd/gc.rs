@@ -12,8 +12,8 @@ use crate::cli::GcArgs;
 
 pub fn run(args: &GcArgs) -> anyhow::Result<u8> {
     crate::cmd::block_on_interruptible(async {
-        let runtime = Runtime::connect().await.map_err(crate::lib_error)?;
-        let plan = runtime.gc_plan().await.map_err(crate::lib_error)?;
+        let runtime = Runtime::connect().await?;
+        let plan = runtime.gc_plan().await?;
         for k in &plan.kept {
             tracing::debug!("keeping {}: {}", k.what, k.why);
         }

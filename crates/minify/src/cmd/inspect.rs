@@ -4,10 +4,9 @@
 
 use std::fmt::Write as _;
 
-use minify_image::{ImageRef, RootfsView, SourceImage};
+use minify_image::ImageRef;
 use serde_json::json;
 
-use super::build::image_err;
 use crate::cli::InspectArgs;
 use crate::report::human_bytes;
 
@@ -17,14 +16,10 @@ const TOP_DIRS: usize = 10;
 pub fn run(args: &InspectArgs) -> anyhow::Result<u8> {
     let reference = args
         .image
-        .parse::<ImageRef>()
-        .map_err(image_err)?
+        .parse::<ImageRef>()?
         .with_access(&args.registry.access());
-    let (image, view) = crate::cmd::block_on_interruptible(async {
-        let image = SourceImage::open(&reference).await.map_err(image_err)?;
-        let view = tokio::task::block_in_place(|| RootfsView::build(&image)).map_err(image_err)?;
-        anyhow::Ok((image, view))
-    })?;
+    let (image, view) =
+        crate::cmd::block_on_interruptible(crate::pipeline::open::open_image(&reference))?;
     let dirs = view.largest_dirs(TOP_DIRS);
     let c = image.config();
     if args.json {

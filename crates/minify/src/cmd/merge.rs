@@ -14,7 +14,7 @@ pub fn run(args: &MergeArgs) -> anyhow::Result<u8> {
         items.push((name, al));
     }
     let merged = Allowlist::merge(&items)?;
-    crate::cmd::write_atomic(&args.output, merged.to_json().as_bytes())
+    crate::files::write_atomic(&args.output, merged.to_json().as_bytes())
         .with_context(|| format!("writing {}", args.output.display()))?;
     errln!(
         "minify: merged {} allowlists into {} ({} paths)",

@@ -24,57 +24,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
-/// Write a file through a temporary sibling and a rename, so a reader (or a crash) never
-/// sees half of it.
-pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.minify-tmp-{}", std::process::id()));
-    fs_err::write(&tmp, bytes)?;
-    fs_err::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
-}
-
-/// What a command has finished making and keeps on purpose even when it is interrupted (a
-/// written output, an allowlist file), so the interruption's message says what stays instead
-/// of claiming that everything was removed.
-#[derive(Debug, Default)]
-pub struct Kept(std::sync::Mutex<Vec<String>>);
-
-impl Kept {
-    /// Record `what` (e.g. `the output app:1-min (written, not verified)`) as staying.
-    pub fn add(&self, what: String) {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(what);
-    }
-
-    /// `everything this run made was removed`, or what stays besides.
-    fn removed_message(&self) -> String {
-        let kept = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if kept.is_empty() {
-            "everything this run made was removed".to_owned()
-        } else {
-            format!(
-                "everything else this run made was removed, but {} {} kept",
-                kept.join(" and "),
-                if kept.len() == 1 { "is" } else { "are" }
-            )
-        }
-    }
-}
-
 /// Run `work` on a fresh tokio runtime until it finishes or Ctrl-C or SIGTERM (what CI
 /// runners send to cancel a job) arrives. On either signal the future is dropped, which runs
 /// every cleanup guard it holds (containers, the tracer and its cgroup, temp dirs with
@@ -84,14 +33,14 @@ impl Kept {
 pub fn block_on_interruptible<T>(
     work: impl std::future::Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<T> {
-    block_on_interruptible_keeping(work, &Kept::default())
+    block_on_interruptible_keeping(work, &crate::errors::Kept::default())
 }
 
 /// [`block_on_interruptible`] for work that records in `kept` what it finished and keeps
 /// (an output written before verification): the message on a signal names those.
 pub fn block_on_interruptible_keeping<T>(
     work: impl std::future::Future<Output = anyhow::Result<T>>,
-    kept: &Kept,
+    kept: &crate::errors::Kept,
 ) -> anyhow::Result<T> {
     use anyhow::Context as _;
     use tokio::signal::unix::{SignalKind, signal};

@@ -20,7 +20,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let state = RunState::default();
     let outcome = plan(args).and_then(|plan| {
         let progress = Progress::new();
-        let kept = crate::cmd::Kept::default();
+        let kept = crate::errors::Kept::default();
         crate::cmd::block_on_interruptible_keeping(execute(&plan, &progress, &kept, &state), &kept)
     });
     match outcome {
@@ -71,7 +71,7 @@ fn emit(args: &RunArgs, report: &Report) -> anyhow::Result<()> {
         out!("{}", report.to_json());
     }
     if let Some(path) = &args.report {
-        crate::cmd::write_atomic(path, report.to_json().as_bytes())
+        crate::files::write_atomic(path, report.to_json().as_bytes())
             .with_context(|| format!("writing the report {}", path.display()))?;
     }
     Ok(())

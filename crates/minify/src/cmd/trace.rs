@@ -33,14 +33,14 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<u8> {
         ))
     })?;
 
-    let cgroup = TraceCgroup::create().map_err(crate::lib_error)?;
+    let cgroup = TraceCgroup::create()?;
     let options = TraceOptions {
         ring_bytes: args.ring_bytes,
         live: args.follow,
         probe_reads_only: args.probe_reads_only,
         ..TraceOptions::default()
     };
-    let tracer = Tracer::start(&cgroup, options).map_err(crate::lib_error)?;
+    let tracer = Tracer::start(&cgroup, options)?;
     // --follow: the tracer's live stream, printed by a task of its own while the command
     // runs here; the stream ends when the tracer finishes.
     let printer = if args.follow {
@@ -77,8 +77,8 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<u8> {
         let _ = done.send(());
         (status, watcher.join().unwrap_or(false))
     });
-    let status = status.map_err(crate::lib_error)?;
-    let rec = tracer.finish_recording().map_err(crate::lib_error)?;
+    let status = status?;
+    let rec = tracer.finish_recording()?;
     if let Some(p) = printer {
         p.join()
             .map_err(|_| anyhow::anyhow!("the --follow printer panicked"))??;

@@ -70,7 +70,7 @@ async fn names_the_source(
             Ok(Some(format!("{name} names the source's image {source_id}")))
         }
         Ok(_) | Err(RuntimeError::ImageNotFound { .. }) => Ok(None),
-        Err(e) => Err(crate::lib_error(e)),
+        Err(e) => Err(e.into()),
     }
 }
 
