@@ -240,7 +240,7 @@ pub async fn execute(
     let mut opened = run.open(&runtime).await?;
     let work = Workload::new(plan, &opened.run_config);
     let traced = run.trace(&runtime, &mut opened, &work, tracer_load).await?;
-    let closed = run.close(&mut opened, &traced)?;
+    let closed = run.close(&opened, &traced)?;
     let code = run
         .deliver(&runtime, opened, &closed, &work, &traced)
         .await?;
@@ -305,7 +305,7 @@ impl Run<'_> {
     }
 
     /// `closure`: the kept set and the allowlist.
-    fn close(&mut self, opened: &mut Opened, traced: &Traced) -> anyhow::Result<Closed> {
+    fn close(&mut self, opened: &Opened, traced: &Traced) -> anyhow::Result<Closed> {
         let lossy = traced.check_loss(self.plan)?;
         self.progress.phase("computing the file closure");
         let closed = close::close(self.plan, opened, traced, self.kept)?;

@@ -39,13 +39,18 @@ impl Opened {
     /// Nothing runs the source any more: its temporary copy goes now. A warning when it
     /// could not be removed.
     pub async fn remove_source_copy(&mut self) -> Option<String> {
-        let copy = self.source_copy.take()?;
-        let name = copy.reference().to_owned();
-        copy.remove()
-            .await
-            .err()
-            .map(|e| format!("could not remove the temporary copy {name}: {e}"))
+        remove_temp_image(self.source_copy.take()?, "temporary copy").await
     }
+}
+
+/// Remove a temporary image now; a warning naming it as `what` when that failed.
+pub async fn remove_temp_image(image: TempImage, what: &str) -> Option<String> {
+    let name = image.reference().to_owned();
+    image
+        .remove()
+        .await
+        .err()
+        .map(|e| format!("could not remove the {what} {name}: {e}"))
 }
 
 /// Open a source image (a daemon image is exported into a temp dir; a file is read in place).

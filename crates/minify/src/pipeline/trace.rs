@@ -208,18 +208,18 @@ impl Live {
     ) -> anyhow::Result<Traced> {
         let Live {
             container,
-            session:
-                TraceSession {
-                    tracer,
-                    cgroup,
-                    pin,
-                },
+            session,
             exercised,
             ..
         } = self;
-        progress.phase(format!("stopping {}", container.name()));
-        container.stop().await?;
-        container.remove().await?;
+        // The container goes first, also when stopping it fails: a cgroup must be empty to
+        // be removed.
+        stop_and_remove(container, progress).await?;
+        let TraceSession {
+            tracer,
+            cgroup,
+            pin,
+        } = session;
         let trace = tokio::task::block_in_place(|| tracer.finish())?;
         drop(cgroup);
         drop(pin);
@@ -236,6 +236,14 @@ impl Live {
             main: exercised.main,
         })
     }
+}
+
+/// Stop the container and remove it (its guard removes it if this fails).
+async fn stop_and_remove(container: Container, progress: &Progress) -> anyhow::Result<()> {
+    progress.phase(format!("stopping {}", container.name()));
+    container.stop().await?;
+    container.remove().await?;
+    Ok(())
 }
 
 impl Traced {

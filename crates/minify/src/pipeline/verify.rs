@@ -8,7 +8,7 @@ use minify_image::{ImageRef, PackedImage, WriteOptions};
 use minify_runtime::{ProbeResult, Readiness, RunSpec, Runtime, TempImage};
 
 use super::exercise::{Exercised, Recording, Workload, exercise};
-use super::open::already_in_daemon;
+use super::open::{already_in_daemon, remove_temp_image};
 use super::progress::Progress;
 use super::trace::Traced;
 use super::{RunPlan, RunState, indent};
@@ -87,12 +87,7 @@ impl Delivery {
 
     /// Remove the verify copy; a warning when it could not be.
     pub async fn remove_copy(&mut self) -> Option<String> {
-        let copy = self.copy.take()?;
-        let name = copy.reference().to_owned();
-        copy.remove()
-            .await
-            .err()
-            .map(|e| format!("could not remove the verify copy {name}: {e}"))
+        remove_temp_image(self.copy.take()?, "verify copy").await
     }
 }
 
