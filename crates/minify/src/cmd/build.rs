@@ -9,8 +9,8 @@ use minify_image::{ImageRef, RootfsView, SourceImage};
 use minify_model::{Allowlist, ImagePath};
 
 use crate::cli::BuildArgs;
-use crate::pipeline::progress::Progress;
 use crate::pipeline::pack::Generated;
+use crate::pipeline::progress::Progress;
 use crate::pipeline::{default_output, open, pack};
 
 pub fn run(args: &BuildArgs) -> anyhow::Result<u8> {

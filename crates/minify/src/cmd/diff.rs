@@ -7,21 +7,13 @@
 
 use std::fmt::Write as _;
 
-use minify_image::{ImageRef, RootfsView, SourceImage};
+use minify_image::ImageRef;
 use minify_model::Rootfs as _;
 use serde_json::json;
 
-use super::build::image_err;
 use crate::cli::DiffArgs;
 use crate::escape::terminal_safe;
 use crate::report::{PackageKept, human_bytes, package_audit};
-
-/// Open an image and index its layers.
-async fn open(reference: &ImageRef) -> anyhow::Result<(SourceImage, RootfsView)> {
-    let image = SourceImage::open(reference).await.map_err(image_err)?;
-    let view = tokio::task::block_in_place(|| RootfsView::build(&image)).map_err(image_err)?;
-    Ok((image, view))
-}
 
 fn percent(part: u64, whole: u64) -> f64 {
     if whole == 0 {
@@ -32,11 +24,11 @@ fn percent(part: u64, whole: u64) -> f64 {
 }
 
 pub fn run(args: &DiffArgs) -> anyhow::Result<u8> {
-    let src_ref: ImageRef = args.source.parse().map_err(image_err)?;
-    let out_ref: ImageRef = args.output.parse().map_err(image_err)?;
+    let src_ref: ImageRef = args.source.parse()?;
+    let out_ref: ImageRef = args.output.parse()?;
     let ((src, src_view), (out, out_view)) = crate::cmd::block_on_interruptible(async {
-        let a = open(&src_ref).await?;
-        let b = open(&out_ref).await?;
+        let a = crate::pipeline::open::open_image(&src_ref).await?;
+        let b = crate::pipeline::open::open_image(&out_ref).await?;
         anyhow::Ok((a, b))
     })?;
     let db = minify_packages::PackageDb::read(&src_view);

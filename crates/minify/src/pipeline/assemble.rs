@@ -11,7 +11,7 @@ use super::close::Closed;
 use super::open::Opened;
 use super::trace::{Live, Traced, lost_by_kind};
 use super::verify::Verified;
-use crate::report::{FileSize, PackageKept, ProbeReport, Report, RunStatus, SetReport};
+use crate::report::{FileSize, ProbeReport, Report, RunStatus, SetReport};
 
 /// How many of the largest kept files the report lists.
 const LARGEST_FILES: usize = 10;
@@ -139,7 +139,7 @@ pub fn written(r: &mut Report, written: &Written) {
     r.output_id = written.id.to_string();
     r.output_layer_bytes = written.layer_bytes;
     r.output_layer_media = written.compression.to_string();
-    r.output_digest = written.manifest_digest.map(|d| d.to_string());
+    r.output_digest = written.manifest_digest.as_ref().map(ToString::to_string);
     r.output_written = true;
 }
 
