@@ -144,7 +144,7 @@ pub fn pack(
         set.insert(p.clone());
     }
     // Named after this process, so `minify gc` can remove it if we are killed.
-    let tmp = minify_model::owner::temp_dir_prefix("pack")
+    let tmp = minify_host::owner::temp_dir_prefix("pack")
         .and_then(|prefix| tempfile::Builder::new().prefix(&prefix).tempdir())
         .map_err(|source| PackError::Write {
             what: "temporary directory",

@@ -347,7 +347,7 @@ async fn open_daemon(reference: &ImageRef, name: &str) -> Result<SourceImage, So
         Err(e) => return Err(unreachable(e)),
     };
     // Named after this process, so `minify gc` can remove it if we are killed.
-    let tmp = minify_model::owner::temp_dir_prefix("image")
+    let tmp = minify_host::owner::temp_dir_prefix("image")
         .and_then(|prefix| tempfile::Builder::new().prefix(&prefix).tempdir())
         .map_err(io_err(Path::new("temporary directory")))?;
     let tar_path = tmp.path().join("export.tar");

@@ -367,7 +367,7 @@ impl RootfsView {
     /// Stream every layer of `image` once and build the index.
     pub fn build(image: &SourceImage) -> Result<RootfsView, ViewError> {
         // Named after this process, so `minify gc` can remove it if we are killed.
-        let tmp = minify_model::owner::temp_dir_prefix("view")
+        let tmp = minify_host::owner::temp_dir_prefix("view")
             .and_then(|prefix| tempfile::Builder::new().prefix(&prefix).tempdir())
             .map_err(|source| ViewError::Temp {
                 path: "minify-view.*".into(),

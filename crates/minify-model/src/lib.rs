@@ -6,13 +6,12 @@
 //!   flattened filesystem, with [`resolve`] doing symlink resolution confined to the image root;
 //! - [`trace`]: what the tracer hands to the closure;
 //! - [`allowlist`]: the reviewable, deterministic list of kept paths;
-//! - [`input`]: reading a user-named input file: regular files only, with a size limit;
-//! - [`owner`]: the process that made a container, image or temporary directory, so
-//!   `minify gc` can tell a killed run's leftovers from a run in progress.
+//! - [`input`]: reading a user-named input file: regular files only, with a size limit.
+//!
+//! Nothing here reads `/proc` or any other host state: that is minify-host's.
 
 pub mod allowlist;
 pub mod input;
-pub mod owner;
 pub mod path;
 pub mod rootfs;
 pub mod trace;

@@ -103,25 +103,6 @@ impl Special {
     }
 }
 
-/// Name of a trace cgroup for `suffix` (12 lowercase hex digits, random): what
-/// `minify_trace::TraceCgroup` creates at the top of the cgroup hierarchies, and what
-/// `minify gc` (in minify-runtime) may remove when a killed run left one. Defined once here
-/// because the two crates must agree on it.
-pub fn trace_cgroup_name(suffix: &str) -> String {
-    format!("minify-{suffix}")
-}
-
-/// Whether `name` is a trace cgroup's (see [`trace_cgroup_name`]): `minify-` and 12
-/// lowercase hex digits. Nothing else at the top of a hierarchy is ever touched by `minify gc`.
-pub fn is_trace_cgroup_name(name: &str) -> bool {
-    name.strip_prefix("minify-").is_some_and(|hex| {
-        hex.len() == 12
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
-}
-
 /// One thing the workload did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TraceEvent {

@@ -2,7 +2,6 @@
 //! and starting a container from it.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use bollard::Docker;
@@ -152,25 +151,6 @@ pub(crate) fn is_not_found(e: &bollard::errors::Error) -> bool {
     )
 }
 
-/// A random name suffix: 8 bytes of the kernel's randomness, hex.
-pub(crate) fn random_hex() -> String {
-    use std::io::Read as _;
-    let mut b = [0u8; 8];
-    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
-    if ok.is_err() {
-        // Still unique enough within one host: pid and time.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as u64;
-        b = (t ^ (u64::from(std::process::id()) << 32)).to_le_bytes();
-    }
-    b.iter().fold(String::with_capacity(16), |mut s, x| {
-        let _ = write!(s, "{x:02x}");
-        s
-    })
-}
-
 impl Runtime {
     /// Connect to the local daemon (`DOCKER_HOST` or `/var/run/docker.sock`) and agree on an
     /// API version (Docker 20.10 speaks 1.41, older than bollard's default).
@@ -252,7 +232,7 @@ impl Runtime {
         if let Some(p) = &spec.cgroup_parent {
             validate_cgroup_parent(p)?;
         }
-        let name = format!("minify-{}", random_hex());
+        let name = format!("minify-{}", minify_host::random_hex(8));
         let o = &spec.overrides;
         let mut env = image.env.clone();
         env.extend(o.env.iter().cloned());
@@ -377,11 +357,5 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(img.tcp_ports(), vec![80]);
-    }
-
-    #[test]
-    fn random_names_differ() {
-        assert_ne!(random_hex(), random_hex());
-        assert_eq!(random_hex().len(), 16);
     }
 }

@@ -9,7 +9,7 @@
 //!   under that name in every v1 hierarchy;
 //! - minify-image's temporary directories in `$TMPDIR` (exported layers, the index of an
 //!   image, the layer being packed): `minify-<kind>.<owner>.<random>`
-//!   ([`minify_model::owner::temp_dir_prefix`]).
+//!   ([`minify_host::owner::temp_dir_prefix`]).
 //!
 //! Only what belongs to a process that is gone is removed, so a run in progress on the same
 //! host is never touched. Containers, images and temporary directories say who made them
@@ -17,7 +17,7 @@
 //! `minify` process runs at all.
 //! Cgroups carry no owner. One is a leftover when the container it was made for is one, or
 //! when all of these hold: no process is in it, no container of a running minify uses it,
-//! no process holds it open (a running `minify run` keeps a [`CgroupPin`] on its cgroup), and
+//! no process holds it open (a running `minify run` keeps a [`crate::CgroupPin`] on its cgroup), and
 //! it is older than [`CGROUP_GRACE`] (other tools that make trace cgroups leave one empty for
 //! a moment between `mkdir` and starting their workload).
 //!
@@ -34,13 +34,15 @@ use bollard::query_parameters::{
     InspectContainerOptions, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
 };
 
-use crate::cgroup::{CgroupLayout, TraceCgroupDirs, trace_cgroups};
+use minify_host::cgroup::{
+    CgroupLayout, TraceCgroupDirs, is_trace_cgroup_name, pinned_trace_cgroups,
+    remove_v1_controller_dirs, trace_cgroups,
+};
+use minify_host::owner::{Liveness, OWNER_LABEL, Owner, other_minify_processes};
+
 use crate::container::remove_async;
 use crate::docker::{docker_err, remove_image_async};
-use crate::owner::{Liveness, Owner, other_minify_processes};
-use crate::{
-    LABEL, OWNER_LABEL, Runtime, RuntimeError, is_trace_cgroup_name, remove_v1_controller_dirs,
-};
+use crate::{LABEL, Runtime, RuntimeError};
 
 /// The repository of temporary verification images (`minify-verify/<random>:<owner>`).
 pub const VERIFY_REPO: &str = "minify-verify";
@@ -124,23 +126,6 @@ pub struct Kept {
 pub struct GcPlan {
     pub remove: Vec<Leftover>,
     pub kept: Vec<Kept>,
-}
-
-/// An open handle on a trace cgroup directory: while a process holds one, `minify gc` knows
-/// the cgroup is in use even when no process runs in it (before its container starts, or
-/// after the workload exited). It does not keep the directory from being removed.
-#[derive(Debug)]
-pub struct CgroupPin {
-    _dir: fs_err::File,
-}
-
-impl CgroupPin {
-    /// Open `dir` (the trace cgroup's v2 directory) and hold it until dropped.
-    pub fn open(dir: &Path) -> std::io::Result<CgroupPin> {
-        Ok(CgroupPin {
-            _dir: fs_err::File::open(dir)?,
-        })
-    }
 }
 
 /// Keep or remove, with the reason.
@@ -288,7 +273,7 @@ impl Runtime {
         // Trace cgroups.
         let layout = CgroupLayout::detect();
         let found = trace_cgroups(&layout);
-        let pinned = pinned_cgroups(&layout);
+        let pinned = pinned_trace_cgroups(&layout);
         plan_cgroups(
             found,
             &dead_parents,
@@ -408,7 +393,7 @@ fn plan_temp_dirs(tmp: &Path, plan: &mut GcPlan) {
     let mut found: Vec<(PathBuf, Owner)> = entries
         .flatten()
         .filter_map(|e| {
-            let owner = minify_model::owner::temp_dir_owner(e.file_name().to_str()?)?;
+            let owner = minify_host::owner::temp_dir_owner(e.file_name().to_str()?)?;
             // `DirEntry::metadata` does not follow a symlink: a symlink is not a directory.
             let meta = e.metadata().ok()?;
             (meta.is_dir() && meta.uid() == uid).then(|| (e.path(), owner))
@@ -439,44 +424,6 @@ fn remove_temp_dir(path: &Path) -> std::io::Result<()> {
     fs_err::remove_dir_all(path)
 }
 
-/// Trace cgroups some process holds open (a [`CgroupPin`], or a shell whose working
-/// directory is there), by name, with one such pid.
-fn pinned_cgroups(layout: &CgroupLayout) -> BTreeMap<String, u32> {
-    let mut out = BTreeMap::new();
-    let me = std::process::id();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let mut links: Vec<PathBuf> = std::fs::read_dir(p.path().join("fd"))
-            .map(|rd| {
-                rd.flatten()
-                    .filter_map(|e| std::fs::read_link(e.path()).ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        links.extend(std::fs::read_link(p.path().join("cwd")));
-        for link in links {
-            for root in layout.roots() {
-                if let Ok(rest) = link.strip_prefix(root)
-                    && let Some(first) = rest.components().next()
-                    && let Some(name) = first.as_os_str().to_str()
-                    && is_trace_cgroup_name(name)
-                {
-                    out.entry(name.to_owned()).or_insert(pid);
-                }
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -488,7 +435,7 @@ pub(crate) mod tests {
             let p = std::env::temp_dir().join(format!(
                 "minify-runtime-{what}-{}-{}",
                 std::process::id(),
-                crate::docker::random_hex()
+                minify_host::random_hex(8)
             ));
             std::fs::create_dir_all(&p).unwrap();
             TempDir(p)
@@ -516,6 +463,7 @@ pub(crate) mod tests {
         let layout = CgroupLayout {
             v2: Some(tmp.path().join("unified")),
             v1: vec![],
+            ..CgroupLayout::default()
         };
         let now = SystemTime::now();
         let old = now - Duration::from_hours(2);
@@ -673,6 +621,7 @@ pub(crate) mod tests {
         let layout = CgroupLayout {
             v2: Some(tmp.path().to_owned()),
             v1: vec![],
+            ..CgroupLayout::default()
         };
         let d = tmp.path().join("minify-00000000000a");
         std::fs::create_dir_all(&d).unwrap();
@@ -682,7 +631,7 @@ pub(crate) mod tests {
             .current_dir(&d)
             .spawn()
             .unwrap();
-        let pins = pinned_cgroups(&layout);
+        let pins = pinned_trace_cgroups(&layout);
         child.kill().unwrap();
         child.wait().unwrap();
         assert_eq!(pins.get("minify-00000000000a"), Some(&child.id()));

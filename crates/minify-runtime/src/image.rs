@@ -7,7 +7,7 @@
 use bollard::Docker;
 
 use crate::container::cleanup_blocking;
-use crate::docker::{random_hex, remove_image_async};
+use crate::docker::remove_image_async;
 use crate::{Runtime, RuntimeError, VERIFY_REPO};
 
 /// A reserved image name `minify-verify/<random>:<owner>`. Whatever is loaded under it is
@@ -28,7 +28,11 @@ impl Runtime {
     pub fn temp_image(&self) -> TempImage {
         TempImage {
             docker: self.docker.clone(),
-            reference: format!("{VERIFY_REPO}/{}:{}", random_hex(), self.owner),
+            reference: format!(
+                "{VERIFY_REPO}/{}:{}",
+                minify_host::random_hex(8),
+                self.owner
+            ),
             removed: false,
         }
     }

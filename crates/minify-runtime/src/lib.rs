@@ -21,23 +21,22 @@
 //!   a shell when the command needs none) or as HTTP GETs on every exposed TCP port; each
 //!   gives a [`ProbeResult`] and never an error, so a failing probe is data, not a crash.
 
-mod cgroup;
 mod container;
 mod docker;
 mod gc;
 mod image;
-mod owner;
 mod probe;
 
-pub use cgroup::{
-    CgroupError, CgroupLayout, TraceCgroupDirs, is_trace_cgroup_name, remove_v1_controller_dirs,
-    trace_cgroups, validate_cgroup_parent,
-};
+// Cgroups and owners are minify-host's; the names callers of this crate met here stay.
 pub use container::{Container, Readiness};
 pub use docker::{ExposedPort, ImageInfo, Overrides, RunSpec, Runtime};
-pub use gc::{CGROUP_GRACE, CgroupPin, GcPlan, Kept, Leftover, VERIFY_REPO};
+pub use gc::{CGROUP_GRACE, GcPlan, Kept, Leftover, VERIFY_REPO};
 pub use image::TempImage;
-pub use owner::{BadOwner, Liveness, OWNER_LABEL, Owner};
+pub use minify_host::cgroup::{
+    CgroupError, CgroupLayout, CgroupPin, TraceCgroupDirs, is_trace_cgroup_name,
+    remove_v1_controller_dirs, trace_cgroups, validate_cgroup_parent,
+};
+pub use minify_host::owner::{BadOwner, Liveness, OWNER_LABEL, Owner};
 pub use probe::{
     ExecMode, Healthcheck, Probe, ProbeOutcome, ProbeResult, exec_mode, truncate_output,
 };

@@ -348,16 +348,10 @@ const ENTER_CGROUP: &str = r#"echo 0 >"$1" || exit 125; exec sh -c "$0""#;
 /// A fresh cgroup for a probe at the top of the v2 hierarchy; `None` where there is none or
 /// it cannot be made (not root), and the probe runs in its process group alone.
 fn probe_cgroup() -> Option<PathBuf> {
-    let v2 = crate::cgroup::CgroupLayout::detect().v2?;
-    let hex = crate::docker::random_hex();
-    let dir = v2.join(minify_model::trace::trace_cgroup_name(&hex[..12]));
-    match std::fs::create_dir(&dir) {
-        Ok(()) => Some(dir),
+    match minify_host::cgroup::make_trace_cgroup(&minify_host::CgroupLayout::detect()) {
+        Ok(made) => Some(made.path),
         Err(e) => {
-            tracing::debug!(
-                "probe cgroup {}: {e}; the process group alone",
-                dir.display()
-            );
+            tracing::debug!("probe cgroup: {e}; the process group alone");
             None
         }
     }
@@ -417,7 +411,7 @@ impl HostGroup {
     /// SIGKILL every process in the cgroup and in the group.
     fn kill(&self) {
         if let Some(dir) = &self.cgroup {
-            let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+            let _ = minify_host::cgroup::kill(dir);
         }
         let _ = nix::sys::signal::killpg(self.pgid, nix::sys::signal::Signal::SIGKILL);
     }
@@ -435,7 +429,7 @@ impl Drop for HostGroup {
         let _ = self.watchdog.try_wait();
         drop(self.lifeline.take());
         if let Some(dir) = self.cgroup.take()
-            && let Err(e) = crate::cgroup::rmdir_retry_for(&dir, CGROUP_DRAIN)
+            && let Err(e) = minify_host::cgroup::rmdir_retry(&dir, CGROUP_DRAIN)
         {
             tracing::warn!("leaving the probe cgroup to `minify gc`: {e}");
         }
@@ -1150,10 +1144,10 @@ mod tests {
         // The probe ran in a cgroup of its own, which is gone with it.
         let cgroup = lines.next().unwrap().trim_start_matches("0::/").to_owned();
         assert!(
-            minify_model::trace::is_trace_cgroup_name(&cgroup),
+            minify_host::cgroup::is_trace_cgroup_name(&cgroup),
             "{output}"
         );
-        let v2 = crate::cgroup::CgroupLayout::detect().v2.unwrap();
+        let v2 = minify_host::CgroupLayout::detect().v2.unwrap();
         assert!(!v2.join(&cgroup).exists(), "{cgroup} left behind");
     }
 

@@ -8,7 +8,7 @@ use minify_trace_common::KernelConfig;
 
 use crate::error::{aya_error, chain_message};
 use crate::tracer::EBPF_OBJECT;
-use crate::{TraceError, btf, cgroup, tracefs};
+use crate::{TraceError, btf, tracefs};
 
 /// Outcome of one check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -140,7 +140,7 @@ pub fn check_environment() -> Vec<Check> {
     });
 
     // The same lookup `TraceCgroup::create` makes.
-    out.push(if cgroup::Cgroup2Mount::find().is_ok() {
+    out.push(if minify_host::CgroupLayout::detect().v2.is_some() {
         Check::new("cgroup2", Status::Ok, "cgroup v2 hierarchy mounted", None)
     } else {
         Check::new(

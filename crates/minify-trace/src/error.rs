@@ -15,11 +15,10 @@ pub enum TraceError {
         #[source]
         source: std::io::Error,
     },
-    /// No cgroup v2 hierarchy is mounted.
-    #[error(
-        "no cgroup v2 hierarchy mounted (looked in /proc/self/mountinfo); mount one: `mount -t cgroup2 none /sys/fs/cgroup/unified`"
-    )]
-    NoCgroup2,
+    /// No cgroup v2 hierarchy is mounted (or another problem minify-host reports about the
+    /// cgroup tree as a whole).
+    #[error(transparent)]
+    NoCgroup2(minify_host::CgroupError),
     /// A cgroup file or directory could not be created, written or removed.
     #[error("cgroup {path}: {source}")]
     Cgroup {

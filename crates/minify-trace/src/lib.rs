@@ -80,7 +80,6 @@ mod decode;
 pub mod doctor;
 mod error;
 mod kernel_config;
-mod mountinfo;
 mod patch;
 mod reader;
 mod ring;

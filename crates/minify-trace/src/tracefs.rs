@@ -15,7 +15,7 @@ pub(crate) fn is_mounted() -> bool {
     if Path::new(TRACEFS).join("events").is_dir() {
         return true;
     }
-    crate::mountinfo::mounts()
+    minify_host::mountinfo::mounts()
         .iter()
         .any(|m| m.fstype == "tracefs" && m.point == Path::new(TRACEFS))
 }

@@ -1,12 +1,11 @@
-//! `/proc/self/mountinfo`, parsed once for the three things the tracer looks up in it: the
-//! cgroup v2 mount, the cgroup v1 hierarchies (Docker's leftovers on hybrid hosts), and
-//! whether tracefs is mounted.
+//! `/proc/self/mountinfo`, parsed for what minify looks up in it: the cgroup hierarchies
+//! ([`crate::CgroupLayout`]) and whether tracefs is mounted.
 
 use std::path::PathBuf;
 
 /// One line of the mount table: the fields minify reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Mount {
+pub struct Mount {
     /// The mounted directory of its filesystem (field 4: `/` unless a sub-tree is mounted).
     pub root: String,
     /// Where it is mounted, unescaped.
@@ -16,14 +15,14 @@ pub(crate) struct Mount {
 }
 
 /// The current mount table (empty when it cannot be read).
-pub(crate) fn mounts() -> Vec<Mount> {
+pub fn mounts() -> Vec<Mount> {
     std::fs::read_to_string("/proc/self/mountinfo")
         .map(|t| parse(&t))
         .unwrap_or_default()
 }
 
 /// Parse a mountinfo text; malformed lines are skipped.
-pub(crate) fn parse(text: &str) -> Vec<Mount> {
+pub fn parse(text: &str) -> Vec<Mount> {
     text.lines()
         .filter_map(|line| {
             let (pre, post) = line.split_once(" - ")?;

@@ -1,14 +1,13 @@
-//! Which process owns a resource minify made, and whether that process still runs.
+//! Which process owns a resource minify made, whether that process still runs, and how the
+//! owner is written on what it makes.
 //!
 //! A `minify` killed with SIGKILL cannot clean up, so everything it makes carries its
-//! [`Owner`]: a label on containers and the tag of temporary images (minify-runtime), and the
-//! name of temporary directories ([`temp_dir_prefix`], minify-image). `minify gc` removes only
-//! what belongs to a process that is gone. A pid alone is not enough (pids are reused), so the
-//! owner is the pid together with its start time (clock ticks since boot, field 22 of
-//! `/proc/PID/stat`), the pid namespace it is counted in and the boot it happened in.
-//!
-//! It lives here, not in minify-runtime, because minify-image names its temporary
-//! directories with it and `minify gc` must parse exactly what it wrote.
+//! [`Owner`]: a label on containers ([`OWNER_LABEL`]) and the tag of temporary images
+//! (minify-runtime), and the name of temporary directories ([`temp_dir_prefix`],
+//! minify-image). `minify gc` removes only what belongs to a process that is gone. A pid
+//! alone is not enough (pids are reused), so the owner is the pid together with its start
+//! time (clock ticks since boot, field 22 of `/proc/PID/stat`), the pid namespace it is
+//! counted in and the boot it happened in.
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
@@ -27,6 +26,9 @@ pub struct Owner {
     /// `/proc/sys/kernel/random/boot_id` without its dashes.
     pub boot: String,
 }
+
+/// The label holding a container's [`Owner`] (value: [`Owner`]'s text form).
+pub const OWNER_LABEL: &str = "org.minify.owner";
 
 /// Whether an owner still runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,6 +140,55 @@ impl FromStr for Owner {
             boot: boot.to_ascii_lowercase(),
         })
     }
+}
+
+/// Who made a resource, as far as its name says: the full [`Owner`], or only a pid (older
+/// naming schemes, such as minify-image's temporary load tags).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Maker {
+    Owner(Owner),
+    Pid(u32),
+}
+
+impl Maker {
+    /// Whether the maker still runs. A bare pid that exists counts as alive: a reused pid
+    /// keeps the resource, which is the safe mistake.
+    pub fn liveness(&self) -> Liveness {
+        match self {
+            Maker::Owner(o) => o.liveness(),
+            Maker::Pid(pid) if Path::new("/proc").join(pid.to_string()).exists() => {
+                Liveness::Unknown(format!(
+                    "process {pid}, which may be its minify, is running"
+                ))
+            }
+            Maker::Pid(pid) => Liveness::Gone(format!("its minify (pid {pid}) is gone")),
+        }
+    }
+}
+
+/// Other running processes whose program is named `minify*` (this process excluded), as
+/// `(pid, program path)`. For resources made before owners were recorded: while any of these
+/// runs, one of them may be the maker.
+pub fn other_minify_processes() -> Vec<(u32, String)> {
+    let me = std::process::id();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out: Vec<(u32, String)> = rd
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            if pid == me {
+                return None;
+            }
+            let exe = std::fs::read_link(e.path().join("exe")).ok()?;
+            let name = exe.file_name()?.to_string_lossy().into_owned();
+            name.starts_with("minify")
+                .then(|| (pid, exe.display().to_string()))
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// What every temporary directory minify makes starts with: `minify-`.
