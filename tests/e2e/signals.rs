@@ -294,13 +294,13 @@ fn ctrl_c_during_verify_says_what_stays() {
     assert!(sleeps.stdout.is_empty(), "the probe survived");
 }
 
-/// Temporary load tags (`minify-load:<short id>-<pid>`) of the minify process `pid`.
+/// Temporary load tags (`<LOAD_REPO>:<short id>-<pid>`) of the minify process `pid`.
 fn load_tags_of(pid: u32) -> Vec<String> {
     minify_fixtures::docker([
         "images",
         "--format",
         "{{.Repository}}:{{.Tag}}",
-        "minify-load",
+        minify_image::LOAD_REPO,
     ])
     .unwrap()
     .lines()
@@ -310,7 +310,7 @@ fn load_tags_of(pid: u32) -> Vec<String> {
 }
 
 /// Ctrl-C and SIGTERM while a file source is being loaded into the daemon leave no
-/// temporary image: neither the run's `minify-verify/...` copy nor the `minify-load:` tag the
+/// temporary image: neither the run's `minify-verify/...` copy nor the [`minify_image::LOAD_REPO`] tag the
 /// load goes through (one run in twelve left that tag: the load future was dropped while the
 /// daemon went on loading). The source is an image the daemon does not hold (nginx plus a
 /// label, saved, then removed), so every run really loads it.

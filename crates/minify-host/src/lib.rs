@@ -14,7 +14,7 @@ pub mod mountinfo;
 pub mod owner;
 
 pub use cgroup::{CgroupError, CgroupLayout};
-pub use owner::{BadOwner, Liveness, Maker, OWNER_LABEL, Owner};
+pub use owner::{BadOwner, LeftoverNames, Liveness, Maker, OWNER_LABEL, Owner};
 
 /// `bytes` random bytes from the kernel, as lowercase hex: the random part of container,
 /// image and cgroup names. Should `/dev/urandom` be unreadable, the time and pid stand in,

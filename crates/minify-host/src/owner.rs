@@ -191,6 +191,22 @@ pub fn other_minify_processes() -> Vec<(u32, String)> {
     out
 }
 
+/// How one crate names what it makes that a killed run can leave behind, so `minify gc`
+/// (in minify-runtime) can recognise it without knowing that crate's naming. Each crate
+/// that makes such things exports one (`minify_image::LEFTOVERS`); the binary hands them
+/// to `Runtime::gc_plan`.
+#[derive(Clone, Copy, Debug)]
+pub struct LeftoverNames {
+    /// The crate, for messages.
+    pub maker: &'static str,
+    /// Who made an image reference (`repo:tag`) the crate makes for a moment; `None` when
+    /// the reference is not one of its.
+    pub image: fn(&str) -> Option<Maker>,
+    /// Who made a directory in `$TMPDIR` (by its file name) the crate makes; `None` when the
+    /// name is not one of its.
+    pub temp_dir: fn(&str) -> Option<Owner>,
+}
+
 /// What every temporary directory minify makes starts with: `minify-`.
 const TEMP_DIR_START: &str = "minify-";
 
@@ -221,6 +237,17 @@ pub fn temp_dir_owner(name: &str) -> Option<Owner> {
     let parsed: Owner = owner.parse().ok()?;
     // Only the text we write (no `+1`, leading zeros or uppercase hex).
     (parsed.to_string() == owner).then_some(parsed)
+}
+
+/// [`temp_dir_owner`], for a name whose kind is one of `kinds` only: what a crate that
+/// makes temporary directories of those kinds recognises as its own.
+pub fn temp_dir_owner_of_kind(name: &str, kinds: &[&str]) -> Option<Owner> {
+    let kind = name.strip_prefix(TEMP_DIR_START)?.split('.').next()?;
+    if kinds.contains(&kind) {
+        temp_dir_owner(name)
+    } else {
+        None
+    }
 }
 
 fn is_kind(kind: &str) -> bool {
@@ -350,6 +377,11 @@ mod tests {
             .unwrap();
         let name = made.path().file_name().unwrap().to_str().unwrap();
         assert_eq!(temp_dir_owner(name), Some(me.clone()), "{name}");
+        assert_eq!(
+            temp_dir_owner_of_kind(name, &["view", "pack"]),
+            Some(me.clone())
+        );
+        assert_eq!(temp_dir_owner_of_kind(name, &["view"]), None);
 
         let o = "4242-991234-4026531836-5f093ce4f1f64a40a3793fe99c3a0404";
         assert!(temp_dir_owner(&format!("minify-image.{o}.x1")).is_some());

@@ -29,6 +29,7 @@ pub mod digest;
 #[doc(hidden)]
 pub mod fuzzing;
 mod hashio;
+pub mod leftovers;
 pub mod pack;
 pub mod reference;
 pub mod registry;
@@ -39,6 +40,7 @@ pub mod view;
 
 pub use config::ImageConfig;
 pub use digest::Digest;
+pub use leftovers::{LEFTOVERS, LOAD_REPO};
 pub use pack::{PackError, PackOptions, PackedImage, pack};
 pub use reference::{ArchiveImage, ImageRef, RefError, RegistryAccess, RegistryRef};
 pub use sink::{Referrer, SinkError, WriteOptions, Written};

@@ -20,6 +20,7 @@ use minify_model::{EntryKind, ImagePath};
 use serde_json::{Value, json};
 
 use crate::hashio::HashWriter;
+use crate::leftovers::TempKind;
 use crate::view::DataLoc;
 use crate::view::one_line;
 use crate::{Digest, RootfsView, SOURCE_DIGEST_LABEL, SourceImage};
@@ -143,14 +144,11 @@ pub fn pack(
         }
         set.insert(p.clone());
     }
-    // Named after this process, so `minify gc` can remove it if we are killed.
-    let tmp = minify_host::owner::temp_dir_prefix("pack")
-        .and_then(|prefix| tempfile::Builder::new().prefix(&prefix).tempdir())
-        .map_err(|source| PackError::Write {
-            what: "temporary directory",
-            path: "minify-pack.*".into(),
-            source,
-        })?;
+    let tmp = TempKind::Pack.make().map_err(|source| PackError::Write {
+        what: "temporary directory",
+        path: TempKind::Pack.pattern(),
+        source,
+    })?;
     let layer_path = tmp.path().join("layer.tar");
     let werr = |source| PackError::Write {
         what: "layer",

@@ -15,6 +15,7 @@ use serde_json::json;
 
 use crate::archive::Blob;
 use crate::hashio::HashWriter;
+use crate::leftovers::load_tag;
 use crate::view::one_line;
 use crate::{ArchiveImage, Compression, Digest, ImageRef, PackedImage, SourceImage};
 
@@ -480,12 +481,6 @@ pub(crate) fn file_chunks(
             Err(e) => Some((Err(e), f)),
         }
     })
-}
-
-/// The temporary tag an image is loaded under before it gets its name. `minify gc` knows
-/// this form (`minify-load:<short id>-<pid>`) and removes it once the process is gone.
-fn load_tag(id: &Digest) -> String {
-    format!("minify-load:{}-{}", id.short(), std::process::id())
 }
 
 /// The repository and tag of a daemon output name; digests and ids cannot be written.

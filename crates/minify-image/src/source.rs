@@ -12,6 +12,7 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt as _;
 
 use crate::archive::{Blob, Container};
+use crate::leftovers::TempKind;
 use crate::reference::normalize_repo_tag;
 use crate::view::one_line;
 use crate::{ArchiveImage, Digest, ImageConfig, ImageRef};
@@ -346,9 +347,8 @@ async fn open_daemon(reference: &ImageRef, name: &str) -> Result<SourceImage, So
         }
         Err(e) => return Err(unreachable(e)),
     };
-    // Named after this process, so `minify gc` can remove it if we are killed.
-    let tmp = minify_host::owner::temp_dir_prefix("image")
-        .and_then(|prefix| tempfile::Builder::new().prefix(&prefix).tempdir())
+    let tmp = TempKind::Image
+        .make()
         .map_err(io_err(Path::new("temporary directory")))?;
     let tar_path = tmp.path().join("export.tar");
     let mut out = tokio::fs::File::create(&tar_path)

@@ -21,6 +21,7 @@ use minify_model::{Entry, EntryKind, ImagePath, Rootfs};
 
 use crate::Digest;
 use crate::hashio::{HashReader, RangeReader, SharedHashReader};
+use crate::leftovers::TempKind;
 use crate::source::{Compression, LayerInfo, SourceImage};
 use crate::targuard::TarGuard;
 
@@ -366,13 +367,10 @@ impl LayerCtx<'_> {
 impl RootfsView {
     /// Stream every layer of `image` once and build the index.
     pub fn build(image: &SourceImage) -> Result<RootfsView, ViewError> {
-        // Named after this process, so `minify gc` can remove it if we are killed.
-        let tmp = minify_host::owner::temp_dir_prefix("view")
-            .and_then(|prefix| tempfile::Builder::new().prefix(&prefix).tempdir())
-            .map_err(|source| ViewError::Temp {
-                path: "minify-view.*".into(),
-                source,
-            })?;
+        let tmp = TempKind::View.make().map_err(|source| ViewError::Temp {
+            path: TempKind::View.pattern(),
+            source,
+        })?;
         let mut view = RootfsView {
             nodes: vec![Some(synthetic_dir(0))],
             free: Vec::new(),

@@ -3,13 +3,15 @@
 //! A `minify` killed with SIGKILL runs no cleanup. What it can leave:
 //! - containers labelled [`LABEL`]`=1`, their owner in [`OWNER_LABEL`];
 //! - temporary images: `minify-verify/<random>:<owner>` (the copy of a file output that
-//!   verification runs) and `minify-load:<id>-<pid>` (minify-image loads an output under
-//!   that tag before giving it its real name);
-//! - the tracer's cgroups `minify-<12 hex>` in the v2 tree, and the directories Docker makes
-//!   under that name in every v1 hierarchy;
-//! - minify-image's temporary directories in `$TMPDIR` (exported layers, the index of an
-//!   image, the layer being packed): `minify-<kind>.<owner>.<random>`
-//!   ([`minify_host::owner::temp_dir_prefix`]).
+//!   verification runs), and those other crates make, which they recognise themselves
+//!   ([`LeftoverNames::image`]);
+//! - the tracer's and the probes' cgroups, found by minify-host
+//!   ([`minify_host::cgroup::trace_cgroups`]) in the v2 tree and every v1 hierarchy;
+//! - other crates' temporary directories in `$TMPDIR`, which they recognise themselves
+//!   ([`LeftoverNames::temp_dir`]).
+//!
+//! This module knows only the names this crate gives; the caller hands it the
+//! [`LeftoverNames`] of every other crate that makes things (`minify_image::LEFTOVERS`).
 //!
 //! Only what belongs to a process that is gone is removed, so a run in progress on the same
 //! host is never touched. Containers, images and temporary directories say who made them
@@ -38,7 +40,9 @@ use minify_host::cgroup::{
     CgroupLayout, TraceCgroupDirs, is_trace_cgroup_name, pinned_trace_cgroups,
     remove_v1_controller_dirs, trace_cgroups,
 };
-use minify_host::owner::{Liveness, OWNER_LABEL, Owner, other_minify_processes};
+use minify_host::owner::{
+    LeftoverNames, Liveness, Maker, OWNER_LABEL, Owner, other_minify_processes,
+};
 
 use crate::container::remove_async;
 use crate::docker::{docker_err, remove_image_async};
@@ -46,10 +50,6 @@ use crate::{LABEL, Runtime, RuntimeError};
 
 /// The repository of temporary verification images (`minify-verify/<random>:<owner>`).
 pub const VERIFY_REPO: &str = "minify-verify";
-
-/// The repository minify-image loads an output under before tagging it
-/// (`minify-load:<short id>-<pid>`).
-const LOAD_REPO: &str = "minify-load";
 
 /// An empty trace cgroup younger than this is left alone: its run may still be starting.
 pub const CGROUP_GRACE: Duration = Duration::from_mins(1);
@@ -138,7 +138,7 @@ enum Verdict {
 /// resources made before owners were recorded.
 fn judge(owner: Option<&str>, others: &[(u32, String)]) -> Verdict {
     match owner.map(str::parse::<Owner>) {
-        Some(Ok(o)) => judge_owner(&o),
+        Some(Ok(o)) => judge_maker(&Maker::Owner(o)),
         _ => match others.first() {
             Some((pid, exe)) => Verdict::Keep(format!(
                 "it records no owner (an older minify made it) and minify pid {pid} ({exe}) is running"
@@ -150,19 +150,24 @@ fn judge(owner: Option<&str>, others: &[(u32, String)]) -> Verdict {
     }
 }
 
-/// Judge a resource by its owner: removed only when that process is known to be gone.
-fn judge_owner(owner: &Owner) -> Verdict {
-    match owner.liveness() {
-        Liveness::Alive => Verdict::Keep(format!("its minify (pid {}) is running", owner.pid)),
+/// Judge a resource by its maker: removed only when that process is known to be gone.
+fn judge_maker(maker: &Maker) -> Verdict {
+    match maker.liveness() {
+        Liveness::Alive => Verdict::Keep(match maker {
+            Maker::Owner(o) => format!("its minify (pid {}) is running", o.pid),
+            Maker::Pid(pid) => format!("its minify (pid {pid}) is running"),
+        }),
         Liveness::Unknown(why) => Verdict::Keep(why),
         Liveness::Gone(why) => Verdict::Remove(why),
     }
 }
 
 impl Runtime {
-    /// Look for leftovers (nothing is changed). Temporary directories are looked for in
-    /// `$TMPDIR` (`/tmp` without it), where minify-image makes them.
-    pub async fn gc_plan(&self) -> Result<GcPlan, RuntimeError> {
+    /// Look for leftovers (nothing is changed): this crate's, the cgroups', and those that
+    /// `makers` recognise as theirs (one [`LeftoverNames`] for each crate that makes
+    /// temporary images or directories). Temporary directories are looked for in `$TMPDIR`
+    /// (`/tmp` without it), where they are made.
+    pub async fn gc_plan(&self, makers: &[LeftoverNames]) -> Result<GcPlan, RuntimeError> {
         let mut plan = GcPlan::default();
         let others = other_minify_processes();
 
@@ -243,21 +248,8 @@ impl Runtime {
                     continue;
                 }
                 judge(Some(tag), &others)
-            } else if repo == LOAD_REPO {
-                let Some(pid) = tag
-                    .rsplit_once('-')
-                    .and_then(|(_, p)| p.parse::<u32>().ok())
-                else {
-                    continue;
-                };
-                // Only a pid here; a reused pid keeps the tag, which is the safe mistake.
-                if Path::new("/proc").join(pid.to_string()).exists() {
-                    Verdict::Keep(format!(
-                        "process {pid}, which may be its minify, is running"
-                    ))
-                } else {
-                    Verdict::Remove(format!("its minify (pid {pid}) is gone"))
-                }
+            } else if let Some(maker) = makers.iter().find_map(|m| (m.image)(&reference)) {
+                judge_maker(&maker)
             } else {
                 continue;
             };
@@ -284,7 +276,7 @@ impl Runtime {
         );
 
         // Temporary directories.
-        plan_temp_dirs(&std::env::temp_dir(), &mut plan);
+        plan_temp_dirs(&std::env::temp_dir(), makers, &mut plan);
         Ok(plan)
     }
 
@@ -380,8 +372,9 @@ fn plan_cgroups(
     }
 }
 
-/// Decide on each temporary directory of minify-image in `tmp` (see the module docs).
-fn plan_temp_dirs(tmp: &Path, plan: &mut GcPlan) {
+/// Decide on each temporary directory in `tmp` that one of `makers` recognises (see the
+/// module docs).
+fn plan_temp_dirs(tmp: &Path, makers: &[LeftoverNames], plan: &mut GcPlan) {
     let entries = match fs_err::read_dir(tmp) {
         Ok(rd) => rd,
         Err(e) => {
@@ -393,7 +386,9 @@ fn plan_temp_dirs(tmp: &Path, plan: &mut GcPlan) {
     let mut found: Vec<(PathBuf, Owner)> = entries
         .flatten()
         .filter_map(|e| {
-            let owner = minify_host::owner::temp_dir_owner(e.file_name().to_str()?)?;
+            let name = e.file_name();
+            let name = name.to_str()?;
+            let owner = makers.iter().find_map(|m| (m.temp_dir)(name))?;
             // `DirEntry::metadata` does not follow a symlink: a symlink is not a directory.
             let meta = e.metadata().ok()?;
             (meta.is_dir() && meta.uid() == uid).then(|| (e.path(), owner))
@@ -401,7 +396,7 @@ fn plan_temp_dirs(tmp: &Path, plan: &mut GcPlan) {
         .collect();
     found.sort_by(|a, b| a.0.cmp(&b.0));
     for (path, owner) in found {
-        match judge_owner(&owner) {
+        match judge_maker(&Maker::Owner(owner)) {
             Verdict::Keep(why) => plan.kept.push(Kept {
                 what: format!("temp dir {}", path.display()),
                 why,
@@ -579,7 +574,15 @@ pub(crate) mod tests {
         }
 
         let mut plan = GcPlan::default();
-        plan_temp_dirs(tmp.path(), &mut plan);
+        // What minify-image recognises (this crate cannot depend on it): its three kinds.
+        let image_dirs = LeftoverNames {
+            maker: "test",
+            image: |_| None,
+            temp_dir: |name| {
+                minify_host::owner::temp_dir_owner_of_kind(name, &["view", "pack", "image"])
+            },
+        };
+        plan_temp_dirs(tmp.path(), &[image_dirs], &mut plan);
         let removed: Vec<String> = plan.remove.iter().map(ToString::to_string).collect();
         let mut expected = vec![format!("temp dir {}", dead.display())];
         if !nix::unistd::geteuid().is_root() {

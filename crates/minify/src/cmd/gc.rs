@@ -13,7 +13,7 @@ use crate::cli::GcArgs;
 pub fn run(args: &GcArgs) -> anyhow::Result<u8> {
     crate::cmd::block_on_interruptible(async {
         let runtime = Runtime::connect().await?;
-        let plan = runtime.gc_plan().await?;
+        let plan = runtime.gc_plan(&[minify_image::LEFTOVERS]).await?;
         for k in &plan.kept {
             tracing::debug!("keeping {}: {}", k.what, k.why);
         }
@@ -114,7 +114,7 @@ mod tests {
         let mut c = Counts::default();
         assert!(c.is_empty());
         c.add(&Leftover::Image {
-            reference: "minify-load:abc-1".into(),
+            reference: "minify-verify/ab:1-2-3-ab".into(),
             why: String::new(),
         });
         c.containers = 2;
