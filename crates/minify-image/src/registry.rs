@@ -456,8 +456,8 @@ pub(crate) async fn pull(
     reference: &ImageRef,
     r: &RegistryRef,
 ) -> Result<SourceImage, crate::SourceError> {
-    let tmp = minify_model::owner::temp_dir_prefix("image")
-        .and_then(|prefix| tempfile::Builder::new().prefix(&prefix).tempdir())
+    let tmp = crate::leftovers::TempKind::Image
+        .make()
         .map_err(|source| RegistryError::Io {
             path: "temporary directory".into(),
             source,
