@@ -104,6 +104,67 @@ fn docker_run(image: &str, entrypoint: &str, args: &[&str]) -> anyhow::Result<St
     docker(all)
 }
 
+/// `--fail-on-shell` as a CI gate: a probe that runs `sh -c` keeps sh, so the run stops
+/// after the closure with exit 1 and writes nothing but its report, which names the shell.
+/// (That such a probe really leaves a working sh in the output is checked on the image
+/// itself by `selection_flags_shell_probe_env_and_force_on_nginx`.)
+#[test]
+fn fail_on_shell_stops_before_writing() {
+    let Some(_serial) = serial_if_run() else {
+        return;
+    };
+    let nginx = fixture("nginx").unwrap();
+    let ctx = TestContext::new().unwrap();
+    let out_file = ctx.temp_dir().join("out.tar");
+    let out_tag = ctx.unique_image_ref("fail-on-shell");
+    let report_path = ctx.temp_dir().join("report.json");
+    let al_path = ctx.temp_dir().join("allowlist.json");
+    for out in [
+        format!("oci-archive:{}", out_file.display()),
+        out_tag.clone(),
+    ] {
+        let o = run(minify()
+            .args(["run", &nginx, "--tag", &out, "--fail-on-shell"])
+            .args(["--probe-exec", "sh -c 'test -s /etc/nginx/nginx.conf'"])
+            .arg("--report")
+            .arg(&report_path)
+            .arg("--allowlist-out")
+            .arg(&al_path));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("--fail-on-shell: the output would keep a shell: "),
+            "{err}"
+        );
+        assert_eq!(
+            err.lines().filter(|l| l.contains("error:")).count(),
+            1,
+            "{err}"
+        );
+        let r = report(&report_path);
+        assert_eq!(r["status"], "policy_failed", "{r:#}");
+        assert_eq!(r["exit_code"], 1, "{r:#}");
+        assert_eq!(r["phase"], "closure", "{r:#}");
+        assert_eq!(r["output_written"], false, "{r:#}");
+        let shells = r["attack_surface"]["shells"].as_array().unwrap();
+        assert!(
+            shells.iter().any(|s| s["names"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n.as_str().unwrap().ends_with("/sh"))),
+            "{r:#}"
+        );
+        // Nothing written: no output file, no daemon image, no allowlist.
+        assert!(!out_file.exists(), "{} written", out_file.display());
+        assert!(
+            !minify_fixtures::image_exists(&out_tag),
+            "{out_tag} written"
+        );
+        assert!(!al_path.exists(), "allowlist written");
+    }
+}
+
 /// nginx with every path-selection flag at once, into a daemon tag that already exists:
 /// refused without `--force`, replaced with it. Each flag's effect is checked in the image
 /// itself (by `docker run`ning it), the report's numbers against `docker image inspect` and
@@ -181,6 +242,27 @@ fn selection_flags_shell_probe_env_and_force_on_nginx() {
         "{err}"
     );
     assert!(has_working_shell(&out), "sh was not kept");
+    // The attack surface names that shell (the one /bin/sh leads to in the output), as
+    // executed, and the summary says so.
+    let shells = r["attack_surface"]["shells"].as_array().unwrap();
+    assert_eq!(shells.len(), 1, "{r:#}");
+    let names: Vec<&str> = shells[0]["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert!(names.iter().any(|n| n.ends_with("/sh")), "{names:?}");
+    assert!(kept(shells[0]["path"].as_str().unwrap()).is_some(), "{r:#}");
+    assert_eq!(shells[0]["reason"], "traced", "{r:#}");
+    assert!(
+        shells[0]["why"]
+            .as_str()
+            .unwrap()
+            .starts_with("executed by the workload or a probe"),
+        "{r:#}"
+    );
+    assert!(err.contains("attack surface: 1 shell ("), "{err}");
     // It printed the --env value: the probe passed only because the variable was set in
     // the run (printenv exits 1 on an unset one) ...
     for p in r["probes"].as_array().unwrap() {

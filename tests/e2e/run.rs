@@ -116,6 +116,14 @@ fn minify_fixture(
     let text = fs_err::read_to_string(&allowlist).unwrap();
     let al = minify_model::Allowlist::from_json("allowlist", &text).unwrap();
     assert_eq!(report["shell_probes"], serde_json::json!([]), "{report:#}");
+    // The attack-surface report agrees: no shell left (what `has_working_shell` below
+    // checks in the image itself).
+    assert_eq!(
+        report["attack_surface"]["shells"],
+        serde_json::json!([]),
+        "{report:#}"
+    );
+    assert!(stderr.contains("attack surface: no shell, "), "{stderr}");
     for sh in SHELLS {
         assert!(
             !al.paths.iter().any(|e| e.path.as_str() == sh),
@@ -132,11 +140,17 @@ fn minify_fixture(
     eprintln!("{name}: {out}: {checked}");
 
     // The same allowlist through `minify build` gives the same image.
+    // `--fail-on-shell` lets it through: no fixture's output keeps a shell.
     let o = run(minify()
-        .args(["build", &image, "--allowlist"])
+        .args(["build", &image, "--fail-on-shell", "--allowlist"])
         .arg(&allowlist)
         .args(["--tag", &rebuilt]));
     assert_eq!(o.status.code(), Some(0), "minify build {name} failed");
+    let build_err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        build_err.contains("minify: attack surface: no shell, "),
+        "{build_err}"
+    );
     assert_eq!(image_id(&rebuilt), image_id(&out), "build and run disagree");
     assert_eq!(report["output_id"].as_str().unwrap(), image_id(&out));
     (report, al)
@@ -145,7 +159,32 @@ fn minify_fixture(
 #[test]
 fn run_nginx() {
     if can_run() {
-        minify_fixture("nginx", &["--probe-http", "/"], 0.2);
+        // `--fail-on-shell` as a CI gate: nginx keeps no shell, so it passes (exit 0, checked
+        // in minify_fixture).
+        let (report, _) = minify_fixture("nginx", &["--probe-http", "/", "--fail-on-shell"], 0.2);
+        let surface = &report["attack_surface"];
+        assert_eq!(
+            surface["package_managers"],
+            serde_json::json!([]),
+            "{surface:#}"
+        );
+        assert_eq!(surface["setuid"], serde_json::json!([]), "{surface:#}");
+        // The fixture sets no USER (nginx drops to www-data itself): root, as Docker runs it.
+        let user = minify_fixtures::docker([
+            "image",
+            "inspect",
+            "--format",
+            "{{.Config.User}}",
+            &fixture("nginx").unwrap(),
+        ])
+        .unwrap();
+        assert_eq!(surface["user"]["user"], user.as_str(), "{surface:#}");
+        assert_eq!(
+            surface["user"]["root"],
+            user.is_empty() || user == "root" || user == "0",
+            "{surface:#}"
+        );
+        assert_eq!(surface["user"]["root"], true, "{surface:#}");
     }
 }
 

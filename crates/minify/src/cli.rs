@@ -120,6 +120,10 @@ pub struct BuildArgs {
     pub sbom: Option<PathBuf>,
     #[command(flatten)]
     pub registry: RegistryArgs,
+    /// A CI policy gate: when the output would keep a shell, exit 1 before anything is
+    /// written (the attack-surface line on stderr says which and why).
+    #[arg(long)]
+    pub fail_on_shell: bool,
 }
 
 /// `minify inspect`.
@@ -251,6 +255,13 @@ pub struct RunArgs {
     /// the container as Docker runs it, so what it needs is kept and verified.
     #[arg(long)]
     pub no_healthcheck: bool,
+    /// A CI policy gate: when the output would keep a shell (sh, bash, dash, busybox as sh,
+    /// ...; see `attack_surface.shells` in --report), stop right after the closure with exit
+    /// 1 and write nothing (no image, no --allowlist-out, no --sbom): only --report (status
+    /// policy_failed, with which shell and why) and --trace-out. Without it the attack
+    /// surface is only reported.
+    #[arg(long)]
+    pub fail_on_shell: bool,
     /// Build even when the ring buffer lost events (the trace is then incomplete).
     #[arg(long)]
     pub allow_lossy: bool,

@@ -11,6 +11,8 @@ use minify_trace::TraceError;
 pub mod exit {
     /// The minified image failed verification.
     pub const VERIFY_FAILED: u8 = 1;
+    /// A policy refused the output (`--fail-on-shell`).
+    pub const POLICY_FAILED: u8 = 1;
     /// Usage or input error.
     pub const USAGE: u8 = 2;
     /// Environment: no daemon, no eBPF rights.

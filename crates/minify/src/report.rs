@@ -42,6 +42,9 @@ pub enum RunStatus {
     EnvironmentError,
     /// Ctrl-C or SIGTERM (exit 130 or 143); what it had made was removed.
     Interrupted,
+    /// `--fail-on-shell` and the output would keep a shell (`attack_surface.shells`): stopped
+    /// after the closure, nothing written (exit 1).
+    PolicyFailed,
 }
 
 /// One probe on both images.
@@ -282,6 +285,10 @@ pub struct Report {
     pub probes: Vec<ProbeReport>,
     /// Probes that ran through the image's `/bin/sh` (so `sh` is kept).
     pub shell_probes: Vec<String>,
+    /// What the output leaves an attacker: shells, package managers and GTFOBins helpers
+    /// kept (each with why), setuid/setgid files, world-writable directories without the
+    /// sticky bit, the user. `null` until the closure is known.
+    pub attack_surface: Option<minify_closure::AttackSurface>,
     pub default_sets: Vec<SetReport>,
     /// `file` or `package`.
     pub granularity: String,
@@ -405,6 +412,9 @@ impl Report {
                 self.warnings.len() - 3
             );
         }
+        if let Some(a) = &self.attack_surface {
+            let _ = writeln!(s, "  attack surface: {}", a.summary());
+        }
         for sh in &self.shell_probes {
             let _ = writeln!(
                 s,
@@ -496,6 +506,27 @@ mod tests {
     }
 
     #[test]
+    fn attack_surface_line_and_key() {
+        let mut r = Report::default();
+        assert!(!r.summary().contains("attack surface"));
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert!(v["attack_surface"].is_null(), "{v:#}");
+        r.attack_surface = Some(minify_closure::AttackSurface::default());
+        let s = r.summary();
+        assert!(
+            s.contains("  attack surface: no shell, no package manager, no GTFOBins helper"),
+            "{s}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(
+            v["attack_surface"]["shells"],
+            serde_json::json!([]),
+            "{v:#}"
+        );
+        assert_eq!(v["attack_surface"]["user"]["root"], false, "{v:#}");
+    }
+
+    #[test]
     fn statuses_are_snake_case() {
         let names: Vec<String> = [
             RunStatus::Verified,
@@ -505,13 +536,14 @@ mod tests {
             RunStatus::InputError,
             RunStatus::EnvironmentError,
             RunStatus::Interrupted,
+            RunStatus::PolicyFailed,
         ]
         .iter()
         .map(|s| serde_json::to_string(s).unwrap())
         .collect();
         assert_eq!(
             names.join(" "),
-            r#""verified" "verify_failed" "not_verified" "probe_failed_on_original" "input_error" "environment_error" "interrupted""#
+            r#""verified" "verify_failed" "not_verified" "probe_failed_on_original" "input_error" "environment_error" "interrupted" "policy_failed""#
         );
     }
 

@@ -151,6 +151,15 @@ fn reclose(
             added
         );
     }
+    let kept = re
+        .closure
+        .to_allowlist(minify_model::allowlist::SourceImage::default(), "")
+        .paths;
+    let surface = minify_closure::attack_surface(view, &kept, &config.user);
+    errln!("minify: attack surface: {}", surface.summary());
+    if let Some(error) = crate::pipeline::close::shell_refusal(args.fail_on_shell, &surface) {
+        return Err(error);
+    }
     let paths = re.closure.entries.keys().cloned().collect();
     Ok((paths, re.closure.generated))
 }

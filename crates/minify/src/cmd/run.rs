@@ -50,7 +50,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             report.status = match code {
                 exit::INTERRUPTED | exit::TERMINATED => RunStatus::Interrupted,
                 exit::ENVIRONMENT => RunStatus::EnvironmentError,
-                _ if report.status == RunStatus::ProbeFailedOnOriginal => report.status,
+                _ if matches!(
+                    report.status,
+                    RunStatus::ProbeFailedOnOriginal | RunStatus::PolicyFailed
+                ) =>
+                {
+                    report.status
+                }
                 _ => RunStatus::InputError,
             };
             report.exit_code = code;
@@ -174,6 +180,7 @@ pub fn plan(args: &RunArgs) -> anyhow::Result<RunPlan> {
         measure_untraced: args.measure_untraced,
         trace_out: args.trace_out.clone(),
         healthcheck: !args.no_healthcheck,
+        fail_on_shell: args.fail_on_shell,
     })
 }
 

@@ -105,6 +105,7 @@ pub fn closed(
     files.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.path.cmp(&b.path)));
     files.truncate(LARGEST_FILES);
     r.largest_files = files;
+    r.attack_surface = Some(closed.surface.clone());
     r.allowlist.clone_from(&closed.written_to);
 }
 

@@ -3,7 +3,9 @@
 //! set and its allowlist, written to `--allowlist-out`.
 
 use anyhow::Context as _;
-use minify_closure::{Closure, ClosureOptions, SkeletonInput, compute_with_workdir};
+use minify_closure::{
+    AttackSurface, Closure, ClosureOptions, SkeletonInput, attack_surface, compute_with_workdir,
+};
 use minify_model::Allowlist;
 use minify_model::allowlist::SourceImage as AllowlistSource;
 
@@ -16,6 +18,8 @@ use crate::errors::Kept;
 pub struct Closed {
     pub closure: Closure,
     pub allowlist: Allowlist,
+    /// What the kept set leaves an attacker.
+    pub surface: AttackSurface,
     /// Where `--allowlist-out` wrote it.
     pub written_to: Option<String>,
 }
@@ -51,8 +55,11 @@ pub fn close(
         },
         &tool_name(),
     );
+    let surface = attack_surface(&opened.view, &allowlist.paths, &config.user);
     let mut written_to = None;
-    if let Some(path) = &plan.allowlist_out {
+    // `--fail-on-shell` refuses the output before anything is written, the allowlist too.
+    let refused = plan.fail_on_shell && !surface.shells.is_empty();
+    if let Some(path) = plan.allowlist_out.as_ref().filter(|_| !refused) {
         crate::files::write_atomic(path, allowlist.to_json().as_bytes())
             .with_context(|| format!("writing the allowlist {}", path.display()))?;
         kept.add(format!("the allowlist {}", path.display()));
@@ -61,6 +68,31 @@ pub fn close(
     Ok(Closed {
         closure,
         allowlist,
+        surface,
         written_to,
     })
+}
+
+/// `--fail-on-shell`'s error when the kept set keeps a shell (exit 1, nothing written).
+pub fn policy_refusal(plan: &RunPlan, closed: &Closed) -> Option<anyhow::Error> {
+    shell_refusal(plan.fail_on_shell, &closed.surface)
+}
+
+/// The error `--fail-on-shell` gives for `surface` (`run` and `build`).
+pub fn shell_refusal(fail_on_shell: bool, surface: &AttackSurface) -> Option<anyhow::Error> {
+    if !fail_on_shell || surface.shells.is_empty() {
+        return None;
+    }
+    let shells: Vec<String> = surface
+        .shells
+        .iter()
+        .map(|sh| format!("{} ({})", sh.names.join(", "), sh.why))
+        .collect();
+    Some(crate::errors::with_code(
+        anyhow::anyhow!(
+            "--fail-on-shell: the output would keep a shell: {}; nothing was written",
+            shells.join("; ")
+        ),
+        crate::exit::POLICY_FAILED,
+    ))
 }

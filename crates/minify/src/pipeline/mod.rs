@@ -23,7 +23,7 @@
 //! and the messages name the file as given.
 
 mod assemble;
-mod close;
+pub mod close;
 mod exercise;
 pub mod open;
 pub mod pack;
@@ -87,6 +87,9 @@ pub struct RunPlan {
     pub trace_out: Option<PathBuf>,
     /// Run the image's `HEALTHCHECK` as a probe.
     pub healthcheck: bool,
+    /// `--fail-on-shell`: stop with exit 1, before anything is written, when the output
+    /// would keep a shell.
+    pub fail_on_shell: bool,
 }
 
 /// What a run produced: the report and the exit code it calls for.
@@ -311,6 +314,10 @@ impl Run<'_> {
         let closed = close::close(self.plan, opened, traced, self.kept)?;
         let later = std::mem::take(&mut self.report.warnings);
         assemble::closed(&mut self.report, self.plan, opened, &closed, lossy, later);
+        if let Some(error) = close::policy_refusal(self.plan, &closed) {
+            self.report.status = crate::report::RunStatus::PolicyFailed;
+            return Err(error);
+        }
         self.lap("closure");
         self.enter("pack");
         Ok(closed)
