@@ -127,9 +127,15 @@ impl<'a> Builder<'a> {
         let default_sets = reports
             .into_iter()
             .map(|(set, added, absent)| {
+                // What the set keeps for its own reason: a link it went through on the way
+                // (`/etc/os-release` -> `../usr/lib/os-release`) is kept as a symlink.
                 let paths: Vec<ImagePath> = added
                     .into_iter()
-                    .filter(|p| self.entries.contains_key(p))
+                    .filter(|p| {
+                        self.entries
+                            .get(p)
+                            .is_some_and(|k| k.reason == Reason::DefaultSet)
+                    })
                     .collect();
                 let bytes = paths.iter().map(|p| self.file_size(p)).sum();
                 DefaultSetReport {
@@ -143,7 +149,10 @@ impl<'a> Builder<'a> {
         let mut required_bytes = 0;
         let mut kept_bytes = 0;
         for (p, k) in &self.entries {
-            let size = self.file_size(p);
+            // A generated file (the pruned package database) is packed with its own bytes.
+            let size = generated
+                .get(p)
+                .map_or_else(|| self.file_size(p), |g| g.len() as u64);
             kept_bytes += size;
             if matches!(k.reason, Reason::Traced | Reason::Elf | Reason::Interpreter) {
                 required_bytes += size;

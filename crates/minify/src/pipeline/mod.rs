@@ -316,6 +316,8 @@ impl Run<'_> {
         assemble::closed(&mut self.report, self.plan, opened, &closed, lossy, later);
         if let Some(error) = close::policy_refusal(self.plan, &closed) {
             self.report.status = crate::report::RunStatus::PolicyFailed;
+            // The report the error path writes is the one saved on entering a phase.
+            self.enter("closure");
             return Err(error);
         }
         self.lap("closure");
