@@ -93,11 +93,7 @@ fn measure_all(
         let (o, report) = minify_run(bin, &image, probe, &out, &report_path, "file")?;
         let stderr = String::from_utf8_lossy(&o.stderr);
         eprint!("{stderr}");
-        let verify = report
-            .as_ref()
-            .and_then(|r| r["verify_failures"][0].as_str())
-            .and_then(|f| f.lines().next())
-            .map(str::to_owned);
+        let verify = first_verify_failure(report.as_ref());
         // Exit 1 (verify failed) still writes a report worth showing.
         if let Some(report) = report {
             rows.push(Row {
@@ -115,11 +111,7 @@ fn measure_all(
         let stderr = String::from_utf8_lossy(&o.stderr);
         eprint!("{stderr}");
         if !o.status.success() {
-            let verify = package
-                .as_ref()
-                .and_then(|r| r["verify_failures"][0].as_str())
-                .and_then(|f| f.lines().next())
-                .map(str::to_owned);
+            let verify = first_verify_failure(package.as_ref());
             failures.push(failure(name, "package", &o, &stderr, verify));
         }
         if let Some(row) = rows.last_mut().filter(|r| r.name == *name) {
@@ -170,6 +162,14 @@ fn minify_run(
         None
     };
     Ok((o, report))
+}
+
+/// The first line of a report's first verification failure.
+fn first_verify_failure(report: Option<&serde_json::Value>) -> Option<String> {
+    report
+        .and_then(|r| r["verify_failures"][0].as_str())
+        .and_then(|f| f.lines().next())
+        .map(str::to_owned)
 }
 
 /// The error line, or for a failed verification the first failure it names.
