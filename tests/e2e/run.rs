@@ -1063,8 +1063,9 @@ fn file_output_is_verified_on_a_temporary_copy() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(0), "{err}");
     assert!(
-        err.contains("--compression zstd: only oci: and oci-archive: outputs compress the layer")
-            && err.contains("as tar"),
+        err.contains(
+            "--compression zstd: only oci:, oci-archive: and docker:// outputs compress the layer"
+        ) && err.contains("as tar"),
         "{err}"
     );
     // The image written is checked here, not on minify's word: this Docker cannot load an
