@@ -10,11 +10,11 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use minify_fixtures::{TestContext, fixture, require_docker, require_ebpf, require_root};
+use minify_fixtures::{TestContext, fixture};
 use minify_model::Allowlist;
 
 use crate::common::{minify, run};
-use crate::run::SERIAL;
+use crate::run::serial_if_run;
 
 /// Never added by the package rule (the workload of these fixtures runs none of them).
 const NEVER_ADDED: [&str; 9] = [
@@ -34,14 +34,6 @@ struct Minified {
     report: serde_json::Value,
     allowlist: Allowlist,
     allowlist_path: PathBuf,
-}
-
-fn serial_if_run() -> Option<std::sync::MutexGuard<'static, ()>> {
-    (require_root() && require_docker() && require_ebpf()).then(|| {
-        SERIAL
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    })
 }
 
 /// `minify run IMAGE PROBES --granularity G`, verified by minify (the probe passes on the

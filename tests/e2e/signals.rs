@@ -12,7 +12,7 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use minify_fixtures::{TestContext, fixture, require_docker, require_ebpf, require_root};
+use minify_fixtures::{TestContext, fixture};
 
 use crate::common::minify;
 use crate::run::{logged_trace_cgroup, verify_images_of};
@@ -129,12 +129,9 @@ fn wait_for_line(lines: &mpsc::Receiver<String>, marker: &str, log: &mut String,
 
 #[test]
 fn a_signal_at_any_moment_of_a_run_leaves_nothing() {
-    if !(require_root() && require_docker() && require_ebpf()) {
+    let Some(_serial) = crate::run::serial_if_run() else {
         return;
-    }
-    let _serial = crate::run::SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    };
     let image = fixture("nginx").unwrap();
     let ctx = TestContext::new().unwrap();
     let mut failures = Vec::new();
@@ -233,12 +230,9 @@ fn a_signal_at_any_moment_of_a_run_leaves_nothing() {
 /// minified one, which is when the signal is sent.
 #[test]
 fn ctrl_c_during_verify_says_what_stays() {
-    if !(require_root() && require_docker() && require_ebpf()) {
+    let Some(_serial) = crate::run::serial_if_run() else {
         return;
-    }
-    let _serial = crate::run::SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    };
     let image = fixture("nginx").unwrap();
     let ctx = TestContext::new().unwrap();
     let out = ctx.unique_image_ref("interrupted-verify");
@@ -316,12 +310,9 @@ fn load_tags_of(pid: u32) -> Vec<String> {
 /// label, saved, then removed), so every run really loads it.
 #[test]
 fn a_signal_during_a_file_load_leaves_no_temporary_image() {
-    if !(require_root() && require_docker() && require_ebpf()) {
+    let Some(_serial) = crate::run::serial_if_run() else {
         return;
-    }
-    let _serial = crate::run::SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    };
     let nginx = fixture("nginx").unwrap();
     let ctx = TestContext::new().unwrap();
     let tagged = ctx.unique_image_ref("load-src");

@@ -9,17 +9,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use minify_fixtures::{TestContext, fixture, require_docker, require_ebpf, require_root};
+use minify_fixtures::{TestContext, fixture};
 
 use crate::common::{minify, run};
-
-fn serial_if_run() -> Option<std::sync::MutexGuard<'static, ()>> {
-    (require_root() && require_docker() && require_ebpf()).then(|| {
-        crate::run::SERIAL
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    })
-}
+use crate::run::serial_if_run;
 
 /// `minify run IMAGE --probe-http / --tag OUT` plus `extra`; returns the report and the
 /// allowlist's paths with their reasons.
