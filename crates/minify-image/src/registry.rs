@@ -21,7 +21,7 @@ use serde::Deserialize;
 use sha2::Digest as _;
 use tokio::io::AsyncWriteExt as _;
 
-use crate::source::SourceImage;
+use crate::source::{Descriptor, Platform, SourceImage};
 use crate::{Digest, ImageRef, RegistryRef};
 
 /// The most a manifest or index may weigh (they are read whole).
@@ -386,27 +386,6 @@ fn cert_dir_roots(dir: Option<&Path>) -> Result<Vec<Certificate>, RegistryError>
         return Err(bad("it holds no *.crt certificate".into()));
     }
     Ok(certs)
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Descriptor {
-    #[serde(default)]
-    media_type: String,
-    digest: String,
-    size: u64,
-    #[serde(default)]
-    platform: Option<Platform>,
-}
-
-#[derive(Deserialize)]
-struct Platform {
-    #[serde(default)]
-    os: String,
-    #[serde(default)]
-    architecture: String,
-    #[serde(default)]
-    variant: Option<String>,
 }
 
 impl Platform {
@@ -784,6 +763,8 @@ mod tests {
                 architecture: arch.into(),
                 variant: variant.map(Into::into),
             }),
+            annotations: std::collections::BTreeMap::new(),
+            artifact_type: None,
         }
     }
 

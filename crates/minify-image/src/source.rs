@@ -567,27 +567,34 @@ pub(crate) fn read_docker_archive(
     finish(reference, c, id, config_bytes, config, blobs, tags)
 }
 
+/// An OCI content descriptor, as layouts and registries give them (the registry transport
+/// reads the same type).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Descriptor {
+pub(crate) struct Descriptor {
     #[serde(default)]
-    media_type: String,
-    digest: String,
-    size: u64,
+    pub(crate) media_type: String,
+    pub(crate) digest: String,
+    pub(crate) size: u64,
     #[serde(default)]
-    annotations: std::collections::BTreeMap<String, String>,
+    pub(crate) annotations: std::collections::BTreeMap<String, String>,
     #[serde(default)]
-    platform: Option<Platform>,
+    pub(crate) platform: Option<Platform>,
     /// Set on an OCI 1.1 artifact (an SBOM or a signature whose `subject` is an image): not
     /// an image to read.
     #[serde(default)]
-    artifact_type: Option<String>,
+    pub(crate) artifact_type: Option<String>,
 }
 
+/// A descriptor's platform.
 #[derive(Deserialize)]
-struct Platform {
+pub(crate) struct Platform {
     #[serde(default)]
-    architecture: String,
+    pub(crate) os: String,
+    #[serde(default)]
+    pub(crate) architecture: String,
+    #[serde(default)]
+    pub(crate) variant: Option<String>,
 }
 
 #[derive(Deserialize)]
